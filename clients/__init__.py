@@ -1,0 +1,1 @@
+"""Python SDK (REST and gRPC) and the client-side CLI."""

@@ -1,0 +1,1 @@
+"""Checkpoint → TorchScript and ONNX graphs in a versioned model repository."""

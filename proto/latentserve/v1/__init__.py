@@ -1,0 +1,1 @@
+"""gRPC contract `latentserve.v1`: generated stubs (regenerate with `make proto`)."""

@@ -1,0 +1,1 @@
+"""Batched inference server: ONNX Runtime behind REST and gRPC; imports no torch."""

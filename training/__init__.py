@@ -1,0 +1,1 @@
+"""Training of the latent-model families; writes safetensors checkpoints."""

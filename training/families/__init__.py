@@ -1,0 +1,1 @@
+"""Model families: one small module each, in a closed registry."""
