@@ -1,1 +1,77 @@
-"""Python SDK (REST and gRPC) and the client-side CLI."""
+"""Python SDK for a latentserve server (REST and gRPC) and the client-side CLI.
+
+>>> from latentserve.clients import connect
+>>> with connect("grpc://127.0.0.1:50051") as client:
+...     result = client.sample("vae-mnist", n=4, seed=0)
+
+The SDK imports only HTTP/gRPC libraries and the ``latentserve.v1`` stubs: it never pulls
+in the server or the training code. Names are resolved lazily so that ``latentserve``'s
+CLI, which imports ``latentserve.clients.cli`` at start-up, does not pay for gRPC/httpx.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "Client": "transport",
+    "connect": "transport",
+    "GrpcClient": "grpc_client",
+    "RestClient": "rest",
+    "ImageShape": "results",
+    "ModelInfo": "results",
+    "SampleChunk": "results",
+    "SampleResult": "results",
+    "LatentServeError": "errors",
+    "ModelNotFoundError": "errors",
+    "InvalidArgumentError": "errors",
+    "UnsupportedError": "errors",
+    "OverloadedError": "errors",
+    "UnavailableError": "errors",
+    "ServerError": "errors",
+}
+
+__all__ = [
+    "Client",
+    "GrpcClient",
+    "ImageShape",
+    "InvalidArgumentError",
+    "LatentServeError",
+    "ModelInfo",
+    "ModelNotFoundError",
+    "OverloadedError",
+    "RestClient",
+    "SampleChunk",
+    "SampleResult",
+    "ServerError",
+    "UnavailableError",
+    "UnsupportedError",
+    "connect",
+]
+
+if TYPE_CHECKING:
+    from latentserve.clients.connect import Client, connect
+    from latentserve.clients.errors import (
+        InvalidArgumentError,
+        LatentServeError,
+        ModelNotFoundError,
+        OverloadedError,
+        ServerError,
+        UnavailableError,
+        UnsupportedError,
+    )
+    from latentserve.clients.grpc_client import GrpcClient
+    from latentserve.clients.rest import RestClient
+    from latentserve.clients.results import ImageShape, ModelInfo, SampleChunk, SampleResult
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

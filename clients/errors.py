@@ -1,0 +1,121 @@
+"""Typed client exceptions: one per kind of server error, the same for REST and gRPC.
+
+Callers branch on the exception class (``except ModelNotFoundError``) rather than on
+status codes, so code written against one transport works unchanged against the other.
+Each exception carries the server's own message and, where the server named one, the
+offending request field.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class LatentServeError(Exception):
+    """Base of every error the SDK raises for a failed call."""
+
+    def __init__(self, message: str, *, code: str = "internal", field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.field = field
+
+    def __str__(self) -> str:
+        where = f" (field {self.field!r})" if self.field else ""
+        return f"{self.code}: {self.message}{where}"
+
+
+class ModelNotFoundError(LatentServeError):
+    """The model (or ``name@version``) is not in the server's repository."""
+
+
+class InvalidArgumentError(LatentServeError):
+    """The request was malformed or out of the model's limits (e.g. ``n`` too large)."""
+
+
+class UnsupportedError(LatentServeError):
+    """The model lacks the capability asked for (e.g. ``encode`` on a GAN)."""
+
+
+class OverloadedError(LatentServeError):
+    """The server's queue is full; retry later with backoff."""
+
+
+class UnavailableError(LatentServeError):
+    """The server could not be reached or is not ready."""
+
+
+class ServerError(LatentServeError):
+    """The server failed while handling a valid request."""
+
+
+# Server error codes (the ``code`` of a REST error body) to exception classes.
+_BY_CODE: dict[str, type[LatentServeError]] = {
+    "model_not_found": ModelNotFoundError,
+    "not_found": ModelNotFoundError,
+    "invalid_argument": InvalidArgumentError,
+    "unsupported": UnsupportedError,
+    "overloaded": OverloadedError,
+    "unavailable": UnavailableError,
+    "internal": ServerError,
+}
+
+# Fallback when a REST body carries no known code (e.g. a proxy's error page).
+_BY_HTTP_STATUS: dict[int, type[LatentServeError]] = {
+    400: InvalidArgumentError,
+    404: ModelNotFoundError,
+    413: InvalidArgumentError,
+    422: InvalidArgumentError,
+    429: OverloadedError,
+    501: UnsupportedError,
+    503: UnavailableError,
+}
+
+_BY_GRPC_STATUS: dict[grpc.StatusCode, type[LatentServeError]] = {
+    grpc.StatusCode.NOT_FOUND: ModelNotFoundError,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidArgumentError,
+    grpc.StatusCode.UNIMPLEMENTED: UnsupportedError,
+    grpc.StatusCode.FAILED_PRECONDITION: UnsupportedError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: OverloadedError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
+}
+
+
+def from_http(status: int, body: object) -> LatentServeError:
+    """Build the typed exception for a REST error response (``{"error": {...}}``)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        code = str(error.get("code") or "")
+        message = str(error.get("message") or f"HTTP {status}")
+        field = error.get("field")
+    else:
+        code, message, field = "", f"HTTP {status}: {body!r}"[:500], None
+    cls = _BY_CODE.get(code) or _BY_HTTP_STATUS.get(status, ServerError)
+    return cls(message, code=code or _code_name(cls), field=str(field) if field else None)
+
+
+def from_grpc(error: grpc.RpcError) -> LatentServeError:
+    """Build the typed exception for a failed gRPC call, keeping the server's details."""
+    status = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    details = (error.details() if hasattr(error, "details") else None) or str(status)
+    cls = _BY_GRPC_STATUS.get(status, ServerError)
+    field = _field_from_metadata(error)
+    return cls(details, code=_code_name(cls), field=field)
+
+
+def _field_from_metadata(error: grpc.RpcError) -> str | None:
+    """The server may name the offending field in trailing metadata (``field``)."""
+    trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    for key, value in trailing or ():
+        if key == "field":
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
+def _code_name(cls: type[LatentServeError]) -> str:
+    for code, known in _BY_CODE.items():
+        if known is cls:
+            return code
+    return "internal"
