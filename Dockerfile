@@ -1,0 +1,45 @@
+# syntax=docker/dockerfile:1
+# latentserve serving image.
+#   build   : Python 3.11 + the [train] extra with CPU torch; builds the default model
+#             repository (latentserve build-default) and the latentserve wheel.
+#   runtime : CUDA 13 + cuDNN 9 (what onnxruntime-gpu's CUDA provider links against), the
+#             serving dependencies only (no torch), a non-root user, the repository baked in.
+# Build: docker build -t latentserve .     Run: docker run --gpus all -p 8000:8000 -p 50051:50051 latentserve
+# Without a GPU the same image serves on ONNX Runtime's CPU provider.
+
+ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
+
+FROM python:3.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+RUN python -m venv /opt/build \
+    && /opt/build/bin/pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+COPY pyproject.toml README.md ./
+COPY latentserve latentserve
+COPY proto proto
+COPY server server
+COPY training training
+COPY exporters exporters
+COPY clients clients
+RUN /opt/build/bin/pip install '.[train]' \
+    && /opt/build/bin/pip wheel --no-deps --wheel-dir /wheels .
+RUN /opt/build/bin/latentserve build-default --repository /models
+
+FROM ${CUDA_IMAGE} AS runtime
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
+    PATH=/opt/latentserve/bin:$PATH
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /opt/latentserve \
+    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin latentserve
+COPY --from=build /wheels /tmp/wheels
+RUN pip install /tmp/wheels/*.whl && rm -rf /tmp/wheels
+COPY --from=build --chown=latentserve:latentserve /models /models
+USER latentserve
+WORKDIR /home/latentserve
+EXPOSE 8000 50051
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3).status != 200)"]
+ENTRYPOINT ["latentserve"]
+CMD ["serve", "--repository", "/models", "--host", "0.0.0.0", "--http-port", "8000", "--grpc-port", "50051"]

@@ -1,0 +1,82 @@
+# latentserve developer entry points. Every target sets up what it needs and is fast when
+# already set up: installs are keyed on pyproject.toml through stamp files in the venv.
+
+PYTHON ?= python3
+VENV ?= .venv
+REPOSITORY ?= models
+HOST ?= 127.0.0.1
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 50051
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+STAMP_TRAIN := $(VENV)/.stamp-train
+STAMP_DEV := $(VENV)/.stamp-dev
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
+
+.PHONY: serve test repository bench lint proto docker prometheus-tools load-tools clean
+
+## serve: set up (train extra), build the default repository if missing, serve it.
+serve: repository
+	$(BIN)/latentserve serve --repository $(REPOSITORY) --host $(HOST) \
+		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
+
+## test: set up (dev extra + Prometheus binaries where apt can install them), run pytest.
+test: $(STAMP_DEV) prometheus-tools
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## repository: build the default model repository ($(REPOSITORY)/) unless it exists.
+repository: $(STAMP_TRAIN)
+	@if ls $(REPOSITORY)/vae-mnist/*/manifest.json >/dev/null 2>&1; then \
+		echo "$(REPOSITORY)/ already holds vae-mnist"; \
+	else \
+		$(BIN)/latentserve build-default --repository $(REPOSITORY); \
+	fi
+
+## bench: load test REST (wrk) and gRPC against the server, raw ONNX Runtime alongside.
+bench: repository load-tools
+	$(BIN)/python bench/run.py --repository $(REPOSITORY) --model vae-mnist
+
+## lint: ruff check + format check over the whole tree.
+lint: $(STAMP_DEV)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## proto: regenerate the gRPC stubs after editing proto/latentserve/v1/generative.proto.
+proto: $(STAMP_DEV)
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto \
+		--grpc_python_out=proto proto/latentserve/v1/generative.proto
+
+## docker: build the serving image (GPU-capable runtime, default repository baked in).
+docker:
+	docker build -t latentserve:latest .
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# The dev extra includes the train extra, so a fresh dev stamp satisfies `serve` too.
+$(STAMP_TRAIN): pyproject.toml | $(BIN)/python
+	@if [ -f $(STAMP_DEV) ] && [ $(STAMP_DEV) -nt pyproject.toml ]; then :; \
+	else $(BIN)/python -m pip install -q -e '.[train]'; fi
+	@touch $@
+
+$(STAMP_DEV): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+# Prometheus and promtool serve the metrics integration test; without them it is skipped.
+prometheus-tools:
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && $(APT_INSTALL) prometheus; \
+	else echo "note: prometheus/promtool missing and apt unavailable: that test will skip"; fi
+
+# wrk drives REST load from compiled code, leaving the cores to the server.
+load-tools:
+	@if command -v wrk >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && $(APT_INSTALL) wrk; \
+	else echo "error: wrk is required for make bench (apt-get install wrk)"; exit 1; fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache build
