@@ -1,0 +1,109 @@
+"""Benchmark: the server under concurrent load (REST and gRPC) against raw ONNX Runtime on
+the same graph, measured in one run so the comparison shares the machine's state.
+
+Runs each configuration ``--repeats`` times and reports medians. With no ``--url`` it
+starts its own server on free loopback ports and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from raw_ort import latest_version_dir, load_graph, measure
+from rest_load import run_wrk
+from server_process import running_server
+
+HERE = Path(__file__).resolve().parent
+
+
+def grpc_load(target: str, model: str, concurrency: int, duration: float, warmup: float) -> dict:
+    """The gRPC load generator runs in its own process (see grpc_load.py)."""
+    command = [
+        sys.executable, str(HERE / "grpc_load.py"), "--target", target, "--model", model,
+        "--concurrency", str(concurrency), "--duration", str(duration), "--warmup", str(warmup),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def median_of(runs: list[dict]) -> dict:
+    """Median of each figure over repeated runs (the client name is kept)."""
+    keys = ("images_per_s", "p50_ms", "p99_ms", "requests", "errors")
+    merged = {k: statistics.median(r[k] for r in runs) for k in keys}
+    merged["client"] = runs[0]["client"]
+    merged["runs"] = [round(r["images_per_s"], 1) for r in runs]
+    return merged
+
+
+def benchmark(args: argparse.Namespace, url: str, target: str) -> dict[str, dict]:
+    session, spec, role = load_graph(latest_version_dir(args.repository, args.model))
+    print(f"# {args.model}: raw graph = {role}; {args.repeats} repeats, medians", flush=True)
+    runs: dict[str, list[dict]] = {}
+    for repeat in range(args.repeats):
+        for batch in (1, 32):
+            runs.setdefault(f"raw-batch-{batch}", []).append(
+                measure(session, spec, batch, args.duration)
+            )
+        for clients in args.clients:
+            runs.setdefault(f"grpc-{clients}", []).append(
+                grpc_load(target, args.model, clients, args.duration, args.warmup)
+            )
+            runs.setdefault(f"rest-{clients}", []).append(
+                run_wrk(url, args.model, 1, clients, args.duration, args.warmup)
+            )
+        print(f"# repeat {repeat + 1}/{args.repeats} done", flush=True)
+    return {name: median_of(results) for name, results in runs.items()}
+
+
+def report(results: dict[str, dict]) -> str:
+    ceiling = results["raw-batch-32"]["images_per_s"]
+    lines = [
+        f"{'config':<14}{'images/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs raw b32':>11}"
+        f"{'errors':>8}  client (runs: images/s)"
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"{name:<14}{r['images_per_s']:>10.1f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+            f"{r['images_per_s'] / ceiling:>10.3f}x{r['errors']:>8.0f}  {r['client']} {r['runs']}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repository", type=Path, default=Path("models"))
+    parser.add_argument("--model", default="vae-mnist")
+    parser.add_argument("--url", help="REST base URL of a running server (default: start one)")
+    parser.add_argument("--grpc", help="gRPC host:port of that running server")
+    parser.add_argument("--clients", type=int, nargs="+", default=[16, 32])
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the medians here")
+    parser.add_argument("--server-arg", action="append", default=[], help="extra serve flag")
+    args = parser.parse_args()
+    if bool(args.url) != bool(args.grpc):
+        parser.error("--url and --grpc go together (or neither, to start a server)")
+
+    started = time.perf_counter()
+    if args.url:
+        results = benchmark(args, args.url, args.grpc)
+    else:
+        with running_server(args.repository, args.server_arg) as (url, target):
+            results = benchmark(args, url, target)
+    print(report(results))
+    print(f"# {os.cpu_count()} CPUs, {time.perf_counter() - started:.0f} s in all")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
