@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+from latentserve.clients.local import LocalServer
 from raw_ort import latest_version_dir, load_graph, measure
 from rest_load import run_wrk
-from server_process import running_server
 
 HERE = Path(__file__).resolve().parent
 
@@ -96,8 +96,9 @@ def main() -> int:
     if args.url:
         results = benchmark(args, args.url, args.grpc)
     else:
-        with running_server(args.repository, args.server_arg) as (url, target):
-            results = benchmark(args, url, target)
+        with LocalServer(args.repository, args.server_arg) as server:
+            print(f"# server log: {server.log_path}", flush=True)
+            results = benchmark(args, server.http_url, server.grpc_target)
     print(report(results))
     print(f"# {os.cpu_count()} CPUs, {time.perf_counter() - started:.0f} s in all")
     if args.json:

@@ -19,6 +19,7 @@ _EXPORTS = {
     "connect": "transport",
     "GrpcClient": "grpc_client",
     "RestClient": "rest",
+    "LocalServer": "local",
     "ImageShape": "results",
     "ModelInfo": "results",
     "SampleChunk": "results",
@@ -38,6 +39,7 @@ __all__ = [
     "ImageShape",
     "InvalidArgumentError",
     "LatentServeError",
+    "LocalServer",
     "ModelInfo",
     "ModelNotFoundError",
     "OverloadedError",
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
         UnsupportedError,
     )
     from latentserve.clients.grpc_client import GrpcClient
+    from latentserve.clients.local import LocalServer
     from latentserve.clients.rest import RestClient
     from latentserve.clients.results import ImageShape, ModelInfo, SampleChunk, SampleResult
 

@@ -1,0 +1,127 @@
+"""Run a private ``latentserve serve`` process on free loopback ports.
+
+Notebooks, benchmarks and tests need a real server without picking ports by hand or
+importing server code into their own process (the SDK never imports the server): this
+starts the real CLI as a child process, waits for ``/readyz`` and stops it on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalServer:
+    """``with LocalServer(repo) as server: connect(server.grpc_url)``.
+
+    The server's output goes to ``log_path`` (a temporary file by default) and its tail is
+    quoted if the server fails to become ready.
+    """
+
+    def __init__(
+        self,
+        repository: Path,
+        extra_args: list[str] | None = None,
+        *,
+        ready_timeout: float = 120.0,
+        log_path: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.repository = Path(repository)
+        self.extra_args = list(extra_args or [])
+        self.ready_timeout = ready_timeout
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.log_path = log_path or Path(tempfile.mkstemp(prefix="latentserve-", suffix=".log")[1])
+        self.env = env
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"grpc://{self.grpc_target}"
+
+    def start(self) -> LocalServer:
+        command = [
+            sys.executable, "-m", "latentserve.cli", "serve",
+            "--repository", str(self.repository), "--host", "127.0.0.1",
+            "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
+            *self.extra_args,
+        ]  # fmt: skip
+        env = {**os.environ, **(self.env or {})}
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """Ask the server to drain and exit (SIGTERM); kill it if it does not."""
+        process, self._process = self._process, None
+        if process is None:
+            return None
+        process.terminate()
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _wait_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(
+                    f"latentserve serve exited with code {self._process.returncode}:\n"
+                    + self.log_tail()
+                )
+            try:
+                with urllib.request.urlopen(f"{self.http_url}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(
+            f"server not ready after {self.ready_timeout:.0f} s:\n" + self.log_tail()
+        )
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
