@@ -1,7 +1,60 @@
-"""Subcommands of this part (placeholder until the part lands)."""
+"""``latentserve serve``: the batched inference server.
+
+Only argparse at module level: the heavy imports (ONNX Runtime, gRPC, FastAPI) happen when
+the command runs, and torch only for ``--build-default`` or a TorchScript backend.
+"""
+
+from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    return None
+    p = subparsers.add_parser(
+        "serve",
+        help="serve a model repository over REST and gRPC",
+        description="Serve every model under a repository folder over REST and gRPC "
+        "from one process. Settings: defaults < --config TOML < LATENTSERVE_* env < flags.",
+    )
+    p.add_argument("--repository", type=Path, help="model repository folder (default models)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--http-port", type=int, help="REST port (default 8000)")
+    p.add_argument("--grpc-port", type=int, help="gRPC port (default 50051)")
+    p.add_argument("--config", type=Path, help="TOML settings file ([models.NAME] tables)")
+    p.add_argument(
+        "--backend",
+        choices=["onnxruntime", "torchscript"],
+        help="graph runtime for models without a per-model override (default onnxruntime)",
+    )
+    p.add_argument(
+        "--build-default",
+        action="store_true",
+        help="if the repository is missing or empty, train and export the default models "
+        "into it first (needs the train extra: torch)",
+    )
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from latentserve.server.app import run
+    from latentserve.server.settings import load_settings
+
+    settings = load_settings(
+        args.config,
+        repository=args.repository,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        backend=args.backend,
+    )
+    if args.build_default and not _has_models(settings.repository):
+        from latentserve.exporters.default_repository import build_default_repository
+
+        build_default_repository(settings.repository)
+    run(settings)
+    return 0
+
+
+def _has_models(repository: Path) -> bool:
+    return repository.is_dir() and any(repository.glob("*/*/manifest.json"))

@@ -1,0 +1,132 @@
+"""Composition root: settings -> repository -> service -> REST + gRPC, in one process.
+
+Both transports share one asyncio loop (uvloop when installed). The listeners open first so
+liveness probes answer while models load; readiness (``/readyz``, gRPC health) turns on
+only once every model is loaded. SIGTERM/SIGINT stop accepting, drain what was accepted,
+then close the batchers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+
+import uvicorn
+from grpc_health.v1 import health, health_pb2
+from latentserve.server.grpc_service import SERVICE_NAME, create_grpc_server
+from latentserve.server.metrics import ServerMetrics
+from latentserve.server.rest import create_rest_app
+from latentserve.server.service import GenerativeService
+from latentserve.server.settings import Settings
+from prometheus_client import CollectorRegistry
+
+log = logging.getLogger(__name__)
+
+
+class _UvicornServer(uvicorn.Server):
+    # Signals belong to the composition root, which must also drain gRPC before exiting.
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[override]
+        yield
+
+
+async def serve(settings: Settings, registry: CollectorRegistry | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then drain and return."""
+    service = GenerativeService(settings, ServerMetrics(registry or CollectorRegistry()))
+    health_servicer = health.aio.HealthServicer()
+    grpc_server = create_grpc_server(service, health_servicer)
+    grpc_port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    if grpc_port == 0:
+        raise OSError(f"cannot bind gRPC to {settings.host}:{settings.grpc_port}")
+    config = uvicorn.Config(
+        create_rest_app(service),
+        host=settings.host,
+        port=settings.http_port,
+        http="httptools" if _has("httptools") else "h11",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
+    )
+    http_server = _UvicornServer(config)
+    http_socket = _bind(settings.host, settings.http_port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    await grpc_server.start()
+    http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
+    try:
+        await _load(service, health_servicer, stop)
+        if not stop.is_set():
+            log.info(
+                "ready: http://%s:%d (REST, docs at /docs)  grpc %s:%d",
+                settings.host,
+                http_socket.getsockname()[1],
+                settings.host,
+                grpc_port,
+            )
+        await _wait_first(stop.wait(), http_task)
+    finally:
+        log.info("shutting down: draining accepted requests")
+        service.start_draining()
+        await health_servicer.enter_graceful_shutdown()
+        http_server.should_exit = True
+        await asyncio.gather(
+            grpc_server.stop(grace=settings.drain_timeout_s), http_task, return_exceptions=True
+        )
+        await service.close()
+        log.info("stopped")
+
+
+async def _load(
+    service: GenerativeService, health_servicer: health.aio.HealthServicer, stop: asyncio.Event
+) -> None:
+    loading = asyncio.create_task(service.load())
+    await _wait_first(loading, stop.wait())
+    if loading.done():
+        loading.result()  # a broken repository stops the server with its error
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    else:
+        loading.cancel()
+
+
+async def _wait_first(*aws: object) -> None:
+    tasks = [a if isinstance(a, asyncio.Future) else asyncio.ensure_future(a) for a in aws]
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        if task not in aws:
+            task.cancel()
+    for task in done:
+        task.result()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    # Bound here, not by uvicorn, so a busy port raises OSError instead of exiting the process.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def run(settings: Settings) -> None:
+    """Blocking entry point: one event loop (uvloop when available) for both transports."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))

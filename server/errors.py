@@ -1,0 +1,55 @@
+"""Domain errors of the serving path.
+
+The service and pipelines raise these; each transport maps them to its own status codes in
+exactly one place (``rest.py`` and ``grpc_service.py``), so a new error kind cannot be
+reported differently over HTTP and gRPC.
+"""
+
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """Base of every error a client is meant to see. ``code`` is the stable wire name."""
+
+    code = "internal"
+    recorded = False  # set once the service counted it, so transports never count twice
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ModelNotFound(ServingError):
+    code = "not_found"
+
+
+class InvalidArgument(ServingError):
+    """A request field is wrong; ``field`` names it (``n``, ``images[3]``) for the client."""
+
+    code = "invalid_argument"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class Unsupported(ServingError):
+    """The model exists but lacks the capability (e.g. sampling from a plain autoencoder)."""
+
+    code = "unsupported"
+
+
+class Overloaded(ServingError):
+    """The bounded queue is full; the client should retry after ``retry_after_s`` seconds."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, int(retry_after_s))
+
+
+class Unavailable(ServingError):
+    """The server cannot answer now (models still loading, shutting down, timed out)."""
+
+    code = "unavailable"

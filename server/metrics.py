@@ -1,0 +1,68 @@
+"""Every Prometheus metric of the server, declared once on an injected registry.
+
+Tests pass a fresh ``CollectorRegistry`` so they never see each other's counts; the
+transports, the service and the batcher record into the one ``ServerMetrics`` they share.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class ServerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "latentserve_requests",
+            "Requests answered, by model, method, protocol and status.",
+            ["model", "method", "protocol", "status"],
+            registry=registry,
+        )
+        self.request_latency = Histogram(
+            "latentserve_request_duration_seconds",
+            "Time from a request entering the service to its answer.",
+            ["model", "method", "protocol"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "latentserve_queue_wait_seconds",
+            "Time a request waited in a batcher queue before its batch started.",
+            ["model", "graph"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "latentserve_batch_items",
+            "Items per executed batch.",
+            ["model", "graph"],
+            buckets=_BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.compute_time = Histogram(
+            "latentserve_batch_compute_seconds",
+            "Time a graph took to run one batch.",
+            ["model", "graph"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_failures = Counter(
+            "latentserve_batch_failures",
+            "Batches whose graph raised or returned the wrong number of outputs.",
+            ["model", "graph"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "latentserve_requests_in_flight",
+            "Requests being handled right now.",
+            ["protocol"],
+            registry=registry,
+        )
+        self.models_loaded = Gauge(
+            "latentserve_models_loaded",
+            "Model versions loaded and ready to serve.",
+            registry=registry,
+        )

@@ -1,0 +1,294 @@
+"""The one service layer both transports call: resolve, validate, run, measure.
+
+REST and gRPC only translate wire types to these calls and map the domain errors they
+raise; every rule about what a request may ask (``n``, ``seed``, ``temperature``, image
+count) lives here once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+from latentserve.server import codecs
+from latentserve.server.errors import InvalidArgument, ServingError, Unavailable
+from latentserve.server.metrics import ServerMetrics
+from latentserve.server.repository import LoadedModel, ModelRepository
+from latentserve.server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_SEED = 2**64 - 1
+_OFFLOAD_PIXELS = 1 << 20  # past this many pixels, PNG work moves off the event loop
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    name: str
+    version: str
+    family: str
+    description: str
+    capabilities: list[str]
+    height: int
+    width: int
+    channels: int
+    latent_shape: list[int]
+    backend: str
+    execution_providers: list[str]
+    max_batch_size: int
+    max_n: int
+    versions: list[str]
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    model: str  # resolved name@version
+    seed: int
+    images: list[bytes]  # PNG
+
+
+@dataclass(frozen=True)
+class SampleChunk:
+    model: str
+    seed: int
+    offset: int
+    images: list[bytes]
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    model: str
+    latents: np.ndarray  # (n, *latent_shape) float32
+
+
+@dataclass(frozen=True)
+class ReconstructResult:
+    model: str
+    images: list[bytes]
+
+
+class _Call:
+    """Labels of one request, filled in as it is resolved; read when it is recorded."""
+
+    __slots__ = ("model",)
+
+    def __init__(self) -> None:
+        self.model = "unknown"
+
+
+class GenerativeService:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: ServerMetrics,
+        repository: ModelRepository | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._repository = repository
+        self._draining = False
+        if repository is not None:
+            metrics.models_loaded.set(len(repository))
+
+    @property
+    def ready(self) -> bool:
+        return self._repository is not None and not self._draining
+
+    async def load(self) -> None:
+        """Load the repository off the event loop (graph sessions take a while to build)."""
+        repository = await asyncio.to_thread(
+            ModelRepository.load, self.settings.repository, self.settings, self.metrics
+        )
+        self._repository = repository
+        self.metrics.models_loaded.set(len(repository))
+
+    def start_draining(self) -> None:
+        self._draining = True
+
+    async def close(self) -> None:
+        if self._repository is not None:
+            await self._repository.close()
+        self.metrics.models_loaded.set(0)
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def _resolve(self, ref: str) -> LoadedModel:
+        if self._repository is None:
+            raise Unavailable("models are still loading")
+        return self._repository.resolve(ref)
+
+    def list_models(self) -> list[ModelDescription]:
+        if self._repository is None:
+            raise Unavailable("models are still loading")
+        return [self._describe(m) for m in self._repository.models()]
+
+    def get_model(self, ref: str) -> ModelDescription:
+        return self._describe(self._resolve(ref))
+
+    def _describe(self, model: LoadedModel) -> ModelDescription:
+        m = model.manifest
+        return ModelDescription(
+            name=m.name,
+            version=m.version,
+            family=m.family,
+            description=m.description,
+            capabilities=list(m.capabilities),
+            height=m.image.height,
+            width=m.image.width,
+            channels=m.image.channels,
+            latent_shape=list(m.latent.shape),
+            backend=model.backend,
+            execution_providers=model.providers,
+            max_batch_size=model.serving.max_batch_size,
+            max_n=model.serving.max_n,
+            versions=self._repository.versions(m.name) if self._repository else [],
+        )
+
+    def model_label(self, ref: str) -> str:
+        """``name@version`` for metric labels, ``unknown`` for anything unresolvable."""
+        try:
+            return self._resolve(ref).label
+        except ServingError:
+            return "unknown"
+
+    def record_rejection(self, ref: str, method: str, protocol: str, status: str) -> None:
+        """Count a request a transport refused before it reached the service."""
+        self.metrics.requests.labels(self.model_label(ref), method, protocol, status).inc()
+
+    # -- inference -----------------------------------------------------------------------
+
+    async def sample(
+        self, ref: str, n: int, seed: int | None, temperature: float | None, protocol: str
+    ) -> SampleResult:
+        async with self._track("sample", protocol) as call:
+            model = self._resolve(ref)
+            call.model = model.label
+            seed, temperature = self._check_sample(model, n, seed, temperature)
+            images = await self._timed(model.pipeline.sample(n, seed, temperature))
+            pngs = await self._to_pngs(model, images)
+            return SampleResult(model.label, seed, pngs)
+
+    async def sample_stream(
+        self, ref: str, n: int, seed: int | None, temperature: float | None, protocol: str
+    ) -> AsyncIterator[SampleChunk]:
+        """Chunks as they are produced; the first arrives before the last image is computed."""
+        async with self._track("stream_sample", protocol) as call:
+            model = self._resolve(ref)
+            call.model = model.label
+            seed, temperature = self._check_sample(model, n, seed, temperature)
+            chunk = min(self.settings.stream_chunk_size, model.serving.max_batch_size)
+            parts = model.pipeline.sample_stream(n, seed, temperature, chunk)
+            try:
+                while True:
+                    try:
+                        offset, images = await self._timed(anext(parts))
+                    except StopAsyncIteration:
+                        break
+                    yield SampleChunk(model.label, seed, offset, await self._to_pngs(model, images))
+            finally:
+                await parts.aclose()
+
+    async def encode(self, ref: str, images: list[bytes], protocol: str) -> EncodeResult:
+        async with self._track("encode", protocol) as call:
+            model = self._resolve(ref)
+            call.model = model.label
+            model.pipeline.require("encode")
+            batch = await self._from_pngs(model, images)
+            return EncodeResult(model.label, await self._timed(model.pipeline.encode(batch)))
+
+    async def reconstruct(self, ref: str, images: list[bytes], protocol: str) -> ReconstructResult:
+        async with self._track("reconstruct", protocol) as call:
+            model = self._resolve(ref)
+            call.model = model.label
+            model.pipeline.require("reconstruct")
+            batch = await self._from_pngs(model, images)
+            out = await self._timed(model.pipeline.reconstruct(batch))
+            return ReconstructResult(model.label, await self._to_pngs(model, out))
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _check_sample(
+        self, model: LoadedModel, n: int, seed: int | None, temperature: float | None
+    ) -> tuple[int, float]:
+        model.pipeline.require("sample")
+        max_n = model.serving.max_n
+        if not 1 <= n <= max_n:
+            raise InvalidArgument("n", f"must be between 1 and {max_n}, got {n}")
+        if seed is None:
+            seed = secrets.randbits(63)
+        elif not 0 <= seed <= MAX_SEED:
+            raise InvalidArgument("seed", f"must be between 0 and {MAX_SEED}, got {seed}")
+        temperature = 1.0 if temperature is None else float(temperature)
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise InvalidArgument("temperature", f"must be a finite number > 0, got {temperature}")
+        return seed, temperature
+
+    async def _from_pngs(self, model: LoadedModel, images: list[bytes]) -> np.ndarray:
+        max_n = model.serving.max_n
+        if not 1 <= len(images) <= max_n:
+            raise InvalidArgument("images", f"must hold 1 to {max_n} images, got {len(images)}")
+        spec = model.manifest.image
+        return await self._offload(
+            len(images) * spec.height * spec.width,
+            codecs.pngs_to_batch,
+            images,
+            spec,
+            self.settings.max_image_pixels,
+        )
+
+    async def _to_pngs(self, model: LoadedModel, images: np.ndarray) -> list[bytes]:
+        spec = model.manifest.image
+        return await self._offload(images.size, codecs.batch_to_pngs, images, spec)
+
+    @staticmethod
+    async def _offload(pixels: int, fn: Callable[..., T], *args: object) -> T:
+        # Small images encode faster than a thread hop costs; big ones must not stall the loop.
+        if pixels < _OFFLOAD_PIXELS:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
+    async def _timed(self, work: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                return await work
+        except TimeoutError:
+            raise Unavailable(
+                f"request timed out after {self.settings.request_timeout_s:g}s"
+            ) from None
+
+    @asynccontextmanager
+    async def _track(self, method: str, protocol: str) -> AsyncIterator[_Call]:
+        """Count the request with its final status and time it; keep the in-flight gauge."""
+        call = _Call()
+        in_flight = self.metrics.in_flight.labels(protocol)
+        in_flight.inc()
+        started = time.perf_counter()
+        status = "ok"
+        try:
+            yield call
+        except ServingError as exc:
+            status = exc.code
+            exc.recorded = True
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            status = "cancelled"
+            raise
+        except Exception:
+            status = "internal"
+            log.exception("%s %s failed", protocol, method)
+            raise
+        finally:
+            in_flight.dec()
+            self.metrics.requests.labels(call.model, method, protocol, status).inc()
+            self.metrics.request_latency.labels(call.model, method, protocol).observe(
+                time.perf_counter() - started
+            )

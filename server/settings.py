@@ -1,0 +1,97 @@
+"""Server settings: defaults < TOML file (``--config``) < ``LATENTSERVE_*`` env < CLI flags.
+
+Per-model tables (``[models.NAME]``) override the batching defaults a model's manifest
+ships, so an operator can tune one model without re-exporting it.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from latentserve.manifest import ServingDefaults
+
+Backend = Literal["onnxruntime", "torchscript"]
+
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("latentserve_config_file", default=None)
+
+
+class ModelOverrides(BaseModel):
+    """Per-model settings; ``None`` keeps what the manifest (or the global backend) says."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Backend | None = None
+    max_batch_size: int | None = Field(default=None, gt=0)
+    max_queue_delay_ms: float | None = Field(default=None, ge=0)
+    max_queue_size: int | None = Field(default=None, gt=0)
+    max_n: int | None = Field(default=None, gt=0)
+
+
+def _default_threads() -> int:
+    # Leave a core for the event loop (HTTP/gRPC parsing, PNG encoding) on small boxes.
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LATENTSERVE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    repository: Path = Path("models")
+    host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    backend: Backend = "onnxruntime"
+    models: dict[str, ModelOverrides] = Field(default_factory=dict)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=4096 * 4096, gt=0)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    drain_timeout_s: float = Field(default=10.0, ge=0)
+    stream_chunk_size: int = Field(default=4, gt=0)
+    intra_op_threads: int = Field(default_factory=_default_threads, gt=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_CONFIG_FILE.get())
+        return (init_settings, env_settings, toml)
+
+    def backend_for(self, model: str) -> Backend:
+        override = self.models.get(model)
+        return override.backend if override and override.backend else self.backend
+
+    def serving_for(self, model: str, defaults: ServingDefaults) -> ServingDefaults:
+        """The manifest's batching defaults with this model's overrides applied."""
+        override = self.models.get(model)
+        if override is None:
+            return defaults
+        changes = override.model_dump(exclude_none=True, exclude={"backend"})
+        return defaults.model_copy(update=changes)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from an optional TOML file, the environment and explicit overrides."""
+    if config_file is not None and not config_file.is_file():
+        raise FileNotFoundError(f"settings file not found: {config_file}")
+    token = _CONFIG_FILE.set(config_file)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    finally:
+        _CONFIG_FILE.reset(token)
