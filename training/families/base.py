@@ -1,0 +1,61 @@
+"""What the trainer and the exporters ask of every family's model.
+
+One small interface keeps one trainer loop and one set of export graph wrappers for all
+families: a family only fills in how it encodes, decodes and scores a batch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+from latentserve.training.families.layers import ImageShape
+from torch import nn
+
+
+@dataclass
+class StepOutput:
+    """A training step's loss (to minimise) and scalar metrics for the log."""
+
+    loss: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class LatentModel(nn.Module, ABC):
+    """A model with an encoder to a flat latent and a decoder to pixel likelihoods."""
+
+    #: Whether the model has a prior to sample from (and so a sampler graph).
+    has_prior: bool = False
+
+    def __init__(self, image: ImageShape, latent_dim: int) -> None:
+        super().__init__()
+        self.image = image
+        self.latent_dim = latent_dim
+
+    @property
+    def latent_shape(self) -> list[int]:
+        return [self.latent_dim]
+
+    @abstractmethod
+    def encode(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Image in [0, 1] → (posterior mean or code, posterior log-variance or None)."""
+
+    @abstractmethod
+    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent → per-pixel (loc, log_scale) of the discretized logistic on [0, 1]."""
+
+    @abstractmethod
+    def training_step(self, x: torch.Tensor, generator: torch.Generator) -> StepOutput:
+        """Loss of a uint8 batch; ``generator`` is the only randomness it may use."""
+
+    @abstractmethod
+    def evaluate(
+        self, x: torch.Tensor, generator: torch.Generator, iw_k: int = 1
+    ) -> dict[str, torch.Tensor]:
+        """Per-image code lengths in nats, keyed by the metric's name in bits/dim."""
+
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """The image a latent stands for: the logistic's location clamped to [0, 1]."""
+        loc, _ = self.decode(z)
+        return loc.clamp(0.0, 1.0)

@@ -1,0 +1,163 @@
+"""The one training loop for every family.
+
+Randomness is a pure function of (seed, step): the data order of each epoch and the
+noise of each step come from generators seeded from them, never from a global stream.
+That is what makes a run reproducible *and* makes ``--resume`` land on exactly the
+weights an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from latentserve.training import checkpoint as ckpt
+from latentserve.training.config import RunConfig, TrainConfig, load_config
+from latentserve.training.data import load_dataset
+from latentserve.training.evaluate import evaluate_model
+from latentserve.training.families import LatentModel
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    test_metrics: dict[str, float]
+    seconds: float
+
+
+def _seed_for(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _batch_indices(seed: int, step: int, n: int, batch_size: int) -> torch.Tensor:
+    """Indices of step ``step``: epoch-wise permutations, the last partial batch dropped."""
+    per_epoch = n // batch_size
+    epoch, offset = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return torch.from_numpy(order[offset * batch_size : (offset + 1) * batch_size])
+
+
+def _lr_at(train: TrainConfig, step: int, total: int) -> float:
+    if step < train.warmup_steps:
+        return train.lr * (step + 1) / train.warmup_steps
+    if train.lr_schedule == "constant":
+        return train.lr
+    progress = (step - train.warmup_steps) / max(1, total - train.warmup_steps)
+    return train.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_threads(requested: int) -> None:
+    """Few threads: more than the cores only adds contention on a shared CPU."""
+    torch.set_num_threads(requested or min(2, os.cpu_count() or 1))
+
+
+def train(
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    stop_at: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train (or resume) a run in ``run_dir``; evaluates on the test split when complete.
+
+    ``stop_at`` ends the loop early at that step with a checkpoint, as an interruption
+    would; ``resume=True`` continues from the checkpoint in ``run_dir``.
+    """
+    start = time.perf_counter()
+    set_threads(config.train.num_threads)
+    data = load_dataset(
+        config.dataset, config.image.height, config.image.width, config.image.channels
+    )
+    total = config.train.total_steps(len(data.train))
+    if len(data.train) < config.train.batch_size:
+        raise ValueError(
+            f"batch_size {config.train.batch_size} exceeds the {len(data.train)} train images"
+        )
+    torch.manual_seed(config.seed)
+    model = ckpt.build_model(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    step = _prepare_run_dir(run_dir, config, model, optimizer, resume)
+    end = total if stop_at is None else min(stop_at, total)
+    model.train()
+    bar = tqdm(total=total, initial=step, desc=f"train {config.family}", disable=not progress)
+    while step < end:
+        _train_step(model, optimizer, config, data.train, step, total, run_dir)
+        step += 1
+        bar.update(1)
+        if config.train.checkpoint_every and step % config.train.checkpoint_every == 0:
+            ckpt.save_checkpoint(run_dir, model, optimizer, step)
+    bar.close()
+    ckpt.save_checkpoint(run_dir, model, optimizer, step)
+    test_metrics: dict[str, float] = {}
+    if step == total:
+        test_metrics = evaluate_model(
+            model, data.test, seed=config.seed, batch_size=config.train.eval_batch_size
+        )
+        ckpt.append_metrics(
+            run_dir, {"event": "eval", "split": "test", "step": step, **test_metrics}
+        )
+        log.info("test split after %d steps: %s", step, test_metrics)
+    return TrainResult(run_dir, step, test_metrics, time.perf_counter() - start)
+
+
+def _prepare_run_dir(
+    run_dir: Path,
+    config: RunConfig,
+    model: LatentModel,
+    optimizer: torch.optim.Optimizer,
+    resume: bool,
+) -> int:
+    """Create a fresh run folder or restore a checkpoint; returns the step to start at."""
+    if resume:
+        loaded = ckpt.load_run(run_dir)
+        model.load_state_dict(loaded.model.state_dict())
+        ckpt.load_optimizer_state(run_dir, optimizer)
+        ckpt.truncate_metrics(run_dir, loaded.step)  # drop logs past the checkpoint
+        return loaded.step
+    if (run_dir / ckpt.CHECKPOINT).exists():
+        raise ValueError(f"run folder {run_dir} already holds a checkpoint; resume it instead")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt.write_config(run_dir, config)
+    return 0
+
+
+def _train_step(
+    model: LatentModel,
+    optimizer: torch.optim.Optimizer,
+    config: RunConfig,
+    images: torch.Tensor,
+    step: int,
+    total: int,
+    run_dir: Path,
+) -> None:
+    lr = _lr_at(config.train, step, total)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    batch = images[_batch_indices(config.seed, step, len(images), config.train.batch_size)]
+    generator = torch.Generator().manual_seed(_seed_for(config.seed, step))
+    out = model.training_step(batch, generator)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    if config.train.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+    optimizer.step()
+    if not math.isfinite(out.loss.item()):
+        raise FloatingPointError(f"loss became {out.loss.item()} at step {step}")
+    if (step + 1) % config.train.log_every == 0 or step + 1 == total:
+        ckpt.append_metrics(run_dir, {"event": "train", "step": step + 1, "lr": lr, **out.metrics})
+
+
+def resume(run_dir: Path, *, progress: bool = True) -> TrainResult:
+    """Continue the run in ``run_dir`` with its own resolved config."""
+    return train(load_config(run_dir / ckpt.CONFIG), run_dir, resume=True, progress=progress)
