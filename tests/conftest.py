@@ -15,7 +15,7 @@ def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     differ) and ``ae-tiny`` version 1 (no sampler graph, no "sample" capability); all
     28×28×1 MNIST models. Takes a few seconds once per test session.
     """
-    from latentserve.exporters.repository_builder import build_repository, builtin_entry
+    from latentserve.exporters.default_repository import build_repository, builtin_entry
 
     repository = tmp_path_factory.mktemp("tiny_repository")
     entries = [

@@ -61,7 +61,7 @@ def build_repository(
     return written
 
 
-def build_default(
+def build_default_repository(
     repository: Path, *, runs_dir: Path | None = None, rebuild: bool = False, progress: bool = True
 ) -> list[Path]:
     """Build the default repository; models already present are kept unless ``rebuild``."""
