@@ -120,7 +120,7 @@ class Batcher:
             if not request.future.done():
                 request.future.set_exception(Unavailable("server is shutting down"))
         self._queue.clear()
-        self._executor.shutdown(wait=True)
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -186,15 +186,16 @@ class Batcher:
             bad = {k: v.shape for k, v in outputs.items() if v.shape[:1] != (total,)}
             if bad or not outputs:
                 raise BatchFailed(f"graph returned {bad or 'nothing'} for a batch of {total}")
+        except asyncio.CancelledError:
+            self._fail(segments, Unavailable("server is shutting down"))
+            raise
         except Exception as exc:  # noqa: BLE001 - any graph failure fails this batch only
             log.warning("batch of %d failed: %s", total, exc)
             if self._m is not None:
                 self._m[3].inc()
             if not isinstance(exc, ServingError):
                 exc = BatchFailed(f"inference failed: {exc}")
-            for s in segments:
-                if not s.request.future.done():
-                    s.request.future.set_exception(exc)
+            self._fail(segments, exc)
             return
         elapsed = time.perf_counter() - started
         self._avg_batch_s = 0.8 * self._avg_batch_s + 0.2 * elapsed
@@ -202,6 +203,12 @@ class Batcher:
             self._m[1].observe(total)
             self._m[2].observe(elapsed)
         self._distribute(segments, outputs)
+
+    @staticmethod
+    def _fail(segments: list[_Segment], error: BaseException) -> None:
+        for s in segments:
+            if not s.request.future.done():
+                s.request.future.set_exception(error)
 
     @staticmethod
     def _assemble(segments: list[_Segment]) -> Arrays:

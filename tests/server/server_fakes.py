@@ -1,0 +1,156 @@
+"""Small fake graphs and models for unit tests of the batcher, pipeline and service.
+
+Each fake computes every item from that item alone (as real graphs do), so any change of
+results under batching is a real bug, not an artefact of the fake.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from latentserve.server.metrics import ServerMetrics
+from latentserve.server.repository import ModelRepository
+from latentserve.server.settings import Settings
+
+from latentserve.manifest import (
+    GraphFile,
+    GraphSpec,
+    ImageSpec,
+    LatentSpec,
+    Manifest,
+    Provenance,
+    ServingDefaults,
+    TensorSpec,
+)
+
+SIZE = 8  # tiny 8x8 grayscale images
+LATENT = 3
+POISON = 13.0  # a temperature that makes FakeSampler raise: the failing-batch trigger
+
+
+class Recorder:
+    """Counts calls and batch sizes; can be slowed down or held at a gate."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.batch_sizes: list[int] = []
+        self.delay_s = delay_s
+        self.gate: threading.Event | None = None
+        self.lock = threading.Lock()
+
+    def record(self, n: int) -> None:
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        with self.lock:
+            self.batch_sizes.append(n)
+
+
+class EchoGraph(Recorder):
+    backend = "fake"
+    providers = ["FakeProvider"]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        self.record(x.shape[0])
+        return {"y": x * 2}
+
+
+class FakeSampler(Recorder):
+    backend = "fake"
+    providers = ["FakeProvider"]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        noise, temperature = inputs["noise"], inputs["temperature"]
+        self.record(noise.shape[0])
+        if np.any(temperature == POISON):
+            raise RuntimeError("poisoned batch")
+        index = np.arange(SIZE * SIZE) % LATENT
+        flat = 1 / (1 + np.exp(-noise[:, index] * temperature[:, None]))
+        return {"image": flat.reshape(-1, 1, SIZE, SIZE).astype(np.float32)}
+
+
+class FakeEncoder(Recorder):
+    backend = "fake"
+    providers = ["FakeProvider"]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        image = inputs["image"]
+        self.record(image.shape[0])
+        flat = image.reshape(image.shape[0], -1)
+        latent = np.stack([flat[:, j::LATENT].mean(axis=1) for j in range(LATENT)], axis=1)
+        return {"latent": latent.astype(np.float32), "logvar": np.zeros_like(latent)}
+
+
+class FakeDecoder(Recorder):
+    backend = "fake"
+    providers = ["FakeProvider"]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        latent = inputs["latent"]
+        self.record(latent.shape[0])
+        index = np.arange(SIZE * SIZE) % LATENT
+        return {"image": latent[:, index].reshape(-1, 1, SIZE, SIZE).astype(np.float32)}
+
+
+def _spec(inputs: dict[str, list], outputs: dict[str, list], role: str) -> GraphSpec:
+    return GraphSpec(
+        inputs=[TensorSpec(name=k, dtype="float32", shape=v) for k, v in inputs.items()],
+        outputs=[TensorSpec(name=k, dtype="float32", shape=v) for k, v in outputs.items()],
+        files={"onnx": GraphFile(path=f"{role}.onnx", sha256="0" * 64)},
+    )
+
+
+def fake_manifest(
+    name: str = "fake-vae", version: str = "1", sampler: bool = True, **serving: float
+) -> Manifest:
+    image = ["batch", 1, SIZE, SIZE]
+    latent = ["batch", LATENT]
+    graphs = {
+        "encoder": _spec({"image": image}, {"latent": latent, "logvar": latent}, "encoder"),
+        "decoder": _spec({"latent": latent}, {"image": image}, "decoder"),
+    }
+    if sampler:
+        graphs["sampler"] = _spec(
+            {"noise": latent, "temperature": ["batch"]}, {"image": image}, "sampler"
+        )
+    return Manifest(
+        name=name,
+        version=version,
+        family="vae" if sampler else "autoencoder",
+        pipeline="latent_decoder",
+        capabilities=(["sample"] if sampler else []) + ["encode", "reconstruct"],
+        image=ImageSpec(height=SIZE, width=SIZE, channels=1),
+        latent=LatentSpec(shape=[LATENT]),
+        graphs=graphs,
+        serving=ServingDefaults(**serving),
+        provenance=Provenance(
+            config={}, dataset="none", created_at="2026-01-01T00:00:00Z", latentserve_version="0"
+        ),
+    )
+
+
+FAKES = {"sampler": FakeSampler, "encoder": FakeEncoder, "decoder": FakeDecoder}
+
+
+def fake_repository(
+    settings: Settings, metrics: ServerMetrics, manifests: list[Manifest], delay_s: float = 0.0
+) -> tuple[ModelRepository, dict[str, dict[str, Recorder]]]:
+    """Write ``manifests`` under ``settings.repository`` and load them with the real loader,
+    opening fake graphs instead of ONNX files. Also returns the fakes by ``name@version``."""
+    graphs: dict[str, dict[str, Recorder]] = {}
+
+    def opener(version_dir: Path, spec: GraphSpec, backend: str, threads: int) -> Recorder:
+        role = Path(spec.files["onnx"].path).stem
+        fake = FAKES[role](delay_s)
+        graphs.setdefault(f"{version_dir.parent.name}@{version_dir.name}", {})[role] = fake
+        return fake
+
+    for manifest in manifests:
+        version_dir = settings.repository / manifest.name / manifest.version
+        version_dir.mkdir(parents=True)
+        manifest.save(version_dir)
+    return ModelRepository.load(settings.repository, settings, metrics, opener), graphs

@@ -1,0 +1,104 @@
+"""PNG/base64 codecs: round trips, and every refusal names its field."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+from latentserve.server import codecs
+from latentserve.server.errors import InvalidArgument
+from PIL import Image
+
+from latentserve.manifest import ImageSpec
+
+GRAY = ImageSpec(height=28, width=28, channels=1)
+RGB = ImageSpec(height=4, width=5, channels=3, value_range=(-1.0, 1.0))
+LIMIT = 10_000
+
+
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def header_only_png(width: int, height: int) -> bytes:
+    """A PNG whose header claims a huge image: what a decompression bomb looks like."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 1024)
+    return codecs.PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_round_trip_preserves_pixels_in_both_value_ranges() -> None:
+    rng = np.random.default_rng(0)
+    for spec in (GRAY, RGB):
+        pixels = rng.integers(0, 256, (2, spec.height, spec.width, spec.channels), np.uint8)
+        pngs = [codecs.encode_png(p) for p in pixels]
+        batch = codecs.pngs_to_batch(pngs, spec, LIMIT)
+        assert batch.shape == (2, spec.channels, spec.height, spec.width)
+        assert batch.dtype == np.float32
+        low, high = spec.value_range
+        assert low <= batch.min() and batch.max() <= high
+        np.testing.assert_array_equal(codecs.batch_to_pixels(batch, spec), pixels)
+        assert codecs.pngs_to_batch(codecs.batch_to_pngs(batch, spec), spec, LIMIT).tolist() == (
+            batch.tolist()
+        )
+
+
+def test_out_of_range_outputs_are_clipped() -> None:
+    batch = np.array([-5.0, 0.5, 7.0], np.float32).reshape(1, 1, 1, 3)
+    spec = ImageSpec(height=1, width=3, channels=1)
+    assert codecs.batch_to_pixels(batch, spec).reshape(-1).tolist() == [0, 128, 255]
+
+
+def test_base64_round_trip_and_refusal() -> None:
+    data = b"\x00\xffpng"
+    assert codecs.decode_base64(codecs.encode_base64(data), "images[0]") == data
+    with pytest.raises(InvalidArgument) as err:
+        codecs.decode_base64("not base64!", "images[3]")
+    assert err.value.field == "images[3]" and "base64" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"GIF89a....", "not a PNG"),
+        (codecs.PNG_SIGNATURE + b"\x00\x00\x00\x0dIHDRgarbage", "malformed PNG"),
+        (png(np.zeros((28, 28), np.uint8))[:50], "malformed PNG"),  # cut inside IDAT
+        (png(np.zeros((27, 28), np.uint8)), "expected 28x28 pixels, got 28x27"),
+        (png(np.zeros((28, 28, 3), np.uint8)), "expected 1 channel"),
+    ],
+)
+def test_bad_images_are_refused_naming_the_field(data: bytes, expected: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        codecs.pngs_to_batch([png(np.zeros((28, 28), np.uint8)), data], GRAY, LIMIT)
+    assert err.value.field == "images[1]"
+    assert expected in err.value.message
+
+
+def test_decompression_bombs_are_refused_before_decoding() -> None:
+    started = time.perf_counter()
+    with pytest.raises(InvalidArgument, match="5000x5000 exceeds the 10000-pixel limit"):
+        codecs.decode_png(header_only_png(5000, 5000), "images[0]", GRAY, LIMIT)
+    # 40 gigapixels declared in a ~100-byte file: Pillow's own guard fires even earlier.
+    with pytest.raises(InvalidArgument, match="decompression bomb") as err:
+        codecs.decode_png(header_only_png(200_000, 200_000), "images[2]", GRAY, 10**12)
+    assert err.value.field == "images[2]"
+    assert time.perf_counter() - started < 0.5
+
+
+def test_png_bytes_are_small_and_fast_to_make() -> None:
+    pixels = np.zeros((28, 28, 1), np.uint8)
+    data = codecs.encode_png(pixels)
+    assert data.startswith(codecs.PNG_SIGNATURE) and len(data) < 200
+    assert base64.b64decode(codecs.encode_base64(data)) == data

@@ -1,0 +1,68 @@
+"""Settings precedence: defaults < TOML file < LATENTSERVE_* environment < explicit flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from latentserve.server.settings import load_settings
+from pydantic import ValidationError
+
+from latentserve.manifest import ServingDefaults
+
+TOML = """
+http_port = 9000
+backend = "onnxruntime"
+max_body_bytes = 1024
+
+[models.vae-tiny]
+max_batch_size = 8
+max_queue_delay_ms = 0.5
+backend = "torchscript"
+"""
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("LATENTSERVE_HTTP_PORT", "LATENTSERVE_REPOSITORY", "LATENTSERVE_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert (settings.host, settings.http_port, settings.grpc_port) == ("127.0.0.1", 8000, 50051)
+    assert settings.repository == Path("models") and settings.backend == "onnxruntime"
+
+
+def test_toml_env_and_flags_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text(TOML)
+    settings = load_settings(config)
+    assert settings.http_port == 9000 and settings.max_body_bytes == 1024
+    monkeypatch.setenv("LATENTSERVE_HTTP_PORT", "9100")
+    monkeypatch.setenv("LATENTSERVE_MODELS__AE_TINY__MAX_N", "3")
+    settings = load_settings(config)
+    assert settings.http_port == 9100
+    settings = load_settings(config, http_port=9200, grpc_port=None)
+    assert settings.http_port == 9200 and settings.grpc_port == 50051
+
+
+def test_per_model_overrides_apply_on_top_of_the_manifest(tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text(TOML)
+    settings = load_settings(config)
+    manifest_defaults = ServingDefaults(max_batch_size=32, max_n=64)
+    tuned = settings.serving_for("vae-tiny", manifest_defaults)
+    assert (tuned.max_batch_size, tuned.max_queue_delay_ms, tuned.max_n) == (8, 0.5, 64)
+    assert settings.serving_for("other", manifest_defaults) == manifest_defaults
+    assert settings.backend_for("vae-tiny") == "torchscript"
+    assert settings.backend_for("other") == "onnxruntime"
+
+
+def test_mistakes_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        load_settings(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[models.vae-tiny]\nmax_batch_size = 0\n")
+    with pytest.raises(ValidationError, match="max_batch_size"):
+        load_settings(bad)
+    typo = tmp_path / "typo.toml"
+    typo.write_text("htp_port = 1\n")
+    with pytest.raises(ValidationError, match="htp_port"):
+        load_settings(typo)
