@@ -1,0 +1,61 @@
+"""``latentserve sample`` and ``latentserve models`` as a user runs them, against a real server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from latentserve.clients import RestClient
+from latentserve.clients.local import LocalServer
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+
+def _latentserve(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "latentserve.cli", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_sample_writes_a_grid_of_the_seeded_samples(
+    live_server: LocalServer, tmp_path: Path, transport: str
+) -> None:
+    url = live_server.http_url if transport == "rest" else live_server.grpc_url
+    out = tmp_path / "grid.png"
+    done = _latentserve(
+        "sample", "--url", url, "--model", "vae-tiny", "-n", "6", "--seed", "42", "--out", str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    assert "seed 42" in done.stdout and str(out) in done.stdout
+
+    with RestClient(live_server.http_url) as client:
+        expected = client.sample("vae-tiny", n=6, seed=42).images
+    grid = Image.open(out)
+    width, height = expected[0].size
+    assert grid.size == (3 * (width + 2) + 2, 2 * (height + 2) + 2)  # 6 images: 3 x 2
+    for index, image in enumerate(expected):  # each tile is exactly the SDK's image
+        row, column = divmod(index, 3)
+        left, top = 2 + column * (width + 2), 2 + row * (height + 2)
+        tile = grid.crop((left, top, left + width, top + height))
+        np.testing.assert_array_equal(np.asarray(tile), np.asarray(image.convert(grid.mode)))
+
+
+def test_models_lists_every_model(live_server: LocalServer) -> None:
+    done = _latentserve("models", "--url", live_server.grpc_url)
+    assert done.returncode == 0, done.stderr
+    assert "vae-tiny@2" in done.stdout and "ae-tiny@" in done.stdout
+    assert "1,2" in done.stdout  # the versions column
+
+
+def test_sample_reports_server_errors_in_one_line(live_server: LocalServer, tmp_path) -> None:
+    done = _latentserve(
+        "sample", "--url", live_server.http_url, "--model", "nope", "--out", str(tmp_path / "x.png")
+    )
+    assert done.returncode == 1
+    assert "nope" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "x.png").exists()
