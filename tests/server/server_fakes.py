@@ -6,11 +6,14 @@ results under batching is a real bug, not an artefact of the fake.
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
+from latentserve.server.codecs import PNG_SIGNATURE
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.repository import ModelRepository
 from latentserve.server.settings import Settings
@@ -154,3 +157,15 @@ def fake_repository(
         version_dir.mkdir(parents=True)
         manifest.save(version_dir)
     return ModelRepository.load(settings.repository, settings, metrics, opener), graphs
+
+
+def header_only_png(width: int, height: int) -> bytes:
+    """A PNG whose header claims a huge image: what a decompression bomb looks like."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 1024)
+    return PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import base64
 import io
-import struct
 import time
-import zlib
 
 import numpy as np
 import pytest
 from latentserve.server import codecs
 from latentserve.server.errors import InvalidArgument
 from PIL import Image
+from server_fakes import header_only_png
 
 from latentserve.manifest import ImageSpec
 
@@ -25,18 +24,6 @@ def png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def header_only_png(width: int, height: int) -> bytes:
-    """A PNG whose header claims a huge image: what a decompression bomb looks like."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 1024)
-    return codecs.PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def test_round_trip_preserves_pixels_in_both_value_ranges() -> None:
