@@ -7,6 +7,7 @@ import io
 import shutil
 import subprocess
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -129,17 +130,9 @@ BOMB = base64.b64encode(header_only_png(4000, 4000)).decode()
         ("vae-tiny/encode", {"images": [GOOD, 3]}, "images[1]"),
         ("vae-tiny/encode", {"images": [GOOD, "%%%not-base64"]}, "images[1]"),
         ("vae-tiny/encode", {"images": [base64.b64encode(b"hello").decode()]}, "images[0]"),
-        ("vae-tiny/reconstruct", {"images": [png_b64(np.zeros((32, 28), np.uint8))]}, "images[0]"),
-        (
-            "vae-tiny/reconstruct",
-            {"images": [png_b64(np.zeros((28, 28, 3), np.uint8))]},
-            "images[0]",
-        ),
-        (
-            "vae-tiny/encode",
-            {"images": [base64.b64encode(header_only_png(4000, 4000)).decode()]},
-            "images[0]",
-        ),
+        ("vae-tiny/reconstruct", {"images": [TALL]}, "images[0]"),
+        ("vae-tiny/reconstruct", {"images": [GOOD, COLOUR]}, "images[1]"),
+        ("vae-tiny/encode", {"images": [BOMB]}, "images[0]"),
     ],
 )
 def test_bad_input_is_422_naming_the_field(
@@ -160,8 +153,7 @@ def test_malformed_json_is_422(http: httpx.Client) -> None:
 
 
 def test_the_bomb_is_refused_as_too_many_pixels(http: httpx.Client) -> None:
-    bomb = base64.b64encode(header_only_png(4000, 4000)).decode()
-    response = http.post("/v1/models/vae-tiny/encode", json={"images": [bomb]})
+    response = http.post("/v1/models/vae-tiny/encode", json={"images": [BOMB]})
     assert "exceeds the 1000000-pixel limit" in response.json()["error"]["message"]
 
 
@@ -206,8 +198,6 @@ def test_a_full_queue_is_429_with_retry_after(server: ServerProcess) -> None:
             target=lambda: results.append(first_client.post("/v1/models/ae-tiny/encode", json=body))
         )
         waiting.start()
-        import time
-
         time.sleep(0.4)
         refused = httpx.post(f"{server.http_url}/v1/models/ae-tiny/encode", json=body, timeout=30)
         waiting.join()
