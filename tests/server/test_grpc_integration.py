@@ -1,0 +1,212 @@
+"""The real server process over real gRPC: service, streaming, errors, health, reflection."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+from conftest import ServerProcess
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+from latentserve.v1 import generative_pb2 as pb
+from latentserve.v1 import generative_pb2_grpc as pb_grpc
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def channel(server: ServerProcess) -> grpc.Channel:
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        grpc.channel_ready_future(channel).result(timeout=10)
+        yield channel
+
+
+@pytest.fixture(scope="module")
+def stub(channel: grpc.Channel) -> pb_grpc.GenerativeServiceStub:
+    return pb_grpc.GenerativeServiceStub(channel)
+
+
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+GOOD = png(np.zeros((28, 28), np.uint8))
+
+
+def refused(call, request) -> grpc.RpcError:  # noqa: ANN001 - any unary stub method
+    with pytest.raises(grpc.RpcError) as err:
+        call(request, timeout=30)
+    return err.value
+
+
+def trailing(error: grpc.RpcError) -> dict[str, str]:
+    return dict(error.trailing_metadata() or ())
+
+
+def test_models_are_listed_and_described(stub: pb_grpc.GenerativeServiceStub) -> None:
+    models = stub.ListModels(pb.ListModelsRequest()).models
+    assert [(m.name, m.version) for m in models] == [
+        ("ae-tiny", "1"),
+        ("vae-tiny", "1"),
+        ("vae-tiny", "2"),
+    ]
+    info = stub.GetModel(pb.GetModelRequest(model="vae-tiny"))
+    assert (info.version, list(info.versions), info.backend) == ("2", ["1", "2"], "onnxruntime")
+    assert list(info.execution_providers) == ["CPUExecutionProvider"]
+    assert (info.image.height, info.image.width, info.image.channels) == (28, 28, 1)
+    assert list(info.latent_shape) == [4] and info.max_n == 64
+    assert stub.GetModel(pb.GetModelRequest(model="vae-tiny@1")).version == "1"
+
+
+def test_same_seed_same_images_over_grpc_and_rest(
+    stub: pb_grpc.GenerativeServiceStub, server: ServerProcess
+) -> None:
+    reply = stub.Sample(pb.SampleRequest(model="vae-tiny", n=4, seed=123))
+    assert (reply.model, reply.seed, len(reply.images)) == ("vae-tiny@2", 123, 4)
+    again = stub.Sample(pb.SampleRequest(model="vae-tiny@2", n=4, seed=123, temperature=1.0))
+    assert list(again.images) == list(reply.images)
+    other = stub.Sample(pb.SampleRequest(model="vae-tiny", n=4, seed=124))
+    assert list(other.images) != list(reply.images)
+    rest = httpx.post(
+        f"{server.http_url}/v1/models/vae-tiny/sample", json={"n": 4, "seed": 123}, timeout=30
+    ).json()
+    assert [base64.b64decode(i) for i in rest["images"]] == list(reply.images)
+
+
+def test_an_unset_seed_is_drawn_and_returned(stub: pb_grpc.GenerativeServiceStub) -> None:
+    drawn = stub.Sample(pb.SampleRequest(model="vae-tiny", n=1))
+    replay = stub.Sample(pb.SampleRequest(model="vae-tiny", n=1, seed=drawn.seed))
+    assert list(replay.images) == list(drawn.images)
+
+
+def test_stream_sample_arrives_in_chunks_equal_to_unary(
+    stub: pb_grpc.GenerativeServiceStub,
+) -> None:
+    request = pb.SampleRequest(model="vae-tiny", n=7, seed=9)
+    arrivals, chunks = [], []
+    for chunk in stub.StreamSample(request, timeout=30):
+        arrivals.append(time.perf_counter())
+        chunks.append(chunk)
+    assert [(c.offset, len(c.images)) for c in chunks] == [(0, 2), (2, 2), (4, 2), (6, 1)]
+    assert {c.model for c in chunks} == {"vae-tiny@2"} and {c.seed for c in chunks} == {9}
+    assert arrivals == sorted(arrivals)
+    unary = stub.Sample(request)
+    assert [image for c in chunks for image in c.images] == list(unary.images)
+
+
+def test_encode_and_reconstruct_agree_with_rest(
+    stub: pb_grpc.GenerativeServiceStub, server: ServerProcess
+) -> None:
+    images = list(stub.Sample(pb.SampleRequest(model="vae-tiny", n=2, seed=3)).images)
+    encoded = stub.Encode(pb.EncodeRequest(model="vae-tiny", images=images))
+    assert encoded.model == "vae-tiny@2" and [list(x.shape) for x in encoded.latents] == [[4]] * 2
+    rest = httpx.post(
+        f"{server.http_url}/v1/models/vae-tiny/encode",
+        json={"images": [base64.b64encode(i).decode() for i in images]},
+        timeout=30,
+    ).json()
+    np.testing.assert_allclose(
+        [list(x.values) for x in encoded.latents], rest["latents"], rtol=1e-6
+    )
+    rebuilt = stub.Reconstruct(pb.ReconstructRequest(model="ae-tiny", images=images))
+    assert len(rebuilt.images) == 2
+    assert Image.open(io.BytesIO(rebuilt.images[0])).size == (28, 28)
+
+
+@pytest.mark.parametrize(
+    ("method", "request_", "field"),
+    [
+        ("Sample", pb.SampleRequest(model="vae-tiny"), "n"),
+        ("Sample", pb.SampleRequest(model="vae-tiny", n=-1), "n"),
+        ("Sample", pb.SampleRequest(model="vae-tiny", n=65), "n"),
+        ("Sample", pb.SampleRequest(model="vae-tiny", n=1, temperature=-1), "temperature"),
+        ("StreamSample", pb.SampleRequest(model="vae-tiny", n=0), "n"),
+        ("Encode", pb.EncodeRequest(model="vae-tiny"), "images"),
+        ("Encode", pb.EncodeRequest(model="vae-tiny", images=[GOOD, b"junk"]), "images[1]"),
+        (
+            "Reconstruct",
+            pb.ReconstructRequest(model="vae-tiny", images=[png(np.zeros((28, 20), np.uint8))]),
+            "images[0]",
+        ),
+    ],
+)
+def test_bad_input_is_invalid_argument_naming_the_field(
+    stub: pb_grpc.GenerativeServiceStub, method: str, request_: object, field: str
+) -> None:
+    call = getattr(stub, method)
+    if method == "StreamSample":
+        with pytest.raises(grpc.RpcError) as err:
+            list(call(request_, timeout=30))
+        error = err.value
+    else:
+        error = refused(call, request_)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert trailing(error)["field"] == field and field in error.details()
+
+
+def test_unknown_models_are_not_found(stub: pb_grpc.GenerativeServiceStub) -> None:
+    for model in ("nope", "vae-tiny@9"):
+        error = refused(stub.Sample, pb.SampleRequest(model=model, n=1))
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+        assert refused(stub.GetModel, pb.GetModelRequest(model=model)).code() == (
+            grpc.StatusCode.NOT_FOUND
+        )
+
+
+def test_sampling_an_autoencoder_is_refused_clearly(stub: pb_grpc.GenerativeServiceStub) -> None:
+    error = refused(stub.Sample, pb.SampleRequest(model="ae-tiny", n=1))
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "does not support sample" in error.details()
+    with pytest.raises(grpc.RpcError) as streamed:
+        list(stub.StreamSample(pb.SampleRequest(model="ae-tiny", n=2), timeout=30))
+    assert streamed.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_a_full_queue_is_resource_exhausted(stub: pb_grpc.GenerativeServiceStub) -> None:
+    request = pb.EncodeRequest(model="ae-tiny", images=[GOOD])  # 1-request queue, 1.5 s window
+    waiting = stub.Encode.future(request, timeout=30)
+    time.sleep(0.4)
+    error = refused(stub.Encode, request)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert int(trailing(error)["retry-after"]) >= 1
+    assert len(waiting.result().latents) == 1
+
+
+def test_oversize_messages_are_refused(stub: pb_grpc.GenerativeServiceStub) -> None:
+    error = refused(stub.Encode, pb.EncodeRequest(model="vae-tiny", images=[b"x" * 70_000]))
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_health_and_reflection(channel: grpc.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "latentserve.v1.GenerativeService"):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    services = ProtoReflectionDescriptorDatabase(channel).get_services()
+    assert "latentserve.v1.GenerativeService" in services
+    assert "grpc.health.v1.Health" in services
+
+
+def test_grpc_requests_are_measured(server: ServerProcess) -> None:
+    text = httpx.get(f"{server.http_url}/metrics", timeout=10).text
+    assert 'method="stream_sample",model="vae-tiny@2",protocol="grpc",status="ok"' in text
+    assert 'method="sample",model="ae-tiny@1",protocol="grpc",status="unsupported"' in text
+    assert 'method="get_model",model="unknown",protocol="grpc",status="not_found"' in text
+    assert 'latentserve_requests_in_flight{protocol="grpc"} 0.0' in text
+
+
+def test_the_server_keeps_serving_after_all_of_that(
+    stub: pb_grpc.GenerativeServiceStub, server: ServerProcess
+) -> None:
+    assert server.process.poll() is None
+    assert len(stub.Sample(pb.SampleRequest(model="vae-tiny", n=64, seed=1)).images) == 64
