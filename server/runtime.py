@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import warnings
 from pathlib import Path
 from typing import Protocol
 
@@ -93,7 +94,10 @@ class TorchScriptRuntime:
 
         torch.set_num_threads(intra_op_threads)
         self._torch = torch
-        self._module = torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():
+            # The manifest chose TorchScript; torch's advice to migrate is for the exporter.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._module = torch.jit.load(str(path), map_location="cpu").eval()
         self._input_names = [t.name for t in spec.inputs]
         self._output_names = [t.name for t in spec.outputs]
         self.providers = ["cpu"]
