@@ -35,12 +35,16 @@ class _UvicornServer(uvicorn.Server):
 
 async def serve(settings: Settings, registry: CollectorRegistry | None = None) -> None:
     """Serve until SIGTERM/SIGINT, then drain and return."""
+    if not settings.repository.is_dir():
+        raise FileNotFoundError(f"model repository not found: {settings.repository}")
     service = GenerativeService(settings, ServerMetrics(registry or CollectorRegistry()))
     health_servicer = health.aio.HealthServicer()
     grpc_server = create_grpc_server(service, health_servicer)
-    grpc_port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
-    if grpc_port == 0:
-        raise OSError(f"cannot bind gRPC to {settings.host}:{settings.grpc_port}")
+    address = f"{settings.host}:{settings.grpc_port}"
+    try:
+        grpc_port = grpc_server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise ValueError(f"cannot listen for gRPC on {address}: port in use?") from exc
     config = uvicorn.Config(
         create_rest_app(service),
         host=settings.host,
@@ -108,11 +112,15 @@ async def _wait_first(*aws: object) -> None:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    # Bound here, not by uvicorn, so a busy port raises OSError instead of exiting the process.
+    # Bound here, not by uvicorn, so a busy port is a clear error instead of a sys.exit.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ValueError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror}") from exc
     return sock
 
 
