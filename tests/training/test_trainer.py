@@ -80,9 +80,11 @@ def test_existing_run_is_not_overwritten(tmp_path: Path) -> None:
         train(config, tmp_path / "run", progress=False)
 
 
-def test_epochs_count_full_batches(tmp_path: Path) -> None:
-    config = tiny(steps=None, epochs=1, batch_size=1500)
-    assert train(config, tmp_path / "run", progress=False).step == 3
+def test_epochs_count_full_batches() -> None:
+    config = tiny(steps=None, epochs=3, batch_size=64)
+    assert config.train.total_steps(4500) == 3 * 70  # the partial 71st batch is dropped
+    with pytest.raises(ValueError, match="exceeds the 10 train images"):
+        config.train.total_steps(10)
 
 
 def test_optimizer_state_round_trips(tmp_path: Path) -> None:
