@@ -10,7 +10,6 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from conftest import ServerProcess
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
@@ -18,6 +17,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
 from PIL import Image
+from server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
 

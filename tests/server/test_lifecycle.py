@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import BLOCK_TORCH, ServerProcess
 from latentserve.server.codecs import encode_base64, encode_png
+from server_process import BLOCK_TORCH, ServerProcess
 
 pytestmark = pytest.mark.slow
 

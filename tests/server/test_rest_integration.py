@@ -12,9 +12,9 @@ import time
 import httpx
 import numpy as np
 import pytest
-from conftest import ServerProcess
 from PIL import Image
 from server_fakes import header_only_png
+from server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
 
