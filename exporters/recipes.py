@@ -17,6 +17,7 @@ from latentserve.exporters.graphs import (
     SamplerGraph,
 )
 from latentserve.training.families import LatentModel
+from latentserve.training.registry import ClosedRegistry
 from torch import nn
 
 from latentserve.manifest import Capability, GraphRole, TensorSpec
@@ -91,22 +92,16 @@ def plan_autoencoder(model: LatentModel) -> list[GraphPlan]:
     return [encoder, _decoder(model)]
 
 
-_RECIPES: dict[str, ExportRecipe] = {}
+RECIPES: ClosedRegistry[ExportRecipe] = ClosedRegistry("export recipe for family")
 
 
-def register_recipe(recipe: ExportRecipe) -> None:
+def register_recipe(recipe: ExportRecipe) -> ExportRecipe:
     """Add a family's recipe; a second one for the same family is refused."""
-    if recipe.family in _RECIPES:
-        raise ValueError(f"an export recipe for family {recipe.family!r} is already registered")
-    _RECIPES[recipe.family] = recipe
+    return RECIPES.register(recipe.family, recipe)
 
 
 def get_recipe(family: str) -> ExportRecipe:
-    try:
-        return _RECIPES[family]
-    except KeyError:
-        known = ", ".join(sorted(_RECIPES))
-        raise ValueError(f"no export recipe for family {family!r}; known: {known}") from None
+    return RECIPES.get(family)
 
 
 register_recipe(ExportRecipe("vae", ["sample", "encode", "reconstruct"], plan_vae))

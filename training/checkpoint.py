@@ -82,15 +82,22 @@ def load_optimizer_state(run_dir: Path, optimizer: torch.optim.Optimizer) -> Non
     optimizer.load_state_dict({"state": state, "param_groups": param_groups})
 
 
+def load_weights(run_dir: Path, model: torch.nn.Module) -> int:
+    """Load a run's checkpoint into ``model``; returns the step it was taken at."""
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"no {CHECKPOINT} in run folder {run_dir}")
+    model.load_state_dict(load_file(str(path)))
+    return checkpoint_step(run_dir)
+
+
 def load_run(run_dir: Path) -> LoadedRun:
     """A run folder's model in eval mode, ready for evaluation or export."""
-    if not (run_dir / CHECKPOINT).is_file():
-        raise FileNotFoundError(f"no {CHECKPOINT} in run folder {run_dir}")
     config = load_config(run_dir / CONFIG)
     model = build_model(config)
-    model.load_state_dict(load_file(str(run_dir / CHECKPOINT)))
+    step = load_weights(run_dir, model)
     model.eval()
-    return LoadedRun(config=config, model=model, step=checkpoint_step(run_dir))
+    return LoadedRun(config=config, model=model, step=step)
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:

@@ -120,11 +120,10 @@ def _prepare_run_dir(
 ) -> int:
     """Create a fresh run folder or restore a checkpoint; returns the step to start at."""
     if resume:
-        loaded = ckpt.load_run(run_dir)
-        model.load_state_dict(loaded.model.state_dict())
+        step = ckpt.load_weights(run_dir, model)
         ckpt.load_optimizer_state(run_dir, optimizer)
-        ckpt.truncate_metrics(run_dir, loaded.step)  # drop logs past the checkpoint
-        return loaded.step
+        ckpt.truncate_metrics(run_dir, step)  # drop logs past the checkpoint
+        return step
     if (run_dir / ckpt.CHECKPOINT).exists():
         raise ValueError(f"run folder {run_dir} already holds a checkpoint; resume it instead")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -115,5 +115,5 @@ def test_parity_failure_is_loud(vae_run: Path, tmp_path: Path) -> None:
 
 
 def test_unknown_family_has_no_recipe() -> None:
-    with pytest.raises(ValueError, match="no export recipe for family 'gan'"):
+    with pytest.raises(ValueError, match="unknown export recipe for family 'gan'"):
         get_recipe("gan")

@@ -70,3 +70,14 @@ def test_image_size_must_fit_stages() -> None:
     config = parse_config({**BASE, "image": {"height": 30, "width": 30}})
     with pytest.raises(ValueError, match="divisible by 2\\*\\*2"):
         build_model(config)
+
+
+def test_registries_refuse_a_second_registration() -> None:
+    from latentserve.exporters.recipes import get_recipe, register_recipe
+    from latentserve.training.families import get_family
+    from latentserve.training.families.registry import register_family
+
+    with pytest.raises(ValueError, match="model family 'vae' is already registered"):
+        register_family(get_family("vae"))
+    with pytest.raises(ValueError, match="export recipe for family 'vae' is already registered"):
+        register_recipe(get_recipe("vae"))

@@ -1,8 +1,4 @@
-"""The closed registry of model families: names in configs map to code written here.
-
-No config string is ever turned into an import; a family exists only if its module
-registers it, and a second registration under the same name is an error.
-"""
+"""The closed registry of model families (see ``latentserve.training.registry``)."""
 
 from __future__ import annotations
 
@@ -12,6 +8,7 @@ from typing import Any
 
 from latentserve.training.families.base import LatentModel
 from latentserve.training.families.layers import ImageShape
+from latentserve.training.registry import ClosedRegistry
 
 
 @dataclass(frozen=True)
@@ -23,25 +20,18 @@ class Family:
     build: Callable[[Any, ImageShape], LatentModel]
 
 
-_FAMILIES: dict[str, Family] = {}
+FAMILIES: ClosedRegistry[Family] = ClosedRegistry("model family")
 
 
 def register_family(family: Family) -> Family:
     """Add a family; refuses a name that is already taken."""
-    if family.name in _FAMILIES:
-        raise ValueError(f"model family {family.name!r} is already registered")
-    _FAMILIES[family.name] = family
-    return family
+    return FAMILIES.register(family.name, family)
 
 
 def get_family(name: str) -> Family:
     """The family called ``name``; unknown names list the known ones."""
-    try:
-        return _FAMILIES[name]
-    except KeyError:
-        known = ", ".join(sorted(_FAMILIES))
-        raise ValueError(f"unknown model family {name!r}; known families: {known}") from None
+    return FAMILIES.get(name)
 
 
 def family_names() -> list[str]:
-    return sorted(_FAMILIES)
+    return FAMILIES.names()
