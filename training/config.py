@@ -58,12 +58,11 @@ class TrainConfig:
 
     def total_steps(self, n_train: int) -> int:
         """Steps to run: ``steps``, or ``epochs`` full passes (the last partial batch dropped)."""
+        if self.batch_size > n_train:
+            raise ValueError(f"batch_size {self.batch_size} exceeds the {n_train} train images")
         if self.steps is not None:
             return self.steps
-        per_epoch = n_train // self.batch_size
-        if per_epoch == 0:
-            raise ValueError(f"batch_size {self.batch_size} exceeds the {n_train} train images")
-        return self.epochs * per_epoch
+        return self.epochs * (n_train // self.batch_size)
 
 
 @config_dataclass(config=_STRICT)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from latentserve.training.families import LatentModel
 from latentserve.training.likelihood import nats_to_bits_per_dim
-
-EVAL_STREAM = 0x5EED  # keeps eval noise apart from any training step's noise
+from latentserve.training.seeds import EVAL_NOISE, torch_generator
 
 
 @torch.no_grad()
@@ -16,7 +15,7 @@ def evaluate_model(
     """Mean per-image code lengths over ``images``, in bits/dim (deterministic given seed)."""
     was_training = model.training
     model.eval()
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + EVAL_STREAM)
+    generator = torch_generator(seed, EVAL_NOISE)
     totals: dict[str, float] = {}
     for start in range(0, len(images), batch_size):
         for name, nats in model.evaluate(

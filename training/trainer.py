@@ -22,6 +22,7 @@ from latentserve.training.config import RunConfig, TrainConfig, load_config
 from latentserve.training.data import load_dataset
 from latentserve.training.evaluate import evaluate_model
 from latentserve.training.families import LatentModel
+from latentserve.training.seeds import DATA_ORDER, TRAIN_NOISE, derive_seed, torch_generator
 from tqdm import tqdm
 
 log = logging.getLogger(__name__)
@@ -35,15 +36,11 @@ class TrainResult:
     seconds: float
 
 
-def _seed_for(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
 def _batch_indices(seed: int, step: int, n: int, batch_size: int) -> torch.Tensor:
     """Indices of step ``step``: epoch-wise permutations, the last partial batch dropped."""
     per_epoch = n // batch_size
     epoch, offset = divmod(step, per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(n)
+    order = np.random.default_rng(derive_seed(seed, DATA_ORDER, epoch)).permutation(n)
     return torch.from_numpy(order[offset * batch_size : (offset + 1) * batch_size])
 
 
@@ -80,10 +77,6 @@ def train(
         config.dataset, config.image.height, config.image.width, config.image.channels
     )
     total = config.train.total_steps(len(data.train))
-    if len(data.train) < config.train.batch_size:
-        raise ValueError(
-            f"batch_size {config.train.batch_size} exceeds the {len(data.train)} train images"
-        )
     torch.manual_seed(config.seed)
     model = ckpt.build_model(config)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
@@ -144,7 +137,7 @@ def _train_step(
     for group in optimizer.param_groups:
         group["lr"] = lr
     batch = images[_batch_indices(config.seed, step, len(images), config.train.batch_size)]
-    generator = torch.Generator().manual_seed(_seed_for(config.seed, step))
+    generator = torch_generator(config.seed, TRAIN_NOISE, step)
     out = model.training_step(batch, generator)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
