@@ -85,4 +85,6 @@ def _eval(args: argparse.Namespace) -> int:
     print(f"{run.config.family} run {args.run_dir} (step {run.step}), {len(data.test)} test images")
     for name, value in metrics.items():
         print(f"  {name:>24}: {value:.4f}")
+    if not run.model.has_prior:
+        print("  (no prior: recon_bits_per_dim is a reconstruction cost, not a likelihood bound)")
     return 0

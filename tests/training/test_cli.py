@@ -1,0 +1,39 @@
+"""``latentserve train``/``eval``/``export`` end to end through the one CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from latentserve.cli import main
+from latentserve.manifest import Manifest
+
+
+def test_train_eval_export_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "ae.toml"
+    config.write_text(
+        'family = "autoencoder"\ndataset = "mnist"\n[model]\nlatent_dim = 3\n'
+        "encoder_widths = [4, 8]\ndecoder_widths = [4, 8]\nencoder_hidden = 16\n"
+        "decoder_hidden = 16\n[train]\nsteps = 4\nbatch_size = 16\n"
+    )
+    run_dir = tmp_path / "run"
+    assert main(["train", str(config), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    assert "test recon_bits_per_dim" in capsys.readouterr().out
+    assert main(["eval", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "recon_bits_per_dim" in out and "not a likelihood bound" in out
+    assert main(["eval", str(run_dir), "--iw-k", "4"]) == 2  # no prior: refused clearly
+    assert "need a prior" in capsys.readouterr().err
+    repo = tmp_path / "models"
+    assert main(["export", str(run_dir), "--repository", str(repo), "--name", "ae"]) == 0
+    assert Manifest.load(repo / "ae" / "1").capabilities == ["encode", "reconstruct"]
+
+
+def test_train_refuses_config_and_resume_together(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "vae-tiny", "--resume", str(tmp_path)]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["train", "no-such-config"]) == 2
+    assert "no built-in config named 'no-such-config'" in capsys.readouterr().err
