@@ -114,7 +114,7 @@ def test_grid_is_near_square_with_padding() -> None:
     assert grid.size == (4 * 30 + 2, 3 * 30 + 2)
     assert grid.mode == "L"
     assert grid.getpixel((2 + 30 + 5, 2 + 5)) == 10  # second tile, first row
-    assert grid.getpixel((0, 0)) == 0  # padding
+    assert grid.getpixel((0, 0)) == 128  # grey padding
     with pytest.raises(ValueError):
         make_grid([])
 
