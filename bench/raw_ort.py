@@ -15,23 +15,21 @@ import onnxruntime as ort
 from latentserve.manifest import GraphSpec, Manifest
 
 
-def latest_version_dir(repository: Path, model: str) -> Path:
-    """``repository/model/<highest numeric version>``."""
-    versions = [p for p in (repository / model).iterdir() if p.is_dir() and p.name.isdigit()]
-    if not versions:
-        raise FileNotFoundError(f"no versions of {model!r} under {repository}")
-    return max(versions, key=lambda p: int(p.name))
-
-
-def load_graph(version_dir: Path) -> tuple[ort.InferenceSession, GraphSpec, str]:
-    """The graph ``sample`` runs: the sampler if the model has one, else the decoder."""
+def load_graph(
+    version_dir: Path, providers: list[str], threads: int = 0
+) -> tuple[ort.InferenceSession, GraphSpec, str]:
+    """The graph ``sample`` runs (the sampler if the model has one, else the decoder), on
+    the execution providers the server reports; ``threads`` 0 is ONNX Runtime's default.
+    """
     manifest = Manifest.load(version_dir)
     role = "sampler" if "sampler" in manifest.graphs else "decoder"
     spec = manifest.graphs[role]
     if "onnx" not in spec.files:
         raise ValueError(f"{manifest.name}: the {role} graph has no ONNX file")
     path = version_dir / spec.files["onnx"].path
-    session = ort.InferenceSession(str(path), providers=ort.get_available_providers())
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=providers)
     return session, spec, role
 
 
@@ -59,8 +57,9 @@ def measure(session: ort.InferenceSession, spec: GraphSpec, batch: int, duration
         latencies.append(time.perf_counter() - now)
     elapsed = time.perf_counter() - start
     ms = np.asarray(latencies) * 1000.0
+    threads = session.get_session_options().intra_op_num_threads
     return {
-        "client": f"onnxruntime in-process, batch {batch}",
+        "client": f"onnxruntime in-process, {threads or 'auto'} threads",
         "requests": len(latencies),
         "errors": 0,
         "images_per_s": len(latencies) * batch / elapsed,

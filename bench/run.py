@@ -16,8 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+from latentserve.clients import GrpcClient
 from latentserve.clients.local import LocalServer
-from raw_ort import latest_version_dir, load_graph, measure
+from raw_ort import load_graph, measure
 from rest_load import run_wrk
 
 HERE = Path(__file__).resolve().parent
@@ -43,14 +44,26 @@ def median_of(runs: list[dict]) -> dict:
 
 
 def benchmark(args: argparse.Namespace, url: str, target: str) -> dict[str, dict]:
-    session, spec, role = load_graph(latest_version_dir(args.repository, args.model))
-    print(f"# {args.model}: raw graph = {role}; {args.repeats} repeats, medians", flush=True)
+    with GrpcClient(target) as client:  # raw ORT runs the version and providers served
+        info = client.get_model(args.model)
+    version_dir = args.repository / info.name / info.version
+    sessions = {
+        threads: load_graph(version_dir, info.execution_providers, threads)
+        for threads in args.raw_threads
+    }
+    role = next(iter(sessions.values()))[2]
+    print(
+        f"# {info.name}@{info.version}: raw graph = {role} on {info.execution_providers}; "
+        f"{args.repeats} repeats, medians",
+        flush=True,
+    )
     runs: dict[str, list[dict]] = {}
     for repeat in range(args.repeats):
-        for batch in (1, 32):
-            runs.setdefault(f"raw-batch-{batch}", []).append(
-                measure(session, spec, batch, args.duration)
-            )
+        for threads, (session, spec, _) in sessions.items():
+            for batch in (1, 32):
+                runs.setdefault(f"raw-b{batch}-t{threads or 'auto'}", []).append(
+                    measure(session, spec, batch, args.duration)
+                )
         for clients in args.clients:
             runs.setdefault(f"grpc-{clients}", []).append(
                 grpc_load(target, args.model, clients, args.duration, args.warmup)
@@ -63,7 +76,8 @@ def benchmark(args: argparse.Namespace, url: str, target: str) -> dict[str, dict
 
 
 def report(results: dict[str, dict]) -> str:
-    ceiling = results["raw-batch-32"]["images_per_s"]
+    """A table; ratios are against the best raw batch-32 figure (the ceiling)."""
+    ceiling = max(r["images_per_s"] for name, r in results.items() if name.startswith("raw-b32"))
     lines = [
         f"{'config':<14}{'images/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs raw b32':>11}"
         f"{'errors':>8}  client (runs: images/s)"
@@ -86,6 +100,13 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--raw-threads",
+        type=int,
+        nargs="+",
+        default=[1, 0],
+        help="ORT intra-op threads of the raw runs, each measured (0: ORT's default)",
+    )
     parser.add_argument("--json", type=Path, help="also write the medians here")
     parser.add_argument("--server-arg", action="append", default=[], help="extra serve flag")
     args = parser.parse_args()
