@@ -8,13 +8,15 @@ HOST ?= 127.0.0.1
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 50051
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
+BENCH_REPOSITORY ?= runs/bench-repository
 
 BIN := $(VENV)/bin
 STAMP_TRAIN := $(VENV)/.stamp-train
 STAMP_DEV := $(VENV)/.stamp-dev
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
-.PHONY: serve test repository bench lint proto docker prometheus-tools load-tools clean
+.PHONY: serve test repository bench bench-wide lint proto docker prometheus-tools load-tools clean
 
 ## serve: set up (train extra), build the default repository if missing, serve it.
 serve: repository
@@ -35,7 +37,16 @@ repository: $(STAMP_TRAIN)
 
 ## bench: load test REST (wrk) and gRPC against the server, raw ONNX Runtime alongside.
 bench: repository load-tools
-	$(BIN)/python bench/run.py --repository $(REPOSITORY) --model vae-mnist
+	$(BIN)/python bench/run.py --repository $(REPOSITORY) --model vae-mnist $(BENCH_ARGS)
+
+## bench-wide: the same on vae-mnist-wide (a decoder where compute dominates), built once.
+bench-wide: $(STAMP_TRAIN) load-tools
+	@if ! ls $(BENCH_REPOSITORY)/vae-mnist-wide/*/manifest.json >/dev/null 2>&1; then \
+		$(BIN)/latentserve train vae-mnist-wide --run-dir runs/vae-mnist-wide --no-progress \
+		&& $(BIN)/latentserve export runs/vae-mnist-wide --repository $(BENCH_REPOSITORY) \
+			--name vae-mnist-wide; \
+	fi
+	$(BIN)/python bench/run.py --repository $(BENCH_REPOSITORY) --model vae-mnist-wide $(BENCH_ARGS)
 
 ## lint: ruff check + format check over the whole tree.
 lint: $(STAMP_DEV)

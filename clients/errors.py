@@ -14,11 +14,19 @@ import grpc
 class LatentServeError(Exception):
     """Base of every error the SDK raises for a failed call."""
 
-    def __init__(self, message: str, *, code: str = "internal", field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "internal",
+        field: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.field = field
+        self.retry_after_s = retry_after_s  # set by the server on "overloaded"
 
     def __str__(self) -> str:
         where = f" (field {self.field!r})" if self.field else ""
@@ -83,7 +91,7 @@ _BY_GRPC_STATUS: dict[grpc.StatusCode, type[LatentServeError]] = {
 }
 
 
-def from_http(status: int, body: object) -> LatentServeError:
+def from_http(status: int, body: object, retry_after: str | None = None) -> LatentServeError:
     """Build the typed exception for a REST error response (``{"error": {...}}``)."""
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
@@ -93,7 +101,12 @@ def from_http(status: int, body: object) -> LatentServeError:
     else:
         code, message, field = "", f"HTTP {status}: {body!r}"[:500], None
     cls = _BY_CODE.get(code) or _BY_HTTP_STATUS.get(status, ServerError)
-    return cls(message, code=code or _code_name(cls), field=str(field) if field else None)
+    return cls(
+        message,
+        code=code or _code_name(cls),
+        field=str(field) if field else None,
+        retry_after_s=_seconds(retry_after),
+    )
 
 
 def from_grpc(error: grpc.RpcError) -> LatentServeError:
@@ -101,17 +114,28 @@ def from_grpc(error: grpc.RpcError) -> LatentServeError:
     status = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = (error.details() if hasattr(error, "details") else None) or str(status)
     cls = _BY_GRPC_STATUS.get(status, ServerError)
-    field = _field_from_metadata(error)
-    return cls(details, code=_code_name(cls), field=field)
+    return cls(
+        details,
+        code=_code_name(cls),
+        field=_trailing(error, "field"),
+        retry_after_s=_seconds(_trailing(error, "retry-after")),
+    )
 
 
-def _field_from_metadata(error: grpc.RpcError) -> str | None:
-    """The server may name the offending field in trailing metadata (``field``)."""
+def _trailing(error: grpc.RpcError, name: str) -> str | None:
+    """The server names the offending field and the retry delay in trailing metadata."""
     trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
     for key, value in trailing or ():
-        if key == "field":
+        if key == name:
             return value if isinstance(value, str) else value.decode()
     return None
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _code_name(cls: type[LatentServeError]) -> str:

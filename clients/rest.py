@@ -86,7 +86,7 @@ class RestClient:
         except ValueError:
             body = response.text
         if response.is_error:
-            raise from_http(response.status_code, body)
+            raise from_http(response.status_code, body, response.headers.get("retry-after"))
         return body
 
 

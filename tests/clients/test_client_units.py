@@ -45,6 +45,12 @@ def test_http_errors_map_to_typed_exceptions(status: int, code: str, expected: t
     assert "server says why" in str(error)
 
 
+def test_overload_carries_the_retry_delay() -> None:
+    body = {"error": {"code": "overloaded", "message": "queue full"}}
+    assert from_http(429, body, retry_after="2").retry_after_s == 2.0
+    assert from_http(429, body).retry_after_s is None
+
+
 def test_http_error_without_json_body_keeps_the_text() -> None:
     error = from_http(502, "<html>bad gateway</html>")
     assert type(error) is ServerError
@@ -62,7 +68,7 @@ class _FakeRpcError(grpc.RpcError):
         return self._details
 
     def trailing_metadata(self) -> tuple:
-        return (("field", "images[0]"),)
+        return (("field", "images[0]"), ("retry-after", "3"))
 
 
 @pytest.mark.parametrize(
@@ -82,6 +88,7 @@ def test_grpc_errors_map_to_typed_exceptions(status: grpc.StatusCode, expected: 
     assert type(error) is expected
     assert error.message == "details from the server"
     assert error.field == "images[0]"
+    assert error.retry_after_s == 3.0
 
 
 def test_png_codec_accepts_arrays_images_bytes_and_paths(tmp_path) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from latentserve.clients import (
     GrpcClient,
     InvalidArgumentError,
     ModelNotFoundError,
+    OverloadedError,
     RestClient,
     UnavailableError,
     UnsupportedError,
@@ -130,3 +134,36 @@ def test_no_server_raises_unavailable(scheme: str) -> None:
         pytest.raises(UnavailableError),
     ):
         nobody.list_models()
+
+
+@pytest.fixture(scope="module")
+def tight_server(tiny_repository, tmp_path_factory) -> Iterator[LocalServer]:
+    """A server whose vae-tiny queue holds one item, so a burst must overflow it."""
+    config = tmp_path_factory.mktemp("tight") / "settings.toml"
+    config.write_text("[models.vae-tiny]\nmax_batch_size = 1\nmax_queue_size = 1\n")
+    with LocalServer(tiny_repository, ["--config", str(config)]) as server:
+        yield server
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_a_full_queue_raises_overloaded_with_a_retry_delay(
+    tight_server: LocalServer, transport: str
+) -> None:
+    if transport == "rest":
+        sdk_client = RestClient(tight_server.http_url)
+    else:
+        sdk_client = GrpcClient(tight_server.grpc_target)
+
+    def call(_: int) -> OverloadedError | None:
+        try:
+            sdk_client.sample("vae-tiny", n=8)
+        except OverloadedError as exc:
+            return exc
+        return None
+
+    with sdk_client, ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(call, range(32)))
+    refused = [exc for exc in outcomes if exc is not None]
+    assert 0 < len(refused) < len(outcomes)  # some served, the overflow refused
+    assert all(exc.retry_after_s and exc.retry_after_s >= 1 for exc in refused)
+    assert "queue" in refused[0].message
