@@ -16,15 +16,15 @@ STAMP_TRAIN := $(VENV)/.stamp-train
 STAMP_DEV := $(VENV)/.stamp-dev
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
-.PHONY: serve test repository bench bench-wide lint proto docker prometheus-tools load-tools clean
+.PHONY: serve test repository bench bench-wide lint proto docker test-tools load-tools clean
 
 ## serve: set up (train extra), build the default repository if missing, serve it.
 serve: repository
 	$(BIN)/latentserve serve --repository $(REPOSITORY) --host $(HOST) \
 		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
 
-## test: set up (dev extra + Prometheus binaries where apt can install them), run pytest.
-test: $(STAMP_DEV) prometheus-tools
+## test: set up (dev extra + prometheus, promtool, wrk where apt can install them), run pytest.
+test: $(STAMP_DEV) test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## repository: build the default model repository ($(REPOSITORY)/) unless it exists.
@@ -75,12 +75,14 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@
 
-# Prometheus and promtool serve the metrics integration test; without them it is skipped.
-prometheus-tools:
-	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
+# Prometheus/promtool (metrics integration test) and wrk (benchmark smoke test); the tests
+# that need them are skipped where they are missing and apt cannot install them.
+test-tools:
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null \
+		&& command -v wrk >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -q && $(APT_INSTALL) prometheus; \
-	else echo "note: prometheus/promtool missing and apt unavailable: that test will skip"; fi
+		apt-get update -q && $(APT_INSTALL) prometheus wrk; \
+	else echo "note: prometheus/promtool/wrk missing and apt unavailable: their tests skip"; fi
 
 # wrk drives REST load from compiled code, leaving the cores to the server.
 load-tools:

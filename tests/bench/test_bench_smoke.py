@@ -1,0 +1,59 @@
+"""The benchmark runs end to end (tiny model, one short repeat) and its wrk parser reads
+wrk's real report format."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+from rest_load import parse_wrk  # noqa: E402
+
+WRK_REPORT = """Running 2s test @ http://127.0.0.1:8000/v1/models/vae-mnist/sample
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    39.12ms   10.01ms  98.30ms   80.00%
+    Req/Sec   817.80    100.00     1.00k    70.00%
+  Latency Distribution
+     50%   37.44ms
+     75%   42.00ms
+     90%   50.00ms
+     99%   98.30ms
+  1636 requests in 2.00s, 1.20MB read
+  Non-2xx or 3xx responses: 36
+Requests/sec:    818.00
+Transfer/sec:    600.00KB
+"""
+
+
+def test_parse_wrk_counts_only_successes() -> None:
+    result = parse_wrk(WRK_REPORT, n=1)
+    assert result["requests"] == 1600 and result["errors"] == 36
+    assert result["images_per_s"] == pytest.approx(818.0 * 1600 / 1636)
+    assert result["p50_ms"] == 37.44 and result["p99_ms"] == 98.30
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (make test installs it)")
+def test_bench_runs_end_to_end(tiny_repository: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    command = [
+        sys.executable, str(BENCH / "run.py"), "--repository", str(tiny_repository),
+        "--model", "vae-tiny", "--clients", "4", "--duration", "1", "--warmup", "0.5",
+        "--repeats", "1", "--raw-threads", "1", "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(out.read_text())
+    assert set(results) == {"raw-b1-t1", "raw-b32-t1", "grpc-4", "rest-4"}
+    for name, figures in results.items():
+        assert figures["images_per_s"] > 0, name
+        assert figures["errors"] == 0, name
+    assert "vs raw b32" in done.stdout
