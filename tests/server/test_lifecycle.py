@@ -76,4 +76,4 @@ def test_a_tampered_graph_stops_startup_with_a_clear_error(
     decoder.write_bytes(decoder.read_bytes() + b"\x00")
     with pytest.raises(RuntimeError, match="does not match manifest") as err:
         ServerProcess(repository, tmp_path)
-    assert "exited 2" in str(err.value)
+    assert "exited with code 2" in str(err.value)
