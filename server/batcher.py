@@ -2,9 +2,12 @@
 
 Requests queue (bounded: a full queue refuses with ``Overloaded``), a batch forms from
 requests with the same compatibility key until ``max_batch_size`` items or until the oldest
-waited ``max_queue_delay_ms``, and runs in the batcher's own worker thread so the event loop
-keeps serving. A request of n items may be split across batches; its parts are joined in
-order. A failing batch fails only the requests in it.
+waited ``max_queue_delay_ms``, and runs in one of the batcher's worker threads so the event
+loop keeps serving. Up to ``max_concurrent_batches`` batches run at once: while one batch's
+results are encoded and answered and the next requests arrive, another batch computes, so
+the graph is not left idle between batches. A request of n items may be split across
+batches; its parts are joined by offset, whichever batch finishes first. A failing batch
+fails only the requests in it.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ class _Request:
     future: asyncio.Future[Arrays]
     enqueued: float
     dispatched: int = 0  # items already handed to a batch
-    parts: list[Arrays] = field(default_factory=list)
+    received: int = 0  # items whose outputs came back
+    parts: dict[int, Arrays] = field(default_factory=dict)  # by start offset
 
 
 @dataclass(slots=True)
@@ -63,6 +67,7 @@ class Batcher:
         max_batch_size: int,
         max_queue_delay_ms: float,
         max_queue_size: int,
+        max_concurrent_batches: int = 1,
         model: str = "",
         graph: str = "",
         metrics: ServerMetrics | None = None,
@@ -71,11 +76,18 @@ class Batcher:
         self._max_batch = max_batch_size
         self._delay = max_queue_delay_ms / 1000.0
         self._max_queue = max_queue_size
+        if max_concurrent_batches < 1:
+            raise ValueError(f"max_concurrent_batches must be >= 1, got {max_concurrent_batches}")
+        self._max_running = max_concurrent_batches
+        self._slots = asyncio.Semaphore(max_concurrent_batches)
+        self._running: set[asyncio.Task[None]] = set()
         self._queue: deque[_Request] = deque()
         self._queued_items = 0
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{graph}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=max_concurrent_batches, thread_name_prefix=f"batch-{graph}"
+        )
         self._avg_batch_s = 0.01
         self._closed = False
         self._m = None
@@ -108,14 +120,15 @@ class Batcher:
     def retry_after_s(self) -> int:
         """A rough time for the current queue to drain, rounded up to whole seconds."""
         batches = self._queued_items / self._max_batch + 1
-        return max(1, math.ceil(batches * self._avg_batch_s))
+        return max(1, math.ceil(batches * self._avg_batch_s / self._max_running))
 
     async def close(self) -> None:
-        """Refuse new work, fail what is still queued, and stop the worker thread."""
+        """Refuse new work, fail what is queued or running, and wait for the worker threads."""
         self._closed = True
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+        tasks = [t for t in (self._worker, *self._running) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for request in self._queue:
             if not request.future.done():
                 request.future.set_exception(Unavailable("server is shutting down"))
@@ -130,6 +143,13 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            # Hold a slot before forming the batch: while every slot is busy the queue keeps
+            # filling, so the next batch is as large as the backlog allows.
+            await self._slots.acquire()
+            self._drop_abandoned_head()
+            if not self._queue:
+                self._slots.release()
+                continue
             deadline = self._queue[0].enqueued + self._delay
             while self._queued_items < self._max_batch and loop.time() < deadline:
                 self._wakeup.clear()
@@ -139,8 +159,16 @@ class Batcher:
                 except TimeoutError:
                     break
             self._drop_abandoned_head()
-            if self._queue:
-                await self._execute(self._take_batch(loop.time()))
+            if not self._queue:
+                self._slots.release()
+                continue
+            task = loop.create_task(self._execute(self._take_batch(loop.time())))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
 
     def _drop_abandoned_head(self) -> None:
         # A request whose caller went away (or whose earlier part failed) needs no compute.
@@ -233,9 +261,10 @@ class Batcher:
             offset += count
             if request.future.done():
                 continue
-            request.parts.append(part)
-            if s.stop == request.n:
-                parts = request.parts
+            request.parts[s.start] = part
+            request.received += count
+            if request.received == request.n:
+                parts = [request.parts[start] for start in sorted(request.parts)]
                 result = (
                     parts[0]
                     if len(parts) == 1
