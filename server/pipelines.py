@@ -17,8 +17,9 @@ from latentserve.server.batcher import Batcher
 from latentserve.server.errors import Unsupported
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.runtime import Runtime
+from latentserve.server.settings import ServingOptions
 
-from latentserve.manifest import Manifest, ServingDefaults
+from latentserve.manifest import Manifest
 
 # The graph I/O contract of latentserve.manifest for this pipeline kind.
 _CONTRACT = {
@@ -44,7 +45,7 @@ class LatentDecoderPipeline:
         self,
         manifest: Manifest,
         graphs: dict[str, Runtime],
-        serving: ServingDefaults,
+        serving: ServingOptions,
         metrics: ServerMetrics | None = None,
     ) -> None:
         self.manifest = manifest
@@ -56,6 +57,7 @@ class LatentDecoderPipeline:
                 max_batch_size=serving.max_batch_size,
                 max_queue_delay_ms=serving.max_queue_delay_ms,
                 max_queue_size=serving.max_queue_size,
+                max_concurrent_batches=serving.max_concurrent_batches,
                 model=self.label,
                 graph=role,
                 metrics=metrics,

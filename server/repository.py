@@ -17,9 +17,9 @@ from latentserve.server.errors import ModelNotFound
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.pipelines import PIPELINES, LatentDecoderPipeline
 from latentserve.server.runtime import Runtime, open_graph
-from latentserve.server.settings import Settings
+from latentserve.server.settings import ServingOptions, Settings
 
-from latentserve.manifest import MANIFEST_FILENAME, GraphSpec, Manifest, ServingDefaults
+from latentserve.manifest import MANIFEST_FILENAME, GraphSpec, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class LoadedModel:
     manifest: Manifest
     backend: str
     providers: list[str]
-    serving: ServingDefaults
+    serving: ServingOptions
     pipeline: LatentDecoderPipeline
 
     @property

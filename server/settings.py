@@ -1,7 +1,9 @@
 """Server settings: defaults < TOML file (``--config``) < ``LATENTSERVE_*`` env < CLI flags.
 
 Per-model tables (``[models.NAME]``) override the batching defaults a model's manifest
-ships, so an operator can tune one model without re-exporting it.
+ships, so an operator can tune one model without re-exporting it. How many batches of a
+graph compute at once depends on the machine, not the model, so its default is a server
+setting (``max_concurrent_batches``) that a model's table may also override.
 """
 
 from __future__ import annotations
@@ -36,6 +38,13 @@ class ModelOverrides(BaseModel):
     max_queue_delay_ms: float | None = Field(default=None, ge=0)
     max_queue_size: int | None = Field(default=None, gt=0)
     max_n: int | None = Field(default=None, gt=0)
+    max_concurrent_batches: int | None = Field(default=None, gt=0)
+
+
+class ServingOptions(ServingDefaults):
+    """A model's batching as served: the manifest's defaults, the server's and overrides."""
+
+    max_concurrent_batches: int = Field(default=1, gt=0)
 
 
 def _default_threads() -> int:
@@ -60,6 +69,7 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(default=10.0, ge=0)
     stream_chunk_size: int = Field(default=4, gt=0)
     intra_op_threads: int = Field(default_factory=_default_threads, gt=0)
+    max_concurrent_batches: int = Field(default=2, gt=0)
 
     @classmethod
     def settings_customise_sources(
@@ -77,13 +87,13 @@ class Settings(BaseSettings):
         override = self.models.get(model)
         return override.backend if override and override.backend else self.backend
 
-    def serving_for(self, model: str, defaults: ServingDefaults) -> ServingDefaults:
-        """The manifest's batching defaults with this model's overrides applied."""
+    def serving_for(self, model: str, defaults: ServingDefaults) -> ServingOptions:
+        """The manifest's batching defaults and the server's, with this model's overrides."""
+        values = defaults.model_dump() | {"max_concurrent_batches": self.max_concurrent_batches}
         override = self.models.get(model)
-        if override is None:
-            return defaults
-        changes = override.model_dump(exclude_none=True, exclude={"backend"})
-        return defaults.model_copy(update=changes)
+        if override is not None:
+            values |= override.model_dump(exclude_none=True, exclude={"backend"})
+        return ServingOptions(**values)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -18,6 +18,7 @@ max_body_bytes = 1024
 [models.vae-tiny]
 max_batch_size = 8
 max_queue_delay_ms = 0.5
+max_concurrent_batches = 3
 backend = "torchscript"
 """
 
@@ -50,9 +51,20 @@ def test_per_model_overrides_apply_on_top_of_the_manifest(tmp_path: Path) -> Non
     manifest_defaults = ServingDefaults(max_batch_size=32, max_n=64)
     tuned = settings.serving_for("vae-tiny", manifest_defaults)
     assert (tuned.max_batch_size, tuned.max_queue_delay_ms, tuned.max_n) == (8, 0.5, 64)
-    assert settings.serving_for("other", manifest_defaults) == manifest_defaults
+    assert tuned.max_concurrent_batches == 3
+    other = settings.serving_for("other", manifest_defaults)
+    assert other.model_dump(exclude={"max_concurrent_batches"}) == manifest_defaults.model_dump()
+    assert other.max_concurrent_batches == settings.max_concurrent_batches
     assert settings.backend_for("vae-tiny") == "torchscript"
     assert settings.backend_for("other") == "onnxruntime"
+
+
+def test_concurrent_batches_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LATENTSERVE_MAX_CONCURRENT_BATCHES", "4")
+    monkeypatch.setenv("LATENTSERVE_MODELS__WIDE__MAX_CONCURRENT_BATCHES", "1")
+    settings = load_settings()
+    assert settings.serving_for("other", ServingDefaults()).max_concurrent_batches == 4
+    assert settings.serving_for("wide", ServingDefaults()).max_concurrent_batches == 1
 
 
 def test_mistakes_are_refused(tmp_path: Path) -> None:
@@ -61,6 +73,9 @@ def test_mistakes_are_refused(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[models.vae-tiny]\nmax_batch_size = 0\n")
     with pytest.raises(ValidationError, match="max_batch_size"):
+        load_settings(bad)
+    bad.write_text("max_concurrent_batches = 0\n")
+    with pytest.raises(ValidationError, match="max_concurrent_batches"):
         load_settings(bad)
     typo = tmp_path / "typo.toml"
     typo.write_text("htp_port = 1\n")
