@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from latentserve.training.config import RunConfig, load_config
-from latentserve.training.families import LatentModel, get_family
+from latentserve.training.families import ImageModel, get_family
 from safetensors.torch import load_file, safe_open, save_file
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -27,11 +27,11 @@ class LoadedRun:
     """A trained run: its resolved config, the model with weights, and the step reached."""
 
     config: RunConfig
-    model: LatentModel
+    model: ImageModel
     step: int
 
 
-def build_model(config: RunConfig) -> LatentModel:
+def build_model(config: RunConfig) -> ImageModel:
     """The family's model for this config (random init from the current torch seed)."""
     return get_family(config.family).build(config.model_config(), config.image.shape())
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import torch
-from latentserve.training.families import LatentModel
+from latentserve.training.families import ImageModel
 from latentserve.training.likelihood import nats_to_bits_per_dim
 from latentserve.training.seeds import EVAL_NOISE, torch_generator
 
 
 @torch.no_grad()
 def evaluate_model(
-    model: LatentModel, images: torch.Tensor, *, seed: int, batch_size: int = 250, iw_k: int = 1
+    model: ImageModel, images: torch.Tensor, *, seed: int, batch_size: int = 250, iw_k: int = 1
 ) -> dict[str, float]:
     """Mean per-image code lengths over ``images``, in bits/dim (deterministic given seed)."""
     was_training = model.training

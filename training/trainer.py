@@ -21,7 +21,7 @@ from latentserve.training import checkpoint as ckpt
 from latentserve.training.config import RunConfig, TrainConfig, load_config
 from latentserve.training.data import load_dataset
 from latentserve.training.evaluate import evaluate_model
-from latentserve.training.families import LatentModel
+from latentserve.training.families import ImageModel
 from latentserve.training.seeds import DATA_ORDER, TRAIN_NOISE, derive_seed, torch_generator
 from tqdm import tqdm
 
@@ -107,7 +107,7 @@ def train(
 def _prepare_run_dir(
     run_dir: Path,
     config: RunConfig,
-    model: LatentModel,
+    model: ImageModel,
     optimizer: torch.optim.Optimizer,
     resume: bool,
 ) -> int:
@@ -125,7 +125,7 @@ def _prepare_run_dir(
 
 
 def _train_step(
-    model: LatentModel,
+    model: ImageModel,
     optimizer: torch.optim.Optimizer,
     config: RunConfig,
     images: torch.Tensor,

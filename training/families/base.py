@@ -1,7 +1,8 @@
 """What the trainer and the exporters ask of every family's model.
 
-One small interface keeps one trainer loop and one set of export graph wrappers for all
-families: a family only fills in how it encodes, decodes and scores a batch.
+One small interface keeps one trainer loop for all families: a family only fills in how
+it scores a batch. ``LatentModel`` adds the encoder/decoder pair that the latent-decoder
+export graphs wrap; a flow has no such pair and derives from ``ImageModel`` directly.
 """
 
 from __future__ import annotations
@@ -22,15 +23,32 @@ class StepOutput:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-class LatentModel(nn.Module, ABC):
-    """A model with an encoder to a flat latent and a decoder to pixel likelihoods."""
+class ImageModel(nn.Module, ABC):
+    """Any trainable model of 8-bit images: what the trainer and evaluation need."""
 
-    #: Whether the model has a prior to sample from (and so a sampler graph).
+    #: Whether the model can sample new images (for latent models: has a prior).
     has_prior: bool = False
 
-    def __init__(self, image: ImageShape, latent_dim: int) -> None:
+    def __init__(self, image: ImageShape) -> None:
         super().__init__()
         self.image = image
+
+    @abstractmethod
+    def training_step(self, x: torch.Tensor, generator: torch.Generator) -> StepOutput:
+        """Loss of a uint8 batch; ``generator`` is the only randomness it may use."""
+
+    @abstractmethod
+    def evaluate(
+        self, x: torch.Tensor, generator: torch.Generator, iw_k: int = 1
+    ) -> dict[str, torch.Tensor]:
+        """Per-image code lengths in nats, keyed by the metric's name in bits/dim."""
+
+
+class LatentModel(ImageModel):
+    """A model with an encoder to a flat latent and a decoder to pixel likelihoods."""
+
+    def __init__(self, image: ImageShape, latent_dim: int) -> None:
+        super().__init__(image)
         self.latent_dim = latent_dim
 
     @property
@@ -44,16 +62,6 @@ class LatentModel(nn.Module, ABC):
     @abstractmethod
     def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent → per-pixel (loc, log_scale) of the discretized logistic on [0, 1]."""
-
-    @abstractmethod
-    def training_step(self, x: torch.Tensor, generator: torch.Generator) -> StepOutput:
-        """Loss of a uint8 batch; ``generator`` is the only randomness it may use."""
-
-    @abstractmethod
-    def evaluate(
-        self, x: torch.Tensor, generator: torch.Generator, iw_k: int = 1
-    ) -> dict[str, torch.Tensor]:
-        """Per-image code lengths in nats, keyed by the metric's name in bits/dim."""
 
     def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
         """The image a latent stands for: the logistic's location clamped to [0, 1]."""

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from latentserve.training.families.base import LatentModel
+from latentserve.training.families.base import ImageModel
 from latentserve.training.families.layers import ImageShape
 from latentserve.training.registry import ClosedRegistry
 
@@ -17,7 +17,7 @@ class Family:
 
     name: str
     config_cls: type
-    build: Callable[[Any, ImageShape], LatentModel]
+    build: Callable[[Any, ImageShape], ImageModel]
 
 
 FAMILIES: ClosedRegistry[Family] = ClosedRegistry("model family")
