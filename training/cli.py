@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train a model from a TOML config into a run folder",
         description="Train a model. CONFIG is a TOML file or the name of a built-in config "
-        "(vae-mnist, ae-mnist, vae-mnist-wide, vae-tiny, ae-tiny).",
+        "(vae-mnist, ae-mnist, vae-mnist-wide, glow-mnist, vae-tiny, ae-tiny, glow-tiny).",
     )
     train.add_argument("config", nargs="?", help="TOML config file or built-in config name")
     train.add_argument("--run-dir", type=Path, help="run folder to write (default runs/<name>)")
@@ -35,8 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 _EVAL_HELP = (
-    "Evaluate a run on its test split. bits_per_dim is the negative ELBO in bits per "
-    "dimension, an upper bound on the model's code length for the 8-bit images (VAE). "
+    "Evaluate a run on its test split. bits_per_dim is an upper bound on the model's "
+    "code length for the 8-bit images, in bits per dimension: the negative ELBO (VAE) or "
+    "the exact flow likelihood of the uniformly dequantized images (Glow). "
     "recon_bits_per_dim is the reconstruction term alone; for an autoencoder it is not a "
     "likelihood bound, since its code costs nothing."
 )

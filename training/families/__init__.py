@@ -3,9 +3,17 @@
 Importing this package registers exactly the families listed below.
 """
 
-from latentserve.training.families import autoencoder, vae  # noqa: F401  (registers)
-from latentserve.training.families.base import LatentModel, StepOutput
+from latentserve.training.families import autoencoder, glow, vae  # noqa: F401  (registers)
+from latentserve.training.families.base import ImageModel, LatentModel, StepOutput
 from latentserve.training.families.layers import ImageShape
 from latentserve.training.families.registry import Family, family_names, get_family
 
-__all__ = ["Family", "ImageShape", "LatentModel", "StepOutput", "family_names", "get_family"]
+__all__ = [
+    "Family",
+    "ImageModel",
+    "ImageShape",
+    "LatentModel",
+    "StepOutput",
+    "family_names",
+    "get_family",
+]
