@@ -11,16 +11,12 @@ from latentserve.server.batcher import Batcher, BatchFailed
 from latentserve.server.errors import Overloaded, Unavailable
 from latentserve.server.metrics import ServerMetrics
 from prometheus_client import CollectorRegistry
-from server_fakes import EchoGraph
+from server_fakes import EchoGraph, items
 
 
 def make(graph: object, **kwargs: float) -> Batcher:
     options = {"max_batch_size": 4, "max_queue_delay_ms": 5.0, "max_queue_size": 64} | kwargs
     return Batcher(graph, **options)
-
-
-def items(start: int, n: int) -> dict[str, np.ndarray]:
-    return {"x": np.arange(start, start + n, dtype=np.float32).reshape(n, 1)}
 
 
 def test_results_match_inputs_and_max_batch_size_is_respected() -> None:

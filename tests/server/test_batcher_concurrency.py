@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from latentserve.server.batcher import Batcher, BatchFailed
 from latentserve.server.errors import Unavailable
+from server_fakes import items
 
 
 class SlowProbe:
@@ -59,10 +60,6 @@ class SlowProbe:
 def make(graph: SlowProbe, **kwargs: float) -> Batcher:
     options = {"max_batch_size": 1, "max_queue_delay_ms": 0.0, "max_queue_size": 64} | kwargs
     return Batcher(graph, **options)
-
-
-def items(start: int, n: int) -> dict[str, np.ndarray]:
-    return {"x": np.arange(start, start + n, dtype=np.float32).reshape(n, 1)}
 
 
 def test_two_batches_overlap_when_allowed() -> None:
