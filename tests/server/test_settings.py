@@ -40,6 +40,10 @@ def test_toml_env_and_flags_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("LATENTSERVE_MODELS__AE_TINY__MAX_N", "3")
     settings = load_settings(config)
     assert settings.http_port == 9100
+    # Environment names cannot hold "-": a per-model override there reaches names spelled
+    # with "_" (lower-cased); hyphenated model names are overridden in the TOML file.
+    assert settings.models["ae_tiny"].max_n == 3
+    assert settings.models["vae-tiny"].max_batch_size == 8
     settings = load_settings(config, http_port=9200, grpc_port=None)
     assert settings.http_port == 9200 and settings.grpc_port == 50051
 
