@@ -1,0 +1,115 @@
+"""Export recipe for VQ-VAE: the ``autoregressive_prior`` pipeline's graphs.
+
+The server samples a code map by calling the ``prior`` graph once per position in
+raster order and drawing that position's code from ``softmax(logits / temperature)``,
+then decodes the map with ``decoder``. No graph draws random numbers, and the encoder
+is deterministic, so ``log_prob`` needs no noise input: it is the same bound
+``-log p(x|c) - log p(c)`` with c = enc(x) that ``VQVAE.evaluate`` reports.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from latentserve.exporters.graphs import image_to_levels
+from latentserve.exporters.recipes import (
+    LOG_PROB_TOLERANCE,
+    ExportPlan,
+    ExportRecipe,
+    GraphPlan,
+    bits_per_dim_spec,
+    image_spec,
+    register_recipe,
+)
+from latentserve.training.families.vqvae import VQVAE
+from latentserve.training.likelihood import LEVELS
+from torch import nn
+
+from latentserve.manifest import CodeMap, LatentGroup, LatentSpec, TensorSpec
+
+CODES = "codes"
+
+
+class CodeEncoderGraph(nn.Module):
+    """``image`` → ``codes`` (batch, h, w) int64."""
+
+    def __init__(self, model: VQVAE) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_codes(image)
+
+
+class CodeDecoderGraph(nn.Module):
+    """``codes`` → ``image`` in [0, 1] (the clamped logistic location)."""
+
+    def __init__(self, model: VQVAE) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.model.decode_mean(codes)
+
+
+class PriorGraph(nn.Module):
+    """``codes`` → ``logits`` (batch, K, h, w); position p's logits see only codes before p."""
+
+    def __init__(self, model: VQVAE) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.model.prior(codes)
+
+
+class VQLogProbGraph(nn.Module):
+    """``image`` → ``bits_per_dim``: encode, then decoder plus prior code lengths."""
+
+    def __init__(self, model: VQVAE) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image_to_levels(image)
+        codes = self.model.encode_codes(x / (LEVELS - 1))
+        loc, log_scale = self.model.decode_codes(codes)
+        nats = self.model.recon_nats(x, loc, log_scale) + self.model.prior.nats(codes)
+        return nats / (self.model.image.dims * math.log(2.0))
+
+
+def plan_vqvae(model: VQVAE) -> ExportPlan:
+    h, w, k = model.code_height, model.code_width, model.num_codes
+    codes = TensorSpec(name=CODES, dtype="int64", shape=["batch", h, w])
+    logits = TensorSpec(name="logits", dtype="float32", shape=["batch", k, h, w])
+    image = image_spec(model)
+    int_high = {CODES: k}
+    graphs = [
+        GraphPlan("encoder", CodeEncoderGraph(model), [image], [codes]),
+        GraphPlan("decoder", CodeDecoderGraph(model), [codes], [image], int_high=int_high),
+        GraphPlan("prior", PriorGraph(model), [codes], [logits], int_high=int_high),
+        GraphPlan(
+            "log_prob",
+            VQLogProbGraph(model),
+            [image],
+            [bits_per_dim_spec()],
+            tolerance=LOG_PROB_TOLERANCE,
+        ),
+    ]
+    latent = LatentSpec(
+        shape=[h, w],
+        prior="autoregressive",
+        groups=[LatentGroup(name=CODES, shape=[h, w], dtype="int64")],
+    )
+    code_map = CodeMap(name=CODES, height=h, width=w, codebook_size=k, prior="prior")
+    return ExportPlan(
+        graphs,
+        latent,
+        pipeline="autoregressive_prior",
+        codes=[code_map],
+        likelihood="elbo",
+    )
+
+
+register_recipe(ExportRecipe("vqvae", ["sample", "encode", "reconstruct", "log_prob"], plan_vqvae))
