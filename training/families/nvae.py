@@ -116,15 +116,9 @@ class GroupBlock(nn.Module):
     def __init__(self, config: NVAEConfig, ch: int, top: bool) -> None:
         super().__init__()
         zc = config.latent_channels
-        cells = (
-            ()
-            if top
-            else (
-                DecoderCell(ch, ch, config.decoder_expand, config.decoder_kernel)
-                for _ in range(config.cells_per_group)
-            )
-        )
-        self.cells = nn.Sequential(*cells)
+        kernel, expand = config.decoder_kernel, config.decoder_expand
+        n_cells = 0 if top else config.cells_per_group  # the top group starts from h0
+        self.cells = nn.Sequential(*(DecoderCell(ch, ch, expand, kernel) for _ in range(n_cells)))
         self.prior = None if top else ParamHead(ch, zc)
         self.enc_combine = None if top else conv(ch, ch, 1)
         self.posterior = ParamHead(ch, zc)
@@ -143,6 +137,7 @@ class NVAE(ImageModel):
                 f"{factor} (28x28 fits latent_scales <= 2)"
             )
         self.config = config
+        kernel, expand = config.decoder_kernel, config.decoder_expand
 
         def width(level: int) -> int:
             return config.channels * 2**level
@@ -154,25 +149,15 @@ class NVAE(ImageModel):
         )
         self.groups = nn.ModuleList()
         self.group_levels: list[int] = []
-        self.ups = nn.ModuleList()  # after the last group of each scale but the finest
+        self.ups = nn.ModuleList()  # after each scale's last group: to the next resolution
         for level in range(top_level, 0, -1):
             for _ in range(config.groups_per_scale):
                 self.groups.append(GroupBlock(config, width(level), top=not self.groups))
                 self.group_levels.append(level)
-            out_level = level - 1
             self.ups.append(
-                DecoderCell(
-                    width(level),
-                    width(out_level),
-                    config.decoder_expand,
-                    config.decoder_kernel,
-                    True,
-                )
+                DecoderCell(width(level), width(level - 1), expand, kernel, upsample=True)
             )
-        post = [
-            DecoderCell(width(0), width(0), config.decoder_expand, config.decoder_kernel)
-            for _ in range(config.post_cells)
-        ]
+        post = (DecoderCell(width(0), width(0), expand, kernel) for _ in range(config.post_cells))
         self.post = nn.Sequential(*post)
         self.head = nn.Sequential(nn.ELU(), conv(width(0), 2 * image.channels, 3))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
