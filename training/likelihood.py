@@ -26,6 +26,15 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float32) / (LEVELS - 1)
 
 
+def _log_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """``log(sigmoid(x))`` as ``-softplus(-x)``: exact in both tails, in torch and in ONNX.
+
+    ``F.logsigmoid`` exports as ``Log(Sigmoid(x))``; ONNX Runtime's Sigmoid flushes to 0
+    below about x = -17 (so -inf) and is already 0.16 nats off at x = -15.
+    """
+    return -F.softplus(-x)
+
+
 def _log_sigmoid_diff(upper: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
     """``log(sigmoid(upper) - sigmoid(lower))`` for upper > lower, stable in both tails.
 
@@ -35,9 +44,12 @@ def _log_sigmoid_diff(upper: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
     flip = (upper + lower) > 0
     hi = torch.where(flip, -lower, upper)
     lo = torch.where(flip, -upper, lower)
-    log_hi = F.logsigmoid(hi)
-    log_lo = F.logsigmoid(lo)
-    return log_hi + torch.log((-torch.expm1(log_lo - log_hi)).clamp(min=1e-12))
+    log_hi = _log_sigmoid(hi)
+    log_lo = _log_sigmoid(lo)
+    # 1 - exp(d) for d <= 0 as -2 tanh(d/2) / (1 - tanh(d/2)): as precise as -expm1(d)
+    # near 0 (where 1 - exp(d) cancels), and unlike expm1 it exports to ONNX.
+    t = torch.tanh(0.5 * (log_lo - log_hi))
+    return log_hi + torch.log((-2.0 * t / (1.0 - t)).clamp(min=1e-12))
 
 
 def discretized_logistic_log_prob(
@@ -49,8 +61,8 @@ def discretized_logistic_log_prob(
     centered = to_unit(x) - loc
     upper = (centered + HALF_BIN) * inv_scale
     lower = (centered - HALF_BIN) * inv_scale
-    log_cdf_upper = F.logsigmoid(upper)  # level 0: all mass below its upper edge
-    log_survival_lower = F.logsigmoid(-lower)  # level 255: all mass above its lower edge
+    log_cdf_upper = _log_sigmoid(upper)  # level 0: all mass below its upper edge
+    log_survival_lower = _log_sigmoid(-lower)  # level 255: all mass above its lower edge
     middle = _log_sigmoid_diff(upper, lower)
     return torch.where(
         x == 0, log_cdf_upper, torch.where(x == LEVELS - 1, log_survival_lower, middle)
