@@ -26,7 +26,6 @@ from latentserve.manifest import (
     GraphFile,
     GraphSpec,
     ImageSpec,
-    LatentSpec,
     Manifest,
     Provenance,
     sha256_file,
@@ -71,13 +70,14 @@ def export_run(run_dir: Path, repository: Path, name: str, version: str | None =
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=model_dir))
     try:
-        graphs = _export_graphs(recipe.plan(loaded.model), staging)
+        plan = recipe.plan(loaded.model)
+        graphs = _export_graphs(plan.graphs, staging)
         manifest = Manifest(
             name=name,
             version=version,
             family=loaded.config.family,
             description=loaded.config.description,
-            pipeline="latent_decoder",
+            pipeline=plan.pipeline,
             capabilities=recipe.capabilities,
             image=ImageSpec(
                 height=loaded.model.image.height,
@@ -85,7 +85,9 @@ def export_run(run_dir: Path, repository: Path, name: str, version: str | None =
                 channels=loaded.model.image.channels,
                 value_range=(0.0, 1.0),
             ),
-            latent=LatentSpec(shape=loaded.model.latent_shape),
+            latent=plan.latent,
+            codes=plan.codes,
+            likelihood=plan.likelihood,
             graphs=graphs,
             provenance=Provenance(
                 config=loaded.config.to_dict(),

@@ -36,8 +36,11 @@ def export_onnx(
     outputs: list[TensorSpec],
     path: Path,
 ) -> None:
-    """ONNX graph with the contract's names and a dynamic ``batch`` axis on every tensor."""
-    dynamic_axes = {spec.name: {0: "batch"} for spec in [*inputs, *outputs]}
+    """ONNX graph with the contract's names; every named dimension (``batch``, …) is dynamic."""
+    dynamic_axes = {
+        spec.name: {i: d for i, d in enumerate(spec.shape) if isinstance(d, str)}
+        for spec in [*inputs, *outputs]
+    }
     with _torch_deprecations_silenced():
         torch.onnx.export(
             module,

@@ -15,7 +15,6 @@ import torch
 from latentserve.exporters.formats import load_torchscript
 from latentserve.exporters.recipes import GraphPlan
 
-TOLERANCE = 1e-4
 PARITY_BATCH = 5
 
 
@@ -29,9 +28,11 @@ def check_parity(
     torchscript_path: Path,
     *,
     seed: int = 0,
-    tolerance: float = TOLERANCE,
+    tolerance: float | None = None,
 ) -> dict[str, float]:
-    """Max abs difference per format; raises ``ExportParityError`` above ``tolerance``."""
+    """Max abs difference per format; raises ``ExportParityError`` past ``tolerance``
+    (absolute plus relative; the plan's own unless given)."""
+    tolerance = plan.tolerance if tolerance is None else tolerance
     inputs = plan.example_inputs(PARITY_BATCH, torch.Generator().manual_seed(seed))
     with torch.no_grad():
         expected = _as_tuple(plan.module(*inputs))
@@ -39,12 +40,13 @@ def check_parity(
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     feeds = {spec.name: t.numpy() for spec, t in zip(plan.inputs, inputs, strict=True)}
     onnx_out = session.run([s.name for s in plan.outputs], feeds)
-    diffs = {
-        "onnx": _max_diff(expected, [torch.from_numpy(np.asarray(a)) for a in onnx_out]),
-        "torchscript": _max_diff(expected, scripted),
+    actual = {
+        "onnx": [torch.from_numpy(np.asarray(a)) for a in onnx_out],
+        "torchscript": scripted,
     }
+    diffs = {fmt: _max_diff(expected, out) for fmt, out in actual.items()}
     for fmt, diff in diffs.items():
-        if not diff <= tolerance:
+        if not _within(expected, actual[fmt], tolerance):
             raise ExportParityError(
                 f"{plan.role} graph ({fmt}) differs from eager PyTorch by {diff:.3g} "
                 f"(tolerance {tolerance:g})"
@@ -56,6 +58,15 @@ def _as_tuple(out: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tenso
     return out if isinstance(out, tuple) else (out,)
 
 
+def _within(expected: tuple[torch.Tensor, ...], actual: list | tuple, tolerance: float) -> bool:
+    if _max_diff(expected, actual) == float("inf"):
+        return False
+    return all(
+        bool(((e - a).abs() <= tolerance * (1.0 + e.abs())).all())
+        for e, a in zip(expected, actual, strict=True)
+    )
+
+
 def _max_diff(expected: tuple[torch.Tensor, ...], actual: list | tuple) -> float:
     if len(expected) != len(actual):
         return float("inf")
@@ -63,5 +74,6 @@ def _max_diff(expected: tuple[torch.Tensor, ...], actual: list | tuple) -> float
     for e, a in zip(expected, actual, strict=True):
         if e.shape != a.shape:
             return float("inf")
-        worst = max(worst, float((e - a).abs().max()))
+        diff = (e.double() - a.double()).abs()
+        worst = max(worst, float(diff.max()) if diff.numel() else 0.0)
     return worst

@@ -7,7 +7,7 @@ a recipe cannot be exported, and no config string selects code by import.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from latentserve.exporters.graphs import (
@@ -15,30 +15,57 @@ from latentserve.exporters.graphs import (
     EncoderGaussianGraph,
     EncoderMeanGraph,
     SamplerGraph,
+    VAELogProbGraph,
 )
 from latentserve.training.families import LatentModel
 from latentserve.training.registry import ClosedRegistry
 from torch import nn
 
-from latentserve.manifest import Capability, GraphRole, TensorSpec
+from latentserve.manifest import (
+    Capability,
+    CodeMap,
+    GraphRole,
+    LatentSpec,
+    LikelihoodKind,
+    PipelineKind,
+    TensorSpec,
+)
+
+# Sizes given to named dynamic dimensions other than "batch" in example inputs.
+EXAMPLE_DIMS = {"samples": 3}
+LOG_PROB_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
 class GraphPlan:
-    """One graph to export: the module and its contract-named inputs and outputs."""
+    """One graph to export: the module and its contract-named inputs and outputs.
+
+    ``int_high`` gives, per int64 input, the exclusive upper bound of its values (a code
+    map's codebook size) so example inputs are valid codes. ``tolerance`` is the parity
+    bound (absolute + relative); graphs that sum a log-density over every pixel get a
+    looser one, since float32 reordering across runtimes shows up in the sum.
+    """
 
     role: GraphRole
     module: nn.Module
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    int_high: dict[str, int] = field(default_factory=dict)
+    tolerance: float = 1e-4
 
     def example_inputs(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-        """Random inputs of the declared shapes (images in [0, 1], temperatures near 1)."""
+        """Random inputs of the declared shapes (8-bit images in [0, 1], temperatures near 1)."""
         tensors = []
         for spec in self.inputs:
-            shape = [batch if isinstance(d, str) else d for d in spec.shape]
-            if spec.name == "image":
-                tensors.append(torch.rand(shape, generator=generator))
+            shape = [
+                (batch if d == "batch" else EXAMPLE_DIMS[d]) if isinstance(d, str) else d
+                for d in spec.shape
+            ]
+            if spec.dtype == "int64":
+                high = self.int_high[spec.name]
+                tensors.append(torch.randint(0, high, shape, generator=generator))
+            elif spec.name == "image":  # on the 8-bit grid, as the server decodes PNGs
+                tensors.append(torch.randint(0, 256, shape, generator=generator) / 255.0)
             elif spec.name == "temperature":
                 tensors.append(0.5 + torch.rand(shape, generator=generator))
             else:
@@ -47,13 +74,24 @@ class GraphPlan:
 
 
 @dataclass(frozen=True)
+class ExportPlan:
+    """Everything a family's export produces besides the files: graphs and manifest parts."""
+
+    graphs: list[GraphPlan]
+    latent: LatentSpec
+    pipeline: PipelineKind = "latent_decoder"
+    codes: list[CodeMap] = field(default_factory=list)
+    likelihood: LikelihoodKind | None = None
+
+
+@dataclass(frozen=True)
 class ExportRecipe:
     family: str
     capabilities: list[Capability]
-    plan: Callable[[LatentModel], list[GraphPlan]]
+    plan: Callable[[nn.Module], ExportPlan]
 
 
-def _image_spec(model: LatentModel) -> TensorSpec:
+def _image_spec(model: nn.Module) -> TensorSpec:
     shape = ["batch", model.image.channels, model.image.height, model.image.width]
     return TensorSpec(name="image", dtype="float32", shape=shape)
 
@@ -66,9 +104,25 @@ def _decoder(model: LatentModel) -> GraphPlan:
     return GraphPlan("decoder", DecoderGraph(model), [_latent_spec(model)], [_image_spec(model)])
 
 
-def plan_vae(model: LatentModel) -> list[GraphPlan]:
-    temperature = TensorSpec(name="temperature", dtype="float32", shape=["batch"])
-    return [
+def image_spec(model: nn.Module) -> TensorSpec:
+    """``image`` input/output of a model's graphs (batch, C, H, W)."""
+    return _image_spec(model)
+
+
+def bits_per_dim_spec() -> TensorSpec:
+    return TensorSpec(name="bits_per_dim", dtype="float32", shape=["batch"])
+
+
+def temperature_spec() -> TensorSpec:
+    return TensorSpec(name="temperature", dtype="float32", shape=["batch"])
+
+
+def plan_vae(model: LatentModel) -> ExportPlan:
+    temperature = temperature_spec()
+    noise_samples = TensorSpec(
+        name="noise", dtype="float32", shape=["batch", "samples", *model.latent_shape]
+    )
+    graphs = [
         GraphPlan(
             "encoder",
             EncoderGaussianGraph(model),
@@ -82,14 +136,22 @@ def plan_vae(model: LatentModel) -> list[GraphPlan]:
             [_latent_spec(model, "noise"), temperature],
             [_image_spec(model)],
         ),
+        GraphPlan(
+            "log_prob",
+            VAELogProbGraph(model),
+            [_image_spec(model), noise_samples],
+            [bits_per_dim_spec()],
+            tolerance=LOG_PROB_TOLERANCE,
+        ),
     ]
+    return ExportPlan(graphs, LatentSpec(shape=model.latent_shape), likelihood="elbo")
 
 
-def plan_autoencoder(model: LatentModel) -> list[GraphPlan]:
+def plan_autoencoder(model: LatentModel) -> ExportPlan:
     encoder = GraphPlan(
         "encoder", EncoderMeanGraph(model), [_image_spec(model)], [_latent_spec(model)]
     )
-    return [encoder, _decoder(model)]
+    return ExportPlan([encoder, _decoder(model)], LatentSpec(shape=model.latent_shape))
 
 
 RECIPES: ClosedRegistry[ExportRecipe] = ClosedRegistry("export recipe for family")
@@ -104,5 +166,5 @@ def get_recipe(family: str) -> ExportRecipe:
     return RECIPES.get(family)
 
 
-register_recipe(ExportRecipe("vae", ["sample", "encode", "reconstruct"], plan_vae))
+register_recipe(ExportRecipe("vae", ["sample", "encode", "reconstruct", "log_prob"], plan_vae))
 register_recipe(ExportRecipe("autoencoder", ["encode", "reconstruct"], plan_autoencoder))

@@ -13,6 +13,28 @@ the graph boundary are float32 NCHW in ``image.value_range``; every graph has a 
 - ``decoder``: ``latent`` (batch, *latent.shape) -> ``image`` (batch, C, H, W).
 - ``sampler``: ``noise`` (batch, *latent.shape) drawn from the prior by the server and
   ``temperature`` (batch,) -> ``image``. Present only when the family has a prior.
+
+Models whose encoder returns several tensors (a hierarchical VAE's groups, a flow's
+multi-scale latents) list them in ``latent.groups``: the encoder outputs and the decoder
+inputs are then one tensor per group, named as the group. The sampler still takes one
+flat ``noise`` of ``latent.shape`` and splits it inside the graph. Flows use this same
+pipeline: their sampler is the exact inverse, their encoder the exact forward pass.
+
+- ``log_prob``: ``image`` (batch, C, H, W) on the 8-bit levels, and, for models whose
+  likelihood is a bound estimated by sampling, ``noise`` (batch, samples, *dims) of
+  standard normals -> ``bits_per_dim`` (batch,). ``likelihood`` says what one sample gives
+  (``exact`` or ``elbo``); more samples give the importance-weighted bound.
+
+Graph I/O contract of the ``autoregressive_prior`` pipeline (VQ-VAE, VQ-VAE-2). The
+discrete code maps are listed in ``codes`` in sampling order:
+
+- ``encoder``: ``image`` -> one int64 (batch, h, w) output per code map, named as it.
+- ``decoder``: every code map (int64, named as in ``codes``) -> ``image``.
+- a prior step graph per code map (role ``CodeMap.prior``): that code map plus the code
+  maps it is conditioned on (``CodeMap.conditions``) -> ``logits`` (batch, K, h, w). The
+  logits at a position depend only on codes before it in raster order, so the server
+  samples a map position by position, calling the step graph once per position.
+- ``log_prob`` (optional): ``image`` -> ``bits_per_dim``.
 """
 
 from __future__ import annotations
@@ -28,9 +50,12 @@ SCHEMA_VERSION = 1
 MANIFEST_FILENAME = "manifest.json"
 
 Capability = Literal["sample", "encode", "reconstruct", "log_prob"]
-GraphRole = Literal["encoder", "decoder", "sampler"]
+GraphRole = Literal[
+    "encoder", "decoder", "sampler", "log_prob", "prior", "prior_top", "prior_bottom"
+]
 GraphFormat = Literal["onnx", "torchscript"]
-PipelineKind = Literal["latent_decoder"]
+PipelineKind = Literal["latent_decoder", "autoregressive_prior"]
+LikelihoodKind = Literal["exact", "elbo"]
 DType = Literal["float32", "float16", "int64", "int32"]
 
 
@@ -68,11 +93,37 @@ class ImageSpec(_Strict):
     value_range: tuple[float, float] = (0.0, 1.0)
 
 
+class LatentGroup(_Strict):
+    """One tensor ``encode`` returns per image (and the decoder takes back)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    shape: list[int]
+    dtype: Literal["float32", "int64"] = "float32"
+
+
 class LatentSpec(_Strict):
-    """Per-item latent shape (no batch dim) and the prior noise is drawn from."""
+    """The sampler's per-item noise shape (no batch dim), its prior, and what encode returns.
+
+    ``groups`` empty means one float32 group called ``latent`` of ``shape`` (AE, VAE).
+    """
 
     shape: list[int]
-    prior: Literal["standard_normal"] = "standard_normal"
+    prior: Literal["standard_normal", "autoregressive"] = "standard_normal"
+    groups: list[LatentGroup] = Field(default_factory=list)
+
+    def encoded(self) -> list[LatentGroup]:
+        return self.groups or [LatentGroup(name="latent", shape=self.shape)]
+
+
+class CodeMap(_Strict):
+    """A discrete code map of an autoregressive-prior model, with the graph that samples it."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    codebook_size: int = Field(gt=1)
+    prior: GraphRole
+    conditions: list[str] = Field(default_factory=list)
 
 
 class ServingDefaults(_Strict):
@@ -103,6 +154,8 @@ class Manifest(_Strict):
     capabilities: list[Capability]
     image: ImageSpec
     latent: LatentSpec
+    codes: list[CodeMap] = Field(default_factory=list)
+    likelihood: LikelihoodKind | None = None
     graphs: dict[GraphRole, GraphSpec]
     serving: ServingDefaults = ServingDefaults()
     provenance: Provenance

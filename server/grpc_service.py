@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from latentserve.server.errors import (
@@ -85,7 +86,14 @@ def _info(d: ModelDescription) -> pb.ModelInfo:
         max_batch_size=d.max_batch_size,
         max_n=d.max_n,
         versions=d.versions,
+        likelihood=d.likelihood or "",
     )
+
+
+def _latent(row: np.ndarray) -> pb.Latent:
+    if row.dtype.kind in "iu":
+        return pb.Latent(shape=row.shape, codes=row.ravel().tolist())
+    return pb.Latent(shape=row.shape, values=row.ravel().tolist())
 
 
 def _sample_args(request: pb.SampleRequest) -> tuple[int | None, float | None]:
@@ -130,9 +138,26 @@ class GrpcGenerativeService(pb_grpc.GenerativeServiceServicer):
     @_unary("encode")
     async def Encode(self, request: pb.EncodeRequest, context: Any) -> pb.EncodeResponse:
         r = await self._service.encode(request.model, list(request.images), PROTOCOL)
-        shape = list(r.latents.shape[1:])
-        latents = [pb.Latent(shape=shape, values=row.ravel().tolist()) for row in r.latents]
-        return pb.EncodeResponse(model=r.model, latents=latents)
+        groups = [
+            pb.LatentGroup(name=name, latents=[_latent(row) for row in array])
+            for name, array in r.groups.items()
+        ]
+        single = groups[0].latents if len(groups) == 1 else []
+        return pb.EncodeResponse(model=r.model, latents=single, groups=groups)
+
+    @_unary("log_prob")
+    async def LogProb(self, request: pb.LogProbRequest, context: Any) -> pb.LogProbResponse:
+        samples = request.samples if request.HasField("samples") else None
+        seed = request.seed if request.HasField("seed") else None
+        r = await self._service.log_prob(
+            request.model, list(request.images), samples, seed, PROTOCOL
+        )
+        response = pb.LogProbResponse(
+            model=r.model, bits_per_dim=r.bits_per_dim, bound=r.bound, samples=r.samples
+        )
+        if r.seed is not None:
+            response.seed = r.seed
+        return response
 
     @_unary("reconstruct")
     async def Reconstruct(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from latentserve.server.errors import ModelNotFound
 from latentserve.server.metrics import ServerMetrics
-from latentserve.server.pipelines import PIPELINES, LatentDecoderPipeline
+from latentserve.server.pipelines import PIPELINES, GraphPipeline
 from latentserve.server.runtime import Runtime, open_graph
 from latentserve.server.settings import ServingOptions, Settings
 
@@ -32,7 +32,7 @@ class LoadedModel:
     backend: str
     providers: list[str]
     serving: ServingOptions
-    pipeline: LatentDecoderPipeline
+    pipeline: GraphPipeline
 
     @property
     def label(self) -> str:

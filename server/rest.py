@@ -54,6 +54,21 @@ class ImagesRequest(_Request):
     images: list[str] = Field(description="base64-encoded PNGs of the model's size")
 
 
+class LogProbRequest(ImagesRequest):
+    samples: int | None = Field(
+        default=None, description="importance samples for sampled bounds (default 1)"
+    )
+    seed: int | None = Field(default=None, description="noise seed for sampled bounds")
+
+
+class LogProbResponse(BaseModel):
+    model: str
+    bits_per_dim: list[float]
+    bound: str = Field(description='"exact", "elbo" or "importance_weighted"')
+    samples: int
+    seed: int | None
+
+
 class SampleResponse(BaseModel):
     model: str
     seed: int
@@ -62,7 +77,10 @@ class SampleResponse(BaseModel):
 
 class EncodeResponse(BaseModel):
     model: str
-    latents: list[Any]
+    latents: list[Any] | None = Field(
+        description="one array per image, for models with a single latent group"
+    )
+    groups: dict[str, list[Any]] = Field(description="every latent group: one array per image")
 
 
 class ImagesResponse(BaseModel):
@@ -84,6 +102,7 @@ class ModelInfo(BaseModel):
     capabilities: list[str]
     image: ImageInfo
     latent_shape: list[int]
+    likelihood: str | None
     backend: str
     execution_providers: list[str]
     max_batch_size: int
@@ -125,6 +144,7 @@ def _info(d: ModelDescription) -> ModelInfo:
         capabilities=d.capabilities,
         image=ImageInfo(height=d.height, width=d.width, channels=d.channels),
         latent_shape=d.latent_shape,
+        likelihood=d.likelihood,
         backend=d.backend,
         execution_providers=d.execution_providers,
         max_batch_size=d.max_batch_size,
@@ -157,7 +177,7 @@ def create_rest_app(service: GenerativeService) -> FastAPI:
     app = FastAPI(
         title="latentserve",
         version=__version__,
-        description="Sample, encode and reconstruct images with generative models.",
+        description="Sample, encode, reconstruct and score images with generative models.",
         responses={code: {"model": ErrorBody} for code in (400, 404, 413, 422, 429, 503)},
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=service.settings.max_body_bytes)
@@ -197,8 +217,25 @@ def create_rest_app(service: GenerativeService) -> FastAPI:
     @app.post("/v1/models/{model}/encode", response_model=EncodeResponse, tags=["inference"])
     async def encode(model: str, body: ImagesRequest) -> Response:
         result = await service.encode(model, _decode_images(body.images), PROTOCOL)
-        latents = result.latents.tolist()
-        return _json(EncodeResponse.model_construct(model=result.model, latents=latents))
+        groups = {name: array.tolist() for name, array in result.groups.items()}
+        latents = next(iter(groups.values())) if len(groups) == 1 else None
+        response = EncodeResponse.model_construct(
+            model=result.model, latents=latents, groups=groups
+        )
+        return _json(response)
+
+    @app.post("/v1/models/{model}/log-prob", response_model=LogProbResponse, tags=["inference"])
+    async def log_prob(model: str, body: LogProbRequest) -> Response:
+        images = _decode_images(body.images)
+        r = await service.log_prob(model, images, body.samples, body.seed, PROTOCOL)
+        response = LogProbResponse.model_construct(
+            model=r.model,
+            bits_per_dim=r.bits_per_dim,
+            bound=r.bound,
+            samples=r.samples,
+            seed=r.seed,
+        )
+        return _json(response)
 
     @app.post("/v1/models/{model}/reconstruct", response_model=ImagesResponse, tags=["inference"])
     async def reconstruct(model: str, body: ImagesRequest) -> Response:

@@ -42,6 +42,7 @@ class ModelDescription:
     width: int
     channels: int
     latent_shape: list[int]
+    likelihood: str | None
     backend: str
     execution_providers: list[str]
     max_batch_size: int
@@ -67,7 +68,16 @@ class SampleChunk:
 @dataclass(frozen=True)
 class EncodeResult:
     model: str
-    latents: np.ndarray  # (n, *latent_shape) float32
+    groups: dict[str, np.ndarray]  # group name -> (n, *shape), float32 or int64 codes
+
+
+@dataclass(frozen=True)
+class LogProbResult:
+    model: str
+    bits_per_dim: list[float]
+    bound: str  # "exact", "elbo" or "importance_weighted"
+    samples: int
+    seed: int | None  # the noise seed, for sampled bounds
 
 
 @dataclass(frozen=True)
@@ -146,6 +156,7 @@ class GenerativeService:
             width=m.image.width,
             channels=m.image.channels,
             latent_shape=list(m.latent.shape),
+            likelihood=m.likelihood,
             backend=model.backend,
             execution_providers=model.providers,
             max_batch_size=model.serving.max_batch_size,
@@ -205,6 +216,28 @@ class GenerativeService:
             batch = await self._from_pngs(model, images)
             return EncodeResult(model.label, await self._timed(model.pipeline.encode(batch)))
 
+    async def log_prob(
+        self,
+        ref: str,
+        images: list[bytes],
+        samples: int | None,
+        seed: int | None,
+        protocol: str,
+    ) -> LogProbResult:
+        """Bits/dim per image; says whether it is exact, an ELBO or an IW bound."""
+        async with self._track("log_prob", protocol) as call:
+            model = self._resolve(ref)
+            call.model = model.label
+            samples = 1 if samples is None else samples
+            limit = self.settings.max_log_prob_samples
+            if not 1 <= samples <= limit:
+                raise InvalidArgument("samples", f"must be between 1 and {limit}, got {samples}")
+            bound = model.pipeline.log_prob_kind(samples)
+            seed = self._check_seed(seed) if model.pipeline.log_prob_is_sampled else None
+            batch = await self._from_pngs(model, images)
+            bits = await self._timed(model.pipeline.log_prob(batch, samples, seed or 0))
+            return LogProbResult(model.label, bits.astype(float).tolist(), bound, samples, seed)
+
     async def reconstruct(self, ref: str, images: list[bytes], protocol: str) -> ReconstructResult:
         async with self._track("reconstruct", protocol) as call:
             model = self._resolve(ref)
@@ -223,14 +256,20 @@ class GenerativeService:
         max_n = model.serving.max_n
         if not 1 <= n <= max_n:
             raise InvalidArgument("n", f"must be between 1 and {max_n}, got {n}")
-        if seed is None:
-            seed = secrets.randbits(63)
-        elif not 0 <= seed <= MAX_SEED:
-            raise InvalidArgument("seed", f"must be between 0 and {MAX_SEED}, got {seed}")
+        seed = self._check_seed(seed)
         temperature = 1.0 if temperature is None else float(temperature)
         if not (math.isfinite(temperature) and temperature > 0):
             raise InvalidArgument("temperature", f"must be a finite number > 0, got {temperature}")
         return seed, temperature
+
+    @staticmethod
+    def _check_seed(seed: int | None) -> int:
+        """The request's seed, or a fresh one the response reports back."""
+        if seed is None:
+            return secrets.randbits(63)
+        if not 0 <= seed <= MAX_SEED:
+            raise InvalidArgument("seed", f"must be between 0 and {MAX_SEED}, got {seed}")
+        return seed
 
     async def _from_pngs(self, model: LoadedModel, images: list[bytes]) -> np.ndarray:
         max_n = model.serving.max_n

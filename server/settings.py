@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(default=30.0, gt=0)
     drain_timeout_s: float = Field(default=10.0, ge=0)
     stream_chunk_size: int = Field(default=4, gt=0)
+    # Importance samples per image a log-prob request may ask for: each one is a decoder
+    # pass, so this bounds one request's compute at max_n * max_log_prob_samples passes.
+    max_log_prob_samples: int = Field(default=256, gt=0)
     intra_op_threads: int = Field(default_factory=_default_threads, gt=0)
     # Three batches per graph in flight: while one batch's results are encoded and answered
     # the others keep the cores computing. Measured on 2 cores (bench/README.md): against one

@@ -69,15 +69,17 @@ def test_onnx_graphs_follow_the_contract(vae_run: Path, tmp_path: Path) -> None:
         assert [o.name for o in session.get_outputs()] == [s.name for s in graph.outputs]
         for batch in (1, 7):  # dynamic batch axis
             feeds = {
-                s.name: rng.random([batch if isinstance(d, str) else d for d in s.shape]).astype(
-                    np.float32
-                )
+                s.name: rng.random(
+                    [batch if d == "batch" else 2 if isinstance(d, str) else d for d in s.shape]
+                ).astype(np.float32)
                 for s in graph.inputs
             }
             outputs = session.run(None, feeds)
             assert all(o.shape[0] == batch for o in outputs), role
-        if role != "encoder":
+        if role in ("decoder", "sampler"):
             assert outputs[0].min() >= 0.0 and outputs[0].max() <= 1.0
+        if role == "log_prob":  # uniform noise images cost about 8 bits per pixel
+            assert np.all((outputs[0] > 4.0) & (outputs[0] < 16.0))
 
 
 def test_sampler_is_decoder_of_scaled_noise(vae_run: Path, tmp_path: Path) -> None:
@@ -94,17 +96,18 @@ def test_sampler_is_decoder_of_scaled_noise(vae_run: Path, tmp_path: Path) -> No
 def test_parity_of_each_graph(vae_run: Path, tmp_path: Path) -> None:
     model = load_run(vae_run).model
     generator = torch.Generator().manual_seed(0)
-    for plan in get_recipe("vae").plan(model):
+    for plan in get_recipe("vae").plan(model).graphs:
         example = plan.example_inputs(2, generator)
         export_onnx(plan.module, example, plan.inputs, plan.outputs, tmp_path / "g.onnx")
         export_torchscript(plan.module, example, tmp_path / "g.pt")
         diffs = check_parity(plan, tmp_path / "g.onnx", tmp_path / "g.pt", seed=3)
-        assert diffs["onnx"] <= 1e-4 and diffs["torchscript"] <= 1e-4
+        bound = 1e-3 if plan.role == "log_prob" else 1e-4  # a sum over 784 pixels
+        assert diffs["onnx"] <= bound and diffs["torchscript"] <= bound, plan.role
 
 
 def test_parity_failure_is_loud(vae_run: Path, tmp_path: Path) -> None:
     model = load_run(vae_run).model
-    plan = get_recipe("vae").plan(model)[1]  # decoder
+    plan = get_recipe("vae").plan(model).graphs[1]  # decoder
     example = plan.example_inputs(2, torch.Generator().manual_seed(0))
     export_onnx(plan.module, example, plan.inputs, plan.outputs, tmp_path / "d.onnx")
     export_torchscript(plan.module, example, tmp_path / "d.pt")

@@ -28,11 +28,13 @@ def test_tiny_repository_layout_and_manifests(tiny_repository: Path) -> None:
 def test_vae_has_sampler_and_ae_does_not(tiny_repository: Path) -> None:
     vae = Manifest.load(tiny_repository / "vae-tiny" / "1")
     ae = Manifest.load(tiny_repository / "ae-tiny" / "1")
-    assert set(vae.graphs) == {"encoder", "decoder", "sampler"}
+    assert set(vae.graphs) == {"encoder", "decoder", "sampler", "log_prob"}
+    assert vae.likelihood == "elbo" and "log_prob" in vae.capabilities
     assert "sample" in vae.capabilities
     assert "bits_per_dim" in vae.provenance.metrics
     assert set(ae.graphs) == {"encoder", "decoder"}
-    assert "sample" not in ae.capabilities
+    assert "sample" not in ae.capabilities and "log_prob" not in ae.capabilities
+    assert ae.likelihood is None
     assert not (tiny_repository / "ae-tiny" / "1" / "sampler.onnx").exists()
     assert [o.name for o in ae.graphs["encoder"].outputs] == ["latent"]
     assert [o.name for o in vae.graphs["encoder"].outputs] == ["latent", "logvar"]

@@ -118,9 +118,31 @@ def test_encode_and_reconstruct_agree_with_rest(
     np.testing.assert_allclose(
         [list(x.values) for x in encoded.latents], rest["latents"], rtol=1e-6
     )
+    assert [g.name for g in encoded.groups] == ["latent"]
+    assert list(encoded.groups[0].latents) == list(encoded.latents)
     rebuilt = stub.Reconstruct(pb.ReconstructRequest(model="ae-tiny", images=images))
     assert len(rebuilt.images) == 2
     assert Image.open(io.BytesIO(rebuilt.images[0])).size == (28, 28)
+
+
+def test_log_prob_agrees_with_rest(
+    stub: pb_grpc.GenerativeServiceStub, server: ServerProcess
+) -> None:
+    images = list(stub.Sample(pb.SampleRequest(model="vae-tiny", n=2, seed=5)).images)
+    request = pb.LogProbRequest(model="vae-tiny", images=images, samples=8, seed=11)
+    scored = stub.LogProb(request)
+    assert scored.bound == "importance_weighted" and scored.samples == 8 and scored.seed == 11
+    rest = httpx.post(
+        f"{server.http_url}/v1/models/vae-tiny/log-prob",
+        json={"images": [base64.b64encode(i).decode() for i in images], "samples": 8, "seed": 11},
+        timeout=30,
+    ).json()
+    np.testing.assert_allclose(list(scored.bits_per_dim), rest["bits_per_dim"], rtol=1e-6)
+    refusal = refused(stub.LogProb, pb.LogProbRequest(model="ae-tiny", images=images))
+    assert refusal.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "does not support log_prob" in refusal.details()
+    info = stub.GetModel(pb.GetModelRequest(model="vae-tiny"))
+    assert info.likelihood == "elbo" and "log_prob" in info.capabilities
 
 
 @pytest.mark.parametrize(
@@ -133,6 +155,7 @@ def test_encode_and_reconstruct_agree_with_rest(
         ("StreamSample", pb.SampleRequest(model="vae-tiny", n=0), "n"),
         ("Encode", pb.EncodeRequest(model="vae-tiny"), "images"),
         ("Encode", pb.EncodeRequest(model="vae-tiny", images=[GOOD, b"junk"]), "images[1]"),
+        ("LogProb", pb.LogProbRequest(model="vae-tiny", images=[GOOD], samples=0), "samples"),
         (
             "Reconstruct",
             pb.ReconstructRequest(model="vae-tiny", images=[png(np.zeros((28, 20), np.uint8))]),

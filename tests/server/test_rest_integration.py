@@ -105,6 +105,37 @@ def test_encode_and_reconstruct(http: httpx.Client) -> None:
     assert latents.shape == (2, 4) and np.isfinite(latents).all()
     rebuilt = http.post("/v1/models/ae-tiny/reconstruct", json={"images": images[:1]}).json()
     assert rebuilt["model"] == "ae-tiny@1" and pixels(rebuilt["images"][0]).shape == (28, 28)
+    assert list(encoded.json()["groups"]) == ["latent"]
+    assert encoded.json()["groups"]["latent"] == encoded.json()["latents"]
+
+
+def log_prob(http: httpx.Client, images: list[str], **body: object) -> dict:
+    response = http.post("/v1/models/vae-tiny/log-prob", json={"images": images, **body})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_log_prob_says_which_bound_and_is_reproducible(http: httpx.Client) -> None:
+    digits = sample(http, n=3, seed=4)["images"]
+    noise = png_b64(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8))
+    one = log_prob(http, [*digits, noise], seed=7)
+    assert one["bound"] == "elbo" and one["samples"] == 1 and one["seed"] == 7
+    assert one == log_prob(http, [*digits, noise], seed=7)  # same seed, same numbers
+    many = log_prob(http, [*digits, noise], samples=64, seed=7)
+    assert many["bound"] == "importance_weighted" and many["samples"] == 64
+    # the model's own samples are far likelier than uniform noise, under either bound
+    for result in (one, many):
+        *scores, noise_score = result["bits_per_dim"]
+        assert max(scores) < noise_score and all(0 < b < 16 for b in result["bits_per_dim"])
+    assert log_prob(http, digits)["seed"] is not None  # drawn by the server and returned
+
+
+def test_log_prob_refusals(http: httpx.Client) -> None:
+    refused = http.post("/v1/models/ae-tiny/log-prob", json={"images": [GOOD]})
+    assert refused.status_code == 400 and "does not support log_prob" in refused.text
+    for samples in (0, 257, "3"):
+        bad = http.post("/v1/models/vae-tiny/log-prob", json={"images": [GOOD], "samples": samples})
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == "samples", bad.text
 
 
 GOOD = png_b64(np.zeros((28, 28), np.uint8))

@@ -132,10 +132,11 @@ def test_encode_and_reconstruct(tmp_path: Path) -> None:
         return encoded, await service.reconstruct("fake-ae", [png], "test")
 
     encoded, rebuilt = run(main())
-    assert encoded.model == "fake-ae@1" and encoded.latents.shape == (2, 3)
+    assert encoded.model == "fake-ae@1" and list(encoded.groups) == ["latent"]
+    assert encoded.groups["latent"].shape == (2, 3)
     flat = ramp.reshape(-1) / 255.0
     expected = [flat[j::3].mean() for j in range(3)]
-    np.testing.assert_allclose(encoded.latents[0], expected, rtol=1e-5)
+    np.testing.assert_allclose(encoded.groups["latent"][0], expected, rtol=1e-5)
     values = pixels(rebuilt.images[0]).reshape(-1)
     expected_pixels = np.rint(np.asarray(expected)[np.arange(SIZE * SIZE) % 3] * 255)
     np.testing.assert_array_equal(values, expected_pixels)

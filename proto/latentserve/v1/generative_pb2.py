@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flatentserve/v1/generative.proto\x12\x0elatentserve.v1\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.latentserve.v1.ModelInfo\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"8\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\t\"<\n\tImageInfo\x12\x0e\n\x06height\x18\x01 \x01(\x05\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05\"\x8c\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t\x12(\n\x05image\x18\x06 \x01(\x0b\x32\x19.latentserve.v1.ImageInfo\x12\x14\n\x0clatent_shape\x18\x07 \x03(\x05\x12\x0f\n\x07\x62\x61\x63kend\x18\x08 \x01(\t\x12\x1b\n\x13\x65xecution_providers\x18\t \x03(\t\x12\x16\n\x0emax_batch_size\x18\n \x01(\x05\x12\r\n\x05max_n\x18\x0b \x01(\x05\x12\x10\n\x08versions\x18\x0c \x03(\t\"o\n\rSampleRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x11\n\x04seed\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x01\x88\x01\x01\x42\x07\n\x05_seedB\x0e\n\x0c_temperature\"=\n\x0eSampleResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x0e\n\x06images\x18\x03 \x03(\x0c\"J\n\x0bSampleChunk\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\r\x12\x0e\n\x06images\x18\x04 \x03(\x0c\"+\n\x06Latent\x12\r\n\x05shape\x18\x01 \x03(\x05\x12\x12\n\x06values\x18\x02 \x03(\x02\x42\x02\x10\x01\".\n\rEncodeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\"H\n\x0e\x45ncodeResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\'\n\x07latents\x18\x02 \x03(\x0b\x32\x16.latentserve.v1.Latent\"3\n\x12ReconstructRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\"4\n\x13ReconstructResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x32\xe8\x03\n\x11GenerativeService\x12S\n\nListModels\x12!.latentserve.v1.ListModelsRequest\x1a\".latentserve.v1.ListModelsResponse\x12\x46\n\x08GetModel\x12\x1f.latentserve.v1.GetModelRequest\x1a\x19.latentserve.v1.ModelInfo\x12G\n\x06Sample\x12\x1d.latentserve.v1.SampleRequest\x1a\x1e.latentserve.v1.SampleResponse\x12L\n\x0cStreamSample\x12\x1d.latentserve.v1.SampleRequest\x1a\x1b.latentserve.v1.SampleChunk0\x01\x12G\n\x06\x45ncode\x12\x1d.latentserve.v1.EncodeRequest\x1a\x1e.latentserve.v1.EncodeResponse\x12V\n\x0bReconstruct\x12\".latentserve.v1.ReconstructRequest\x1a#.latentserve.v1.ReconstructResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flatentserve/v1/generative.proto\x12\x0elatentserve.v1\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.latentserve.v1.ModelInfo\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"8\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\t\"<\n\tImageInfo\x12\x0e\n\x06height\x18\x01 \x01(\x05\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05\"\xa0\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t\x12(\n\x05image\x18\x06 \x01(\x0b\x32\x19.latentserve.v1.ImageInfo\x12\x14\n\x0clatent_shape\x18\x07 \x03(\x05\x12\x0f\n\x07\x62\x61\x63kend\x18\x08 \x01(\t\x12\x1b\n\x13\x65xecution_providers\x18\t \x03(\t\x12\x16\n\x0emax_batch_size\x18\n \x01(\x05\x12\r\n\x05max_n\x18\x0b \x01(\x05\x12\x10\n\x08versions\x18\x0c \x03(\t\x12\x12\n\nlikelihood\x18\r \x01(\t\"o\n\rSampleRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x11\n\x04seed\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x01\x88\x01\x01\x42\x07\n\x05_seedB\x0e\n\x0c_temperature\"=\n\x0eSampleResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x0e\n\x06images\x18\x03 \x03(\x0c\"J\n\x0bSampleChunk\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\r\x12\x0e\n\x06images\x18\x04 \x03(\x0c\">\n\x06Latent\x12\r\n\x05shape\x18\x01 \x03(\x05\x12\x12\n\x06values\x18\x02 \x03(\x02\x42\x02\x10\x01\x12\x11\n\x05\x63odes\x18\x03 \x03(\x03\x42\x02\x10\x01\"D\n\x0bLatentGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x07latents\x18\x02 \x03(\x0b\x32\x16.latentserve.v1.Latent\".\n\rEncodeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\"u\n\x0e\x45ncodeResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\'\n\x07latents\x18\x02 \x03(\x0b\x32\x16.latentserve.v1.Latent\x12+\n\x06groups\x18\x03 \x03(\x0b\x32\x1b.latentserve.v1.LatentGroup\"3\n\x12ReconstructRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\"4\n\x13ReconstructResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\"m\n\x0eLogProbRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12\x14\n\x07samples\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x01\x88\x01\x01\x42\n\n\x08_samplesB\x07\n\x05_seed\"r\n\x0fLogProbResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x62its_per_dim\x18\x02 \x03(\x02\x12\r\n\x05\x62ound\x18\x03 \x01(\t\x12\x0f\n\x07samples\x18\x04 \x01(\r\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed2\xb4\x04\n\x11GenerativeService\x12S\n\nListModels\x12!.latentserve.v1.ListModelsRequest\x1a\".latentserve.v1.ListModelsResponse\x12\x46\n\x08GetModel\x12\x1f.latentserve.v1.GetModelRequest\x1a\x19.latentserve.v1.ModelInfo\x12G\n\x06Sample\x12\x1d.latentserve.v1.SampleRequest\x1a\x1e.latentserve.v1.SampleResponse\x12L\n\x0cStreamSample\x12\x1d.latentserve.v1.SampleRequest\x1a\x1b.latentserve.v1.SampleChunk0\x01\x12G\n\x06\x45ncode\x12\x1d.latentserve.v1.EncodeRequest\x1a\x1e.latentserve.v1.EncodeResponse\x12V\n\x0bReconstruct\x12\".latentserve.v1.ReconstructRequest\x1a#.latentserve.v1.ReconstructResponse\x12J\n\x07LogProb\x12\x1e.latentserve.v1.LogProbRequest\x1a\x1f.latentserve.v1.LogProbResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LATENT'].fields_by_name['values']._loaded_options = None
   _globals['_LATENT'].fields_by_name['values']._serialized_options = b'\020\001'
+  _globals['_LATENT'].fields_by_name['codes']._loaded_options = None
+  _globals['_LATENT'].fields_by_name['codes']._serialized_options = b'\020\001'
   _globals['_LISTMODELSREQUEST']._serialized_start=51
   _globals['_LISTMODELSREQUEST']._serialized_end=70
   _globals['_LISTMODELSRESPONSE']._serialized_start=72
@@ -44,23 +46,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IMAGEINFO']._serialized_start=229
   _globals['_IMAGEINFO']._serialized_end=289
   _globals['_MODELINFO']._serialized_start=292
-  _globals['_MODELINFO']._serialized_end=560
-  _globals['_SAMPLEREQUEST']._serialized_start=562
-  _globals['_SAMPLEREQUEST']._serialized_end=673
-  _globals['_SAMPLERESPONSE']._serialized_start=675
-  _globals['_SAMPLERESPONSE']._serialized_end=736
-  _globals['_SAMPLECHUNK']._serialized_start=738
-  _globals['_SAMPLECHUNK']._serialized_end=812
-  _globals['_LATENT']._serialized_start=814
-  _globals['_LATENT']._serialized_end=857
-  _globals['_ENCODEREQUEST']._serialized_start=859
-  _globals['_ENCODEREQUEST']._serialized_end=905
-  _globals['_ENCODERESPONSE']._serialized_start=907
-  _globals['_ENCODERESPONSE']._serialized_end=979
-  _globals['_RECONSTRUCTREQUEST']._serialized_start=981
-  _globals['_RECONSTRUCTREQUEST']._serialized_end=1032
-  _globals['_RECONSTRUCTRESPONSE']._serialized_start=1034
-  _globals['_RECONSTRUCTRESPONSE']._serialized_end=1086
-  _globals['_GENERATIVESERVICE']._serialized_start=1089
-  _globals['_GENERATIVESERVICE']._serialized_end=1577
+  _globals['_MODELINFO']._serialized_end=580
+  _globals['_SAMPLEREQUEST']._serialized_start=582
+  _globals['_SAMPLEREQUEST']._serialized_end=693
+  _globals['_SAMPLERESPONSE']._serialized_start=695
+  _globals['_SAMPLERESPONSE']._serialized_end=756
+  _globals['_SAMPLECHUNK']._serialized_start=758
+  _globals['_SAMPLECHUNK']._serialized_end=832
+  _globals['_LATENT']._serialized_start=834
+  _globals['_LATENT']._serialized_end=896
+  _globals['_LATENTGROUP']._serialized_start=898
+  _globals['_LATENTGROUP']._serialized_end=966
+  _globals['_ENCODEREQUEST']._serialized_start=968
+  _globals['_ENCODEREQUEST']._serialized_end=1014
+  _globals['_ENCODERESPONSE']._serialized_start=1016
+  _globals['_ENCODERESPONSE']._serialized_end=1133
+  _globals['_RECONSTRUCTREQUEST']._serialized_start=1135
+  _globals['_RECONSTRUCTREQUEST']._serialized_end=1186
+  _globals['_RECONSTRUCTRESPONSE']._serialized_start=1188
+  _globals['_RECONSTRUCTRESPONSE']._serialized_end=1240
+  _globals['_LOGPROBREQUEST']._serialized_start=1242
+  _globals['_LOGPROBREQUEST']._serialized_end=1351
+  _globals['_LOGPROBRESPONSE']._serialized_start=1353
+  _globals['_LOGPROBRESPONSE']._serialized_end=1467
+  _globals['_GENERATIVESERVICE']._serialized_start=1470
+  _globals['_GENERATIVESERVICE']._serialized_end=2034
 # @@protoc_insertion_point(module_scope)

@@ -43,7 +43,7 @@ class ImageInfo(_message.Message):
     def __init__(self, height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "family", "description", "capabilities", "image", "latent_shape", "backend", "execution_providers", "max_batch_size", "max_n", "versions")
+    __slots__ = ("name", "version", "family", "description", "capabilities", "image", "latent_shape", "backend", "execution_providers", "max_batch_size", "max_n", "versions", "likelihood")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     FAMILY_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class ModelInfo(_message.Message):
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_N_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     family: str
@@ -68,7 +69,8 @@ class ModelInfo(_message.Message):
     max_batch_size: int
     max_n: int
     versions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., family: _Optional[str] = ..., description: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., image: _Optional[_Union[ImageInfo, _Mapping]] = ..., latent_shape: _Optional[_Iterable[int]] = ..., backend: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ..., max_batch_size: _Optional[int] = ..., max_n: _Optional[int] = ..., versions: _Optional[_Iterable[str]] = ...) -> None: ...
+    likelihood: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., family: _Optional[str] = ..., description: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., image: _Optional[_Union[ImageInfo, _Mapping]] = ..., latent_shape: _Optional[_Iterable[int]] = ..., backend: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ..., max_batch_size: _Optional[int] = ..., max_n: _Optional[int] = ..., versions: _Optional[_Iterable[str]] = ..., likelihood: _Optional[str] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
     __slots__ = ("model", "n", "seed", "temperature")
@@ -105,12 +107,22 @@ class SampleChunk(_message.Message):
     def __init__(self, model: _Optional[str] = ..., seed: _Optional[int] = ..., offset: _Optional[int] = ..., images: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Latent(_message.Message):
-    __slots__ = ("shape", "values")
+    __slots__ = ("shape", "values", "codes")
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    CODES_FIELD_NUMBER: _ClassVar[int]
     shape: _containers.RepeatedScalarFieldContainer[int]
     values: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, shape: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+    codes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, shape: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ..., codes: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class LatentGroup(_message.Message):
+    __slots__ = ("name", "latents")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LATENTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    latents: _containers.RepeatedCompositeFieldContainer[Latent]
+    def __init__(self, name: _Optional[str] = ..., latents: _Optional[_Iterable[_Union[Latent, _Mapping]]] = ...) -> None: ...
 
 class EncodeRequest(_message.Message):
     __slots__ = ("model", "images")
@@ -121,12 +133,14 @@ class EncodeRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class EncodeResponse(_message.Message):
-    __slots__ = ("model", "latents")
+    __slots__ = ("model", "latents", "groups")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LATENTS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     model: str
     latents: _containers.RepeatedCompositeFieldContainer[Latent]
-    def __init__(self, model: _Optional[str] = ..., latents: _Optional[_Iterable[_Union[Latent, _Mapping]]] = ...) -> None: ...
+    groups: _containers.RepeatedCompositeFieldContainer[LatentGroup]
+    def __init__(self, model: _Optional[str] = ..., latents: _Optional[_Iterable[_Union[Latent, _Mapping]]] = ..., groups: _Optional[_Iterable[_Union[LatentGroup, _Mapping]]] = ...) -> None: ...
 
 class ReconstructRequest(_message.Message):
     __slots__ = ("model", "images")
@@ -143,3 +157,29 @@ class ReconstructResponse(_message.Message):
     model: str
     images: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, model: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class LogProbRequest(_message.Message):
+    __slots__ = ("model", "images", "samples", "seed")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    images: _containers.RepeatedScalarFieldContainer[bytes]
+    samples: int
+    seed: int
+    def __init__(self, model: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ..., samples: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class LogProbResponse(_message.Message):
+    __slots__ = ("model", "bits_per_dim", "bound", "samples", "seed")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    BITS_PER_DIM_FIELD_NUMBER: _ClassVar[int]
+    BOUND_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    bits_per_dim: _containers.RepeatedScalarFieldContainer[float]
+    bound: str
+    samples: int
+    seed: int
+    def __init__(self, model: _Optional[str] = ..., bits_per_dim: _Optional[_Iterable[float]] = ..., bound: _Optional[str] = ..., samples: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...

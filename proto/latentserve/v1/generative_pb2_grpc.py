@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class GenerativeServiceStub:
-    """Generative image models behind one service: sampling, encoding and reconstruction.
+    """Generative image models behind one service: sampling, encoding, reconstruction and
+    likelihood.
     A model is named "name" (latest version) or "name@version".
     """
 
@@ -66,10 +67,16 @@ class GenerativeServiceStub:
                 request_serializer=latentserve_dot_v1_dot_generative__pb2.ReconstructRequest.SerializeToString,
                 response_deserializer=latentserve_dot_v1_dot_generative__pb2.ReconstructResponse.FromString,
                 _registered_method=True)
+        self.LogProb = channel.unary_unary(
+                '/latentserve.v1.GenerativeService/LogProb',
+                request_serializer=latentserve_dot_v1_dot_generative__pb2.LogProbRequest.SerializeToString,
+                response_deserializer=latentserve_dot_v1_dot_generative__pb2.LogProbResponse.FromString,
+                _registered_method=True)
 
 
 class GenerativeServiceServicer:
-    """Generative image models behind one service: sampling, encoding and reconstruction.
+    """Generative image models behind one service: sampling, encoding, reconstruction and
+    likelihood.
     A model is named "name" (latest version) or "name@version".
     """
 
@@ -111,6 +118,14 @@ class GenerativeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LogProb(self, request, context):
+        """Bits per dimension of each image under the model: exact (flows), or an upper bound on
+        -log2 p(x) per dimension (ELBO, importance-weighted); the response says which.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GenerativeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +159,11 @@ def add_GenerativeServiceServicer_to_server(servicer, server):
                     request_deserializer=latentserve_dot_v1_dot_generative__pb2.ReconstructRequest.FromString,
                     response_serializer=latentserve_dot_v1_dot_generative__pb2.ReconstructResponse.SerializeToString,
             ),
+            'LogProb': grpc.unary_unary_rpc_method_handler(
+                    servicer.LogProb,
+                    request_deserializer=latentserve_dot_v1_dot_generative__pb2.LogProbRequest.FromString,
+                    response_serializer=latentserve_dot_v1_dot_generative__pb2.LogProbResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'latentserve.v1.GenerativeService', rpc_method_handlers)
@@ -153,7 +173,8 @@ def add_GenerativeServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class GenerativeService:
-    """Generative image models behind one service: sampling, encoding and reconstruction.
+    """Generative image models behind one service: sampling, encoding, reconstruction and
+    likelihood.
     A model is named "name" (latest version) or "name@version".
     """
 
@@ -309,6 +330,33 @@ class GenerativeService:
             '/latentserve.v1.GenerativeService/Reconstruct',
             latentserve_dot_v1_dot_generative__pb2.ReconstructRequest.SerializeToString,
             latentserve_dot_v1_dot_generative__pb2.ReconstructResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LogProb(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/latentserve.v1.GenerativeService/LogProb',
+            latentserve_dot_v1_dot_generative__pb2.LogProbRequest.SerializeToString,
+            latentserve_dot_v1_dot_generative__pb2.LogProbResponse.FromString,
             options,
             channel_credentials,
             insecure,

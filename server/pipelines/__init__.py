@@ -1,0 +1,27 @@
+"""Pipelines: numpy orchestration of a model's graphs, keyed by how the model samples.
+
+The manifest's ``pipeline`` field picks one from this closed registry, never by import
+path. ``latent_decoder`` serves every family that samples with one graph call from prior
+noise (AE, VAE, NVAE, flows); ``autoregressive_prior`` serves discrete-code models whose
+prior the server steps through (VQ-VAE, VQ-VAE-2).
+"""
+
+from __future__ import annotations
+
+from latentserve.server.pipelines.autoregressive import AutoregressivePriorPipeline
+from latentserve.server.pipelines.base import GraphPipeline
+from latentserve.server.pipelines.latent_decoder import LatentDecoderPipeline
+from latentserve.server.pipelines.noise import draw_noise
+
+PIPELINES: dict[str, type[GraphPipeline]] = {
+    LatentDecoderPipeline.kind: LatentDecoderPipeline,
+    AutoregressivePriorPipeline.kind: AutoregressivePriorPipeline,
+}
+
+__all__ = [
+    "PIPELINES",
+    "AutoregressivePriorPipeline",
+    "GraphPipeline",
+    "LatentDecoderPipeline",
+    "draw_noise",
+]

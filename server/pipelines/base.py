@@ -1,0 +1,181 @@
+"""What every pipeline shares: one batcher per graph, the contract check, and the parts of
+the domain calls that do not depend on how the model samples (encode, reconstruct,
+log-prob, chunked streaming).
+
+A pipeline kind only says which graphs it needs for each capability, what their I/O
+contract is, and how ``sample`` turns per-request randomness into images.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+
+import numpy as np
+from latentserve.server.batcher import Batcher
+from latentserve.server.errors import InvalidArgument, Unsupported
+from latentserve.server.metrics import ServerMetrics
+from latentserve.server.pipelines.noise import draw_noise
+from latentserve.server.runtime import Runtime
+from latentserve.server.settings import ServingOptions
+
+from latentserve.manifest import Manifest
+
+Arrays = dict[str, np.ndarray]
+# Graph role -> (input names it must have exactly, output names it must include).
+Contract = dict[str, tuple[set[str], set[str]]]
+
+
+class GraphPipeline(ABC):
+    kind: str
+    #: Graphs each capability needs.
+    needs: dict[str, tuple[str, ...]] = {
+        "encode": ("encoder",),
+        "reconstruct": ("encoder", "decoder"),
+        "log_prob": ("log_prob",),
+    }
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        graphs: dict[str, Runtime],
+        serving: ServingOptions,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.label = f"{manifest.name}@{manifest.version}"
+        self._check_contract(self.contract(manifest))
+        self._batchers = {
+            role: Batcher(
+                runtime,
+                max_batch_size=serving.max_batch_size,
+                max_queue_delay_ms=self.queue_delay_ms(role, serving),
+                max_queue_size=serving.max_queue_size,
+                max_concurrent_batches=serving.max_concurrent_batches,
+                model=self.label,
+                graph=role,
+                metrics=metrics,
+            )
+            for role, runtime in graphs.items()
+        }
+
+    # -- what a pipeline kind defines ------------------------------------------------------
+
+    @abstractmethod
+    def contract(self, manifest: Manifest) -> Contract:
+        """The I/O each graph of this model must have under this pipeline kind."""
+
+    @abstractmethod
+    def draw(self, seed: int, n: int) -> np.ndarray:
+        """All the randomness ``n`` samples need, one row per item (chunks slice it)."""
+
+    @abstractmethod
+    async def sample_items(self, randomness: np.ndarray, temperature: float) -> np.ndarray:
+        """Images for the items whose randomness rows are given."""
+
+    def queue_delay_ms(self, role: str, serving: ServingOptions) -> float:
+        return serving.max_queue_delay_ms
+
+    # -- shared behaviour ------------------------------------------------------------------
+
+    def _check_contract(self, contract: Contract) -> None:
+        for role, spec in self.manifest.graphs.items():
+            if role not in contract:
+                raise ValueError(
+                    f"{self.label}: graph {role!r} has no place in the {self.kind} pipeline "
+                    f"(expected roles: {', '.join(sorted(contract))})"
+                )
+            inputs, outputs = contract[role]
+            have_in = {t.name for t in spec.inputs}
+            have_out = {t.name for t in spec.outputs}
+            if have_in != inputs or not outputs <= have_out:
+                raise ValueError(
+                    f"{self.label}: graph {role!r} has inputs {sorted(have_in)} and outputs "
+                    f"{sorted(have_out)}; the {self.kind} contract needs inputs "
+                    f"{sorted(inputs)} and outputs including {sorted(outputs)}"
+                )
+
+    def require(self, capability: str) -> None:
+        """Refuse clearly when the model cannot do ``capability``; never fake it."""
+        missing = [g for g in self.needs.get(capability, ("?",)) if g not in self._batchers]
+        if capability not in self.manifest.capabilities or missing:
+            raise Unsupported(
+                f"model {self.label} ({self.manifest.family}) does not support {capability}: "
+                f"its capabilities are {', '.join(self.manifest.capabilities) or 'none'}"
+            )
+
+    async def sample(self, n: int, seed: int, temperature: float) -> np.ndarray:
+        self.require("sample")
+        return await self.sample_items(self.draw(seed, n), temperature)
+
+    async def sample_stream(
+        self, n: int, seed: int, temperature: float, chunk: int
+    ) -> AsyncIterator[tuple[int, np.ndarray]]:
+        """Yield ``(offset, images)`` chunks; the next chunk computes while this one is sent."""
+        self.require("sample")
+        randomness = self.draw(seed, n)
+        starts = list(range(0, n, chunk))
+
+        def start(i: int) -> asyncio.Task[np.ndarray]:
+            part = randomness[starts[i] : starts[i] + chunk]
+            return asyncio.ensure_future(self.sample_items(part, temperature))
+
+        task = start(0)
+        try:
+            for i, offset in enumerate(starts):
+                images = await task
+                if i + 1 < len(starts):
+                    task = start(i + 1)
+                yield offset, images
+        finally:
+            task.cancel()
+
+    async def run(self, role: str, inputs: Arrays) -> Arrays:
+        return await self._batchers[role].submit(inputs)
+
+    async def encode(self, images: np.ndarray) -> Arrays:
+        """Every latent group of ``images``, by group name, in the manifest's order."""
+        self.require("encode")
+        out = await self.run("encoder", {"image": images})
+        return {g.name: out[g.name] for g in self.manifest.latent.encoded()}
+
+    async def reconstruct(self, images: np.ndarray) -> np.ndarray:
+        self.require("reconstruct")
+        out = await self.run("encoder", {"image": images})
+        latents = {g.name: out[g.name] for g in self.manifest.latent.encoded()}
+        return (await self.run("decoder", latents))["image"]
+
+    def log_prob_kind(self, samples: int) -> str:
+        """What ``log_prob`` with ``samples`` noise draws computes: exact, elbo or IW bound."""
+        self.require("log_prob")
+        kind = self.manifest.likelihood or "elbo"
+        if not self.log_prob_is_sampled:
+            if samples != 1:
+                raise InvalidArgument(
+                    "samples",
+                    f"model {self.label} computes its log-probability ({kind}) without "
+                    f"sampling, so samples must be 1, got {samples}",
+                )
+            return kind
+        return "importance_weighted" if samples > 1 else kind
+
+    @property
+    def log_prob_is_sampled(self) -> bool:
+        spec = self.manifest.graphs.get("log_prob")
+        return spec is not None and any(t.name == "noise" for t in spec.inputs)
+
+    async def log_prob(self, images: np.ndarray, samples: int, seed: int) -> np.ndarray:
+        """Bits/dim per image: exact, or a bound estimated with ``samples`` noise draws."""
+        self.log_prob_kind(samples)
+        inputs = {"image": images}
+        if self.log_prob_is_sampled:
+            noise_spec = next(
+                t for t in self.manifest.graphs["log_prob"].inputs if t.name == "noise"
+            )
+            dims = [int(d) for d in noise_spec.shape[2:]]
+            inputs["noise"] = draw_noise(seed, images.shape[0], [samples, *dims])
+        return (await self.run("log_prob", inputs))["bits_per_dim"]
+
+    async def close(self) -> None:
+        await asyncio.gather(*(b.close() for b in self._batchers.values()))

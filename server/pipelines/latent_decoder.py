@@ -1,0 +1,42 @@
+"""The one-shot pipeline: prior noise -> one sampler graph call -> images.
+
+AE, VAE and GAN generators sample as "latent -> decoder"; a hierarchical VAE's sampler
+takes all its groups' noise at once, and a flow's sampler is its exact inverse. All of
+them are one graph call from standard-normal noise, so one pipeline serves them and a new
+family of this kind needs an export recipe, not server code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from latentserve.server.pipelines.base import Contract, GraphPipeline
+from latentserve.server.pipelines.noise import draw_noise
+
+from latentserve.manifest import Manifest
+
+
+class LatentDecoderPipeline(GraphPipeline):
+    """Sample via the ``sampler`` graph, encode via ``encoder``, reconstruct via both."""
+
+    kind = "latent_decoder"
+    needs = {**GraphPipeline.needs, "sample": ("sampler",)}
+
+    def contract(self, manifest: Manifest) -> Contract:
+        groups = {g.name for g in manifest.latent.encoded()}
+        log_prob = manifest.graphs.get("log_prob")
+        log_prob_inputs = {t.name for t in log_prob.inputs} if log_prob else {"image"}
+        return {
+            "encoder": ({"image"}, groups),
+            "decoder": (groups, {"image"}),
+            "sampler": ({"noise", "temperature"}, {"image"}),
+            # with or without noise: exact densities need none, sampled bounds do
+            "log_prob": (log_prob_inputs & {"image", "noise"} | {"image"}, {"bits_per_dim"}),
+        }
+
+    def draw(self, seed: int, n: int) -> np.ndarray:
+        return draw_noise(seed, n, self.manifest.latent.shape)
+
+    async def sample_items(self, randomness: np.ndarray, temperature: float) -> np.ndarray:
+        temperatures = np.full((randomness.shape[0],), temperature, dtype=np.float32)
+        out = await self.run("sampler", {"noise": randomness, "temperature": temperatures})
+        return out["image"]
