@@ -21,6 +21,7 @@ _EXPORTS = {
     "RestClient": "rest",
     "LocalServer": "local",
     "ImageShape": "results",
+    "LogProbResult": "results",
     "ModelInfo": "results",
     "SampleChunk": "results",
     "SampleResult": "results",
@@ -40,6 +41,7 @@ __all__ = [
     "InvalidArgumentError",
     "LatentServeError",
     "LocalServer",
+    "LogProbResult",
     "ModelInfo",
     "ModelNotFoundError",
     "OverloadedError",
@@ -66,7 +68,13 @@ if TYPE_CHECKING:
     from latentserve.clients.grpc_client import GrpcClient
     from latentserve.clients.local import LocalServer
     from latentserve.clients.rest import RestClient
-    from latentserve.clients.results import ImageShape, ModelInfo, SampleChunk, SampleResult
+    from latentserve.clients.results import (
+        ImageShape,
+        LogProbResult,
+        ModelInfo,
+        SampleChunk,
+        SampleResult,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,14 @@ import grpc
 import numpy as np
 from latentserve.clients.errors import from_grpc
 from latentserve.clients.images import ImageInput, from_png, to_pngs
-from latentserve.clients.results import ImageShape, ModelInfo, SampleChunk, SampleResult
+from latentserve.clients.results import (
+    ImageShape,
+    LogProbResult,
+    ModelInfo,
+    SampleChunk,
+    SampleResult,
+    single_group,
+)
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
 from PIL import Image
@@ -71,11 +78,36 @@ class GrpcClient:
             stream.cancel()
 
     def encode(self, model: str, images: Iterable[ImageInput]) -> np.ndarray:
-        """Latents of ``images``, shape ``(len(images), *latent_shape)``, float32."""
+        """Latents of ``images`` for a model with one latent group, ``(len(images), ...)``."""
+        return single_group(model, self.encode_groups(model, images))
+
+    def encode_groups(self, model: str, images: Iterable[ImageInput]) -> dict[str, np.ndarray]:
+        """Every latent group of ``images`` by name (NVAE groups, flow scales, VQ codes)."""
         request = pb.EncodeRequest(model=model, images=to_pngs(images))
         response = self._unary(self._stub.Encode, request)
-        latents = [np.asarray(t.values, np.float32).reshape(t.shape) for t in response.latents]
-        return np.stack(latents)
+        return {g.name: np.stack([_latent(t) for t in g.latents]) for g in response.groups}
+
+    def log_prob(
+        self,
+        model: str,
+        images: Iterable[ImageInput],
+        samples: int | None = None,
+        seed: int | None = None,
+    ) -> LogProbResult:
+        """Bits/dim of each image; ``samples`` > 1 asks for an importance-weighted bound."""
+        request = pb.LogProbRequest(model=model, images=to_pngs(images))
+        if samples is not None:
+            request.samples = samples
+        if seed is not None:
+            request.seed = seed
+        r = self._unary(self._stub.LogProb, request)
+        return LogProbResult(
+            model=r.model,
+            bits_per_dim=list(r.bits_per_dim),
+            bound=r.bound,
+            samples=r.samples,
+            seed=r.seed if r.HasField("seed") else None,
+        )
 
     def reconstruct(self, model: str, images: Iterable[ImageInput]) -> list[Image.Image]:
         """Encode then decode ``images`` (what the model keeps of them)."""
@@ -123,4 +155,11 @@ def model_info_from_proto(info: pb.ModelInfo) -> ModelInfo:
         max_batch_size=info.max_batch_size,
         max_n=info.max_n,
         versions=list(info.versions),
+        likelihood=info.likelihood or None,
     )
+
+
+def _latent(t: pb.Latent) -> np.ndarray:
+    if len(t.codes):
+        return np.asarray(t.codes, np.int64).reshape(t.shape)
+    return np.asarray(t.values, np.float32).reshape(t.shape)

@@ -14,7 +14,14 @@ import httpx
 import numpy as np
 from latentserve.clients.errors import UnavailableError, from_http
 from latentserve.clients.images import ImageInput, from_png, to_pngs
-from latentserve.clients.results import ImageShape, ModelInfo, SampleChunk, SampleResult
+from latentserve.clients.results import (
+    ImageShape,
+    LogProbResult,
+    ModelInfo,
+    SampleChunk,
+    SampleResult,
+    single_group,
+)
 from PIL import Image
 
 
@@ -58,9 +65,35 @@ class RestClient:
         yield SampleChunk(model=result.model, seed=result.seed, offset=0, images=result.images)
 
     def encode(self, model: str, images: Iterable[ImageInput]) -> np.ndarray:
-        """Latents of ``images``, shape ``(len(images), *latent_shape)``, float32."""
+        """Latents of ``images`` for a model with one latent group, ``(len(images), ...)``."""
+        return single_group(model, self.encode_groups(model, images))
+
+    def encode_groups(self, model: str, images: Iterable[ImageInput]) -> dict[str, np.ndarray]:
+        """Every latent group of ``images`` by name (NVAE groups, flow scales, VQ codes)."""
         body = self._call("POST", f"/v1/models/{model}/encode", json=_images_payload(images))
-        return np.stack([_latent_from_json(item) for item in body["latents"]])
+        return {name: _array(rows) for name, rows in body["groups"].items()}
+
+    def log_prob(
+        self,
+        model: str,
+        images: Iterable[ImageInput],
+        samples: int | None = None,
+        seed: int | None = None,
+    ) -> LogProbResult:
+        """Bits/dim of each image; ``samples`` > 1 asks for an importance-weighted bound."""
+        payload = _images_payload(images)
+        if samples is not None:
+            payload["samples"] = samples
+        if seed is not None:
+            payload["seed"] = seed
+        body = self._call("POST", f"/v1/models/{model}/log-prob", json=payload)
+        return LogProbResult(
+            model=body["model"],
+            bits_per_dim=[float(b) for b in body["bits_per_dim"]],
+            bound=body["bound"],
+            samples=int(body["samples"]),
+            seed=body.get("seed"),
+        )
 
     def reconstruct(self, model: str, images: Iterable[ImageInput]) -> list[Image.Image]:
         """Encode then decode ``images`` (what the model keeps of them)."""
@@ -106,6 +139,7 @@ def model_info_from_json(item: dict) -> ModelInfo:
         max_batch_size=int(item.get("max_batch_size", 0)),
         max_n=int(item.get("max_n", 0)),
         versions=[str(v) for v in item.get("versions", [])],
+        likelihood=item.get("likelihood"),
     )
 
 
@@ -117,8 +151,7 @@ def _decode_images(items: list[str]) -> list[Image.Image]:
     return [from_png(base64.b64decode(item)) for item in items]
 
 
-def _latent_from_json(item: Any) -> np.ndarray:
-    """A latent arrives as ``{"shape", "values"}`` (flat) or as a nested list."""
-    if isinstance(item, dict):
-        return np.asarray(item["values"], dtype=np.float32).reshape(item["shape"])
-    return np.asarray(item, dtype=np.float32)
+def _array(rows: list) -> np.ndarray:
+    """JSON numbers back to the server's dtypes: int64 codes stay ints, latents are float32."""
+    array = np.asarray(rows)
+    return array.astype(np.float32) if array.dtype.kind == "f" else array

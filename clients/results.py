@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image
 
 
@@ -34,6 +35,7 @@ class ModelInfo:
     max_batch_size: int = 0
     max_n: int = 0
     versions: list[str] = field(default_factory=list)
+    likelihood: str | None = None  # "exact", "elbo", or None without log-prob
 
 
 @dataclass(frozen=True)
@@ -53,3 +55,29 @@ class SampleChunk:
     seed: int
     offset: int
     images: list[Image.Image]
+
+
+@dataclass(frozen=True)
+class LogProbResult:
+    """Bits/dim per image and what kind of number it is.
+
+    ``bound`` is ``"exact"`` (a flow's density), ``"elbo"`` (an upper bound on the code
+    length) or ``"importance_weighted"`` (a tighter bound from ``samples`` draws, made
+    with ``seed``).
+    """
+
+    model: str
+    bits_per_dim: list[float]
+    bound: str
+    samples: int
+    seed: int | None = None
+
+
+def single_group(model: str, groups: dict[str, np.ndarray]) -> np.ndarray:
+    """The one latent group of a single-group model; several groups need ``encode_groups``."""
+    if len(groups) != 1:
+        raise ValueError(
+            f"model {model} encodes to {len(groups)} latent groups "
+            f"({', '.join(groups)}): use encode_groups()"
+        )
+    return next(iter(groups.values()))
