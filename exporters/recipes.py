@@ -168,3 +168,11 @@ def get_recipe(family: str) -> ExportRecipe:
 
 register_recipe(ExportRecipe("vae", ["sample", "encode", "reconstruct", "log_prob"], plan_vae))
 register_recipe(ExportRecipe("autoencoder", ["encode", "reconstruct"], plan_autoencoder))
+
+# Families whose recipes live in their own modules register when imported; they import
+# the names above, so this comes last.
+from latentserve.exporters import (  # noqa: E402, F401  (registers)
+    glow_recipe,
+    nvae_recipe,
+    vq_recipe,
+)

@@ -15,6 +15,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal
 
+from latentserve.training.builtin_configs import builtin_config_names, configs_dir
 from latentserve.training.families import ImageShape, get_family
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic.dataclasses import dataclass as config_dataclass
@@ -115,11 +116,10 @@ def parse_config(data: dict[str, Any]) -> RunConfig:
 
 def builtin_config_path(name: str) -> Path:
     """A config shipped with the package (``latentserve/configs/<name>.toml``)."""
-    import latentserve
-
-    path = Path(latentserve.__file__).parent / "configs" / f"{name}.toml"
+    path = configs_dir() / f"{name}.toml"
     if not path.is_file():
-        raise FileNotFoundError(f"no built-in config named {name!r} ({path})")
+        known = ", ".join(builtin_config_names())
+        raise FileNotFoundError(f"no built-in config named {name!r} (built-in: {known})")
     return path
 
 

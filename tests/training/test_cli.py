@@ -28,6 +28,15 @@ def test_train_eval_export_commands(tmp_path: Path, capsys: pytest.CaptureFixtur
     repo = tmp_path / "models"
     assert main(["export", str(run_dir), "--repository", str(repo), "--name", "ae"]) == 0
     assert Manifest.load(repo / "ae" / "1").capabilities == ["encode", "reconstruct"]
+    vae_dir = tmp_path / "vae"
+    assert main(["train", "vae-tiny", "--run-dir", str(vae_dir), "--no-progress"]) == 0
+    table = tmp_path / "table.md"
+    assert main(["eval", str(vae_dir), str(vae_dir), "--iw-k", "2", "--table", str(table)]) == 0
+    rows = table.read_text().splitlines()
+    assert len(rows) == 4 and rows[2] == rows[3]  # deterministic given the run's seed
+    cells = [c.strip() for c in rows[2].split("|")]
+    assert cells[1:4] == ["vae", "vae", "30"] and "negative ELBO" in cells[6]
+    assert 0 < float(cells[5]) <= float(cells[4]) + 0.05  # IW k=2 no looser than the ELBO
 
 
 def test_train_refuses_config_and_resume_together(

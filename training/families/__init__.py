@@ -3,7 +3,13 @@
 Importing this package registers exactly the families listed below.
 """
 
-from latentserve.training.families import autoencoder, glow, vae  # noqa: F401  (registers)
+from latentserve.training.families import (  # noqa: F401  (registers)
+    autoencoder,
+    glow,
+    nvae,
+    vae,
+    vqvae,
+)
 from latentserve.training.families.base import ImageModel, LatentModel, StepOutput
 from latentserve.training.families.layers import ImageShape
 from latentserve.training.families.registry import Family, family_names, get_family
