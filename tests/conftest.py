@@ -25,3 +25,24 @@ def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]
     build_repository(repository, entries, tmp_path_factory.mktemp("tiny_runs"))
     return repository
+
+
+# The likelihood families as tiny models: (config, served name). Each samples differently
+# on the server: one-shot decode (NVAE), exact inverse flow (Glow), autoregressive prior
+# stepped by the server (VQ-VAE).
+FAMILY_MODELS = [
+    ("glow-tiny", "glow-tiny"),
+    ("nvae-tiny", "nvae-tiny"),
+    ("vqvae-tiny", "vqvae-tiny"),
+]
+
+
+@pytest.fixture(scope="session")
+def family_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository of one tiny model per likelihood family, built by the real code."""
+    from latentserve.exporters.default_repository import build_repository, builtin_entry
+
+    repository = tmp_path_factory.mktemp("family_repository")
+    entries = [builtin_entry(config, name, version="1", seed=0) for config, name in FAMILY_MODELS]
+    build_repository(repository, entries, tmp_path_factory.mktemp("family_runs"))
+    return repository
