@@ -57,3 +57,21 @@ def test_bench_runs_end_to_end(tiny_repository: Path, tmp_path: Path) -> None:
         assert figures["images_per_s"] > 0, name
         assert figures["errors"] == 0, name
     assert "vs raw b32" in done.stdout
+
+
+@pytest.mark.slow
+def test_family_bench_runs_end_to_end(family_repository: Path, tmp_path: Path) -> None:
+    out = tmp_path / "families.json"
+    command = [
+        sys.executable, str(BENCH / "families.py"), "--repository", str(family_repository),
+        "--sizes", "1", "3", "--repeats", "1", "--duration", "0.2", "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = json.loads(out.read_text())
+    assert {(r["family"], r["n"]) for r in rows} == {
+        (family, n) for family in ("glow", "nvae", "vqvae") for n in (1, 3)
+    }
+    for row in rows:
+        assert row["direct_images_per_s"] > 0 and row["server_images_per_s"] > 0, row
+    assert "| server / direct |" in done.stdout
