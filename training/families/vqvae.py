@@ -106,6 +106,20 @@ def build_decoder(image: ImageShape, config: VQVAEConfig) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def logistic_params(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A decoder's 2C output channels → per-pixel (loc, log_scale) on [0, 1].
+
+    The offsets start an untrained decoder near mid-grey with a spread of a few levels.
+    """
+    loc, log_scale = out.chunk(2, dim=1)
+    return loc + 0.5, log_scale - 3.0
+
+
+def pixel_nats(x: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """``-log p(x|c)`` per image (nats); ``x`` holds the 8-bit levels."""
+    return -discretized_logistic_log_prob(x, loc, log_scale).flatten(1).sum(1)
+
+
 class VQVAE(ImageModel):
     has_prior = True
 
@@ -146,8 +160,7 @@ class VQVAE(ImageModel):
 
     def decode_vectors(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Code vectors (N, D, h, w) → per-pixel (loc, log_scale) on [0, 1]."""
-        loc, log_scale = self.decoder(e).chunk(2, dim=1)
-        return loc + 0.5, log_scale - 3.0  # start near mid-grey with a few-level spread
+        return logistic_params(self.decoder(e))
 
     def decode_codes(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.decode_vectors(self.quantizer.lookup(codes))
@@ -160,7 +173,7 @@ class VQVAE(ImageModel):
         self, x: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor
     ) -> torch.Tensor:
         """``-log p(x|c)`` per image (nats); ``x`` holds the 8-bit levels."""
-        return -discretized_logistic_log_prob(x, loc, log_scale).flatten(1).sum(1)
+        return pixel_nats(x, loc, log_scale)
 
     def training_step(self, x: torch.Tensor, generator: torch.Generator) -> StepOutput:
         q = self.quantizer(self.features(to_unit(x)), generator)
