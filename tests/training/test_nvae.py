@@ -192,3 +192,16 @@ def test_evaluate_iw_bound_is_below_elbo_on_average() -> None:
     )
     assert metrics["iw8_bits_per_dim"] < metrics["bits_per_dim"]
     assert evaluate_model(model, load_mnist().test[:100], seed=0, iw_k=8) == metrics
+
+
+def test_batchnorm_weight_regularisation_is_optional() -> None:
+    model = tiny_model(kl_warmup_steps=0, spectral_lambda=0.0, bn_lambda=0.1)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        bns[0].weight[0] = -3.0  # max |weight| of that layer: 3, the others stay at 1
+    assert model.batchnorm_loss().item() == pytest.approx(len(bns) - 1 + 3.0)
+    x = load_mnist().train[:8]
+    recon, kl = model._elbo_terms(x, torch.Generator().manual_seed(2))
+    loss = model.training_step(x, torch.Generator().manual_seed(2)).loss
+    expected = (recon + kl.sum(1)).mean() + 0.1 * (len(bns) + 2.0)
+    assert loss.item() == pytest.approx(expected.item() / 784, rel=1e-5)
