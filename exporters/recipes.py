@@ -174,5 +174,6 @@ register_recipe(ExportRecipe("autoencoder", ["encode", "reconstruct"], plan_auto
 from latentserve.exporters import (  # noqa: E402, F401  (registers)
     glow_recipe,
     nvae_recipe,
+    vq2_recipe,
     vq_recipe,
 )

@@ -29,11 +29,12 @@ def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # The likelihood families as tiny models: (config, served name). Each samples differently
 # on the server: one-shot decode (NVAE), exact inverse flow (Glow), autoregressive prior
-# stepped by the server (VQ-VAE).
+# stepped by the server (VQ-VAE; VQ-VAE-2 with a bottom map conditioned on the top one).
 FAMILY_MODELS = [
     ("glow-tiny", "glow-tiny"),
     ("nvae-tiny", "nvae-tiny"),
     ("vqvae-tiny", "vqvae-tiny"),
+    ("vqvae2-tiny", "vqvae2-tiny"),
 ]
 
 

@@ -1,5 +1,5 @@
 """Every likelihood family end to end: a real server (torch blocked) over a repository of
-tiny Glow, NVAE and VQ-VAE models, driven through the SDK over REST and gRPC."""
+tiny Glow, NVAE, VQ-VAE and VQ-VAE-2 models, driven through the SDK over REST and gRPC."""
 
 from __future__ import annotations
 
@@ -16,8 +16,13 @@ from latentserve.manifest import Manifest
 pytestmark = pytest.mark.slow
 
 # family -> (what log-prob computes with one sample, whether it takes noise samples)
-LIKELIHOOD = {"glow": ("exact", False), "nvae": ("elbo", True), "vqvae": ("elbo", False)}
-MODELS = ["glow-tiny", "nvae-tiny", "vqvae-tiny"]
+LIKELIHOOD = {
+    "glow": ("exact", False),
+    "nvae": ("elbo", True),
+    "vqvae": ("elbo", False),
+    "vqvae2": ("elbo", False),
+}
+MODELS = ["glow-tiny", "nvae-tiny", "vqvae-tiny", "vqvae2-tiny"]
 
 
 @pytest.fixture(scope="module")
@@ -108,17 +113,28 @@ def test_log_prob_names_its_bound_and_prefers_the_models_own_samples(
             grpc.log_prob(model, images, samples=2)
 
 
-def test_the_server_drove_the_prior_step_by_step(server: ServerProcess) -> None:
+@pytest.mark.parametrize(
+    ("model", "graph", "positions"),
+    [
+        ("vqvae-tiny", "prior", 49),
+        ("vqvae2-tiny", "prior_top", 49),
+        ("vqvae2-tiny", "prior_bottom", 196),
+    ],
+)
+def test_the_server_drove_each_prior_step_by_step(
+    server: ServerProcess, clients: tuple, model: str, graph: str, positions: int
+) -> None:
     import httpx
 
+    clients[1].sample(model, n=2, seed=0)
     text = httpx.get(f"{server.http_url}/metrics", timeout=10).text
     steps = [
         line
         for line in text.splitlines()
         if line.startswith("latentserve_batch_items_count")
-        and 'model="vqvae-tiny@1"' in line
-        and 'graph="prior"' in line
+        and f'model="{model}@1"' in line
+        and f'graph="{graph}"' in line
     ]
-    assert steps, "no batches of the prior step graph were recorded"
-    # 7x7 code map: at least 49 step batches per sample request
-    assert float(steps[0].rsplit(" ", 1)[1]) >= 49
+    assert steps, f"no batches of the {graph} step graph were recorded"
+    # one step batch per code position (at least) for each sample request
+    assert float(steps[0].rsplit(" ", 1)[1]) >= positions

@@ -9,6 +9,7 @@ from latentserve.training.families import (  # noqa: F401  (registers)
     nvae,
     vae,
     vqvae,
+    vqvae2,
 )
 from latentserve.training.families.base import ImageModel, LatentModel, StepOutput
 from latentserve.training.families.layers import ImageShape
