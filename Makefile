@@ -10,13 +10,15 @@ GRPC_PORT ?= 50051
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 BENCH_REPOSITORY ?= runs/bench-repository
+FAMILY_RUNS ?= runs/families
 
 BIN := $(VENV)/bin
 STAMP_TRAIN := $(VENV)/.stamp-train
 STAMP_DEV := $(VENV)/.stamp-dev
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
-.PHONY: serve test repository bench bench-wide lint proto docker test-tools load-tools clean
+.PHONY: serve test repository families eval-families bench-families bench bench-wide lint \
+	proto docker test-tools load-tools clean
 
 ## serve: set up (train extra), build the default repository if missing, serve it.
 serve: repository
@@ -34,6 +36,21 @@ repository: $(STAMP_TRAIN)
 	else \
 		$(BIN)/latentserve build-default --repository $(REPOSITORY); \
 	fi
+
+## families: add Glow, NVAE, VQ-VAE and VQ-VAE-2 MNIST models to $(REPOSITORY)/ (slow: trains
+## each one; runs are kept in $(FAMILY_RUNS)/ for eval-families).
+families: $(STAMP_TRAIN)
+	$(BIN)/latentserve build-default --with-families --repository $(REPOSITORY) \
+		--runs-dir $(FAMILY_RUNS) --no-progress
+
+## eval-families: test-split bits/dim of every run in $(FAMILY_RUNS)/ as a Markdown table.
+eval-families: $(STAMP_TRAIN)
+	$(BIN)/latentserve eval $(FAMILY_RUNS)/*/ --iw-k 100 --table $(FAMILY_RUNS)/bits-per-dim.md
+	cat $(FAMILY_RUNS)/bits-per-dim.md
+
+## bench-families: sample throughput per family at n = 1, 16, 64, server vs direct graphs.
+bench-families: $(STAMP_TRAIN)
+	$(BIN)/python bench/families.py --repository $(REPOSITORY) $(BENCH_ARGS)
 
 ## bench: load test REST (wrk) and gRPC against the server, raw ONNX Runtime alongside.
 bench: repository load-tools

@@ -32,6 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     default.add_argument("--runs-dir", type=Path, help="keep the training runs here")
     default.add_argument("--rebuild", action="store_true", help="add a new version anyway")
     default.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    default.add_argument(
+        "--with-families",
+        action="store_true",
+        help="also glow-mnist, nvae-mnist, vqvae-mnist and vqvae2-mnist (tens of minutes)",
+    )
     default.set_defaults(func=_build_default)
 
 
@@ -54,6 +59,7 @@ def _build_default(args: argparse.Namespace) -> int:
         runs_dir=args.runs_dir,
         rebuild=args.rebuild,
         progress=not args.no_progress,
+        with_families=args.with_families,
     )
     for folder in written:
         print(f"built {folder}")

@@ -23,6 +23,15 @@ log = logging.getLogger(__name__)
 #: (built-in config, model name) of the default repository.
 DEFAULT_MODELS: tuple[tuple[str, str], ...] = (("vae-mnist", "vae-mnist"),)
 
+#: The likelihood families, one MNIST model each: opt-in (``--with-families``), because
+#: training them all takes far longer than a first run should (tens of minutes on CPU).
+FAMILY_MODELS: tuple[tuple[str, str], ...] = (
+    ("glow-mnist", "glow-mnist"),
+    ("nvae-mnist", "nvae-mnist"),
+    ("vqvae-mnist", "vqvae-mnist"),
+    ("vqvae2-mnist", "vqvae2-mnist"),
+)
+
 
 @dataclass(frozen=True)
 class BuildEntry:
@@ -62,12 +71,18 @@ def build_repository(
 
 
 def build_default_repository(
-    repository: Path, *, runs_dir: Path | None = None, rebuild: bool = False, progress: bool = True
+    repository: Path,
+    *,
+    runs_dir: Path | None = None,
+    rebuild: bool = False,
+    progress: bool = True,
+    with_families: bool = False,
 ) -> list[Path]:
     """Build the default repository; models already present are kept unless ``rebuild``."""
+    models = DEFAULT_MODELS + (FAMILY_MODELS if with_families else ())
     entries = [
         builtin_entry(config_name, name)
-        for config_name, name in DEFAULT_MODELS
+        for config_name, name in models
         if rebuild or not _has_version(repository / name)
     ]
     if not entries:
