@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -15,19 +14,14 @@ from latentserve.exporters.formats import export_onnx, export_torchscript
 from latentserve.exporters.parity import ExportParityError, check_parity
 from latentserve.exporters.recipes import get_recipe
 from latentserve.training.checkpoint import load_run
-from latentserve.training.config import builtin_config_path, load_config
-from latentserve.training.trainer import train
+from tiny_runs import train_tiny
 
 from latentserve.manifest import Manifest
 
 
 @pytest.fixture(scope="module")
 def vae_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("runs") / "vae"
-    config = load_config(builtin_config_path("vae-tiny"))
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=10))
-    train(config, run_dir, progress=False)
-    return run_dir
+    return train_tiny("vae-tiny", tmp_path_factory.mktemp("runs") / "vae", steps=10)
 
 
 def test_export_writes_next_versions_and_refuses_existing(vae_run: Path, tmp_path: Path) -> None:

@@ -3,44 +3,31 @@ sampler's prior path and the log_prob graph against the eager bound."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
-from latentserve.exporters import nvae_recipe  # noqa: F401  (registers the recipe)
 from latentserve.exporters.export import export_run
 from latentserve.exporters.formats import export_onnx, export_torchscript
 from latentserve.exporters.parity import check_parity
 from latentserve.exporters.recipes import get_recipe
 from latentserve.training.checkpoint import load_run
-from latentserve.training.config import builtin_config_path, load_config
 from latentserve.training.data import load_mnist
-from latentserve.training.families import nvae  # noqa: F401  (registers the family)
-from latentserve.training.trainer import train
+from tiny_runs import onnx_session, train_tiny
 
 from latentserve.manifest import Manifest
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("runs") / "nvae"
-    config = load_config(builtin_config_path("nvae-tiny"))
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=10))
-    train(config, run_dir, progress=False)
-    return run_dir
+    return train_tiny("nvae-tiny", tmp_path_factory.mktemp("runs") / "nvae", steps=10)
 
 
 @pytest.fixture(scope="module")
 def folder(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_run(run_dir, tmp_path_factory.mktemp("models"), "nv")
-
-
-def session(folder: Path, role: str) -> ort.InferenceSession:
-    return ort.InferenceSession(str(folder / f"{role}.onnx"), providers=["CPUExecutionProvider"])
 
 
 def test_manifest_lists_the_groups(folder: Path, run_dir: Path) -> None:
@@ -74,14 +61,14 @@ def test_encode_then_decode_through_onnx(folder: Path, run_dir: Path) -> None:
     model = load_run(run_dir).model
     x = load_mnist().test[:6]
     x01 = (x.float() / 255.0).numpy()
-    latents = session(folder, "encoder").run(None, {"image": x01})
+    latents = onnx_session(folder, "encoder").run(None, {"image": x01})
     with torch.no_grad():
         eager = model.encode_means(torch.from_numpy(x01))
         eager_image = model.decode_mean(eager).numpy()
     for got, want in zip(latents, eager, strict=True):
         np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
     names = [f"z{i}" for i in range(len(latents))]
-    image = session(folder, "decoder").run(None, dict(zip(names, latents, strict=True)))[0]
+    image = onnx_session(folder, "decoder").run(None, dict(zip(names, latents, strict=True)))[0]
     assert image.shape == x01.shape and image.min() >= 0.0 and image.max() <= 1.0
     np.testing.assert_allclose(image, eager_image, atol=1e-4)
 
@@ -90,7 +77,7 @@ def test_sampler_at_temperature_zero_is_decoder_of_prior_means(folder: Path, run
     model = load_run(run_dir).model
     rng = np.random.default_rng(0)
     noise = rng.standard_normal((3, model.latent_dim)).astype(np.float32)
-    sampler = session(folder, "sampler")
+    sampler = onnx_session(folder, "sampler")
     cold = sampler.run(None, {"noise": noise, "temperature": np.zeros(3, np.float32)})[0]
     other = sampler.run(None, {"noise": -noise, "temperature": np.zeros(3, np.float32)})[0]
     np.testing.assert_allclose(cold, other, atol=1e-6)  # noise is ignored at T = 0
@@ -98,7 +85,7 @@ def test_sampler_at_temperature_zero_is_decoder_of_prior_means(folder: Path, run
     with torch.no_grad():
         _, _, draws = model.top_down(None, lambda i, q, p: p.mu, ref)
     means = {f"z{i}": z.numpy() for i, (z, _, _) in enumerate(draws)}
-    decoded = session(folder, "decoder").run(None, means)[0]
+    decoded = onnx_session(folder, "decoder").run(None, means)[0]
     np.testing.assert_allclose(cold, decoded, atol=1e-5)
     warm = sampler.run(None, {"noise": noise, "temperature": np.ones(3, np.float32)})[0]
     assert np.abs(warm - cold).max() > 1e-3
@@ -109,7 +96,7 @@ def test_log_prob_graph_matches_eager_bound(folder: Path, run_dir: Path) -> None
     x = load_mnist().test[:100]
     x01 = (x.float() / 255.0).numpy()
     rng = np.random.default_rng(1)
-    log_prob = session(folder, "log_prob")
+    log_prob = onnx_session(folder, "log_prob")
     noise = rng.standard_normal((100, 1, model.latent_dim)).astype(np.float32)
     one = log_prob.run(None, {"image": x01, "noise": noise})[0]
     eps = model.split_flat(torch.from_numpy(noise[:, 0]))

@@ -7,19 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
-from latentserve.exporters import vq2_recipe  # noqa: F401  (registers the recipe)
 from latentserve.exporters.export import export_run
 from latentserve.exporters.formats import export_onnx, export_torchscript
 from latentserve.exporters.parity import check_parity
 from latentserve.exporters.recipes import get_recipe
 from latentserve.training.checkpoint import load_run
-from latentserve.training.config import builtin_config_path, load_config
 from latentserve.training.data import load_mnist
-from latentserve.training.families import vqvae2  # noqa: F401  (registers the family)
-from latentserve.training.trainer import train
+from tiny_runs import onnx_session, train_tiny
 
 from latentserve.manifest import Manifest
 
@@ -28,19 +24,13 @@ KT, KB = 8, 16  # codebook sizes of vqvae2-tiny
 
 @pytest.fixture(scope="module")
 def vq2_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("runs") / "vqvae2"
     # all 30 steps: fewer leave digits barely cheaper than noise (about 12 bits/dim)
-    train(load_config(builtin_config_path("vqvae2-tiny")), run_dir, progress=False)
-    return run_dir
+    return train_tiny("vqvae2-tiny", tmp_path_factory.mktemp("runs") / "vqvae2")
 
 
 @pytest.fixture(scope="module")
 def exported(vq2_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_run(vq2_run, tmp_path_factory.mktemp("models"), "vq2")
-
-
-def session(folder: Path, role: str) -> ort.InferenceSession:
-    return ort.InferenceSession(str(folder / f"{role}.onnx"), providers=["CPUExecutionProvider"])
 
 
 def test_manifest_describes_two_code_maps_in_sampling_order(exported: Path) -> None:
@@ -85,11 +75,11 @@ def test_onnx_graphs_are_valid_with_dynamic_batch(exported: Path) -> None:
         assert (exported / graph.files["torchscript"].path).is_file(), role
     rng = np.random.default_rng(0)
     top, bottom = rng.integers(0, KT, (3, 7, 7)), rng.integers(0, KB, (3, 14, 14))
-    logits = session(exported, "prior_bottom").run(
+    logits = onnx_session(exported, "prior_bottom").run(
         None, {"codes_bottom": bottom, "codes_top": top}
     )[0]
     assert logits.shape == (3, KB, 14, 14) and logits.dtype == np.float32
-    encoded = session(exported, "encoder").run(
+    encoded = onnx_session(exported, "encoder").run(
         None, {"image": np.zeros((9, 1, 28, 28), np.float32)}
     )
     assert [c.shape for c in encoded] == [(9, 7, 7), (9, 14, 14)]
@@ -123,13 +113,13 @@ def sample_codes(folder: Path, n: int, temperature: float, seed: int) -> dict[st
     bottom map position by position with prior_bottom given the finished top map."""
     rng = np.random.Generator(np.random.Philox(seed))
     top = np.zeros((n, 7, 7), dtype=np.int64)
-    prior_top = session(folder, "prior_top")
+    prior_top = onnx_session(folder, "prior_top")
     for i in range(7):
         for j in range(7):
             logits = prior_top.run(None, {"codes_top": top})[0][:, :, i, j]
             top[:, i, j] = categorical(logits, temperature, rng.random(n))
     bottom = np.zeros((n, 14, 14), dtype=np.int64)
-    prior_bottom = session(folder, "prior_bottom")
+    prior_bottom = onnx_session(folder, "prior_bottom")
     for i in range(14):
         for j in range(14):
             inputs = {"codes_bottom": bottom, "codes_top": top}
@@ -146,16 +136,16 @@ def test_two_level_sampling_over_the_exported_graphs(exported: Path) -> None:
     assert all(np.array_equal(codes[k], again[k]) for k in codes)
     other = sample_codes(exported, 4, temperature=1.0, seed=8)
     assert not np.array_equal(codes["codes_bottom"], other["codes_bottom"])
-    images = session(exported, "decoder").run(None, codes)[0]
+    images = onnx_session(exported, "decoder").run(None, codes)[0]
     assert images.shape == (4, 1, 28, 28) and images.dtype == np.float32
     assert np.isfinite(images).all() and images.min() >= 0.0 and images.max() <= 1.0
     # Near-zero temperature: every position takes its most likely code. One call on each
     # finished map gives every position the logits it was sampled from (they see only
     # earlier codes of that map, and the whole top map), so the greedy codes are argmaxes.
     cold = sample_codes(exported, 2, temperature=1e-4, seed=1)
-    top_logits = session(exported, "prior_top").run(None, {"codes_top": cold["codes_top"]})[0]
+    top_logits = onnx_session(exported, "prior_top").run(None, {"codes_top": cold["codes_top"]})[0]
     assert np.array_equal(cold["codes_top"], top_logits.argmax(1))
-    bottom_logits = session(exported, "prior_bottom").run(None, cold)[0]
+    bottom_logits = onnx_session(exported, "prior_bottom").run(None, cold)[0]
     assert np.array_equal(cold["codes_bottom"], bottom_logits.argmax(1))
 
 
@@ -163,9 +153,9 @@ def test_encoder_then_decoder_reconstructs_like_eager(vq2_run: Path, exported: P
     model = load_run(vq2_run).model
     image = (load_mnist().test[:8].float() / 255).numpy()
     names = ["codes_top", "codes_bottom"]
-    outputs = session(exported, "encoder").run(None, {"image": image})
+    outputs = onnx_session(exported, "encoder").run(None, {"image": image})
     codes = dict(zip(names, outputs, strict=True))
-    recon = session(exported, "decoder").run(None, codes)[0]
+    recon = onnx_session(exported, "decoder").run(None, codes)[0]
     with torch.no_grad():
         eager_top, eager_bottom = model.encode_codes(torch.from_numpy(image))
         eager = model.decode_mean(eager_top, eager_bottom)
@@ -178,12 +168,12 @@ def test_encoder_then_decoder_reconstructs_like_eager(vq2_run: Path, exported: P
 def test_log_prob_graph_matches_eager_evaluate(vq2_run: Path, exported: Path) -> None:
     model = load_run(vq2_run).model
     x = load_mnist().test[:16]
-    bits = session(exported, "log_prob").run(None, {"image": (x.float() / 255).numpy()})[0]
+    bits = onnx_session(exported, "log_prob").run(None, {"image": (x.float() / 255).numpy()})[0]
     with torch.no_grad():
         nats = model.evaluate(x, torch.Generator())["bits_per_dim"]
     expected = (nats / (784 * np.log(2.0))).numpy()
     assert bits.shape == (16,)
     np.testing.assert_allclose(bits, expected, rtol=1e-4, atol=1e-4)
     noise = np.random.default_rng(0).integers(0, 256, (4, 1, 28, 28)) / 255.0
-    noisy = session(exported, "log_prob").run(None, {"image": noise.astype(np.float32)})[0]
+    noisy = onnx_session(exported, "log_prob").run(None, {"image": noise.astype(np.float32)})[0]
     assert np.all(noisy > bits.max())  # digits are cheaper than uniform noise

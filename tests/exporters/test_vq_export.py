@@ -3,7 +3,6 @@ sampling loop run in numpy over the exported prior and decoder."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +10,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from latentserve.exporters import vq_recipe  # noqa: F401  (registers the recipe)
 from latentserve.exporters.export import export_run
 from latentserve.exporters.formats import export_onnx, export_torchscript
 from latentserve.exporters.parity import check_parity
 from latentserve.exporters.recipes import get_recipe
 from latentserve.training.checkpoint import load_run
-from latentserve.training.config import builtin_config_path, load_config
 from latentserve.training.data import load_mnist
-from latentserve.training.families import vqvae  # noqa: F401  (registers the family)
-from latentserve.training.trainer import train
+from tiny_runs import onnx_session, train_tiny
 
 from latentserve.manifest import Manifest
 
@@ -29,20 +25,12 @@ K = 16  # num_codes of vqvae-tiny
 
 @pytest.fixture(scope="module")
 def vq_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("runs") / "vqvae"
-    config = load_config(builtin_config_path("vqvae-tiny"))
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=15))
-    train(config, run_dir, progress=False)
-    return run_dir
+    return train_tiny("vqvae-tiny", tmp_path_factory.mktemp("runs") / "vqvae", steps=15)
 
 
 @pytest.fixture(scope="module")
 def exported(vq_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_run(vq_run, tmp_path_factory.mktemp("models"), "vq")
-
-
-def session(folder: Path, role: str) -> ort.InferenceSession:
-    return ort.InferenceSession(str(folder / f"{role}.onnx"), providers=["CPUExecutionProvider"])
 
 
 def test_manifest_describes_the_autoregressive_pipeline(exported: Path) -> None:
@@ -80,9 +68,11 @@ def test_onnx_graphs_are_valid_with_dynamic_batch(exported: Path) -> None:
         assert not ops & {"RandomNormal", "RandomNormalLike", "RandomUniform", "Multinomial"}
         assert (exported / graph.files["torchscript"].path).is_file(), role
     codes = np.random.default_rng(0).integers(0, K, (3, 7, 7))
-    logits = session(exported, "prior").run(None, {"codes": codes})[0]
+    logits = onnx_session(exported, "prior").run(None, {"codes": codes})[0]
     assert logits.shape == (3, K, 7, 7) and logits.dtype == np.float32
-    enc = session(exported, "encoder").run(None, {"image": np.zeros((9, 1, 28, 28), np.float32)})
+    enc = onnx_session(exported, "encoder").run(
+        None, {"image": np.zeros((9, 1, 28, 28), np.float32)}
+    )
     assert enc[0].shape == (9, 7, 7) and enc[0].dtype == np.int64
 
 
@@ -114,7 +104,7 @@ def sample_codes(prior: ort.InferenceSession, n: int, temperature: float, seed: 
 
 
 def test_autoregressive_sampling_over_the_exported_graphs(exported: Path) -> None:
-    prior, decoder = session(exported, "prior"), session(exported, "decoder")
+    prior, decoder = onnx_session(exported, "prior"), onnx_session(exported, "decoder")
     codes = sample_codes(prior, 4, temperature=1.0, seed=7)
     assert codes.min() >= 0 and codes.max() < K
     assert np.array_equal(codes, sample_codes(prior, 4, temperature=1.0, seed=7))
@@ -135,8 +125,8 @@ def test_encoder_then_decoder_reconstructs_like_eager(vq_run: Path, exported: Pa
     model = load_run(vq_run).model
     x = load_mnist().test[:8]
     image = (x.float() / 255).numpy()
-    codes = session(exported, "encoder").run(None, {"image": image})[0]
-    recon = session(exported, "decoder").run(None, {"codes": codes})[0]
+    codes = onnx_session(exported, "encoder").run(None, {"image": image})[0]
+    recon = onnx_session(exported, "decoder").run(None, {"codes": codes})[0]
     with torch.no_grad():
         eager_codes = model.encode_codes(torch.from_numpy(image))
         eager = model.decode_mean(eager_codes)
@@ -148,12 +138,12 @@ def test_encoder_then_decoder_reconstructs_like_eager(vq_run: Path, exported: Pa
 def test_log_prob_graph_matches_eager_evaluate(vq_run: Path, exported: Path) -> None:
     model = load_run(vq_run).model
     x = load_mnist().test[:16]
-    bits = session(exported, "log_prob").run(None, {"image": (x.float() / 255).numpy()})[0]
+    bits = onnx_session(exported, "log_prob").run(None, {"image": (x.float() / 255).numpy()})[0]
     with torch.no_grad():
         nats = model.evaluate(x, torch.Generator())["bits_per_dim"]
     expected = (nats / (784 * np.log(2.0))).numpy()
     assert bits.shape == (16,)
     np.testing.assert_allclose(bits, expected, rtol=1e-4, atol=1e-4)
     noise = np.random.default_rng(0).integers(0, 256, (4, 1, 28, 28)) / 255.0
-    noisy = session(exported, "log_prob").run(None, {"image": noise.astype(np.float32)})[0]
+    noisy = onnx_session(exported, "log_prob").run(None, {"image": noise.astype(np.float32)})[0]
     assert np.all(noisy > bits.max())  # digits are cheaper than uniform noise

@@ -9,20 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from latentserve.training import checkpoint as ckpt
-from latentserve.training.config import RunConfig, builtin_config_path, load_config
 from latentserve.training.data import load_mnist
 from latentserve.training.evaluate import evaluate_model
 from latentserve.training.trainer import train
 from safetensors.torch import load_file
-
-
-def tiny(name: str = "vae-tiny", **train_overrides: object) -> RunConfig:
-    config = load_config(builtin_config_path(name))
-    if train_overrides:
-        config = dataclasses.replace(
-            config, train=dataclasses.replace(config.train, **train_overrides)
-        )
-    return config
+from tiny_runs import tiny_config as tiny
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
