@@ -46,7 +46,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+# 2 added latent groups, code maps, likelihood and the log_prob/prior graph roles. A
+# version 1 manifest is a valid version 2 one without them, so both load.
+SCHEMA_VERSION = 2
 MANIFEST_FILENAME = "manifest.json"
 
 Capability = Literal["sample", "encode", "reconstruct", "log_prob"]
@@ -145,7 +147,7 @@ class Provenance(_Strict):
 
 
 class Manifest(_Strict):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     version: str = Field(pattern=r"^[0-9]+$")
     family: str
