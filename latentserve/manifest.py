@@ -22,8 +22,9 @@ pipeline: their sampler is the exact inverse, their encoder the exact forward pa
 
 - ``log_prob``: ``image`` (batch, C, H, W) on the 8-bit levels, and, for models whose
   likelihood is a bound estimated by sampling, ``noise`` (batch, samples, *dims) of
-  standard normals -> ``bits_per_dim`` (batch,). ``likelihood`` says what one sample gives
-  (``exact`` or ``elbo``); more samples give the importance-weighted bound.
+  standard normals -> ``bits_per_dim`` (batch,). ``likelihood`` says what one sample gives:
+  ``elbo`` (an upper bound on the 8-bit code length: VAE, NVAE, dequantized flows, VQ
+  models) or ``exact``; more samples give the importance-weighted bound.
 
 Graph I/O contract of the ``autoregressive_prior`` pipeline (VQ-VAE, VQ-VAE-2). The
 discrete code maps are listed in ``codes`` in sampling order:

@@ -27,8 +27,6 @@ from latentserve.training.families.glow import Glow, GlowConfig
 from latentserve.training.trainer import train
 from safetensors.torch import load_file
 
-from latentserve.cli import main
-
 VARIANTS = {
     "glow": {"coupling": "affine", "permutation": "invconv", "actnorm": True},
     "realnvp": {"coupling": "affine", "permutation": "reverse", "actnorm": False},
@@ -238,13 +236,3 @@ def test_builtin_glow_configs_build_and_levels_must_divide() -> None:
         assert isinstance(model, Glow) and model.has_prior
     with pytest.raises(ValueError, match="divisible by 2\\*\\*levels = 8"):
         Glow(GlowConfig(levels=3), ImageShape(1, 28, 28))
-
-
-def test_export_is_refused_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = load_config(builtin_config_path("glow-tiny"))
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=1))
-    train(config, tmp_path / "run", progress=False)
-    repo = tmp_path / "models"
-    assert main(["export", str(tmp_path / "run"), "--repository", str(repo), "--name", "g"]) == 2
-    assert "export recipe for family 'glow'" in capsys.readouterr().err
-    assert not repo.exists()
