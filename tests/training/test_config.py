@@ -34,7 +34,9 @@ def test_steps_xor_epochs() -> None:
 
 
 def test_unknown_family_lists_known() -> None:
-    with pytest.raises(ValueError, match="unknown model family 'gan'.*autoencoder, glow, vae"):
+    with pytest.raises(
+        ValueError, match="unknown model family 'gan'.*autoencoder, glow, nvae, vae, vqvae, vqvae2"
+    ):
         parse_config({**BASE, "family": "gan"})
 
 
