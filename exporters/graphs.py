@@ -8,6 +8,7 @@ sampler takes its prior noise as an input, so the server controls every seed.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from latentserve.training.families import LatentModel
@@ -20,6 +21,22 @@ LOG_2PI = math.log(2.0 * math.pi)
 def image_to_levels(image: torch.Tensor) -> torch.Tensor:
     """Images in [0, 1] (as the server decodes PNGs) → the 8-bit levels, as float."""
     return torch.round(image.clamp(0.0, 1.0) * (LEVELS - 1))
+
+
+class MethodGraph(nn.Module):
+    """A graph that is one method of the model, unchanged (``VQVAE.encode_codes``, a prior).
+
+    The model stays a submodule, so tracing and export see its weights; the method is
+    passed as a function, never looked up by name.
+    """
+
+    def __init__(self, model: nn.Module, method: Callable[..., object]) -> None:
+        super().__init__()
+        self.model = model
+        self.method = method
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        return self.method(self.model, *inputs)
 
 
 class EncoderMeanGraph(nn.Module):

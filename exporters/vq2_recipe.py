@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
-from latentserve.exporters.graphs import image_to_levels
+from latentserve.exporters.graphs import MethodGraph, image_to_levels
 from latentserve.exporters.recipes import (
     LOG_PROB_TOLERANCE,
     ExportPlan,
@@ -28,51 +28,6 @@ from torch import nn
 from latentserve.manifest import CodeMap, LatentGroup, LatentSpec, TensorSpec
 
 TOP, BOTTOM = "codes_top", "codes_bottom"
-
-
-class TwoLevelEncoderGraph(nn.Module):
-    """``image`` → (``codes_top`` (batch, 7, 7), ``codes_bottom`` (batch, 14, 14)) int64."""
-
-    def __init__(self, model: VQVAE2) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.encode_codes(image)
-
-
-class TwoLevelDecoderGraph(nn.Module):
-    """(``codes_top``, ``codes_bottom``) → ``image`` in [0, 1] (the clamped logistic location)."""
-
-    def __init__(self, model: VQVAE2) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, codes_top: torch.Tensor, codes_bottom: torch.Tensor) -> torch.Tensor:
-        return self.model.decode_mean(codes_top, codes_bottom)
-
-
-class TopPriorGraph(nn.Module):
-    """``codes_top`` → ``logits`` (batch, Kt, 7, 7), causal in raster order."""
-
-    def __init__(self, model: VQVAE2) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, codes_top: torch.Tensor) -> torch.Tensor:
-        return self.model.prior_top(codes_top)
-
-
-class BottomPriorGraph(nn.Module):
-    """(``codes_bottom``, ``codes_top``) → ``logits`` (batch, Kb, 14, 14): causal in the
-    bottom codes, seeing the whole top map."""
-
-    def __init__(self, model: VQVAE2) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, codes_bottom: torch.Tensor, codes_top: torch.Tensor) -> torch.Tensor:
-        return self.model.prior_bottom(codes_bottom, codes_top)
 
 
 class TwoLevelLogProbGraph(nn.Module):
@@ -97,14 +52,25 @@ def plan_vqvae2(model: VQVAE2) -> ExportPlan:
     image = image_spec(model)
     int_high = {TOP: kt, BOTTOM: kb}
     graphs = [
-        GraphPlan("encoder", TwoLevelEncoderGraph(model), [image], [top, bottom]),
+        GraphPlan("encoder", MethodGraph(model, VQVAE2.encode_codes), [image], [top, bottom]),
         GraphPlan(
-            "decoder", TwoLevelDecoderGraph(model), [top, bottom], [image], int_high=int_high
+            "decoder",
+            MethodGraph(model, VQVAE2.decode_mean),
+            [top, bottom],
+            [image],
+            int_high=int_high,
         ),
-        GraphPlan("prior_top", TopPriorGraph(model), [top], [top_logits], int_high=int_high),
+        # causal in raster order; the bottom prior sees the whole top map
+        GraphPlan(
+            "prior_top",
+            model.prior_top,
+            [top],
+            [top_logits],
+            int_high=int_high,
+        ),
         GraphPlan(
             "prior_bottom",
-            BottomPriorGraph(model),
+            model.prior_bottom,
             [bottom, top],
             [bottom_logits],
             int_high=int_high,

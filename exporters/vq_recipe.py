@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
-from latentserve.exporters.graphs import image_to_levels
+from latentserve.exporters.graphs import MethodGraph, image_to_levels
 from latentserve.exporters.recipes import (
     LOG_PROB_TOLERANCE,
     ExportPlan,
@@ -29,39 +29,6 @@ from torch import nn
 from latentserve.manifest import CodeMap, LatentGroup, LatentSpec, TensorSpec
 
 CODES = "codes"
-
-
-class CodeEncoderGraph(nn.Module):
-    """``image`` → ``codes`` (batch, h, w) int64."""
-
-    def __init__(self, model: VQVAE) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_codes(image)
-
-
-class CodeDecoderGraph(nn.Module):
-    """``codes`` → ``image`` in [0, 1] (the clamped logistic location)."""
-
-    def __init__(self, model: VQVAE) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.model.decode_mean(codes)
-
-
-class PriorGraph(nn.Module):
-    """``codes`` → ``logits`` (batch, K, h, w); position p's logits see only codes before p."""
-
-    def __init__(self, model: VQVAE) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.model.prior(codes)
 
 
 class VQLogProbGraph(nn.Module):
@@ -86,9 +53,12 @@ def plan_vqvae(model: VQVAE) -> ExportPlan:
     image = image_spec(model)
     int_high = {CODES: k}
     graphs = [
-        GraphPlan("encoder", CodeEncoderGraph(model), [image], [codes]),
-        GraphPlan("decoder", CodeDecoderGraph(model), [codes], [image], int_high=int_high),
-        GraphPlan("prior", PriorGraph(model), [codes], [logits], int_high=int_high),
+        GraphPlan("encoder", MethodGraph(model, VQVAE.encode_codes), [image], [codes]),
+        GraphPlan(
+            "decoder", MethodGraph(model, VQVAE.decode_mean), [codes], [image], int_high=int_high
+        ),
+        # position p's logits see only the codes before p in raster order
+        GraphPlan("prior", model.prior, [codes], [logits], int_high=int_high),
         GraphPlan(
             "log_prob",
             VQLogProbGraph(model),
