@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from latentserve.exporters.graphs import image_to_levels
 from latentserve.exporters.recipes import (
-    LOG_PROB_TOLERANCE,
     ExportPlan,
     ExportRecipe,
     GraphPlan,
@@ -196,7 +195,6 @@ def plan_glow(model: Glow) -> ExportPlan:
                 ),
             ],
             [bits_per_dim_spec()],
-            tolerance=LOG_PROB_TOLERANCE,
         ),
     ]
     return ExportPlan(graphs, latent, likelihood="elbo")

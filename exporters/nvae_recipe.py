@@ -13,7 +13,6 @@ import math
 import torch
 from latentserve.exporters.graphs import image_to_levels
 from latentserve.exporters.recipes import (
-    LOG_PROB_TOLERANCE,
     ExportPlan,
     ExportRecipe,
     GraphPlan,
@@ -112,7 +111,6 @@ def plan_nvae(model: NVAE) -> ExportPlan:
             NVAELogProbGraph(model),
             [image, noise_samples],
             [bits_per_dim_spec()],
-            tolerance=LOG_PROB_TOLERANCE,
         ),
     ]
     groups = [

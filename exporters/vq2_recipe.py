@@ -14,7 +14,6 @@ import math
 import torch
 from latentserve.exporters.graphs import MethodGraph, image_to_levels
 from latentserve.exporters.recipes import (
-    LOG_PROB_TOLERANCE,
     ExportPlan,
     ExportRecipe,
     GraphPlan,
@@ -80,7 +79,6 @@ def plan_vqvae2(model: VQVAE2) -> ExportPlan:
             TwoLevelLogProbGraph(model),
             [image],
             [bits_per_dim_spec()],
-            tolerance=LOG_PROB_TOLERANCE,
         ),
     ]
     latent = LatentSpec(

@@ -14,7 +14,7 @@ import torch
 from latentserve.exporters.export import export_run
 from latentserve.exporters.formats import export_onnx, export_torchscript
 from latentserve.exporters.glow_recipe import frozen_flow
-from latentserve.exporters.parity import check_parity
+from latentserve.exporters.parity import TOLERANCE, check_parity
 from latentserve.exporters.recipes import get_recipe
 from latentserve.training.checkpoint import load_run
 from latentserve.training.data import load_mnist
@@ -107,7 +107,7 @@ def test_parity_of_each_graph(glow_run: Path, tmp_path: Path) -> None:
         export_onnx(plan.module, example, plan.inputs, plan.outputs, tmp_path / "g.onnx")
         export_torchscript(plan.module, example, tmp_path / "g.pt")
         diffs = check_parity(plan, tmp_path / "g.onnx", tmp_path / "g.pt", seed=7)
-        assert max(diffs.values()) <= plan.tolerance, (plan.role, diffs)
+        assert max(diffs.values()) <= TOLERANCE, (plan.role, diffs)
 
 
 def test_frozen_flow_computes_what_the_trained_flow_computes(model: Glow) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from latentserve.exporters.export import export_run
 from latentserve.exporters.formats import export_onnx, export_torchscript
-from latentserve.exporters.parity import check_parity
+from latentserve.exporters.parity import TOLERANCE, check_parity
 from latentserve.exporters.recipes import get_recipe
 from latentserve.training.checkpoint import load_run
 from latentserve.training.data import load_mnist
@@ -54,7 +54,7 @@ def test_parity_of_each_graph(run_dir: Path, tmp_path: Path) -> None:
         export_onnx(plan.module, example, plan.inputs, plan.outputs, tmp_path / "g.onnx")
         export_torchscript(plan.module, example, tmp_path / "g.pt")
         diffs = check_parity(plan, tmp_path / "g.onnx", tmp_path / "g.pt", seed=3)
-        assert max(diffs.values()) <= plan.tolerance * 10, (plan.role, diffs)
+        assert max(diffs.values()) <= TOLERANCE * 10, (plan.role, diffs)
 
 
 def test_encode_then_decode_through_onnx(folder: Path, run_dir: Path) -> None:

@@ -93,7 +93,7 @@ def test_parity_of_each_graph(vq2_run: Path, tmp_path: Path) -> None:
         example = plan.example_inputs(2, torch.Generator().manual_seed(0))
         export_onnx(plan.module, example, plan.inputs, plan.outputs, tmp_path / "g.onnx")
         export_torchscript(plan.module, example, tmp_path / "g.pt")
-        # raises ExportParityError past the plan's tolerance
+        # raises ExportParityError past the tolerance
         diffs = check_parity(plan, tmp_path / "g.onnx", tmp_path / "g.pt", seed=3)
         if plan.role == "encoder":  # codes are integers: any difference is a wrong code
             assert diffs == {"onnx": 0.0, "torchscript": 0.0}
