@@ -23,14 +23,13 @@ class LatentDecoderPipeline(GraphPipeline):
 
     def contract(self, manifest: Manifest) -> Contract:
         groups = {g.name for g in manifest.latent.encoded()}
-        log_prob = manifest.graphs.get("log_prob")
-        log_prob_inputs = {t.name for t in log_prob.inputs} if log_prob else {"image"}
+        # bounds estimated by sampling take the server's noise; exact densities take none
+        log_prob_inputs = {"image", "noise"} if self.log_prob_is_sampled else {"image"}
         return {
             "encoder": ({"image"}, groups),
             "decoder": (groups, {"image"}),
             "sampler": ({"noise", "temperature"}, {"image"}),
-            # with or without noise: exact densities need none, sampled bounds do
-            "log_prob": (log_prob_inputs & {"image", "noise"} | {"image"}, {"bits_per_dim"}),
+            "log_prob": (log_prob_inputs, {"bits_per_dim"}),
         }
 
     def draw(self, seed: int, n: int) -> np.ndarray:

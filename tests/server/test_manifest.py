@@ -29,3 +29,16 @@ def test_new_manifests_say_version_2_and_unknown_versions_are_refused() -> None:
     data = fake_manifest().model_dump(mode="json") | {"schema_version": 3}
     with pytest.raises(ValidationError, match="schema_version"):
         Manifest.model_validate(data)
+
+
+def test_a_graph_off_its_pipeline_contract_is_refused_at_load() -> None:
+    from latentserve.server.pipelines import LatentDecoderPipeline
+    from latentserve.server.settings import ServingOptions
+    from server_fakes import FakeDecoder, _spec
+
+    manifest = fake_manifest()
+    odd = _spec({"image": ["batch", 1, 8, 8], "junk": ["batch"]}, {"bits_per_dim": ["batch"]}, "lp")
+    broken = manifest.model_copy(update={"graphs": {**manifest.graphs, "log_prob": odd}})
+    graphs = {role: FakeDecoder() for role in broken.graphs}
+    with pytest.raises(ValueError, match="graph 'log_prob' has inputs \\['image', 'junk'\\]"):
+        LatentDecoderPipeline(broken, graphs, ServingOptions())
