@@ -39,6 +39,19 @@ class MethodGraph(nn.Module):
         return self.method(self.model, *inputs)
 
 
+class CodeLengthGraph(nn.Module):
+    """``image`` → ``bits_per_dim`` for models with a deterministic bound (VQ-VAE, VQ-VAE-2):
+    the same ``code_lengths`` the trainer's evaluation reports, on the image's 8-bit levels."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        nats = self.model.code_lengths(image_to_levels(image))["bits_per_dim"]
+        return nats / (self.model.image.dims * math.log(2.0))
+
+
 class EncoderMeanGraph(nn.Module):
     """``image`` → ``latent``: the code (autoencoder) or posterior mean."""
 

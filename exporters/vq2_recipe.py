@@ -9,10 +9,7 @@ deterministic, so ``log_prob`` needs no noise input: it is the same three-part b
 
 from __future__ import annotations
 
-import math
-
-import torch
-from latentserve.exporters.graphs import MethodGraph, image_to_levels
+from latentserve.exporters.graphs import CodeLengthGraph, MethodGraph
 from latentserve.exporters.recipes import (
     ExportPlan,
     ExportRecipe,
@@ -22,23 +19,10 @@ from latentserve.exporters.recipes import (
     register_recipe,
 )
 from latentserve.training.families.vqvae2 import VQVAE2
-from torch import nn
 
 from latentserve.manifest import CodeMap, LatentGroup, LatentSpec, TensorSpec
 
 TOP, BOTTOM = "codes_top", "codes_bottom"
-
-
-class TwoLevelLogProbGraph(nn.Module):
-    """``image`` → ``bits_per_dim``: the decoder's and both priors' code lengths."""
-
-    def __init__(self, model: VQVAE2) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        nats = self.model.code_lengths(image_to_levels(image))["bits_per_dim"]
-        return nats / (self.model.image.dims * math.log(2.0))
 
 
 def plan_vqvae2(model: VQVAE2) -> ExportPlan:
@@ -76,7 +60,7 @@ def plan_vqvae2(model: VQVAE2) -> ExportPlan:
         ),
         GraphPlan(
             "log_prob",
-            TwoLevelLogProbGraph(model),
+            CodeLengthGraph(model),
             [image],
             [bits_per_dim_spec()],
         ),

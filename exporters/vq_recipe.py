@@ -9,10 +9,7 @@ is deterministic, so ``log_prob`` needs no noise input: it is the same bound
 
 from __future__ import annotations
 
-import math
-
-import torch
-from latentserve.exporters.graphs import MethodGraph, image_to_levels
+from latentserve.exporters.graphs import CodeLengthGraph, MethodGraph
 from latentserve.exporters.recipes import (
     ExportPlan,
     ExportRecipe,
@@ -22,27 +19,10 @@ from latentserve.exporters.recipes import (
     register_recipe,
 )
 from latentserve.training.families.vqvae import VQVAE
-from latentserve.training.likelihood import LEVELS
-from torch import nn
 
 from latentserve.manifest import CodeMap, LatentGroup, LatentSpec, TensorSpec
 
 CODES = "codes"
-
-
-class VQLogProbGraph(nn.Module):
-    """``image`` → ``bits_per_dim``: encode, then decoder plus prior code lengths."""
-
-    def __init__(self, model: VQVAE) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image_to_levels(image)
-        codes = self.model.encode_codes(x / (LEVELS - 1))
-        loc, log_scale = self.model.decode_codes(codes)
-        nats = self.model.recon_nats(x, loc, log_scale) + self.model.prior.nats(codes)
-        return nats / (self.model.image.dims * math.log(2.0))
 
 
 def plan_vqvae(model: VQVAE) -> ExportPlan:
@@ -60,7 +40,7 @@ def plan_vqvae(model: VQVAE) -> ExportPlan:
         GraphPlan("prior", model.prior, [codes], [logits], int_high=int_high),
         GraphPlan(
             "log_prob",
-            VQLogProbGraph(model),
+            CodeLengthGraph(model),
             [image],
             [bits_per_dim_spec()],
         ),

@@ -199,6 +199,11 @@ class VQVAE(ImageModel):
         self, x: torch.Tensor, generator: torch.Generator, iw_k: int = 1
     ) -> dict[str, torch.Tensor]:
         """Per-image nats: ``-log p(x|c)``, ``-log p(c)`` and their sum (see module doc)."""
+        return self.code_lengths(x)
+
+    def code_lengths(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-image nats of the two parts of the bound; ``x`` holds the 8-bit levels
+        (uint8 or float), so the trainer's evaluation and the exported graph share it."""
         codes = self.encode_codes(to_unit(x))
         recon = self.recon_nats(x, *self.decode_codes(codes))
         prior = self.prior.nats(codes)
