@@ -137,14 +137,15 @@ class GraphPipeline(ABC):
     async def encode(self, images: np.ndarray) -> Arrays:
         """Every latent group of ``images``, by group name, in the manifest's order."""
         self.require("encode")
-        out = await self.run("encoder", {"image": images})
-        return {g.name: out[g.name] for g in self.manifest.latent.encoded()}
+        return await self._latents(images)
 
     async def reconstruct(self, images: np.ndarray) -> np.ndarray:
         self.require("reconstruct")
+        return (await self.run("decoder", await self._latents(images)))["image"]
+
+    async def _latents(self, images: np.ndarray) -> Arrays:
         out = await self.run("encoder", {"image": images})
-        latents = {g.name: out[g.name] for g in self.manifest.latent.encoded()}
-        return (await self.run("decoder", latents))["image"]
+        return {g.name: out[g.name] for g in self.manifest.latent.encoded()}
 
     def log_prob_kind(self, samples: int) -> str:
         """What ``log_prob`` with ``samples`` noise draws computes: exact, elbo or IW bound."""
