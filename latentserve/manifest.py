@@ -36,6 +36,19 @@ discrete code maps are listed in ``codes`` in sampling order:
   logits at a position depend only on codes before it in raster order, so the server
   samples a map position by position, calling the step graph once per position.
 - ``log_prob`` (optional): ``image`` -> ``bits_per_dim``.
+
+Graph I/O contract of the ``diffusion`` pipeline (DDPM-style models; ``scheduler`` holds
+the noise schedule the denoiser was trained with, ``latent.shape`` the shape of the sample
+it denoises):
+
+- ``denoiser``: ``sample`` (batch, *latent.shape) x_t, ``timestep`` (batch,) float32 training
+  timesteps, and for a class-conditional model ``class_label`` (batch,) int64 (the value
+  ``conditioning.null_label`` means "no class", for classifier-free guidance) ->
+  ``prediction`` (batch, *latent.shape): epsilon or v, per ``scheduler.prediction_type``.
+  Every row has its own timestep, so rows of requests at different steps share one call.
+- ``decoder`` (optional): ``latent`` -> ``image`` for models that denoise in an
+  autoencoder's latent space; without it the sample is the image in
+  ``scheduler.sample_range``.
 """
 
 from __future__ import annotations
@@ -43,21 +56,47 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-# 2 added latent groups, code maps, likelihood and the log_prob/prior graph roles. A
-# version 1 manifest is a valid version 2 one without them, so both load.
-SCHEMA_VERSION = 2
+# 2 added latent groups, code maps, likelihood and the log_prob/prior graph roles; 3 the
+# diffusion pipeline (scheduler, conditioning) and assets, with pipeline kinds and graph
+# roles checked against the registry below. Versions 1 and 2 are valid version 3 manifests
+# without the new sections, so all three load.
+SCHEMA_VERSION = 3
 MANIFEST_FILENAME = "manifest.json"
 
-Capability = Literal["sample", "encode", "reconstruct", "log_prob"]
-GraphRole = Literal[
-    "encoder", "decoder", "sampler", "log_prob", "prior", "prior_top", "prior_bottom"
-]
+# The one place that lists what a manifest may name. A new pipeline kind or graph role is
+# one line here (plus its pipeline in the server); nothing else enumerates them.
+PIPELINE_KINDS = ("latent_decoder", "autoregressive_prior", "diffusion")
+GRAPH_ROLES = (
+    "encoder",
+    "decoder",
+    "sampler",
+    "log_prob",
+    "prior",
+    "prior_top",
+    "prior_bottom",
+    "denoiser",
+    "text_encoder",
+)
+CAPABILITIES = ("sample", "encode", "reconstruct", "log_prob", "text_to_image")
+
+
+def _registered(kind: str, known: tuple[str, ...]) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in known:
+            raise ValueError(f"unknown {kind} {value!r}; known: {', '.join(known)}")
+        return value
+
+    return AfterValidator(check)
+
+
+PipelineKind = Annotated[str, _registered("pipeline kind", PIPELINE_KINDS)]
+GraphRole = Annotated[str, _registered("graph role", GRAPH_ROLES)]
+Capability = Annotated[str, _registered("capability", CAPABILITIES)]
 GraphFormat = Literal["onnx", "torchscript"]
-PipelineKind = Literal["latent_decoder", "autoregressive_prior"]
 LikelihoodKind = Literal["exact", "elbo"]
 DType = Literal["float32", "float16", "int64", "int32"]
 
@@ -129,6 +168,43 @@ class CodeMap(_Strict):
     conditions: list[str] = Field(default_factory=list)
 
 
+class SchedulerSpec(_Strict):
+    """The noise schedule a denoiser was trained with; the server's samplers step through it.
+
+    ``sample_range`` is the value range of clean samples (pixels mapped to [-1, 1] for pixel
+    diffusion): x0 estimates are clipped to it, and without a ``decoder`` graph it maps
+    linearly onto ``image.value_range``. ``latent_scale`` divides a sample before the
+    decoder for latent diffusion (the autoencoder's latents were multiplied by it).
+    """
+
+    beta_schedule: Literal["linear", "cosine"]
+    num_train_timesteps: int = Field(gt=1)
+    beta_start: float = Field(default=1e-4, gt=0)
+    beta_end: float = Field(default=0.02, gt=0, lt=1)
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    sample_range: tuple[float, float] = (-1.0, 1.0)
+    clip_sample: bool = True
+    latent_scale: float = Field(default=1.0, gt=0)
+    default_sampler: str = "ddim"
+    default_steps: int = Field(default=50, gt=0)
+
+
+class ClassConditioning(_Strict):
+    """Class-conditional denoisers: labels 0..num_classes-1, ``null_label`` for none (CFG)."""
+
+    num_classes: int = Field(gt=1)
+    null_label: int = Field(ge=0)
+    default_guidance_scale: float = Field(default=1.0, ge=0)
+    labels: list[str] = Field(default_factory=list)  # human names, e.g. "0".."9"
+
+
+class AssetFile(_Strict):
+    """A file other than a graph that serving needs (a tokenizer), checked like graphs."""
+
+    path: str
+    sha256: str
+
+
 class ServingDefaults(_Strict):
     """Batching defaults; the server's settings may override them per model."""
 
@@ -148,7 +224,7 @@ class Provenance(_Strict):
 
 
 class Manifest(_Strict):
-    schema_version: Literal[1, 2] = SCHEMA_VERSION
+    schema_version: Literal[1, 2, 3] = SCHEMA_VERSION
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     version: str = Field(pattern=r"^[0-9]+$")
     family: str
@@ -160,8 +236,17 @@ class Manifest(_Strict):
     codes: list[CodeMap] = Field(default_factory=list)
     likelihood: LikelihoodKind | None = None
     graphs: dict[GraphRole, GraphSpec]
+    scheduler: SchedulerSpec | None = None
+    conditioning: ClassConditioning | None = None
+    assets: dict[str, AssetFile] = Field(default_factory=dict)
     serving: ServingDefaults = ServingDefaults()
     provenance: Provenance
+
+    @model_validator(mode="after")
+    def _diffusion_has_a_schedule(self) -> Manifest:
+        if (self.pipeline == "diffusion") != (self.scheduler is not None):
+            raise ValueError("a scheduler section is required for, and only for, diffusion")
+        return self
 
     @classmethod
     def load(cls, version_dir: Path) -> Manifest:

@@ -16,7 +16,7 @@ from pathlib import Path
 from latentserve.server.errors import ModelNotFound
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.pipelines import PIPELINES, GraphPipeline
-from latentserve.server.runtime import Runtime, open_graph
+from latentserve.server.runtime import Runtime, open_graph, verify_checksum
 from latentserve.server.settings import ServingOptions, Settings
 
 from latentserve.manifest import MANIFEST_FILENAME, GraphSpec, Manifest
@@ -51,6 +51,7 @@ def load_model(
             f"{version_dir}: manifest says {manifest.name}@{manifest.version}, "
             f"folder says {version_dir.parent.name}@{version_dir.name}"
         )
+    verify_assets(version_dir, manifest)
     backend = settings.backend_for(manifest.name)
     graphs = {
         role: opener(version_dir, spec, backend, settings.intra_op_threads)
@@ -60,6 +61,15 @@ def load_model(
     pipeline = PIPELINES[manifest.pipeline](manifest, graphs, serving, metrics)
     providers = sorted({p for g in graphs.values() for p in g.providers})
     return LoadedModel(manifest, backend, providers, serving, pipeline)
+
+
+def verify_assets(version_dir: Path, manifest: Manifest) -> None:
+    """Refuse a version whose non-graph files (a tokenizer) are missing or altered."""
+    for name, asset in manifest.assets.items():
+        path = version_dir / asset.path
+        if not path.is_file():
+            raise ValueError(f"{version_dir}: asset {name!r} is missing ({asset.path})")
+        verify_checksum(path, asset.sha256)
 
 
 class ModelRepository:
