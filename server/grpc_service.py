@@ -8,6 +8,7 @@ Health checking and server reflection are served on the same port.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from latentserve.server.errors import (
     Unavailable,
     Unsupported,
 )
+from latentserve.server.jobs import Cancelled, Job, JobEvent, JobNotFound
 from latentserve.server.service import GenerativeService, ModelDescription
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
@@ -31,6 +33,8 @@ PROTOCOL = "grpc"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GenerativeService"].full_name
 GRPC_STATUS: dict[type[ServingError], grpc.StatusCode] = {
     ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    JobNotFound: grpc.StatusCode.NOT_FOUND,
+    Cancelled: grpc.StatusCode.CANCELLED,
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     Unsupported: grpc.StatusCode.UNIMPLEMENTED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -96,10 +100,61 @@ def _latent(row: np.ndarray) -> pb.Latent:
     return pb.Latent(shape=row.shape, values=row.ravel().tolist())
 
 
-def _sample_args(request: pb.SampleRequest) -> tuple[int | None, float | None]:
-    seed = request.seed if request.HasField("seed") else None
-    temperature = request.temperature if request.HasField("temperature") else None
-    return seed, temperature
+def _sample_params(request: pb.SampleRequest) -> dict[str, Any]:
+    """The parameters the client set, by name: the model's kind decides what they mean."""
+    params: dict[str, Any] = {"n": request.n}
+    params |= {f.name: value for f, value in request.ListFields() if f.name not in ("model", "n")}
+    return params
+
+
+def _event(job_id: str, event: JobEvent) -> pb.JobEvent:
+    d = event.data
+    if event.kind == "accepted":
+        params = {k: v for k, v in d.items() if k not in ("job_id", "model")}
+        accepted = pb.JobAccepted(model=d["model"], seed=d["seed"], params_json=json.dumps(params))
+        return pb.JobEvent(job_id=job_id, accepted=accepted)
+    if event.kind == "queued":
+        return pb.JobEvent(job_id=job_id, queued=pb.JobQueued(position=d["position"]))
+    if event.kind == "progress":
+        progress = pb.JobProgress(step=d["step"], steps=d["steps"])
+        return pb.JobEvent(job_id=job_id, progress=progress)
+    if event.kind == "preview":
+        preview = pb.JobPreview(step=d["step"], images=d["images"])
+        return pb.JobEvent(job_id=job_id, preview=preview)
+    if event.kind == "result":
+        result = pb.SampleResponse(model=d["model"], seed=d["seed"], images=d["images"])
+        return pb.JobEvent(job_id=job_id, result=result)
+    error = pb.JobError(code=d["code"], message=d["message"], field=d.get("field") or "")
+    return pb.JobEvent(job_id=job_id, error=error)
+
+
+def _job_info(job: Job) -> pb.JobInfo:
+    result = job.result or {}
+    info = pb.JobInfo(
+        job_id=job.id,
+        model=job.model,
+        method=job.method,
+        state=job.state.value,
+        step=job.step,
+        steps=job.steps,
+        params_json=json.dumps(job.params),
+        created_at=job.created,
+        preview=job.preview or [],
+        images=result.get("images", []),
+    )
+    if job.position is not None:
+        info.position = job.position
+    if "seed" in job.params:
+        info.seed = job.params["seed"]
+    if job.error is not None:
+        info.error.CopyFrom(
+            pb.JobError(
+                code=job.error.code,
+                message=job.error.message,
+                field=getattr(job.error, "field", None) or "",
+            )
+        )
+    return info
 
 
 class GrpcGenerativeService(pb_grpc.GenerativeServiceServicer):
@@ -118,15 +173,53 @@ class GrpcGenerativeService(pb_grpc.GenerativeServiceServicer):
 
     @_unary("sample")
     async def Sample(self, request: pb.SampleRequest, context: Any) -> pb.SampleResponse:
-        seed, temperature = _sample_args(request)
-        r = await self._service.sample(request.model, request.n, seed, temperature, PROTOCOL)
+        r = await self._service.sample(request.model, _sample_params(request), PROTOCOL)
         return pb.SampleResponse(model=r.model, seed=r.seed, images=r.images)
+
+    async def SampleEvents(
+        self, request: pb.SampleRequest, context: Any
+    ) -> AsyncIterator[pb.JobEvent]:
+        try:
+            job = await self._service.submit_job(
+                request.model, "sample", _sample_params(request), PROTOCOL
+            )
+        except ServingError as exc:
+            await _abort(self._service, context, "submit_sample", request.model, exc)
+            return
+        try:
+            async for event in job.events():
+                yield _event(job.id, event)
+        finally:
+            job.cancel()  # the call ended (cancelled, deadline): stop the job's compute
+
+    @_unary("submit_job")
+    async def SubmitJob(self, request: pb.SampleRequest, context: Any) -> pb.JobInfo:
+        job = await self._service.submit_job(
+            request.model, "sample", _sample_params(request), PROTOCOL
+        )
+        return _job_info(job)
+
+    @_unary("get_job")
+    async def GetJob(self, request: pb.JobRef, context: Any) -> pb.JobInfo:
+        return _job_info(self._service.get_job(request.job_id))
+
+    @_unary("cancel_job")
+    async def CancelJob(self, request: pb.JobRef, context: Any) -> pb.JobInfo:
+        return _job_info(self._service.cancel_job(request.job_id))
+
+    async def WatchJob(self, request: pb.JobRef, context: Any) -> AsyncIterator[pb.JobEvent]:
+        try:
+            job = self._service.get_job(request.job_id)
+        except ServingError as exc:
+            await _abort(self._service, context, "watch_job", "", exc)
+            return
+        async for event in job.events():
+            yield _event(job.id, event)
 
     async def StreamSample(
         self, request: pb.SampleRequest, context: Any
     ) -> AsyncIterator[pb.SampleChunk]:
-        seed, temperature = _sample_args(request)
-        chunks = self._service.sample_stream(request.model, request.n, seed, temperature, PROTOCOL)
+        chunks = self._service.sample_stream(request.model, _sample_params(request), PROTOCOL)
         try:
             async for c in chunks:
                 yield pb.SampleChunk(model=c.model, seed=c.seed, offset=c.offset, images=c.images)

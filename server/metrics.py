@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+_JOBS_PER_STEP_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 
 
 class ServerMetrics:
@@ -59,6 +61,63 @@ class ServerMetrics:
             "latentserve_requests_in_flight",
             "Requests being handled right now.",
             ["protocol"],
+            registry=registry,
+        )
+        self.jobs = Counter(
+            "latentserve_jobs",
+            "Jobs ended, by final state (done, failed, cancelled) or refused at admission.",
+            ["model", "method", "state"],
+            registry=registry,
+        )
+        self.jobs_active = Gauge(
+            "latentserve_jobs_active",
+            "Jobs admitted and not yet finished (queued + running).",
+            ["model"],
+            registry=registry,
+        )
+        self.jobs_running = Gauge(
+            "latentserve_jobs_running",
+            "Multi-step jobs taking part in the model's denoiser steps.",
+            ["model"],
+            registry=registry,
+        )
+        self.jobs_queued = Gauge(
+            "latentserve_jobs_queued",
+            "Multi-step jobs waiting for a place among the running ones.",
+            ["model"],
+            registry=registry,
+        )
+        self.job_latency = Histogram(
+            "latentserve_job_duration_seconds",
+            "Time from a job's admission to its end.",
+            ["model", "method"],
+            buckets=_JOB_BUCKETS,
+            registry=registry,
+        )
+        self.time_to_first_step = Histogram(
+            "latentserve_time_to_first_step_seconds",
+            "Time from a job's admission to the end of its first step.",
+            ["model"],
+            buckets=_JOB_BUCKETS,
+            registry=registry,
+        )
+        self.job_steps = Counter(
+            "latentserve_job_steps",
+            "Steps computed for jobs (one per job per denoiser iteration it took part in).",
+            ["model"],
+            registry=registry,
+        )
+        self.step_iterations = Counter(
+            "latentserve_step_iterations",
+            "Denoiser iterations: one batched call (or set of calls) for all running jobs.",
+            ["model"],
+            registry=registry,
+        )
+        self.step_batch_jobs = Histogram(
+            "latentserve_step_batch_jobs",
+            "Jobs sharing one denoiser iteration.",
+            ["model"],
+            buckets=_JOBS_PER_STEP_BUCKETS,
             registry=registry,
         )
         self.models_loaded = Gauge(

@@ -7,11 +7,14 @@ already produced well-typed data) because per-request overhead is the throughput
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from latentserve.server import codecs
 from latentserve.server.body_limit import BodyLimitMiddleware
 from latentserve.server.errors import (
@@ -22,6 +25,7 @@ from latentserve.server.errors import (
     Unavailable,
     Unsupported,
 )
+from latentserve.server.jobs import Cancelled, Job, JobEvent, JobNotFound
 from latentserve.server.service import GenerativeService, ModelDescription
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,8 +34,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from latentserve import __version__
 
 PROTOCOL = "rest"
+T = TypeVar("T")
 HTTP_STATUS: dict[type[ServingError], int] = {
     ModelNotFound: 404,
+    JobNotFound: 404,
+    Cancelled: 409,
     InvalidArgument: 422,
     Unsupported: 400,
     Overloaded: 429,
@@ -44,10 +51,45 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class SampleRequest(_Request):
-    n: int = Field(default=1, description="images to draw (1..max_n)")
-    seed: int | None = Field(default=None, description="omit to let the server draw one")
-    temperature: float | None = Field(default=None, description="prior scale, default 1.0")
+SAMPLE_BODY = Body(
+    default_factory=dict,
+    description=(
+        "Sample parameters of the model's kind (GET /v1/models/{model} tells the kind): "
+        "every model takes `n` and `seed`; VAE, NVAE, Glow and VQ models take `temperature`; "
+        "diffusion models take `steps`, `sampler` (ddpm, ddim, dpmpp_2m, euler_a), `eta`, "
+        "`preview_every`, and when class-conditional `class_label` and `guidance_scale`. "
+        "A field the model's kind does not have is refused with 422 naming it."
+    ),
+    examples=[{"n": 4, "seed": 0}, {"n": 4, "seed": 0, "steps": 20, "sampler": "dpmpp_2m"}],
+)
+
+
+class JobRequest(_Request):
+    model: str = Field(description="model name, or name@version")
+    method: str = Field(default="sample", description="what the job does: sample")
+    params: dict[str, Any] = Field(default_factory=dict, description="as for .../sample")
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class JobInfo(BaseModel):
+    job_id: str
+    model: str
+    method: str
+    state: str = Field(description="queued, running, done, failed or cancelled")
+    position: int | None = Field(description="place in the model's queue while queued")
+    step: int
+    steps: int
+    params: dict[str, Any]
+    created_at: float
+    preview: list[str] | None = Field(description="latest preview PNGs (base64)")
+    seed: int | None = None
+    images: list[str] | None = Field(default=None, description="when done: base64 PNGs")
+    error: JobError | None = None
 
 
 class ImagesRequest(_Request):
@@ -168,6 +210,72 @@ def _field(loc: tuple) -> str:
     return out
 
 
+def _job_info(job: Job) -> JobInfo:
+    result = job.result or {}
+    error = job.error
+    return JobInfo.model_construct(
+        job_id=job.id,
+        model=job.model,
+        method=job.method,
+        state=job.state.value,
+        position=job.position,
+        step=job.step,
+        steps=job.steps,
+        params=job.params,
+        created_at=job.created,
+        preview=_b64(job.preview) if job.preview else None,
+        seed=result.get("seed", job.params.get("seed")),
+        images=_b64(result["images"]) if "images" in result else None,
+        error=(
+            JobError(code=error.code, message=error.message, field=getattr(error, "field", None))
+            if error is not None
+            else None
+        ),
+    )
+
+
+def _b64(pngs: list[bytes]) -> list[str]:
+    return [codecs.encode_base64(p) for p in pngs]
+
+
+def _sse(event: JobEvent) -> str:
+    """One Server-Sent Event: its name and a JSON ``data:`` line (PNGs as base64)."""
+    data = {k: _b64(v) if k == "images" else v for k, v in event.data.items()}
+    return f"event: {event.kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def _event_stream(job: Job, cancel_on_close: bool) -> AsyncIterator[str]:
+    try:
+        async for event in job.events():
+            yield _sse(event)
+    finally:
+        if cancel_on_close:  # the client went away: free the compute at the next step
+            job.cancel()
+
+
+def _wants_events(request: Request) -> bool:
+    return "text/event-stream" in request.headers.get("accept", "")
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result; if the HTTP client disconnects first, cancel ``work`` (and so
+    the job behind it) instead of computing for nobody."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    return await task
+
+
 def _decode_images(images: list[str]) -> list[bytes]:
     return [codecs.decode_base64(text, f"images[{i}]") for i, text in enumerate(images)]
 
@@ -205,14 +313,46 @@ def create_rest_app(service: GenerativeService) -> FastAPI:
     async def get_model(model: str) -> Response:
         return _json(_info(service.get_model(model)))
 
-    @app.post("/v1/models/{model}/sample", response_model=SampleResponse, tags=["inference"])
-    async def sample(model: str, body: SampleRequest) -> Response:
-        result = await service.sample(model, body.n, body.seed, body.temperature, PROTOCOL)
-        images = [codecs.encode_base64(p) for p in result.images]
+    @app.post(
+        "/v1/models/{model}/sample",
+        response_model=SampleResponse,
+        tags=["inference"],
+        description=(
+            "Draw images. With `Accept: text/event-stream` the answer is Server-Sent Events "
+            "(`accepted`, `queued`, `progress`, `preview`, `result`, `error`); closing the "
+            "connection cancels the job."
+        ),
+    )
+    async def sample(request: Request, model: str, body: dict[str, Any] = SAMPLE_BODY) -> Response:
+        if _wants_events(request):
+            job = await service.submit_job(model, "sample", body, PROTOCOL)
+            return StreamingResponse(_event_stream(job, True), media_type="text/event-stream")
+        result = await _unless_disconnected(request, service.sample(model, body, PROTOCOL))
         response = SampleResponse.model_construct(
-            model=result.model, seed=result.seed, images=images
+            model=result.model, seed=result.seed, images=_b64(result.images)
         )
         return _json(response)
+
+    @app.post("/v1/jobs", response_model=JobInfo, status_code=202, tags=["jobs"])
+    async def submit_job(body: JobRequest) -> Response:
+        job = await service.submit_job(body.model, body.method, body.params, PROTOCOL)
+        info = _job_info(job)
+        return Response(info.model_dump_json(), status_code=202, media_type="application/json")
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobInfo, tags=["jobs"])
+    async def get_job(job_id: str) -> Response:
+        return _json(_job_info(service.get_job(job_id)))
+
+    @app.get("/v1/jobs/{job_id}/events", tags=["jobs"])
+    async def job_events(job_id: str) -> Response:
+        """Follow a job's events (SSE); closing this stream does not cancel the job."""
+        job = service.get_job(job_id)
+        return StreamingResponse(_event_stream(job, False), media_type="text/event-stream")
+
+    @app.delete("/v1/jobs/{job_id}", response_model=JobInfo, tags=["jobs"])
+    async def cancel_job(job_id: str) -> Response:
+        """Cancel a job: it stops at its next step boundary (its state says when)."""
+        return _json(_job_info(service.cancel_job(job_id)))
 
     @app.post("/v1/models/{model}/encode", response_model=EncodeResponse, tags=["inference"])
     async def encode(model: str, body: ImagesRequest) -> Response:

@@ -1,33 +1,34 @@
 """The one service layer both transports call: resolve, validate, run, measure.
 
 REST and gRPC only translate wire types to these calls and map the domain errors they
-raise; every rule about what a request may ask (``n``, ``seed``, ``temperature``, image
-count) lives here once.
+raise. Sample parameters arrive as the mapping the client sent and are checked by the
+model's pipeline kind (``latentserve.server.params``); every other rule about what a request
+may ask (image count, seeds, log-prob samples) lives here once. Every sample request is a
+job (``latentserve.server.jobs``), admitted once and then never refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from latentserve.server import codecs
 from latentserve.server.errors import InvalidArgument, ServingError, Unavailable
+from latentserve.server.jobs import Job, JobManager
 from latentserve.server.metrics import ServerMetrics
+from latentserve.server.params import resolve_seed
 from latentserve.server.repository import LoadedModel, ModelRepository
 from latentserve.server.settings import Settings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-MAX_SEED = 2**64 - 1
 _OFFLOAD_PIXELS = 1 << 20  # past this many pixels, PNG work moves off the event loop
 
 
@@ -106,6 +107,12 @@ class GenerativeService:
         self.metrics = metrics
         self._repository = repository
         self._draining = False
+        self.jobs = JobManager(
+            metrics,
+            max_jobs=settings.max_jobs,
+            ttl_s=settings.job_ttl_s,
+            max_finished=settings.max_finished_jobs,
+        )
         if repository is not None:
             metrics.models_loaded.set(len(repository))
 
@@ -125,6 +132,7 @@ class GenerativeService:
         self._draining = True
 
     async def close(self) -> None:
+        await self.jobs.close()
         if self._repository is not None:
             await self._repository.close()
         self.metrics.models_loaded.set(0)
@@ -177,36 +185,101 @@ class GenerativeService:
 
     # -- inference -----------------------------------------------------------------------
 
-    async def sample(
-        self, ref: str, n: int, seed: int | None, temperature: float | None, protocol: str
-    ) -> SampleResult:
+    async def sample(self, ref: str, params: Mapping[str, Any], protocol: str) -> SampleResult:
+        """Run a sample job and wait for it; the caller going away cancels the job."""
         async with self._track("sample", protocol) as call:
-            model = self._resolve(ref)
-            call.model = model.label
-            seed, temperature = self._check_sample(model, n, seed, temperature)
-            images = await self._timed(model.pipeline.sample(n, seed, temperature))
+            job = self._submit_sample(ref, params, call, retain=False)
+            return _sample_result(await job.wait())
+
+    async def submit_job(
+        self, ref: str, method: str, params: Mapping[str, Any], protocol: str
+    ) -> Job:
+        """Admit a job that clients follow by its id (events, ``GET``, ``DELETE``)."""
+        async with self._track(f"submit_{method}", protocol) as call:
+            if method != "sample":
+                raise InvalidArgument("method", f"unknown job method {method!r}; known: sample")
+            return self._submit_sample(ref, params, call, retain=True)
+
+    def get_job(self, job_id: str) -> Job:
+        return self.jobs.get(job_id)
+
+    def cancel_job(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        job.cancel()
+        return job
+
+    def _submit_sample(self, ref: str, raw: Mapping[str, Any], call: _Call, *, retain: bool) -> Job:
+        model = self._resolve(ref)
+        call.model = model.label
+        params = model.pipeline.prepare(raw)
+
+        async def work(progress: Any) -> dict[str, Any]:
+            images = await model.pipeline.sample(params, progress)
             pngs = await self._to_pngs(model, images)
-            return SampleResult(model.label, seed, pngs)
+            return {"model": model.label, "seed": params.resolved_seed, "images": pngs}
+
+        async def render(images: Any) -> list[bytes]:
+            return await self._to_pngs(model, images)
+
+        return self.jobs.submit(
+            model.label,
+            "sample",
+            params.model_dump(exclude_none=True),
+            work,
+            render,
+            deadline_s=self.settings.job_timeout_s,
+            retain=retain,
+        )
 
     async def sample_stream(
-        self, ref: str, n: int, seed: int | None, temperature: float | None, protocol: str
+        self, ref: str, raw: Mapping[str, Any], protocol: str
     ) -> AsyncIterator[SampleChunk]:
-        """Chunks as they are produced; the first arrives before the last image is computed."""
+        """Chunks as they are produced; the first arrives before the last image is computed.
+
+        The stream is a job too (admitted, cancellable, bounded by the job deadline); its
+        chunks pass through a one-slot queue, so computing runs at most a chunk ahead.
+        """
         async with self._track("stream_sample", protocol) as call:
             model = self._resolve(ref)
             call.model = model.label
-            seed, temperature = self._check_sample(model, n, seed, temperature)
+            params = model.pipeline.prepare(raw)
             chunk = min(self.settings.stream_chunk_size, model.serving.max_batch_size)
-            parts = model.pipeline.sample_stream(n, seed, temperature, chunk)
+            chunks: asyncio.Queue[SampleChunk | None] = asyncio.Queue(maxsize=1)
+
+            async def work(progress: Any) -> dict[str, Any]:
+                try:
+                    async for offset, images in model.pipeline.sample_stream(params, chunk):
+                        pngs = await self._to_pngs(model, images)
+                        await chunks.put(
+                            SampleChunk(model.label, params.resolved_seed, offset, pngs)
+                        )
+                except BaseException:
+                    # the stream fails: unsent chunks are moot, the reader must wake up
+                    while not chunks.empty():
+                        chunks.get_nowait()
+                    chunks.put_nowait(None)
+                    raise
+                await chunks.put(None)
+                return {"model": model.label, "seed": params.resolved_seed, "images": []}
+
+            async def render(images: Any) -> list[bytes]:
+                return await self._to_pngs(model, images)
+
+            job = self.jobs.submit(
+                model.label,
+                "stream_sample",
+                params.model_dump(exclude_none=True),
+                work,
+                render,
+                deadline_s=self.settings.job_timeout_s,
+                retain=False,
+            )
             try:
-                while True:
-                    try:
-                        offset, images = await self._timed(anext(parts))
-                    except StopAsyncIteration:
-                        break
-                    yield SampleChunk(model.label, seed, offset, await self._to_pngs(model, images))
+                while (item := await chunks.get()) is not None:
+                    yield item
+                await job.wait()
             finally:
-                await parts.aclose()
+                job.cancel()
 
     async def encode(self, ref: str, images: list[bytes], protocol: str) -> EncodeResult:
         async with self._track("encode", protocol) as call:
@@ -233,7 +306,7 @@ class GenerativeService:
             if not 1 <= samples <= limit:
                 raise InvalidArgument("samples", f"must be between 1 and {limit}, got {samples}")
             bound = model.pipeline.log_prob_kind(samples)
-            seed = self._check_seed(seed) if model.pipeline.log_prob_is_sampled else None
+            seed = resolve_seed(seed) if model.pipeline.log_prob_is_sampled else None
             batch = await self._from_pngs(model, images)
             bits = await self._timed(model.pipeline.log_prob(batch, samples, seed or 0))
             return LogProbResult(model.label, bits.astype(float).tolist(), bound, samples, seed)
@@ -248,28 +321,6 @@ class GenerativeService:
             return ReconstructResult(model.label, await self._to_pngs(model, out))
 
     # -- helpers -------------------------------------------------------------------------
-
-    def _check_sample(
-        self, model: LoadedModel, n: int, seed: int | None, temperature: float | None
-    ) -> tuple[int, float]:
-        model.pipeline.require("sample")
-        max_n = model.serving.max_n
-        if not 1 <= n <= max_n:
-            raise InvalidArgument("n", f"must be between 1 and {max_n}, got {n}")
-        seed = self._check_seed(seed)
-        temperature = 1.0 if temperature is None else float(temperature)
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise InvalidArgument("temperature", f"must be a finite number > 0, got {temperature}")
-        return seed, temperature
-
-    @staticmethod
-    def _check_seed(seed: int | None) -> int:
-        """The request's seed, or a fresh one the response reports back."""
-        if seed is None:
-            return secrets.randbits(63)
-        if not 0 <= seed <= MAX_SEED:
-            raise InvalidArgument("seed", f"must be between 0 and {MAX_SEED}, got {seed}")
-        return seed
 
     async def _from_pngs(self, model: LoadedModel, images: list[bytes]) -> np.ndarray:
         max_n = model.serving.max_n
@@ -331,3 +382,7 @@ class GenerativeService:
             self.metrics.request_latency.labels(call.model, method, protocol).observe(
                 time.perf_counter() - started
             )
+
+
+def _sample_result(result: dict[str, Any]) -> SampleResult:
+    return SampleResult(result["model"], result["seed"], result["images"])

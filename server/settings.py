@@ -39,12 +39,20 @@ class ModelOverrides(BaseModel):
     max_queue_size: int | None = Field(default=None, gt=0)
     max_n: int | None = Field(default=None, gt=0)
     max_concurrent_batches: int | None = Field(default=None, gt=0)
+    max_running_jobs: int | None = Field(default=None, gt=0)
+    max_steps: int | None = Field(default=None, gt=0)
+
+
+StepBatching = Literal["iteration", "request"]
 
 
 class ServingOptions(ServingDefaults):
     """A model's batching as served: the manifest's defaults, the server's and overrides."""
 
     max_concurrent_batches: int = Field(default=1, gt=0)
+    max_running_jobs: int = Field(default=16, gt=0)
+    max_steps: int = Field(default=1000, gt=0)
+    step_batching: StepBatching = "iteration"
 
 
 def _default_threads() -> int:
@@ -77,6 +85,22 @@ class Settings(BaseSettings):
     # at a time the compute-bound decoder gains about 1.6x, and three beat two for both the
     # compute-bound and the default (event-loop-bound) model.
     max_concurrent_batches: int = Field(default=3, gt=0)
+    # Jobs (every sample request is one): admission bounds queued + running jobs server-wide
+    # and refuses the next one with 429 / RESOURCE_EXHAUSTED; an admitted job is never
+    # refused later. Multi-step jobs of one model take part in its denoiser steps up to
+    # max_running_jobs at a time; the rest wait their turn in order.
+    max_jobs: int = Field(default=256, gt=0)
+    max_running_jobs: int = Field(default=16, gt=0)
+    # Steps one multi-step job may ask for: a step is a denoiser pass per image.
+    max_steps: int = Field(default=1000, gt=0)
+    job_timeout_s: float = Field(default=600.0, gt=0)
+    # Finished jobs stay readable at GET /v1/jobs/{id} this long (at most max_finished_jobs).
+    job_ttl_s: float = Field(default=600.0, gt=0)
+    max_finished_jobs: int = Field(default=1024, gt=0)
+    # "iteration": a job joins the very next denoiser step; "request": jobs waiting when a
+    # batch starts run their whole loops together and later ones wait (static batching,
+    # kept as the benchmark's baseline).
+    step_batching: StepBatching = "iteration"
 
     @classmethod
     def settings_customise_sources(
@@ -96,7 +120,12 @@ class Settings(BaseSettings):
 
     def serving_for(self, model: str, defaults: ServingDefaults) -> ServingOptions:
         """The manifest's batching defaults and the server's, with this model's overrides."""
-        values = defaults.model_dump() | {"max_concurrent_batches": self.max_concurrent_batches}
+        values = defaults.model_dump() | {
+            "max_concurrent_batches": self.max_concurrent_batches,
+            "max_running_jobs": self.max_running_jobs,
+            "max_steps": self.max_steps,
+            "step_batching": self.step_batching,
+        }
         override = self.models.get(model)
         if override is not None:
             values |= override.model_dump(exclude_none=True, exclude={"backend"})

@@ -13,7 +13,9 @@ request's seed, so the result does not depend on what shares a batch or on chunk
 from __future__ import annotations
 
 import numpy as np
-from latentserve.server.pipelines.base import Contract, GraphPipeline
+from latentserve.server.jobs import Progress
+from latentserve.server.params import TemperatureParams
+from latentserve.server.pipelines.base import Contract, GraphPipeline, ItemwisePipeline
 from latentserve.server.pipelines.noise import draw_uniform
 from latentserve.server.settings import ServingOptions
 
@@ -30,7 +32,7 @@ def categorical(logits: np.ndarray, temperature: float, uniform: np.ndarray) -> 
     return np.minimum(picks, logits.shape[1] - 1).astype(np.int64)
 
 
-class AutoregressivePriorPipeline(GraphPipeline):
+class AutoregressivePriorPipeline(ItemwisePipeline):
     kind = "autoregressive_prior"
 
     def __init__(self, manifest: Manifest, *args: object, **kwargs: object) -> None:
@@ -67,13 +69,20 @@ class AutoregressivePriorPipeline(GraphPipeline):
     def draw(self, seed: int, n: int) -> np.ndarray:
         return draw_uniform(seed, n, self.positions)
 
-    async def sample_items(self, randomness: np.ndarray, temperature: float) -> np.ndarray:
+    async def sample_items(
+        self, randomness: np.ndarray, params: TemperatureParams, progress: Progress | None
+    ) -> np.ndarray:
+        """Step every code map position by position; progress counts positions."""
         codes: dict[str, np.ndarray] = {}
         offset = 0
+        if progress is not None:
+            progress.started(self.positions)
         for code_map in self.manifest.codes:
             size = code_map.height * code_map.width
             uniforms = randomness[:, offset : offset + size]
-            codes[code_map.name] = await self._sample_map(code_map, codes, uniforms, temperature)
+            codes[code_map.name] = await self._sample_map(
+                code_map, codes, uniforms, params.temperature, progress, offset
+            )
             offset += size
         return (await self.run("decoder", codes))["image"]
 
@@ -83,6 +92,8 @@ class AutoregressivePriorPipeline(GraphPipeline):
         earlier: dict[str, np.ndarray],
         uniforms: np.ndarray,
         temperature: float,
+        progress: Progress | None,
+        done_before: int,
     ) -> np.ndarray:
         n = uniforms.shape[0]
         codes = np.zeros((n, code_map.height, code_map.width), dtype=np.int64)
@@ -93,4 +104,6 @@ class AutoregressivePriorPipeline(GraphPipeline):
             inputs = {code_map.name: codes, **conditions}
             logits = (await self.run(code_map.prior, inputs))["logits"][:, :, row, col]
             codes[:, row, col] = categorical(logits, temperature, uniforms[:, position])
+            if progress is not None:
+                progress.step(done_before + position + 1, self.positions)
         return codes

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import numpy as np
 from latentserve.server.batcher import Batcher
 from latentserve.server.errors import InvalidArgument, Unsupported
+from latentserve.server.jobs import Progress
 from latentserve.server.metrics import ServerMetrics
+from latentserve.server.params import SampleParams, TemperatureParams
 from latentserve.server.pipelines.noise import draw_noise
 from latentserve.server.runtime import Runtime
 from latentserve.server.settings import ServingOptions
@@ -29,6 +32,8 @@ Contract = dict[str, tuple[set[str], set[str]]]
 
 class GraphPipeline(ABC):
     kind: str
+    #: The parameters this kind's ``sample`` takes (see ``latentserve.server.params``).
+    params_cls: type[SampleParams] = TemperatureParams
     #: Graphs each capability needs.
     needs: dict[str, tuple[str, ...]] = {
         "encode": ("encoder",),
@@ -44,6 +49,8 @@ class GraphPipeline(ABC):
         metrics: ServerMetrics | None = None,
     ) -> None:
         self.manifest = manifest
+        self.serving = serving
+        self.metrics = metrics
         self.label = f"{manifest.name}@{manifest.version}"
         self._check_contract(self.contract(manifest))
         self._batchers = {
@@ -67,12 +74,14 @@ class GraphPipeline(ABC):
         """The I/O each graph of this model must have under this pipeline kind."""
 
     @abstractmethod
-    def draw(self, seed: int, n: int) -> np.ndarray:
-        """All the randomness ``n`` samples need, one row per item (chunks slice it)."""
+    async def sample(self, params: SampleParams, progress: Progress | None = None) -> np.ndarray:
+        """``params.n`` images for checked parameters (see ``prepare``)."""
 
     @abstractmethod
-    async def sample_items(self, randomness: np.ndarray, temperature: float) -> np.ndarray:
-        """Images for the items whose randomness rows are given."""
+    def sample_stream(
+        self, params: SampleParams, chunk: int
+    ) -> AsyncIterator[tuple[int, np.ndarray]]:
+        """``(offset, images)`` chunks of the same images ``sample`` gives."""
 
     def queue_delay_ms(self, role: str, serving: ServingOptions) -> float:
         return serving.max_queue_delay_ms
@@ -105,31 +114,10 @@ class GraphPipeline(ABC):
                 f"its capabilities are {', '.join(self.manifest.capabilities) or 'none'}"
             )
 
-    async def sample(self, n: int, seed: int, temperature: float) -> np.ndarray:
+    def prepare(self, raw: Mapping[str, Any]) -> SampleParams:
+        """A sample request's parameters, parsed, checked and with its seed resolved."""
         self.require("sample")
-        return await self.sample_items(self.draw(seed, n), temperature)
-
-    async def sample_stream(
-        self, n: int, seed: int, temperature: float, chunk: int
-    ) -> AsyncIterator[tuple[int, np.ndarray]]:
-        """Yield ``(offset, images)`` chunks; the next chunk computes while this one is sent."""
-        self.require("sample")
-        randomness = self.draw(seed, n)
-        starts = list(range(0, n, chunk))
-
-        def start(i: int) -> asyncio.Task[np.ndarray]:
-            part = randomness[starts[i] : starts[i] + chunk]
-            return asyncio.ensure_future(self.sample_items(part, temperature))
-
-        task = start(0)
-        try:
-            for i, offset in enumerate(starts):
-                images = await task
-                if i + 1 < len(starts):
-                    task = start(i + 1)
-                yield offset, images
-        finally:
-            task.cancel()
+        return self.params_cls.parse(raw, self.label).check(self.serving.max_n)
 
     async def run(self, role: str, inputs: Arrays) -> Arrays:
         return await self._batchers[role].submit(inputs)
@@ -180,3 +168,43 @@ class GraphPipeline(ABC):
 
     async def close(self) -> None:
         await asyncio.gather(*(b.close() for b in self._batchers.values()))
+
+
+class ItemwisePipeline(GraphPipeline):
+    """Kinds whose items are independent given their randomness rows (one-shot decoders,
+    autoregressive priors): a request can be cut into chunks that give the same images."""
+
+    @abstractmethod
+    def draw(self, seed: int, n: int) -> np.ndarray:
+        """All the randomness ``n`` samples need, one row per item (chunks slice it)."""
+
+    @abstractmethod
+    async def sample_items(
+        self, randomness: np.ndarray, params: SampleParams, progress: Progress | None
+    ) -> np.ndarray:
+        """Images for the items whose randomness rows are given."""
+
+    async def sample(self, params: SampleParams, progress: Progress | None = None) -> np.ndarray:
+        randomness = self.draw(params.resolved_seed, params.n)
+        return await self.sample_items(randomness, params, progress)
+
+    async def sample_stream(
+        self, params: SampleParams, chunk: int
+    ) -> AsyncIterator[tuple[int, np.ndarray]]:
+        """Yield ``(offset, images)`` chunks; the next chunk computes while this one is sent."""
+        randomness = self.draw(params.resolved_seed, params.n)
+        starts = list(range(0, params.n, chunk))
+
+        def start(i: int) -> asyncio.Task[np.ndarray]:
+            part = randomness[starts[i] : starts[i] + chunk]
+            return asyncio.ensure_future(self.sample_items(part, params, None))
+
+        task = start(0)
+        try:
+            for i, offset in enumerate(starts):
+                images = await task
+                if i + 1 < len(starts):
+                    task = start(i + 1)
+                yield offset, images
+        finally:
+            task.cancel()

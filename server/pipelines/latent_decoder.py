@@ -9,13 +9,15 @@ family of this kind needs an export recipe, not server code.
 from __future__ import annotations
 
 import numpy as np
-from latentserve.server.pipelines.base import Contract, GraphPipeline
+from latentserve.server.jobs import Progress
+from latentserve.server.params import TemperatureParams
+from latentserve.server.pipelines.base import Contract, GraphPipeline, ItemwisePipeline
 from latentserve.server.pipelines.noise import draw_noise
 
 from latentserve.manifest import Manifest
 
 
-class LatentDecoderPipeline(GraphPipeline):
+class LatentDecoderPipeline(ItemwisePipeline):
     """Sample via the ``sampler`` graph, encode via ``encoder``, reconstruct via both."""
 
     kind = "latent_decoder"
@@ -35,7 +37,9 @@ class LatentDecoderPipeline(GraphPipeline):
     def draw(self, seed: int, n: int) -> np.ndarray:
         return draw_noise(seed, n, self.manifest.latent.shape)
 
-    async def sample_items(self, randomness: np.ndarray, temperature: float) -> np.ndarray:
-        temperatures = np.full((randomness.shape[0],), temperature, dtype=np.float32)
+    async def sample_items(
+        self, randomness: np.ndarray, params: TemperatureParams, progress: Progress | None
+    ) -> np.ndarray:
+        temperatures = np.full((randomness.shape[0],), params.temperature, dtype=np.float32)
         out = await self.run("sampler", {"noise": randomness, "temperature": temperatures})
         return out["image"]

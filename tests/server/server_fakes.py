@@ -174,3 +174,9 @@ def header_only_png(width: int, height: int) -> bytes:
 def items(start: int, n: int) -> dict[str, np.ndarray]:
     """``n`` one-feature items numbered from ``start``: easy to trace through a batch."""
     return {"x": np.arange(start, start + n, dtype=np.float32).reshape(n, 1)}
+
+
+def sample_params(n: int, seed: int | None = None, temperature: float | None = None) -> dict:
+    """A sample request's parameters as a client sends them (unset ones left out)."""
+    params: dict = {"n": n, "seed": seed, "temperature": temperature}
+    return {k: v for k, v in params.items() if v is not None}

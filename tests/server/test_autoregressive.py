@@ -10,7 +10,7 @@ import pytest
 from latentserve.server.pipelines import AutoregressivePriorPipeline
 from latentserve.server.pipelines.autoregressive import categorical
 from latentserve.server.settings import ServingOptions
-from server_fakes import Recorder
+from server_fakes import Recorder, sample_params
 
 from latentserve.manifest import (
     CodeMap,
@@ -169,7 +169,7 @@ def decoded(images: np.ndarray) -> np.ndarray:
 
 def test_codes_are_drawn_in_raster_order_top_map_first() -> None:
     p, graphs = pipeline()
-    images = asyncio.run(p.sample(3, seed=0, temperature=1.0))
+    images = asyncio.run(p.sample(p.prepare(sample_params(3, 0, 1.0))))
     bottom, top_sum = expected_codes()
     assert decoded(images).tolist() == [[*bottom, top_sum]] * 3
     # one step call per position of each map, then one decode
@@ -182,9 +182,13 @@ def test_same_seed_same_codes_however_chunked_and_batched() -> None:
     p, graphs = pipeline(peaked=False)  # uniform logits: the codes come from the seed alone
 
     async def main() -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray]]:
-        together = await asyncio.gather(*(p.sample(4, seed, 1.0) for seed in (1, 2, 1)))
-        alone = await p.sample(4, 1, 1.0)
-        chunks = [part async for _, part in p.sample_stream(4, 1, 1.0, chunk=3)]
+        together = await asyncio.gather(
+            *(p.sample(p.prepare(sample_params(4, seed, 1.0))) for seed in (1, 2, 1))
+        )
+        alone = await p.sample(p.prepare(sample_params(4, 1, 1.0)))
+        chunks = [
+            part async for _, part in p.sample_stream(p.prepare(sample_params(4, 1, 1.0)), chunk=3)
+        ]
         return together, alone, chunks
 
     together, alone, chunks = asyncio.run(main())

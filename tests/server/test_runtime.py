@@ -102,7 +102,10 @@ def test_torchscript_backend_matches_onnx(tiny_repository: Path) -> None:
 
     async def both() -> list[np.ndarray]:
         models = (scripted, onnx.resolve("vae-tiny@1"))
-        return [await m.pipeline.sample(6, seed=5, temperature=0.7) for m in models]
+        return [
+            await m.pipeline.sample(m.pipeline.prepare({"n": 6, "seed": 5, "temperature": 0.7}))
+            for m in models
+        ]
 
     from_torchscript, from_onnx = asyncio.run(both())
     assert from_onnx.shape == (6, 1, 28, 28)

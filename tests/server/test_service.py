@@ -16,7 +16,7 @@ from latentserve.server.service import GenerativeService
 from latentserve.server.settings import ModelOverrides, Settings
 from PIL import Image
 from prometheus_client import CollectorRegistry
-from server_fakes import POISON, SIZE, fake_manifest, fake_repository
+from server_fakes import POISON, SIZE, fake_manifest, fake_repository, sample_params
 
 
 def make_service(
@@ -45,9 +45,14 @@ def test_same_seed_same_images_whatever_shares_the_batch(tmp_path: Path) -> None
     service, graphs = make_service(tmp_path)
 
     async def main() -> tuple[list, list]:
-        calls = [service.sample("fake-vae", 3, seed, 0.8, "test") for seed in (1, 2, 3, 1)]
+        calls = [
+            service.sample("fake-vae", sample_params(3, seed, 0.8), "test") for seed in (1, 2, 3, 1)
+        ]
         together = await asyncio.gather(*calls)
-        alone = [await service.sample("fake-vae", 3, seed, 0.8, "test") for seed in (1, 2, 3)]
+        alone = [
+            await service.sample("fake-vae", sample_params(3, seed, 0.8), "test")
+            for seed in (1, 2, 3)
+        ]
         return together, alone
 
     batched, single = run(main())
@@ -62,8 +67,8 @@ def test_seed_is_drawn_and_returned_when_omitted(tmp_path: Path) -> None:
     service, _ = make_service(tmp_path)
 
     async def main() -> tuple:
-        first = await service.sample("fake-vae", 2, None, None, "test")
-        return first, await service.sample("fake-vae", 2, first.seed, None, "test")
+        first = await service.sample("fake-vae", sample_params(2, None, None), "test")
+        return first, await service.sample("fake-vae", sample_params(2, first.seed, None), "test")
 
     first, again = run(main())
     assert 0 <= first.seed < 2**63 and again.images == first.images
@@ -73,8 +78,8 @@ def test_temperature_changes_images(tmp_path: Path) -> None:
     service, _ = make_service(tmp_path)
 
     async def main() -> tuple:
-        cold = await service.sample("fake-vae", 1, 5, 0.1, "test")
-        return cold, await service.sample("fake-vae", 1, 5, 2.0, "test")
+        cold = await service.sample("fake-vae", sample_params(1, 5, 0.1), "test")
+        return cold, await service.sample("fake-vae", sample_params(1, 5, 2.0), "test")
 
     cold, warm = run(main())
     assert pixels(cold.images[0]).std() < pixels(warm.images[0]).std()
@@ -97,13 +102,15 @@ def test_bad_sample_arguments_name_the_field(
 ) -> None:
     service, _ = make_service(tmp_path)
     with pytest.raises(InvalidArgument) as err:
-        run(service.sample("fake-vae", n, seed, temperature, "test"))
+        run(service.sample("fake-vae", sample_params(n, seed, temperature), "test"))
     assert err.value.field == field
 
 
 def test_models_resolve_by_name_and_version(tmp_path: Path) -> None:
     service, _ = make_service(tmp_path)
-    assert run(service.sample("fake-vae@1", 1, 0, None, "test")).model == "fake-vae@1"
+    assert (
+        run(service.sample("fake-vae@1", sample_params(1, 0, None), "test")).model == "fake-vae@1"
+    )
     assert service.get_model("fake-vae").version == "2"  # latest
     assert service.get_model("fake-vae@1").versions == ["1", "2"]
     assert [(d.name, d.version) for d in service.list_models()] == [
@@ -119,7 +126,7 @@ def test_models_resolve_by_name_and_version(tmp_path: Path) -> None:
 def test_a_model_without_a_prior_refuses_to_sample(tmp_path: Path) -> None:
     service, _ = make_service(tmp_path)
     with pytest.raises(Unsupported, match="does not support sample"):
-        run(service.sample("fake-ae", 1, 0, None, "test"))
+        run(service.sample("fake-ae", sample_params(1, 0, None), "test"))
 
 
 def test_encode_and_reconstruct(tmp_path: Path) -> None:
@@ -162,11 +169,15 @@ def test_stream_yields_chunks_before_the_last_is_computed(tmp_path: Path) -> Non
 
     async def main() -> tuple[list, int]:
         chunks, calls_at_first = [], None
-        async for chunk in service.sample_stream("fake-vae", 7, 11, None, "test"):
+        async for chunk in service.sample_stream("fake-vae", sample_params(7, 11, None), "test"):
             if calls_at_first is None:
                 calls_at_first = len(sampler.batch_sizes)
             chunks.append(chunk)
-        return chunks, calls_at_first, await service.sample("fake-vae", 7, 11, None, "test")
+        return (
+            chunks,
+            calls_at_first,
+            await service.sample("fake-vae", sample_params(7, 11, None), "test"),
+        )
 
     chunks, calls_at_first, unary = run(main())
     assert [(c.offset, len(c.images)) for c in chunks] == [(0, 2), (2, 2), (4, 2), (6, 1)]
@@ -178,7 +189,9 @@ def test_a_poisoned_batch_fails_only_its_requests(tmp_path: Path) -> None:
     service, _ = make_service(tmp_path, models={"fake-vae": ModelOverrides(max_batch_size=1)})
 
     async def main() -> list:
-        calls = [service.sample("fake-vae", 1, 1, t, "test") for t in (1.0, POISON, 0.5)]
+        calls = [
+            service.sample("fake-vae", sample_params(1, 1, t), "test") for t in (1.0, POISON, 0.5)
+        ]
         return await asyncio.gather(*calls, return_exceptions=True)
 
     ok, failed, ok2 = run(main())
@@ -190,24 +203,24 @@ def test_settings_override_manifest_limits(tmp_path: Path) -> None:
     service, _ = make_service(tmp_path, models={"fake-vae": ModelOverrides(max_n=2)})
     assert service.get_model("fake-vae").max_n == 2
     with pytest.raises(InvalidArgument):
-        run(service.sample("fake-vae", 3, 0, None, "test"))
+        run(service.sample("fake-vae", sample_params(3, 0, None), "test"))
 
 
-def test_slow_requests_time_out_as_unavailable(tmp_path: Path) -> None:
-    service, _ = make_service(tmp_path, delay_s=0.5, request_timeout_s=0.05)
+def test_slow_jobs_time_out_as_unavailable(tmp_path: Path) -> None:
+    service, _ = make_service(tmp_path, delay_s=0.5, job_timeout_s=0.05)
     with pytest.raises(Unavailable, match="timed out"):
-        run(service.sample("fake-vae", 1, 0, None, "test"))
+        run(service.sample("fake-vae", sample_params(1, 0, None), "test"))
 
 
 def test_requests_are_counted_by_model_method_protocol_status(tmp_path: Path) -> None:
     service, _ = make_service(tmp_path)
 
     async def main() -> None:
-        await service.sample("fake-vae", 1, 0, None, "grpc")
+        await service.sample("fake-vae", sample_params(1, 0, None), "grpc")
         with pytest.raises(InvalidArgument):
-            await service.sample("fake-vae@1", 0, 0, None, "grpc")
+            await service.sample("fake-vae@1", sample_params(0, 0, None), "grpc")
         with pytest.raises(ModelNotFound):
-            await service.sample("nope", 1, 0, None, "rest")
+            await service.sample("nope", sample_params(1, 0, None), "rest")
 
     run(main())
     registry = service.metrics.registry

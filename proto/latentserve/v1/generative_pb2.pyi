@@ -73,16 +73,28 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., family: _Optional[str] = ..., description: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., image: _Optional[_Union[ImageInfo, _Mapping]] = ..., latent_shape: _Optional[_Iterable[int]] = ..., backend: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ..., max_batch_size: _Optional[int] = ..., max_n: _Optional[int] = ..., versions: _Optional[_Iterable[str]] = ..., likelihood: _Optional[str] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
-    __slots__ = ("model", "n", "seed", "temperature")
+    __slots__ = ("model", "n", "seed", "temperature", "steps", "sampler", "eta", "guidance_scale", "class_label", "preview_every")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLER_FIELD_NUMBER: _ClassVar[int]
+    ETA_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    CLASS_LABEL_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
     model: str
     n: int
     seed: int
     temperature: float
-    def __init__(self, model: _Optional[str] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ...) -> None: ...
+    steps: int
+    sampler: str
+    eta: float
+    guidance_scale: float
+    class_label: int
+    preview_every: int
+    def __init__(self, model: _Optional[str] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., steps: _Optional[int] = ..., sampler: _Optional[str] = ..., eta: _Optional[float] = ..., guidance_scale: _Optional[float] = ..., class_label: _Optional[int] = ..., preview_every: _Optional[int] = ...) -> None: ...
 
 class SampleResponse(_message.Message):
     __slots__ = ("model", "seed", "images")
@@ -183,3 +195,99 @@ class LogProbResponse(_message.Message):
     samples: int
     seed: int
     def __init__(self, model: _Optional[str] = ..., bits_per_dim: _Optional[_Iterable[float]] = ..., bound: _Optional[str] = ..., samples: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class JobRef(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class JobError(_message.Message):
+    __slots__ = ("code", "message", "field")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    field: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
+
+class JobAccepted(_message.Message):
+    __slots__ = ("model", "seed", "params_json")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    seed: int
+    params_json: str
+    def __init__(self, model: _Optional[str] = ..., seed: _Optional[int] = ..., params_json: _Optional[str] = ...) -> None: ...
+
+class JobQueued(_message.Message):
+    __slots__ = ("position",)
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    def __init__(self, position: _Optional[int] = ...) -> None: ...
+
+class JobProgress(_message.Message):
+    __slots__ = ("step", "steps")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    steps: int
+    def __init__(self, step: _Optional[int] = ..., steps: _Optional[int] = ...) -> None: ...
+
+class JobPreview(_message.Message):
+    __slots__ = ("step", "images")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    images: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, step: _Optional[int] = ..., images: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("job_id", "accepted", "queued", "progress", "preview", "result", "error")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    accepted: JobAccepted
+    queued: JobQueued
+    progress: JobProgress
+    preview: JobPreview
+    result: SampleResponse
+    error: JobError
+    def __init__(self, job_id: _Optional[str] = ..., accepted: _Optional[_Union[JobAccepted, _Mapping]] = ..., queued: _Optional[_Union[JobQueued, _Mapping]] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., preview: _Optional[_Union[JobPreview, _Mapping]] = ..., result: _Optional[_Union[SampleResponse, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ...) -> None: ...
+
+class JobInfo(_message.Message):
+    __slots__ = ("job_id", "model", "method", "state", "position", "step", "steps", "params_json", "created_at", "preview", "seed", "images", "error")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    model: str
+    method: str
+    state: str
+    position: int
+    step: int
+    steps: int
+    params_json: str
+    created_at: float
+    preview: _containers.RepeatedScalarFieldContainer[bytes]
+    seed: int
+    images: _containers.RepeatedScalarFieldContainer[bytes]
+    error: JobError
+    def __init__(self, job_id: _Optional[str] = ..., model: _Optional[str] = ..., method: _Optional[str] = ..., state: _Optional[str] = ..., position: _Optional[int] = ..., step: _Optional[int] = ..., steps: _Optional[int] = ..., params_json: _Optional[str] = ..., created_at: _Optional[float] = ..., preview: _Optional[_Iterable[bytes]] = ..., seed: _Optional[int] = ..., images: _Optional[_Iterable[bytes]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ...) -> None: ...

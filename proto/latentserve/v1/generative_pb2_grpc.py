@@ -72,6 +72,31 @@ class GenerativeServiceStub:
                 request_serializer=latentserve_dot_v1_dot_generative__pb2.LogProbRequest.SerializeToString,
                 response_deserializer=latentserve_dot_v1_dot_generative__pb2.LogProbResponse.FromString,
                 _registered_method=True)
+        self.SampleEvents = channel.unary_stream(
+                '/latentserve.v1.GenerativeService/SampleEvents',
+                request_serializer=latentserve_dot_v1_dot_generative__pb2.SampleRequest.SerializeToString,
+                response_deserializer=latentserve_dot_v1_dot_generative__pb2.JobEvent.FromString,
+                _registered_method=True)
+        self.SubmitJob = channel.unary_unary(
+                '/latentserve.v1.GenerativeService/SubmitJob',
+                request_serializer=latentserve_dot_v1_dot_generative__pb2.SampleRequest.SerializeToString,
+                response_deserializer=latentserve_dot_v1_dot_generative__pb2.JobInfo.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/latentserve.v1.GenerativeService/GetJob',
+                request_serializer=latentserve_dot_v1_dot_generative__pb2.JobRef.SerializeToString,
+                response_deserializer=latentserve_dot_v1_dot_generative__pb2.JobInfo.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/latentserve.v1.GenerativeService/CancelJob',
+                request_serializer=latentserve_dot_v1_dot_generative__pb2.JobRef.SerializeToString,
+                response_deserializer=latentserve_dot_v1_dot_generative__pb2.JobInfo.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/latentserve.v1.GenerativeService/WatchJob',
+                request_serializer=latentserve_dot_v1_dot_generative__pb2.JobRef.SerializeToString,
+                response_deserializer=latentserve_dot_v1_dot_generative__pb2.JobEvent.FromString,
+                _registered_method=True)
 
 
 class GenerativeServiceServicer:
@@ -126,6 +151,43 @@ class GenerativeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SampleEvents(self, request, context):
+        """Jobs: every sample request is one. SampleEvents runs a sample job and streams its
+        events (accepted, queued, progress, previews, then the result or an error); cancelling
+        the call, or its deadline, cancels the job at its next step.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitJob(self, request, context):
+        """Admit a job that outlives the call; follow it with WatchJob or poll it with GetJob.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Stops the job at its next step boundary.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """A job's events from now on (after the latest of each kind so far); ending this call
+        does not cancel the job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GenerativeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +225,31 @@ def add_GenerativeServiceServicer_to_server(servicer, server):
                     servicer.LogProb,
                     request_deserializer=latentserve_dot_v1_dot_generative__pb2.LogProbRequest.FromString,
                     response_serializer=latentserve_dot_v1_dot_generative__pb2.LogProbResponse.SerializeToString,
+            ),
+            'SampleEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.SampleEvents,
+                    request_deserializer=latentserve_dot_v1_dot_generative__pb2.SampleRequest.FromString,
+                    response_serializer=latentserve_dot_v1_dot_generative__pb2.JobEvent.SerializeToString,
+            ),
+            'SubmitJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitJob,
+                    request_deserializer=latentserve_dot_v1_dot_generative__pb2.SampleRequest.FromString,
+                    response_serializer=latentserve_dot_v1_dot_generative__pb2.JobInfo.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=latentserve_dot_v1_dot_generative__pb2.JobRef.FromString,
+                    response_serializer=latentserve_dot_v1_dot_generative__pb2.JobInfo.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=latentserve_dot_v1_dot_generative__pb2.JobRef.FromString,
+                    response_serializer=latentserve_dot_v1_dot_generative__pb2.JobInfo.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=latentserve_dot_v1_dot_generative__pb2.JobRef.FromString,
+                    response_serializer=latentserve_dot_v1_dot_generative__pb2.JobEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,6 +444,141 @@ class GenerativeService:
             '/latentserve.v1.GenerativeService/LogProb',
             latentserve_dot_v1_dot_generative__pb2.LogProbRequest.SerializeToString,
             latentserve_dot_v1_dot_generative__pb2.LogProbResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SampleEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/latentserve.v1.GenerativeService/SampleEvents',
+            latentserve_dot_v1_dot_generative__pb2.SampleRequest.SerializeToString,
+            latentserve_dot_v1_dot_generative__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/latentserve.v1.GenerativeService/SubmitJob',
+            latentserve_dot_v1_dot_generative__pb2.SampleRequest.SerializeToString,
+            latentserve_dot_v1_dot_generative__pb2.JobInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/latentserve.v1.GenerativeService/GetJob',
+            latentserve_dot_v1_dot_generative__pb2.JobRef.SerializeToString,
+            latentserve_dot_v1_dot_generative__pb2.JobInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/latentserve.v1.GenerativeService/CancelJob',
+            latentserve_dot_v1_dot_generative__pb2.JobRef.SerializeToString,
+            latentserve_dot_v1_dot_generative__pb2.JobInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/latentserve.v1.GenerativeService/WatchJob',
+            latentserve_dot_v1_dot_generative__pb2.JobRef.SerializeToString,
+            latentserve_dot_v1_dot_generative__pb2.JobEvent.FromString,
             options,
             channel_credentials,
             insecure,

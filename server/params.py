@@ -1,0 +1,86 @@
+"""Typed sample parameters, one model per pipeline kind.
+
+Each pipeline kind declares the parameters its ``sample`` takes as a pydantic model; the
+transports hand the service a plain mapping of what the client sent and never name a
+field. Parsing refuses a field the model's kind does not have by name (``steps`` sent to
+a VAE, ``temperature`` sent to a diffusion model), and ``check`` applies the rules that
+depend on the model (``n`` within its ``max_n``, a class label within its classes), so
+every check on a sample request happens here, once.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
+
+from latentserve.server.errors import InvalidArgument
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+MAX_SEED = 2**64 - 1
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The request's seed, or a fresh one the response reports back."""
+    if seed is None:
+        return secrets.randbits(63)
+    if not 0 <= seed <= MAX_SEED:
+        raise InvalidArgument("seed", f"must be between 0 and {MAX_SEED}, got {seed}")
+    return seed
+
+
+class SampleParams(BaseModel):
+    """What every sample request has: how many images and the seed that reproduces them."""
+
+    # Strict: "n": "3" is a client bug worth a 422, not something to coerce silently.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    #: How a pipeline kind calls itself in error messages.
+    kind: ClassVar[str] = "sample"
+
+    n: int = Field(default=1, description="images to draw (1..max_n)")
+    seed: int | None = Field(default=None, description="omit to let the server draw one")
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], model: str) -> Self:
+        """Validate what a client sent; the first problem becomes an ``InvalidArgument``."""
+        try:
+            return cls.model_validate(dict(raw))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = ".".join(str(p) for p in error["loc"]) or "body"
+            if error["type"] == "extra_forbidden":
+                accepted = ", ".join(cls.model_fields)
+                raise InvalidArgument(
+                    field,
+                    f"not a sample parameter of {model} ({cls.kind} models take {accepted})",
+                ) from None
+            raise InvalidArgument(field, error["msg"]) from None
+
+    def check(self, max_n: int) -> Self:
+        """Apply the model's limits; returns the parameters with the seed resolved."""
+        if not 1 <= self.n <= max_n:
+            raise InvalidArgument("n", f"must be between 1 and {max_n}, got {self.n}")
+        return self.model_copy(update={"seed": resolve_seed(self.seed)})
+
+    @property
+    def resolved_seed(self) -> int:
+        if self.seed is None:
+            raise RuntimeError("parameters used before check() resolved the seed")
+        return self.seed
+
+
+class TemperatureParams(SampleParams):
+    """One-shot and autoregressive sampling: the prior's temperature."""
+
+    kind: ClassVar[str] = "prior"
+
+    temperature: float = Field(default=1.0, description="prior scale (> 0), default 1.0")
+
+    @field_validator("temperature")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"must be a finite number > 0, got {value}")
+        return value
