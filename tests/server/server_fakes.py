@@ -19,12 +19,14 @@ from latentserve.server.repository import ModelRepository
 from latentserve.server.settings import Settings
 
 from latentserve.manifest import (
+    ClassConditioning,
     GraphFile,
     GraphSpec,
     ImageSpec,
     LatentSpec,
     Manifest,
     Provenance,
+    SchedulerSpec,
     ServingDefaults,
     TensorSpec,
 )
@@ -99,6 +101,83 @@ class FakeDecoder(Recorder):
         return {"image": latent[:, index].reshape(-1, 1, SIZE, SIZE).astype(np.float32)}
 
 
+class FakeDenoiser(Recorder):
+    """The exact noise prediction for data drawn per pixel from N(mean, DATA_STD^2), where
+    the mean depends on the class label (``null`` label: 0). Records what each call saw."""
+
+    backend = "fake"
+    providers = ["FakeProvider"]
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        from latentserve.server.schedulers import NoiseSchedule
+
+        super().__init__(delay_s)
+        self.alphas_cumprod = NoiseSchedule.from_config("linear", TRAIN_STEPS).alphas_cumprod
+        self.timesteps: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x, t = inputs["sample"].astype(np.float64), inputs["timestep"]
+        self.record(x.shape[0])
+        with self.lock:
+            self.timesteps.append(t.copy())
+        mean = np.zeros(x.shape[0])
+        if "class_label" in inputs:
+            labels = inputs["class_label"]
+            with self.lock:
+                self.labels.append(labels.copy())
+            mean = np.where(labels == CLASSES, 0.0, (labels - 1) * 0.2)
+        ab = self.alphas_cumprod[t.astype(np.int64)].reshape(-1, 1, 1, 1)
+        mu = mean.reshape(-1, 1, 1, 1)
+        eps = np.sqrt(1 - ab) * (x - np.sqrt(ab) * mu) / (ab * DATA_STD**2 + 1 - ab)
+        return {"prediction": eps.astype(np.float32)}
+
+
+TRAIN_STEPS = 1000
+DATA_STD = 0.3
+CLASSES = 4
+
+
+def fake_diffusion_manifest(
+    name: str = "fake-ddpm", conditional: bool = False, **serving: float
+) -> Manifest:
+    """A pixel diffusion model over 8x8 images whose denoiser is ``FakeDenoiser``."""
+    shape = ["batch", 1, SIZE, SIZE]
+    inputs = [
+        TensorSpec(name="sample", dtype="float32", shape=shape),
+        TensorSpec(name="timestep", dtype="float32", shape=["batch"]),
+    ]
+    if conditional:
+        inputs.append(TensorSpec(name="class_label", dtype="int64", shape=["batch"]))
+    denoiser = GraphSpec(
+        inputs=inputs,
+        outputs=[TensorSpec(name="prediction", dtype="float32", shape=shape)],
+        files={"onnx": GraphFile(path="denoiser.onnx", sha256="0" * 64)},
+    )
+    return Manifest(
+        name=name,
+        version="1",
+        family="ddpm",
+        pipeline="diffusion",
+        capabilities=["sample"],
+        image=ImageSpec(height=SIZE, width=SIZE, channels=1),
+        latent=LatentSpec(shape=[1, SIZE, SIZE]),
+        graphs={"denoiser": denoiser},
+        scheduler=SchedulerSpec(
+            beta_schedule="linear", num_train_timesteps=TRAIN_STEPS, default_steps=10
+        ),
+        conditioning=(
+            ClassConditioning(num_classes=CLASSES, null_label=CLASSES, default_guidance_scale=2.0)
+            if conditional
+            else None
+        ),
+        serving=ServingDefaults(**serving),
+        provenance=Provenance(
+            config={}, dataset="none", created_at="2026-01-01T00:00:00Z", latentserve_version="0"
+        ),
+    )
+
+
 def _spec(inputs: dict[str, list], outputs: dict[str, list], role: str) -> GraphSpec:
     return GraphSpec(
         inputs=[TensorSpec(name=k, dtype="float32", shape=v) for k, v in inputs.items()],
@@ -136,7 +215,12 @@ def fake_manifest(
     )
 
 
-FAKES = {"sampler": FakeSampler, "encoder": FakeEncoder, "decoder": FakeDecoder}
+FAKES = {
+    "sampler": FakeSampler,
+    "encoder": FakeEncoder,
+    "decoder": FakeDecoder,
+    "denoiser": FakeDenoiser,
+}
 
 
 def fake_repository(
