@@ -25,8 +25,17 @@ _EXPORTS = {
     "ModelInfo": "results",
     "SampleChunk": "results",
     "SampleResult": "results",
+    "JobInfo": "results",
+    "JobEvent": "results",
+    "Accepted": "results",
+    "Queued": "results",
+    "Progress": "results",
+    "Preview": "results",
+    "Result": "results",
     "LatentServeError": "errors",
     "ModelNotFoundError": "errors",
+    "JobNotFoundError": "errors",
+    "JobCancelledError": "errors",
     "InvalidArgumentError": "errors",
     "UnsupportedError": "errors",
     "OverloadedError": "errors",
@@ -35,17 +44,26 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "Accepted",
     "Client",
     "GrpcClient",
     "ImageShape",
     "InvalidArgumentError",
+    "JobCancelledError",
+    "JobEvent",
+    "JobInfo",
+    "JobNotFoundError",
     "LatentServeError",
     "LocalServer",
     "LogProbResult",
     "ModelInfo",
     "ModelNotFoundError",
     "OverloadedError",
+    "Preview",
+    "Progress",
+    "Queued",
     "RestClient",
+    "Result",
     "SampleChunk",
     "SampleResult",
     "ServerError",
@@ -55,9 +73,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from latentserve.clients.connect import Client, connect
     from latentserve.clients.errors import (
         InvalidArgumentError,
+        JobCancelledError,
+        JobNotFoundError,
         LatentServeError,
         ModelNotFoundError,
         OverloadedError,
@@ -69,12 +88,20 @@ if TYPE_CHECKING:
     from latentserve.clients.local import LocalServer
     from latentserve.clients.rest import RestClient
     from latentserve.clients.results import (
+        Accepted,
         ImageShape,
+        JobEvent,
+        JobInfo,
         LogProbResult,
         ModelInfo,
+        Preview,
+        Progress,
+        Queued,
+        Result,
         SampleChunk,
         SampleResult,
     )
+    from latentserve.clients.transport import Client, connect
 
 
 def __getattr__(name: str) -> Any:

@@ -7,8 +7,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from latentserve.clients import Client, SampleResult
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+# Sample parameters with an option of their own; --param KEY=VALUE reaches every other.
+SHORTCUTS = ("temperature", "steps", "sampler", "guidance_scale", "class_label")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +28,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sample.add_argument("--model", required=True, help="model name, or name@version")
     sample.add_argument("-n", type=int, default=16, help="number of images (default 16)")
     sample.add_argument("--seed", type=int, default=None, help="seed (default: server draws one)")
-    sample.add_argument("--temperature", type=float, default=1.0, help="prior scale (default 1)")
+    sample.add_argument("--temperature", type=float, help="prior scale (VAE-like models)")
+    sample.add_argument("--steps", type=int, help="denoiser steps (diffusion models)")
+    sample.add_argument("--sampler", help="ddpm, ddim, dpmpp_2m or euler_a (diffusion models)")
+    sample.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale")
+    sample.add_argument("--class-label", type=int, help="class to draw (conditional models)")
+    sample.add_argument(
+        "--param",
+        action="append",
+        type=key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="any sample parameter of the model's kind (repeatable; int, float or text)",
+    )
+    sample.add_argument(
+        "--progress", action="store_true", help="follow the job and show its progress"
+    )
     sample.add_argument("--columns", type=int, default=None, help="grid columns (default ~sqrt n)")
     sample.add_argument("--scale", type=int, default=1, help="upscale factor of the grid")
     sample.add_argument("--out", default="grid.png", help="output PNG (default %(default)s)")
@@ -33,6 +54,82 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     models.add_argument("--url", default=DEFAULT_URL, help=url_help)
     models.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     models.set_defaults(func=_run_models)
+
+
+def key_value(text: str) -> tuple[str, int | float | str]:
+    """``steps=20`` -> ``("steps", 20)``: an int if it reads as one, else a float, else text."""
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    for parse in (int, float):
+        try:
+            return key, parse(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def sample_params(args: argparse.Namespace) -> dict[str, int | float | str]:
+    """The ``--param`` pairs and the shortcut options given; a name given twice is refused
+    rather than one of its values silently winning."""
+    shortcuts = [(name, getattr(args, name)) for name in SHORTCUTS]
+    params: dict[str, int | float | str] = {}
+    for name, value in [*args.param, *shortcuts]:
+        if value is None:
+            continue
+        if name in ("n", "seed"):
+            raise ValueError(f"--param {name}=...: use -n and --seed")
+        if name in params:
+            raise ValueError(f"sample parameter {name!r} is given twice")
+        params[name] = value
+    return params
+
+
+class ProgressDisplay:
+    """A tqdm bar when tqdm is installed, plain lines on stderr otherwise: tqdm comes with
+    the train extra, and a serving install must not need it."""
+
+    def __init__(self) -> None:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            tqdm = None
+        self._tqdm = tqdm
+        self._bar = None
+
+    def queued(self, position: int) -> None:
+        print(f"queued at position {position}", file=sys.stderr)
+
+    def step(self, step: int, steps: int) -> None:
+        if self._tqdm is None:
+            print(f"step {step}/{steps}", file=sys.stderr)
+            return
+        if self._bar is None:
+            self._bar = self._tqdm(total=steps, unit="step", file=sys.stderr)
+        self._bar.update(step - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _sample_with_progress(
+    client: Client, model: str, n: int, seed: int | None, params: dict
+) -> SampleResult:
+    from latentserve.clients import Progress, Queued, Result
+
+    display = ProgressDisplay()
+    try:
+        for event in client.sample_events(model, n, seed, **params):
+            if isinstance(event, Queued):
+                display.queued(event.position)
+            elif isinstance(event, Progress):
+                display.step(event.step, event.steps)
+            elif isinstance(event, Result):
+                return event.result
+    finally:
+        display.close()
+    raise AssertionError("sample_events ends with a Result or raises")
 
 
 def _quiet_http_logs() -> None:
@@ -47,10 +144,14 @@ def _run_sample(args: argparse.Namespace) -> int:
     from latentserve.clients.grid import make_grid
     from PIL import Image
 
+    params = sample_params(args)
     _quiet_http_logs()
     try:
         with connect(args.url, timeout=args.timeout) as client:
-            result = client.sample(args.model, args.n, seed=args.seed, temperature=args.temperature)
+            if args.progress:
+                result = _sample_with_progress(client, args.model, args.n, args.seed, params)
+            else:
+                result = client.sample(args.model, args.n, args.seed, **params)
     except LatentServeError as exc:
         print(f"latentserve sample: {exc}", file=sys.stderr)
         return 1

@@ -57,6 +57,16 @@ class ServerError(LatentServeError):
     """The server failed while handling a valid request."""
 
 
+class JobNotFoundError(LatentServeError):
+    """No job has this id: it never existed, or it finished longer ago than the server keeps
+    finished jobs."""
+
+
+class JobCancelledError(LatentServeError):
+    """The job was cancelled (``cancel_job``, or the client that ran it went away) before
+    it finished."""
+
+
 # Server error codes (the ``code`` of a REST error body) to exception classes.
 _BY_CODE: dict[str, type[LatentServeError]] = {
     "model_not_found": ModelNotFoundError,
@@ -65,6 +75,7 @@ _BY_CODE: dict[str, type[LatentServeError]] = {
     "unsupported": UnsupportedError,
     "overloaded": OverloadedError,
     "unavailable": UnavailableError,
+    "cancelled": JobCancelledError,
     "internal": ServerError,
 }
 
@@ -72,6 +83,7 @@ _BY_CODE: dict[str, type[LatentServeError]] = {
 _BY_HTTP_STATUS: dict[int, type[LatentServeError]] = {
     400: InvalidArgumentError,
     404: ModelNotFoundError,
+    409: JobCancelledError,
     413: InvalidArgumentError,
     422: InvalidArgumentError,
     429: OverloadedError,
@@ -81,6 +93,7 @@ _BY_HTTP_STATUS: dict[int, type[LatentServeError]] = {
 
 _BY_GRPC_STATUS: dict[grpc.StatusCode, type[LatentServeError]] = {
     grpc.StatusCode.NOT_FOUND: ModelNotFoundError,
+    grpc.StatusCode.CANCELLED: JobCancelledError,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.OUT_OF_RANGE: InvalidArgumentError,
     grpc.StatusCode.UNIMPLEMENTED: UnsupportedError,
@@ -91,8 +104,18 @@ _BY_GRPC_STATUS: dict[grpc.StatusCode, type[LatentServeError]] = {
 }
 
 
-def from_http(status: int, body: object, retry_after: str | None = None) -> LatentServeError:
-    """Build the typed exception for a REST error response (``{"error": {...}}``)."""
+def from_http(
+    status: int,
+    body: object,
+    retry_after: str | None = None,
+    *,
+    not_found: type[LatentServeError] = ModelNotFoundError,
+) -> LatentServeError:
+    """Build the typed exception for a REST error response (``{"error": {...}}``).
+
+    The server answers ``not_found`` for an unknown model and an unknown job alike; the
+    caller knows which it looked up and passes ``not_found=JobNotFoundError`` for job ids.
+    """
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
         code = str(error.get("code") or "")
@@ -101,6 +124,8 @@ def from_http(status: int, body: object, retry_after: str | None = None) -> Late
     else:
         code, message, field = "", f"HTTP {status}: {body!r}"[:500], None
     cls = _BY_CODE.get(code) or _BY_HTTP_STATUS.get(status, ServerError)
+    if cls is ModelNotFoundError:
+        cls = not_found
     return cls(
         message,
         code=code or _code_name(cls),
@@ -109,17 +134,26 @@ def from_http(status: int, body: object, retry_after: str | None = None) -> Late
     )
 
 
-def from_grpc(error: grpc.RpcError) -> LatentServeError:
+def from_grpc(
+    error: grpc.RpcError, *, not_found: type[LatentServeError] = ModelNotFoundError
+) -> LatentServeError:
     """Build the typed exception for a failed gRPC call, keeping the server's details."""
     status = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = (error.details() if hasattr(error, "details") else None) or str(status)
     cls = _BY_GRPC_STATUS.get(status, ServerError)
+    if cls is ModelNotFoundError:
+        cls = not_found
     return cls(
         details,
         code=_code_name(cls),
         field=_trailing(error, "field"),
         retry_after_s=_seconds(_trailing(error, "retry-after")),
     )
+
+
+def from_code(code: str, message: str, field: str | None = None) -> LatentServeError:
+    """Build the typed exception for a job's ``error`` event (the codes of REST bodies)."""
+    return _BY_CODE.get(code, ServerError)(message, code=code, field=field or None)
 
 
 def _trailing(error: grpc.RpcError, name: str) -> str | None:
@@ -139,6 +173,8 @@ def _seconds(value: str | None) -> float | None:
 
 
 def _code_name(cls: type[LatentServeError]) -> str:
+    if cls is JobNotFoundError:
+        return "not_found"
     for code, known in _BY_CODE.items():
         if known is cls:
             return code

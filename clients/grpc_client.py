@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import json
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import grpc
 import numpy as np
-from latentserve.clients.errors import from_grpc
+from latentserve.clients.errors import (
+    InvalidArgumentError,
+    JobNotFoundError,
+    LatentServeError,
+    ModelNotFoundError,
+    UnavailableError,
+    from_code,
+    from_grpc,
+)
 from latentserve.clients.images import ImageInput, from_png, to_pngs
+from latentserve.clients.params import sample_params
 from latentserve.clients.results import (
+    Accepted,
     ImageShape,
+    JobEvent,
+    JobInfo,
     LogProbResult,
     ModelInfo,
+    Preview,
+    Progress,
+    Queued,
+    Result,
     SampleChunk,
     SampleResult,
     single_group,
@@ -25,6 +43,8 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
+# Every sample parameter of any model kind is a SampleRequest field.
+_SAMPLE_PARAMS = frozenset(pb.SampleRequest.DESCRIPTOR.fields_by_name) - {"model"}
 
 
 class GrpcClient:
@@ -47,35 +67,65 @@ class GrpcClient:
         return model_info_from_proto(response)
 
     def sample(
-        self, model: str, n: int, seed: int | None = None, temperature: float = 1.0
+        self, model: str, n: int = 1, seed: int | None = None, **params: Any
     ) -> SampleResult:
-        """Draw ``n`` images; the returned seed reproduces them."""
-        response = self._unary(self._stub.Sample, sample_request(model, n, seed, temperature))
-        return SampleResult(
-            model=response.model,
-            seed=response.seed,
-            images=[from_png(png) for png in response.images],
-        )
+        """Draw ``n`` images; the returned seed reproduces them.
+
+        ``params`` are the model kind's other sample parameters (``temperature``,
+        ``steps``, ``sampler``, ...); one the model does not take raises
+        :class:`InvalidArgumentError` naming it.
+        """
+        response = self._unary(self._stub.Sample, sample_request(model, n, seed, **params))
+        return _sample_result(response)
 
     def stream_sample(
-        self, model: str, n: int, seed: int | None = None, temperature: float = 1.0
+        self, model: str, n: int = 1, seed: int | None = None, **params: Any
     ) -> Iterator[SampleChunk]:
         """Yield images in chunks as the server produces them."""
-        stream = self._stub.StreamSample(
-            sample_request(model, n, seed, temperature), timeout=self.timeout
-        )
-        try:
-            for chunk in stream:
-                yield SampleChunk(
-                    model=chunk.model,
-                    seed=chunk.seed,
-                    offset=chunk.offset,
-                    images=[from_png(png) for png in chunk.images],
-                )
-        except grpc.RpcError as exc:
-            raise from_grpc(exc) from None
-        finally:
-            stream.cancel()
+        request = sample_request(model, n, seed, **params)
+        for chunk in self._stream(self._stub.StreamSample, request, ModelNotFoundError):
+            yield SampleChunk(
+                model=chunk.model,
+                seed=chunk.seed,
+                offset=chunk.offset,
+                images=[from_png(png) for png in chunk.images],
+            )
+
+    def sample_events(
+        self, model: str, n: int = 1, seed: int | None = None, **params: Any
+    ) -> Iterator[JobEvent]:
+        """Run a sample job and yield its events, ending with its :class:`Result`.
+
+        A failed job raises its error. Closing the iterator early (``break``, ``close()``)
+        cancels the call, and the server cancels the job; so does the client's timeout,
+        which bounds the whole call.
+        """
+        request = sample_request(model, n, seed, **params)
+        yield from self._job_events(self._stub.SampleEvents, request, ModelNotFoundError)
+
+    def submit_job(self, model: str, n: int = 1, seed: int | None = None, **params: Any) -> JobInfo:
+        """Admit a sample job that outlives this call; follow it with :meth:`watch_job`."""
+        response = self._unary(self._stub.SubmitJob, sample_request(model, n, seed, **params))
+        return job_info_from_proto(response)
+
+    def get_job(self, job_id: str) -> JobInfo:
+        """The job's state now (a finished job stays readable for the server's job TTL)."""
+        response = self._unary(self._stub.GetJob, pb.JobRef(job_id=job_id), JobNotFoundError)
+        return job_info_from_proto(response)
+
+    def cancel_job(self, job_id: str) -> JobInfo:
+        """Ask the server to stop the job at its next step; its state says when it has."""
+        response = self._unary(self._stub.CancelJob, pb.JobRef(job_id=job_id), JobNotFoundError)
+        return job_info_from_proto(response)
+
+    def watch_job(self, job_id: str) -> Iterator[JobEvent]:
+        """The job's latest events so far, then live ones up to its :class:`Result`.
+
+        A failed or cancelled job raises its error; closing this iterator leaves the job
+        running.
+        """
+        request = pb.JobRef(job_id=job_id)
+        yield from self._job_events(self._stub.WatchJob, request, JobNotFoundError)
 
     def encode(self, model: str, images: Iterable[ImageInput]) -> np.ndarray:
         """Latents of ``images`` for a model with one latent group, ``(len(images), ...)``."""
@@ -124,21 +174,105 @@ class GrpcClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _unary(self, method, request):  # noqa: ANN001, ANN202 - thin wrapper over stubs
+    def _unary(
+        self,
+        method: Callable[..., Any],
+        request: Any,
+        not_found: type[LatentServeError] = ModelNotFoundError,
+    ) -> Any:
         try:
             return method(request, timeout=self.timeout)
         except grpc.RpcError as exc:
-            raise from_grpc(exc) from None
+            raise from_grpc(exc, not_found=not_found) from None
+
+    def _stream(
+        self, method: Callable[..., Any], request: Any, not_found: type[LatentServeError]
+    ) -> Iterator[Any]:
+        """The messages of a server-streaming call; closing this iterator cancels the call."""
+        stream = method(request, timeout=self.timeout)
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            raise from_grpc(exc, not_found=not_found) from None
+        finally:
+            stream.cancel()
+
+    def _job_events(
+        self, method: Callable[..., Any], request: Any, not_found: type[LatentServeError]
+    ) -> Iterator[JobEvent]:
+        for message in self._stream(method, request, not_found):
+            event = event_from_proto(message)
+            if event is not None:
+                yield event
+            if isinstance(event, Result):
+                return
+        raise UnavailableError(f"{self.target}: event stream ended before the job did")
 
 
 def sample_request(
-    model: str, n: int, seed: int | None = None, temperature: float = 1.0
+    model: str, n: int = 1, seed: int | None = None, **params: Any
 ) -> pb.SampleRequest:
-    """Build a SampleRequest, leaving ``seed`` unset when the server should draw one."""
-    request = pb.SampleRequest(model=model, n=n, temperature=temperature)
-    if seed is not None:
-        request.seed = seed
+    """Build a SampleRequest: each parameter sets the field of its name; unset ones (and
+    ``None``) leave the server's defaults.
+
+    The proto has a field for every parameter of every model kind, so a name it lacks, or
+    a value its field cannot hold, is refused here as the server would refuse it.
+    """
+    request = pb.SampleRequest(model=model)
+    for name, value in sample_params(n, seed, params).items():
+        if name not in _SAMPLE_PARAMS:
+            known = ", ".join(sorted(_SAMPLE_PARAMS))
+            raise InvalidArgumentError(
+                f"{name}: not a sample parameter (known: {known})",
+                code="invalid_argument",
+                field=name,
+            )
+        try:
+            setattr(request, name, value)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentError(
+                f"{name}: {exc}", code="invalid_argument", field=name
+            ) from None
     return request
+
+
+def event_from_proto(event: pb.JobEvent) -> JobEvent | None:
+    """One job event of a gRPC stream; an ``error`` event is raised as the SDK's exception,
+    and an event this SDK does not know (a newer server's) is ``None``."""
+    kind = event.WhichOneof("event")
+    if kind == "accepted":
+        a = event.accepted
+        return Accepted(event.job_id, a.model, a.seed, json.loads(a.params_json))
+    if kind == "queued":
+        return Queued(event.queued.position)
+    if kind == "progress":
+        return Progress(event.progress.step, event.progress.steps)
+    if kind == "preview":
+        return Preview(event.preview.step, [from_png(png) for png in event.preview.images])
+    if kind == "result":
+        return Result(_sample_result(event.result))
+    if kind == "error":
+        raise from_code(event.error.code, event.error.message, event.error.field)
+    return None
+
+
+def job_info_from_proto(info: pb.JobInfo) -> JobInfo:
+    error = info.error
+    return JobInfo(
+        job_id=info.job_id,
+        model=info.model,
+        method=info.method,
+        state=info.state,
+        step=info.step,
+        steps=info.steps,
+        params=json.loads(info.params_json or "{}"),
+        created_at=info.created_at,
+        position=info.position if info.HasField("position") else None,
+        seed=info.seed if info.HasField("seed") else None,
+        preview=[from_png(png) for png in info.preview],
+        images=[from_png(png) for png in info.images],
+        error=from_code(error.code, error.message, error.field) if info.HasField("error") else None,
+    )
 
 
 def model_info_from_proto(info: pb.ModelInfo) -> ModelInfo:
@@ -156,6 +290,14 @@ def model_info_from_proto(info: pb.ModelInfo) -> ModelInfo:
         max_n=info.max_n,
         versions=list(info.versions),
         likelihood=info.likelihood or None,
+    )
+
+
+def _sample_result(response: pb.SampleResponse) -> SampleResult:
+    return SampleResult(
+        model=response.model,
+        seed=response.seed,
+        images=[from_png(png) for png in response.images],
     )
 
 

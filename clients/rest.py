@@ -7,22 +7,41 @@ curl-level simplicity and places where gRPC cannot go.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import httpx
 import numpy as np
-from latentserve.clients.errors import UnavailableError, from_http
+from latentserve.clients.errors import (
+    JobNotFoundError,
+    LatentServeError,
+    ModelNotFoundError,
+    UnavailableError,
+    from_code,
+    from_http,
+)
 from latentserve.clients.images import ImageInput, from_png, to_pngs
+from latentserve.clients.params import sample_params
 from latentserve.clients.results import (
+    Accepted,
     ImageShape,
+    JobEvent,
+    JobInfo,
     LogProbResult,
     ModelInfo,
+    Preview,
+    Progress,
+    Queued,
+    Result,
     SampleChunk,
     SampleResult,
     single_group,
 )
+from latentserve.clients.sse import ServerSentEvent, parse_sse
 from PIL import Image
+
+_EVENT_STREAM = {"Accept": "text/event-stream"}
 
 
 class RestClient:
@@ -42,27 +61,60 @@ class RestClient:
         return model_info_from_json(self._call("GET", f"/v1/models/{model}"))
 
     def sample(
-        self, model: str, n: int, seed: int | None = None, temperature: float = 1.0
+        self, model: str, n: int = 1, seed: int | None = None, **params: Any
     ) -> SampleResult:
-        """Draw ``n`` images; the returned seed reproduces them."""
-        payload: dict[str, Any] = {"n": n, "temperature": temperature}
-        if seed is not None:
-            payload["seed"] = seed
-        body = self._call("POST", f"/v1/models/{model}/sample", json=payload)
-        return SampleResult(
-            model=body["model"], seed=int(body["seed"]), images=_decode_images(body["images"])
-        )
+        """Draw ``n`` images; the returned seed reproduces them.
+
+        ``params`` are the model kind's other sample parameters (``temperature``,
+        ``steps``, ``sampler``, ...); one the model does not take raises
+        :class:`InvalidArgumentError` naming it.
+        """
+        body = self._call("POST", f"/v1/models/{model}/sample", sample_params(n, seed, params))
+        return _sample_result(body)
 
     def stream_sample(
-        self, model: str, n: int, seed: int | None = None, temperature: float = 1.0
+        self, model: str, n: int = 1, seed: int | None = None, **params: Any
     ) -> Iterator[SampleChunk]:
         """REST has no streaming endpoint: this yields the whole result as one chunk.
 
         It exists so code written against :func:`connect` runs on either transport; use
         gRPC when the first images must arrive before the last are computed.
         """
-        result = self.sample(model, n, seed=seed, temperature=temperature)
+        result = self.sample(model, n, seed, **params)
         yield SampleChunk(model=result.model, seed=result.seed, offset=0, images=result.images)
+
+    def sample_events(
+        self, model: str, n: int = 1, seed: int | None = None, **params: Any
+    ) -> Iterator[JobEvent]:
+        """Run a sample job and yield its events, ending with its :class:`Result`.
+
+        A failed job raises its error. Closing the iterator early (``break``, ``close()``)
+        closes the connection, and the server cancels the job.
+        """
+        payload = sample_params(n, seed, params)
+        yield from self._events("POST", f"/v1/models/{model}/sample", payload, ModelNotFoundError)
+
+    def submit_job(self, model: str, n: int = 1, seed: int | None = None, **params: Any) -> JobInfo:
+        """Admit a sample job that outlives this call; follow it with :meth:`watch_job`."""
+        payload = {"model": model, "method": "sample", "params": sample_params(n, seed, params)}
+        return job_info_from_json(self._call("POST", "/v1/jobs", payload))
+
+    def get_job(self, job_id: str) -> JobInfo:
+        """The job's state now (a finished job stays readable for the server's job TTL)."""
+        return job_info_from_json(self._call("GET", f"/v1/jobs/{job_id}", None, JobNotFoundError))
+
+    def cancel_job(self, job_id: str) -> JobInfo:
+        """Ask the server to stop the job at its next step; its state says when it has."""
+        body = self._call("DELETE", f"/v1/jobs/{job_id}", None, JobNotFoundError)
+        return job_info_from_json(body)
+
+    def watch_job(self, job_id: str) -> Iterator[JobEvent]:
+        """The job's latest events so far, then live ones up to its :class:`Result`.
+
+        A failed or cancelled job raises its error; closing this iterator leaves the job
+        running.
+        """
+        yield from self._events("GET", f"/v1/jobs/{job_id}/events", None, JobNotFoundError)
 
     def encode(self, model: str, images: Iterable[ImageInput]) -> np.ndarray:
         """Latents of ``images`` for a model with one latent group, ``(len(images), ...)``."""
@@ -70,7 +122,7 @@ class RestClient:
 
     def encode_groups(self, model: str, images: Iterable[ImageInput]) -> dict[str, np.ndarray]:
         """Every latent group of ``images`` by name (NVAE groups, flow scales, VQ codes)."""
-        body = self._call("POST", f"/v1/models/{model}/encode", json=_images_payload(images))
+        body = self._call("POST", f"/v1/models/{model}/encode", _images_payload(images))
         return {name: _array(rows) for name, rows in body["groups"].items()}
 
     def log_prob(
@@ -86,7 +138,7 @@ class RestClient:
             payload["samples"] = samples
         if seed is not None:
             payload["seed"] = seed
-        body = self._call("POST", f"/v1/models/{model}/log-prob", json=payload)
+        body = self._call("POST", f"/v1/models/{model}/log-prob", payload)
         return LogProbResult(
             model=body["model"],
             bits_per_dim=[float(b) for b in body["bits_per_dim"]],
@@ -97,7 +149,7 @@ class RestClient:
 
     def reconstruct(self, model: str, images: Iterable[ImageInput]) -> list[Image.Image]:
         """Encode then decode ``images`` (what the model keeps of them)."""
-        body = self._call("POST", f"/v1/models/{model}/reconstruct", json=_images_payload(images))
+        body = self._call("POST", f"/v1/models/{model}/reconstruct", _images_payload(images))
         return _decode_images(body["images"])
 
     def close(self) -> None:
@@ -109,18 +161,86 @@ class RestClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, json: dict | None = None) -> dict:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        payload: dict | None = None,
+        not_found: type[LatentServeError] = ModelNotFoundError,
+    ) -> dict:
         try:
-            response = self._http.request(method, path, json=json)
+            response = self._http.request(method, path, json=payload)
         except httpx.TransportError as exc:
-            raise UnavailableError(f"{self.base_url}: {exc}", code="unavailable") from exc
-        try:
-            body = response.json()
-        except ValueError:
-            body = response.text
+            raise self._unavailable(exc) from exc
+        body = _json_or_text(response)
         if response.is_error:
-            raise from_http(response.status_code, body, response.headers.get("retry-after"))
+            raise _error(response, body, not_found)
         return body
+
+    def _events(
+        self,
+        method: str,
+        path: str,
+        payload: dict | None,
+        not_found: type[LatentServeError],
+    ) -> Iterator[JobEvent]:
+        try:
+            with self._http.stream(method, path, json=payload, headers=_EVENT_STREAM) as response:
+                if response.is_error:
+                    response.read()
+                    raise _error(response, _json_or_text(response), not_found)
+                for sse in parse_sse(response.iter_lines()):
+                    event = event_from_sse(sse)
+                    if event is not None:
+                        yield event
+                    if isinstance(event, Result):
+                        return
+        except httpx.TransportError as exc:
+            raise self._unavailable(exc) from exc
+        raise UnavailableError(f"{self.base_url}: event stream ended before the job did")
+
+    def _unavailable(self, exc: httpx.TransportError) -> UnavailableError:
+        return UnavailableError(f"{self.base_url}: {exc}", code="unavailable")
+
+
+def event_from_sse(sse: ServerSentEvent) -> JobEvent | None:
+    """One job event of the REST event stream; an ``error`` event is raised as the SDK's
+    exception, and an event this SDK does not know (a newer server's) is ``None``."""
+    data = json.loads(sse.data)
+    if sse.event == "accepted":
+        params = {k: v for k, v in data.items() if k not in ("job_id", "model")}
+        return Accepted(data["job_id"], data["model"], int(data["seed"]), params)
+    if sse.event == "queued":
+        return Queued(int(data["position"]))
+    if sse.event == "progress":
+        return Progress(int(data["step"]), int(data["steps"]))
+    if sse.event == "preview":
+        return Preview(int(data["step"]), _decode_images(data["images"]))
+    if sse.event == "result":
+        return Result(_sample_result(data))
+    if sse.event == "error":
+        raise from_code(data["code"], data["message"], data.get("field"))
+    return None
+
+
+def job_info_from_json(item: dict) -> JobInfo:
+    """The REST form of a job (``GET /v1/jobs/{id}``)."""
+    error = item.get("error")
+    return JobInfo(
+        job_id=item["job_id"],
+        model=item["model"],
+        method=item["method"],
+        state=item["state"],
+        step=int(item["step"]),
+        steps=int(item["steps"]),
+        params=dict(item["params"]),
+        created_at=float(item["created_at"]),
+        position=item.get("position"),
+        seed=item.get("seed"),
+        preview=_decode_images(item.get("preview") or []),
+        images=_decode_images(item.get("images") or []),
+        error=from_code(error["code"], error["message"], error.get("field")) if error else None,
+    )
 
 
 def model_info_from_json(item: dict) -> ModelInfo:
@@ -141,6 +261,26 @@ def model_info_from_json(item: dict) -> ModelInfo:
         versions=[str(v) for v in item.get("versions", [])],
         likelihood=item.get("likelihood"),
     )
+
+
+def _sample_result(body: dict) -> SampleResult:
+    return SampleResult(
+        model=body["model"], seed=int(body["seed"]), images=_decode_images(body["images"])
+    )
+
+
+def _error(
+    response: httpx.Response, body: object, not_found: type[LatentServeError]
+) -> LatentServeError:
+    retry_after = response.headers.get("retry-after")
+    return from_http(response.status_code, body, retry_after, not_found=not_found)
+
+
+def _json_or_text(response: httpx.Response) -> object:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
 
 
 def _images_payload(images: Iterable[ImageInput]) -> dict:

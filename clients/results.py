@@ -7,8 +7,10 @@ or a JSON dict and can swap ``http://`` for ``grpc://`` without touching their c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from latentserve.clients.errors import LatentServeError
 from PIL import Image
 
 
@@ -71,6 +73,78 @@ class LogProbResult:
     bound: str
     samples: int
     seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The job was admitted: its id, and its parameters as checked (defaults filled in)."""
+
+    job_id: str
+    model: str
+    seed: int
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The job waits for a place among the running ones; ``position`` 0 starts next."""
+
+    position: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Step ``step`` of ``steps`` is done (denoiser steps, or code positions of a prior)."""
+
+    step: int
+    steps: int
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The current estimate of every image at ``step`` (multi-step models with previews)."""
+
+    step: int
+    images: list[Image.Image]
+
+
+@dataclass(frozen=True)
+class Result:
+    """The job's images: the last event of a job that succeeded."""
+
+    result: SampleResult
+
+
+# What ``sample_events`` and ``watch_job`` yield; a failed job raises its error instead.
+JobEvent = Accepted | Queued | Progress | Preview | Result
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A job as the server sees it now.
+
+    ``state`` is ``queued``, ``running``, ``done``, ``failed`` or ``cancelled``; ``images``
+    are set once it is done and ``error`` (the exception its waiters get) once it failed or
+    was cancelled.
+    """
+
+    job_id: str
+    model: str
+    method: str
+    state: str
+    step: int
+    steps: int
+    params: dict[str, Any]
+    created_at: float  # Unix time
+    position: int | None = None  # place in the queue while queued
+    seed: int | None = None
+    preview: list[Image.Image] = field(default_factory=list)  # the latest one
+    images: list[Image.Image] = field(default_factory=list)
+    error: LatentServeError | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "failed", "cancelled")
 
 
 def single_group(model: str, groups: dict[str, np.ndarray]) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""One real ``latentserve serve`` process over the tiny repository for the client tests."""
+"""Real ``latentserve serve`` processes for the client tests: the tiny repository, and a
+one-model repository whose jobs run long enough to follow and cancel."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ from latentserve.clients import GrpcClient, RestClient
 from latentserve.clients.local import LocalServer
 
 
+def connect_to(server: LocalServer, transport: str) -> RestClient | GrpcClient:
+    if transport == "rest":
+        return RestClient(server.http_url, timeout=30)
+    return GrpcClient(server.grpc_target, timeout=30)
+
+
 @pytest.fixture(scope="session")
 def live_server(tiny_repository: Path) -> Iterator[LocalServer]:
     with LocalServer(tiny_repository) as server:
@@ -19,9 +26,27 @@ def live_server(tiny_repository: Path) -> Iterator[LocalServer]:
 @pytest.fixture(params=["rest", "grpc"])
 def client(request: pytest.FixtureRequest, live_server: LocalServer) -> Iterator:
     """The same tests run over both transports: the SDK promises one behaviour."""
-    if request.param == "rest":
-        sdk_client = RestClient(live_server.http_url, timeout=30)
-    else:
-        sdk_client = GrpcClient(live_server.grpc_target, timeout=30)
-    with sdk_client:
+    with connect_to(live_server, request.param) as sdk_client:
+        yield sdk_client
+
+
+@pytest.fixture(scope="session")
+def vq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """``vqvae-tiny`` alone, the cheapest model that reports progress (one step per code
+    position). Its decoder waits 1 s to fill a batch, so every job is still running for
+    about a second after its last progress event: time to cancel it."""
+    from latentserve.exporters.default_repository import build_repository, builtin_entry
+
+    repository = tmp_path_factory.mktemp("vq_repository")
+    entry = builtin_entry("vqvae-tiny", "vqvae-tiny", version="1", seed=0)
+    build_repository(repository, [entry], tmp_path_factory.mktemp("vq_runs"))
+    config = tmp_path_factory.mktemp("vq_settings") / "settings.toml"
+    config.write_text("[models.vqvae-tiny]\nmax_queue_delay_ms = 1000\n")
+    with LocalServer(repository, ["--config", str(config)]) as server:
+        yield server
+
+
+@pytest.fixture(params=["rest", "grpc"])
+def vq_client(request: pytest.FixtureRequest, vq_server: LocalServer) -> Iterator:
+    with connect_to(vq_server, request.param) as sdk_client:
         yield sdk_client

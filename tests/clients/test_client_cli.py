@@ -21,6 +21,17 @@ def _latentserve(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def _tiles(grid: Image.Image, count: int, columns: int, size: tuple[int, int]) -> list:
+    """The first ``count`` tiles of a ``make_grid`` sheet (2-pixel padding) as arrays."""
+    width, height = size
+    tiles = []
+    for index in range(count):
+        row, column = divmod(index, columns)
+        left, top = 2 + column * (width + 2), 2 + row * (height + 2)
+        tiles.append(np.asarray(grid.crop((left, top, left + width, top + height))))
+    return tiles
+
+
 @pytest.mark.parametrize("transport", ["rest", "grpc"])
 def test_sample_writes_a_grid_of_the_seeded_samples(
     live_server: LocalServer, tmp_path: Path, transport: str
@@ -38,11 +49,35 @@ def test_sample_writes_a_grid_of_the_seeded_samples(
     grid = Image.open(out)
     width, height = expected[0].size
     assert grid.size == (3 * (width + 2) + 2, 2 * (height + 2) + 2)  # 6 images: 3 x 2
-    for index, image in enumerate(expected):  # each tile is exactly the SDK's image
-        row, column = divmod(index, 3)
-        left, top = 2 + column * (width + 2), 2 + row * (height + 2)
-        tile = grid.crop((left, top, left + width, top + height))
-        np.testing.assert_array_equal(np.asarray(tile), np.asarray(image.convert(grid.mode)))
+    for tile, image in zip(_tiles(grid, 6, 3, (width, height)), expected, strict=True):
+        np.testing.assert_array_equal(tile, np.asarray(image.convert(grid.mode)))  # the SDK's
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_sample_with_progress_and_params(vq_server: LocalServer, tmp_path, transport) -> None:
+    url = vq_server.http_url if transport == "rest" else vq_server.grpc_url
+    out = tmp_path / "grid.png"
+    done = _latentserve(
+        "sample", "--url", url, "--model", "vqvae-tiny", "-n", "2", "--seed", "3",
+        "--param", "temperature=0.5", "--progress", "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "49/49" in done.stderr  # the progress bar reached the last code position
+
+    with RestClient(vq_server.http_url) as client:
+        expected = client.sample("vqvae-tiny", n=2, seed=3, temperature=0.5).images
+    tiles = _tiles(Image.open(out), 2, 2, expected[0].size)
+    for tile, image in zip(tiles, expected, strict=True):
+        np.testing.assert_array_equal(tile, np.asarray(image.convert("L")))
+
+
+def test_sample_refuses_a_parameter_the_model_does_not_take(live_server, tmp_path) -> None:
+    done = _latentserve(
+        "sample", "--url", live_server.grpc_url, "--model", "vae-tiny", "--steps", "5",
+        "--out", str(tmp_path / "x.png"),
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "steps" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_models_lists_every_model(live_server: LocalServer) -> None:

@@ -1,0 +1,22 @@
+"""Sample parameters as both transports send them.
+
+What a model takes depends on its kind (every model: ``n``, ``seed``; VAE-like models:
+``temperature``; diffusion models: ``steps``, ``sampler``, ``guidance_scale``, ...), so the
+clients pass parameters through by name and leave checking them to the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def sample_params(n: int, seed: int | None, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters to send; ``None`` means "not given" and is left out.
+
+    Leaving a parameter out lets the server apply the model's default, and keeps a
+    parameter of one kind (``temperature``) from reaching a model of another (diffusion),
+    which would refuse it.
+    """
+    given = {"n": n, "seed": seed, **params}
+    return {name: value for name, value in given.items() if value is not None}
