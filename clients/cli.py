@@ -35,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     models.set_defaults(func=_run_models)
 
 
-def _quiet_http_logs() -> None:
-    # httpx logs every request at INFO; a one-shot command should print only its result.
+def quiet_http_logs() -> None:
+    """httpx logs every request at INFO; a one-shot command should print only its result."""
     import logging
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -47,7 +47,7 @@ def _run_sample(args: argparse.Namespace) -> int:
     from latentserve.clients.grid import make_grid
     from PIL import Image
 
-    _quiet_http_logs()
+    quiet_http_logs()
     try:
         with connect(args.url, timeout=args.timeout) as client:
             result = client.sample(args.model, args.n, seed=args.seed, temperature=args.temperature)
@@ -65,7 +65,7 @@ def _run_sample(args: argparse.Namespace) -> int:
 def _run_models(args: argparse.Namespace) -> int:
     from latentserve.clients import LatentServeError, connect
 
-    _quiet_http_logs()
+    quiet_http_logs()
     try:
         with connect(args.url, timeout=args.timeout) as client:
             models = client.list_models()

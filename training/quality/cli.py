@@ -120,8 +120,10 @@ def _read_folder(folder: Path, n: int | None) -> np.ndarray:
 
 def _draw(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None, str]:
     from latentserve.clients import connect
+    from latentserve.clients.cli import quiet_http_logs
     from latentserve.training.quality.draw import draw_samples, parse_params
 
+    quiet_http_logs()
     params = parse_params(args.param)
     n = args.n or DEFAULT_N
     with connect(args.url, timeout=args.timeout) as client:

@@ -89,20 +89,29 @@ def score_images(
 
 def format_report(report: QualityReport, source: str) -> str:
     """The report as aligned text lines for a terminal."""
-    lines = [
-        f"{report.n} images from {source}, scored by the MNIST classifier "
-        f"(test accuracy {report.classifier_test_accuracy:.2%})",
-        f"  classifier-FID vs {report.reference_n} test digits: {report.fid:10.3f}",
-        f"  floor: {report.floor_n} train vs {report.reference_n} test digits: "
-        f"{report.floor_fid:7.3f}",
-        f"  confident (p >= {report.threshold}): {report.confident_share:19.1%}"
-        f"   (real test digits: {report.real_confident_share:.1%})",
-        f"  predicted digits 0..9: {' '.join(str(c) for c in report.histogram)}",
+    rows = [
+        (f"classifier-FID vs {report.reference_n} test digits", f"{report.fid:.3f}"),
+        (
+            f"floor: {report.floor_n} train vs {report.reference_n} test digits",
+            f"{report.floor_fid:.3f}",
+        ),
+        (
+            f"confident (p >= {report.threshold})",
+            f"{report.confident_share:.1%}  (real test digits: {report.real_confident_share:.1%})",
+        ),
+        ("predicted digits 0..9", " ".join(str(count) for count in report.histogram)),
     ]
     if report.conditional_accuracy is not None:
-        lines.append(f"  conditional accuracy: {report.conditional_accuracy:17.1%}")
-    lines.append(f"  ({report.note})")
-    return "\n".join(lines)
+        rows.append(("conditional accuracy", f"{report.conditional_accuracy:.1%}"))
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(
+        [
+            f"{report.n} images from {source}, scored by the MNIST classifier "
+            f"(test accuracy {report.classifier_test_accuracy:.2%})",
+            *(f"  {label + ':':<{width + 1}}  {value}" for label, value in rows),
+            f"  ({report.note})",
+        ]
+    )
 
 
 TABLE_HEADER = (
