@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from latentserve.training.data import SPLIT_SEED, ImageDataset, load_mnist
+from latentserve.training.quality import DEFAULT_CLASSIFIER_DIR
 from latentserve.training.seeds import DATA_ORDER, TRAIN_NOISE, derive_seed, torch_generator
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -25,7 +26,6 @@ from torch.nn import functional as F
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CLASSIFIER_DIR = Path("runs/classifiers/mnist")
 WEIGHTS = "classifier.safetensors"
 INFO = "classifier.json"
 FORMAT_VERSION = 1

@@ -12,6 +12,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from latentserve.training.quality import DEFAULT_CLASSIFIER_DIR
+
 if TYPE_CHECKING:
     import numpy as np
     from latentserve.training.quality.report import QualityReport
@@ -65,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--classifier-dir",
         type=Path,
-        default=Path("runs/classifiers/mnist"),
+        default=DEFAULT_CLASSIFIER_DIR,
         help="classifier cache folder (default %(default)s)",
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: up to 2)")
