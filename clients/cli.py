@@ -132,8 +132,8 @@ def _sample_with_progress(
     raise AssertionError("sample_events ends with a Result or raises")
 
 
-def _quiet_http_logs() -> None:
-    # httpx logs every request at INFO; a one-shot command should print only its result.
+def quiet_http_logs() -> None:
+    """httpx logs every request at INFO; a one-shot command should print only its result."""
     import logging
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -145,7 +145,7 @@ def _run_sample(args: argparse.Namespace) -> int:
     from PIL import Image
 
     params = sample_params(args)
-    _quiet_http_logs()
+    quiet_http_logs()
     try:
         with connect(args.url, timeout=args.timeout) as client:
             if args.progress:
@@ -166,7 +166,7 @@ def _run_sample(args: argparse.Namespace) -> int:
 def _run_models(args: argparse.Namespace) -> int:
     from latentserve.clients import LatentServeError, connect
 
-    _quiet_http_logs()
+    quiet_http_logs()
     try:
         with connect(args.url, timeout=args.timeout) as client:
             models = client.list_models()

@@ -9,6 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
+from latentserve.training.quality import cli as quality_cli
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from latentserve.training.builtin_configs import builtin_config_names
@@ -37,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--table", type=Path, metavar="PATH", help="also write a Markdown table of every run"
     )
     evaluate.set_defaults(func=_eval)
+    quality_cli.register(subparsers)
 
 
 _EVAL_HELP = (

@@ -36,11 +36,13 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".
 
 @dataclass(frozen=True)
 class ImageDataset:
-    """Train and test images of one dataset, uint8 N×C×H×W."""
+    """Train and test images of one dataset, uint8 N×C×H×W (and int64 labels if it has them)."""
 
     name: str
     train: torch.Tensor
     test: torch.Tensor
+    train_labels: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
 
 
 def load_dataset(spec: str, height: int, width: int, channels: int) -> ImageDataset:
@@ -84,10 +86,13 @@ def load_mnist() -> ImageDataset:
         rows = rng.permutation(np.flatnonzero(labels == digit))
         test_idx.append(rows[:MNIST_TEST_PER_DIGIT])
         train_idx.append(rows[MNIST_TEST_PER_DIGIT:])
+    train, test = np.concatenate(train_idx), np.concatenate(test_idx)
     return ImageDataset(
         name="mnist",
-        train=torch.from_numpy(pixels[np.concatenate(train_idx)]),
-        test=torch.from_numpy(pixels[np.concatenate(test_idx)]),
+        train=torch.from_numpy(pixels[train]),
+        test=torch.from_numpy(pixels[test]),
+        train_labels=torch.from_numpy(labels[train]),
+        test_labels=torch.from_numpy(labels[test]),
     )
 
 

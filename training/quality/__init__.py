@@ -1,0 +1,11 @@
+"""Sample-quality scores of generated MNIST digits, measured with an in-project classifier.
+
+``classifier`` (the cached CNN: features and probabilities), ``fid`` (Fréchet distance,
+numpy), ``report`` (the scores and their real-data references), ``draw`` (samples from a
+running server through the SDK) and ``cli`` (``latentserve eval-samples``).
+"""
+
+from pathlib import Path
+
+# Here, not in ``classifier``, so the CLI can name it without importing torch.
+DEFAULT_CLASSIFIER_DIR = Path("runs/classifiers/mnist")

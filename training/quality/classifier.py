@@ -1,0 +1,229 @@
+"""The in-project MNIST classifier that sample-quality scores are measured with.
+
+A small CNN trained on the fixed MNIST *training* split only, so that the test split it
+is scored against stays unseen. It is cached as safetensors plus a JSON of its config,
+data split and test accuracy: scores stay comparable across runs only while the same
+classifier measures them, so it is trained once, deterministically, and reused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from latentserve.training.data import SPLIT_SEED, ImageDataset, load_mnist
+from latentserve.training.quality import DEFAULT_CLASSIFIER_DIR
+from latentserve.training.seeds import DATA_ORDER, TRAIN_NOISE, derive_seed, torch_generator
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "classifier.safetensors"
+INFO = "classifier.json"
+FORMAT_VERSION = 1
+_MEAN, _STD = 0.1307, 0.3081  # MNIST pixel statistics, so inputs are roughly unit-scale
+_INIT, _SUBSET = 3, 4  # seed purposes beside seeds.DATA_ORDER and seeds.TRAIN_NOISE
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Architecture and schedule; the defaults train in about a minute on one core."""
+
+    widths: tuple[int, int] = (32, 64)
+    hidden: int = 128  # penultimate width: the feature dimension of classifier-FID
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    max_shift: int = 2  # random translation (pixels): more varied digits out of 4,500
+    train_limit: int | None = None  # a seeded subset of the training split (tests)
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ClassifierConfig:
+        return cls(**{**values, "widths": tuple(values["widths"])})
+
+
+class DigitCNN(nn.Module):
+    """Two conv blocks, then a hidden layer whose activations are the features."""
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__()
+        c1, c2 = config.widths
+        self.conv1 = nn.Conv2d(1, c1, 3, padding=1)
+        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
+        self.hidden = nn.Linear(c2 * 7 * 7, config.hidden)
+        self.head = nn.Linear(config.hidden, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate activations of images in [0, 1], (N, hidden)."""
+        x = (x - _MEAN) / _STD
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return F.relu(self.hidden(x.flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def as_unit_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 1, 28, 28) in 0..255, or float in [0, 1], as a float32 tensor in [0, 1]."""
+    x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
+    if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"expected images of shape (N, 1, 28, 28), got {tuple(x.shape)}")
+    if x.dtype == torch.uint8:
+        return x.float() / 255.0
+    if not x.is_floating_point():
+        raise ValueError(f"expected uint8 or float images, got {x.dtype}")
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise ValueError("float images must lie in [0, 1]")
+    return x.float()
+
+
+@dataclass
+class DigitClassifier:
+    """A trained CNN and what it was trained on; scores images in batches, no grad."""
+
+    model: DigitCNN
+    config: ClassifierConfig
+    info: dict[str, Any]  # data split, test accuracy, training time
+
+    @property
+    def test_accuracy(self) -> float:
+        return float(self.info["test_accuracy"])
+
+    def features(self, images: np.ndarray | torch.Tensor, batch_size: int = 500) -> np.ndarray:
+        """Penultimate-layer activations, float64 (N, hidden): the space FID is measured in."""
+        return self._batched(self.model.features, images, batch_size).astype(np.float64)
+
+    def probabilities(self, images: np.ndarray | torch.Tensor, batch_size: int = 500) -> np.ndarray:
+        """Softmax class probabilities, (N, 10)."""
+        logits = self._batched(self.model, images, batch_size)
+        return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+
+    def _batched(self, fn: Any, images: np.ndarray | torch.Tensor, batch_size: int) -> np.ndarray:
+        x = as_unit_images(images)
+        self.model.eval()
+        with torch.no_grad():
+            parts = [fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        return torch.cat(parts).numpy() if parts else np.zeros((0, 0), np.float32)
+
+
+def _shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to ``max_shift`` pixels (zero fill), a cheap augmentation."""
+    if max_shift == 0:
+        return batch
+    n, size = len(batch), batch.shape[-1]
+    padded = F.pad(batch[:, 0], (max_shift,) * 4)
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=generator)
+    rows, cols = dy + torch.arange(size), dx + torch.arange(size)  # (n, size) each
+    return padded[torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]][:, None]
+
+
+def _training_images(
+    config: ClassifierConfig, data: ImageDataset
+) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = data.train, data.train_labels
+    assert labels is not None  # mnist is labelled
+    if config.train_limit is not None:
+        keep = torch.randperm(len(images), generator=torch_generator(config.seed, _SUBSET))
+        images, labels = images[keep[: config.train_limit]], labels[keep[: config.train_limit]]
+    return images, labels
+
+
+def train_classifier(config: ClassifierConfig = ClassifierConfig()) -> DigitClassifier:
+    """Train on the MNIST training split (deterministic given ``config.seed``)."""
+    start = time.perf_counter()
+    data = load_mnist()
+    train_x, train_y = _training_images(config, data)
+    with torch.random.fork_rng():  # seeded init without disturbing the caller's stream
+        torch.manual_seed(derive_seed(config.seed, _INIT))
+        model = DigitCNN(config)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    steps_per_epoch = -(-len(train_x) // config.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, config.lr, total_steps=config.epochs * steps_per_epoch
+    )
+    order_gen = torch_generator(config.seed, DATA_ORDER)
+    shift_gen = torch_generator(config.seed, TRAIN_NOISE)
+    model.train()
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(train_x), generator=order_gen)
+        for i in range(0, len(order), config.batch_size):
+            idx = order[i : i + config.batch_size]
+            x = _shift(train_x[idx].float() / 255.0, config.max_shift, shift_gen)
+            loss = F.cross_entropy(model(x), train_y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        log.info("classifier epoch %d/%d: loss %.4f", epoch + 1, config.epochs, loss.item())
+    classifier = DigitClassifier(model, config, {})
+    assert data.test_labels is not None
+    predicted = classifier.probabilities(data.test).argmax(1)
+    accuracy = float((predicted == data.test_labels.numpy()).mean())
+    classifier.info = {
+        "format_version": FORMAT_VERSION,
+        "config": asdict(config),
+        "data": {
+            "dataset": "mnist",
+            "trained_on": "train",
+            "train_images": len(train_x),
+            "evaluated_on": "test",
+            "test_images": len(data.test),
+            "split_seed": SPLIT_SEED,
+        },
+        "test_accuracy": accuracy,
+        "train_seconds": round(time.perf_counter() - start, 1),
+    }
+    return classifier
+
+
+def save_classifier(classifier: DigitClassifier, folder: Path) -> None:
+    """Weights as safetensors and the config/split/accuracy as JSON (never a pickle)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in classifier.model.state_dict().items()}
+    tmp = folder / (WEIGHTS + ".tmp")
+    save_file(state, str(tmp))
+    tmp.replace(folder / WEIGHTS)
+    (folder / INFO).write_text(json.dumps(classifier.info, indent=2) + "\n")
+
+
+def load_classifier(folder: Path) -> DigitClassifier:
+    """A classifier written by :func:`save_classifier`."""
+    info = json.loads((folder / INFO).read_text())
+    if info.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{folder / INFO}: unknown classifier format, delete the folder")
+    config = ClassifierConfig.from_dict(info["config"])
+    model = DigitCNN(config)
+    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    return DigitClassifier(model.eval(), config, info)
+
+
+def load_or_train_classifier(
+    folder: Path = DEFAULT_CLASSIFIER_DIR, config: ClassifierConfig | None = None
+) -> DigitClassifier:
+    """The cached classifier in ``folder``; trained and saved there when absent.
+
+    With a ``config`` that differs from the cached one, the cache is retrained: a score
+    is only meaningful together with the classifier that produced it.
+    """
+    if (folder / WEIGHTS).is_file() and (folder / INFO).is_file():
+        cached = load_classifier(folder)
+        if config is None or cached.config == config:
+            return cached
+        log.info("cached classifier in %s has another config: retraining", folder)
+    log.info("training the MNIST classifier into %s", folder)
+    classifier = train_classifier(config or ClassifierConfig())
+    save_classifier(classifier, folder)
+    return classifier
