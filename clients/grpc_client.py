@@ -290,6 +290,8 @@ def model_info_from_proto(info: pb.ModelInfo) -> ModelInfo:
         max_n=info.max_n,
         versions=list(info.versions),
         likelihood=info.likelihood or None,
+        pipeline=info.pipeline,
+        sample_parameters=list(info.sample_parameters),
     )
 
 

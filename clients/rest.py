@@ -260,6 +260,8 @@ def model_info_from_json(item: dict) -> ModelInfo:
         max_n=int(item.get("max_n", 0)),
         versions=[str(v) for v in item.get("versions", [])],
         likelihood=item.get("likelihood"),
+        pipeline=item.get("pipeline", ""),
+        sample_parameters=list(item.get("sample_parameters", [])),
     )
 
 

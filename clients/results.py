@@ -38,6 +38,8 @@ class ModelInfo:
     max_n: int = 0
     versions: list[str] = field(default_factory=list)
     likelihood: str | None = None  # "exact", "elbo", or None without log-prob
+    pipeline: str = ""  # latent_decoder, autoregressive_prior or diffusion
+    sample_parameters: list[str] = field(default_factory=list)  # what sample(**params) takes
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,8 @@ def _info(d: ModelDescription) -> pb.ModelInfo:
         max_n=d.max_n,
         versions=d.versions,
         likelihood=d.likelihood or "",
+        pipeline=d.pipeline,
+        sample_parameters=d.sample_parameters,
     )
 
 
@@ -102,9 +104,7 @@ def _latent(row: np.ndarray) -> pb.Latent:
 
 def _sample_params(request: pb.SampleRequest) -> dict[str, Any]:
     """The parameters the client set, by name: the model's kind decides what they mean."""
-    params: dict[str, Any] = {"n": request.n}
-    params |= {f.name: value for f, value in request.ListFields() if f.name not in ("model", "n")}
-    return params
+    return {f.name: value for f, value in request.ListFields() if f.name != "model"}
 
 
 def _event(job_id: str, event: JobEvent) -> pb.JobEvent:

@@ -54,7 +54,8 @@ class _Request(BaseModel):
 SAMPLE_BODY = Body(
     default_factory=dict,
     description=(
-        "Sample parameters of the model's kind (GET /v1/models/{model} tells the kind): "
+        "Sample parameters of the model's kind (GET /v1/models/{model} lists them as "
+        "`sample_parameters`): "
         "every model takes `n` and `seed`; VAE, NVAE, Glow and VQ models take `temperature`; "
         "diffusion models take `steps`, `sampler` (ddpm, ddim, dpmpp_2m, euler_a), `eta`, "
         "`preview_every`, and when class-conditional `class_label` and `guidance_scale`. "
@@ -145,6 +146,10 @@ class ModelInfo(BaseModel):
     image: ImageInfo
     latent_shape: list[int]
     likelihood: str | None
+    pipeline: str = Field(
+        description="how the model samples: latent_decoder, autoregressive_prior, diffusion"
+    )
+    sample_parameters: list[str] = Field(description="the fields POST .../sample accepts")
     backend: str
     execution_providers: list[str]
     max_batch_size: int
@@ -187,6 +192,8 @@ def _info(d: ModelDescription) -> ModelInfo:
         image=ImageInfo(height=d.height, width=d.width, channels=d.channels),
         latent_shape=d.latent_shape,
         likelihood=d.likelihood,
+        pipeline=d.pipeline,
+        sample_parameters=d.sample_parameters,
         backend=d.backend,
         execution_providers=d.execution_providers,
         max_batch_size=d.max_batch_size,
@@ -251,6 +258,12 @@ async def _event_stream(job: Job, cancel_on_close: bool) -> AsyncIterator[str]:
     finally:
         if cancel_on_close:  # the client went away: free the compute at the next step
             job.cancel()
+
+
+def _sse_response(events: AsyncIterator[str]) -> StreamingResponse:
+    # Proxies must pass each event on as it comes, not buffer the stream.
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
 
 def _wants_events(request: Request) -> bool:
@@ -326,7 +339,7 @@ def create_rest_app(service: GenerativeService) -> FastAPI:
     async def sample(request: Request, model: str, body: dict[str, Any] = SAMPLE_BODY) -> Response:
         if _wants_events(request):
             job = await service.submit_job(model, "sample", body, PROTOCOL)
-            return StreamingResponse(_event_stream(job, True), media_type="text/event-stream")
+            return _sse_response(_event_stream(job, True))
         result = await _unless_disconnected(request, service.sample(model, body, PROTOCOL))
         response = SampleResponse.model_construct(
             model=result.model, seed=result.seed, images=_b64(result.images)
@@ -347,7 +360,7 @@ def create_rest_app(service: GenerativeService) -> FastAPI:
     async def job_events(job_id: str) -> Response:
         """Follow a job's events (SSE); closing this stream does not cancel the job."""
         job = service.get_job(job_id)
-        return StreamingResponse(_event_stream(job, False), media_type="text/event-stream")
+        return _sse_response(_event_stream(job, False))
 
     @app.delete("/v1/jobs/{job_id}", response_model=JobInfo, tags=["jobs"])
     async def cancel_job(job_id: str) -> Response:

@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 import numpy as np
 from latentserve.server import codecs
 from latentserve.server.errors import InvalidArgument, ServingError, Unavailable
-from latentserve.server.jobs import Job, JobManager
+from latentserve.server.jobs import Job, JobManager, Work
 from latentserve.server.metrics import ServerMetrics
-from latentserve.server.params import resolve_seed
+from latentserve.server.params import SampleParams, resolve_seed
 from latentserve.server.repository import LoadedModel, ModelRepository
 from latentserve.server.settings import Settings
 
@@ -44,6 +44,8 @@ class ModelDescription:
     channels: int
     latent_shape: list[int]
     likelihood: str | None
+    pipeline: str
+    sample_parameters: list[str]
     backend: str
     execution_providers: list[str]
     max_batch_size: int
@@ -165,6 +167,8 @@ class GenerativeService:
             channels=m.image.channels,
             latent_shape=list(m.latent.shape),
             likelihood=m.likelihood,
+            pipeline=m.pipeline,
+            sample_parameters=list(model.pipeline.params_cls.model_fields),
             backend=model.backend,
             execution_providers=model.providers,
             max_batch_size=model.serving.max_batch_size,
@@ -218,12 +222,17 @@ class GenerativeService:
             pngs = await self._to_pngs(model, images)
             return {"model": model.label, "seed": params.resolved_seed, "images": pngs}
 
-        async def render(images: Any) -> list[bytes]:
+        return self._start_job(model, "sample", params, work, retain=retain)
+
+    def _start_job(
+        self, model: LoadedModel, method: str, params: SampleParams, work: Work, *, retain: bool
+    ) -> Job:
+        async def render(images: np.ndarray) -> list[bytes]:
             return await self._to_pngs(model, images)
 
         return self.jobs.submit(
             model.label,
-            "sample",
+            method,
             params.model_dump(exclude_none=True),
             work,
             render,
@@ -262,18 +271,7 @@ class GenerativeService:
                 await chunks.put(None)
                 return {"model": model.label, "seed": params.resolved_seed, "images": []}
 
-            async def render(images: Any) -> list[bytes]:
-                return await self._to_pngs(model, images)
-
-            job = self.jobs.submit(
-                model.label,
-                "stream_sample",
-                params.model_dump(exclude_none=True),
-                work,
-                render,
-                deadline_s=self.settings.job_timeout_s,
-                retain=False,
-            )
+            job = self._start_job(model, "stream_sample", params, work, retain=False)
             try:
                 while (item := await chunks.get()) is not None:
                     yield item

@@ -47,3 +47,15 @@ def family_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     entries = [builtin_entry(config, name, version="1", seed=0) for config, name in FAMILY_MODELS]
     build_repository(repository, entries, tmp_path_factory.mktemp("family_runs"))
     return repository
+
+
+@pytest.fixture(scope="session")
+def diffusion_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository holding ``ddpm-tiny`` (a class-conditional pixel DDPM), built by the
+    real train + export code."""
+    from latentserve.exporters.default_repository import build_repository, builtin_entry
+
+    repository = tmp_path_factory.mktemp("diffusion_repository")
+    entries = [builtin_entry("ddpm-tiny", "ddpm-tiny", version="1", seed=0)]
+    build_repository(repository, entries, tmp_path_factory.mktemp("diffusion_runs"))
+    return repository

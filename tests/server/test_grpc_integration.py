@@ -143,12 +143,15 @@ def test_log_prob_agrees_with_rest(
     assert "does not support log_prob" in refusal.details()
     info = stub.GetModel(pb.GetModelRequest(model="vae-tiny"))
     assert info.likelihood == "elbo" and "log_prob" in info.capabilities
+    assert info.pipeline == "latent_decoder"
+    assert list(info.sample_parameters) == ["n", "seed", "temperature"]
 
 
 @pytest.mark.parametrize(
     ("method", "request_", "field"),
     [
-        ("Sample", pb.SampleRequest(model="vae-tiny"), "n"),
+        ("Sample", pb.SampleRequest(model="vae-tiny", n=0), "n"),
+        ("Sample", pb.SampleRequest(model="vae-tiny", steps=10), "steps"),
         ("Sample", pb.SampleRequest(model="vae-tiny", n=-1), "n"),
         ("Sample", pb.SampleRequest(model="vae-tiny", n=65), "n"),
         ("Sample", pb.SampleRequest(model="vae-tiny", n=1, temperature=-1), "temperature"),
@@ -233,3 +236,8 @@ def test_the_server_keeps_serving_after_all_of_that(
 ) -> None:
     assert server.process.poll() is None
     assert len(stub.Sample(pb.SampleRequest(model="vae-tiny", n=64, seed=1)).images) == 64
+
+
+def test_an_unset_n_draws_one_image_as_over_rest(stub: pb_grpc.GenerativeServiceStub) -> None:
+    response = stub.Sample(pb.SampleRequest(model="vae-tiny", seed=3), timeout=30)
+    assert len(response.images) == 1 and response.seed == 3

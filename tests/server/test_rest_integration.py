@@ -55,6 +55,8 @@ def test_models_are_listed_and_described(http: httpx.Client) -> None:
     assert latest["execution_providers"] == ["CPUExecutionProvider"]
     assert latest["backend"] == "onnxruntime" and latest["image"]["height"] == 28
     assert "sample" in latest["capabilities"]
+    assert latest["pipeline"] == "latent_decoder"
+    assert latest["sample_parameters"] == ["n", "seed", "temperature"]
     assert http.get("/v1/models/vae-tiny@1").json()["version"] == "1"
     assert http.get("/v1/models/vae-tiny%401").json()["version"] == "1"
     assert http.get("/v1/models/ae-tiny").json()["max_batch_size"] == 64  # from server.toml

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flatentserve/v1/generative.proto\x12\x0elatentserve.v1\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.latentserve.v1.ModelInfo\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"8\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\t\"<\n\tImageInfo\x12\x0e\n\x06height\x18\x01 \x01(\x05\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05\"\xa0\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t\x12(\n\x05image\x18\x06 \x01(\x0b\x32\x19.latentserve.v1.ImageInfo\x12\x14\n\x0clatent_shape\x18\x07 \x03(\x05\x12\x0f\n\x07\x62\x61\x63kend\x18\x08 \x01(\t\x12\x1b\n\x13\x65xecution_providers\x18\t \x03(\t\x12\x16\n\x0emax_batch_size\x18\n \x01(\x05\x12\r\n\x05max_n\x18\x0b \x01(\x05\x12\x10\n\x08versions\x18\x0c \x03(\t\x12\x12\n\nlikelihood\x18\r \x01(\t\"\xd1\x02\n\rSampleRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x11\n\x04seed\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05steps\x18\x05 \x01(\rH\x02\x88\x01\x01\x12\x14\n\x07sampler\x18\x06 \x01(\tH\x03\x88\x01\x01\x12\x10\n\x03\x65ta\x18\x07 \x01(\x02H\x04\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x08 \x01(\x02H\x05\x88\x01\x01\x12\x18\n\x0b\x63lass_label\x18\t \x01(\x05H\x06\x88\x01\x01\x12\x1a\n\rpreview_every\x18\n \x01(\rH\x07\x88\x01\x01\x42\x07\n\x05_seedB\x0e\n\x0c_temperatureB\x08\n\x06_stepsB\n\n\x08_samplerB\x06\n\x04_etaB\x11\n\x0f_guidance_scaleB\x0e\n\x0c_class_labelB\x10\n\x0e_preview_every\"=\n\x0eSampleResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x0e\n\x06images\x18\x03 \x03(\x0c\"J\n\x0bSampleChunk\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\r\x12\x0e\n\x06images\x18\x04 \x03(\x0c\">\n\x06Latent\x12\r\n\x05shape\x18\x01 \x03(\x05\x12\x12\n\x06values\x18\x02 \x03(\x02\x42\x02\x10\x01\x12\x11\n\x05\x63odes\x18\x03 \x03(\x03\x42\x02\x10\x01\"D\n\x0bLatentGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x07latents\x18\x02 \x03(\x0b\x32\x16.latentserve.v1.Latent\".\n\rEncodeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\"u\n\x0e\x45ncodeResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\'\n\x07latents\x18\x02 \x03(\x0b\x32\x16.latentserve.v1.Latent\x12+\n\x06groups\x18\x03 \x03(\x0b\x32\x1b.latentserve.v1.LatentGroup\"3\n\x12ReconstructRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\"4\n\x13ReconstructResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\"m\n\x0eLogProbRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12\x14\n\x07samples\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x01\x88\x01\x01\x42\n\n\x08_samplesB\x07\n\x05_seed\"r\n\x0fLogProbResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x62its_per_dim\x18\x02 \x03(\x02\x12\r\n\x05\x62ound\x18\x03 \x01(\t\x12\x0f\n\x07samples\x18\x04 \x01(\r\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\x18\n\x06JobRef\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"8\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\"?\n\x0bJobAccepted\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x13\n\x0bparams_json\x18\x03 \x01(\t\"\x1d\n\tJobQueued\x12\x10\n\x08position\x18\x01 \x01(\r\"*\n\x0bJobProgress\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\r\n\x05steps\x18\x02 \x01(\r\"*\n\nJobPreview\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\x0e\n\x06images\x18\x02 \x03(\x0c\"\xbe\x02\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12/\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x0b\x32\x1b.latentserve.v1.JobAcceptedH\x00\x12+\n\x06queued\x18\x03 \x01(\x0b\x32\x19.latentserve.v1.JobQueuedH\x00\x12/\n\x08progress\x18\x04 \x01(\x0b\x32\x1b.latentserve.v1.JobProgressH\x00\x12-\n\x07preview\x18\x05 \x01(\x0b\x32\x1a.latentserve.v1.JobPreviewH\x00\x12\x30\n\x06result\x18\x06 \x01(\x0b\x32\x1e.latentserve.v1.SampleResponseH\x00\x12)\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x18.latentserve.v1.JobErrorH\x00\x42\x07\n\x05\x65vent\"\x97\x02\n\x07JobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x15\n\x08position\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x0c\n\x04step\x18\x06 \x01(\r\x12\r\n\x05steps\x18\x07 \x01(\r\x12\x13\n\x0bparams_json\x18\x08 \x01(\t\x12\x12\n\ncreated_at\x18\t \x01(\x01\x12\x0f\n\x07preview\x18\n \x03(\x0c\x12\x11\n\x04seed\x18\x0b \x01(\x04H\x01\x88\x01\x01\x12\x0e\n\x06images\x18\x0c \x03(\x0c\x12\'\n\x05\x65rror\x18\r \x01(\x0b\x32\x18.latentserve.v1.JobErrorB\x0b\n\t_positionB\x07\n\x05_seed2\xfd\x06\n\x11GenerativeService\x12S\n\nListModels\x12!.latentserve.v1.ListModelsRequest\x1a\".latentserve.v1.ListModelsResponse\x12\x46\n\x08GetModel\x12\x1f.latentserve.v1.GetModelRequest\x1a\x19.latentserve.v1.ModelInfo\x12G\n\x06Sample\x12\x1d.latentserve.v1.SampleRequest\x1a\x1e.latentserve.v1.SampleResponse\x12L\n\x0cStreamSample\x12\x1d.latentserve.v1.SampleRequest\x1a\x1b.latentserve.v1.SampleChunk0\x01\x12G\n\x06\x45ncode\x12\x1d.latentserve.v1.EncodeRequest\x1a\x1e.latentserve.v1.EncodeResponse\x12V\n\x0bReconstruct\x12\".latentserve.v1.ReconstructRequest\x1a#.latentserve.v1.ReconstructResponse\x12J\n\x07LogProb\x12\x1e.latentserve.v1.LogProbRequest\x1a\x1f.latentserve.v1.LogProbResponse\x12I\n\x0cSampleEvents\x12\x1d.latentserve.v1.SampleRequest\x1a\x18.latentserve.v1.JobEvent0\x01\x12\x43\n\tSubmitJob\x12\x1d.latentserve.v1.SampleRequest\x1a\x17.latentserve.v1.JobInfo\x12\x39\n\x06GetJob\x12\x16.latentserve.v1.JobRef\x1a\x17.latentserve.v1.JobInfo\x12<\n\tCancelJob\x12\x16.latentserve.v1.JobRef\x1a\x17.latentserve.v1.JobInfo\x12>\n\x08WatchJob\x12\x16.latentserve.v1.JobRef\x1a\x18.latentserve.v1.JobEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flatentserve/v1/generative.proto\x12\x0elatentserve.v1\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.latentserve.v1.ModelInfo\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"8\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\t\"<\n\tImageInfo\x12\x0e\n\x06height\x18\x01 \x01(\x05\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05\"\xcd\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t\x12(\n\x05image\x18\x06 \x01(\x0b\x32\x19.latentserve.v1.ImageInfo\x12\x14\n\x0clatent_shape\x18\x07 \x03(\x05\x12\x0f\n\x07\x62\x61\x63kend\x18\x08 \x01(\t\x12\x1b\n\x13\x65xecution_providers\x18\t \x03(\t\x12\x16\n\x0emax_batch_size\x18\n \x01(\x05\x12\r\n\x05max_n\x18\x0b \x01(\x05\x12\x10\n\x08versions\x18\x0c \x03(\t\x12\x12\n\nlikelihood\x18\r \x01(\t\x12\x10\n\x08pipeline\x18\x0e \x01(\t\x12\x19\n\x11sample_parameters\x18\x0f \x03(\t\"\xdc\x02\n\rSampleRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x01n\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x11\n\x04seed\x18\x03 \x01(\x04H\x01\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05steps\x18\x05 \x01(\rH\x03\x88\x01\x01\x12\x14\n\x07sampler\x18\x06 \x01(\tH\x04\x88\x01\x01\x12\x10\n\x03\x65ta\x18\x07 \x01(\x02H\x05\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x08 \x01(\x02H\x06\x88\x01\x01\x12\x18\n\x0b\x63lass_label\x18\t \x01(\x05H\x07\x88\x01\x01\x12\x1a\n\rpreview_every\x18\n \x01(\rH\x08\x88\x01\x01\x42\x04\n\x02_nB\x07\n\x05_seedB\x0e\n\x0c_temperatureB\x08\n\x06_stepsB\n\n\x08_samplerB\x06\n\x04_etaB\x11\n\x0f_guidance_scaleB\x0e\n\x0c_class_labelB\x10\n\x0e_preview_every\"=\n\x0eSampleResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x0e\n\x06images\x18\x03 \x03(\x0c\"J\n\x0bSampleChunk\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\r\x12\x0e\n\x06images\x18\x04 \x03(\x0c\">\n\x06Latent\x12\r\n\x05shape\x18\x01 \x03(\x05\x12\x12\n\x06values\x18\x02 \x03(\x02\x42\x02\x10\x01\x12\x11\n\x05\x63odes\x18\x03 \x03(\x03\x42\x02\x10\x01\"D\n\x0bLatentGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x07latents\x18\x02 \x03(\x0b\x32\x16.latentserve.v1.Latent\".\n\rEncodeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\"u\n\x0e\x45ncodeResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\'\n\x07latents\x18\x02 \x03(\x0b\x32\x16.latentserve.v1.Latent\x12+\n\x06groups\x18\x03 \x03(\x0b\x32\x1b.latentserve.v1.LatentGroup\"3\n\x12ReconstructRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\"4\n\x13ReconstructResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\"m\n\x0eLogProbRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12\x14\n\x07samples\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x01\x88\x01\x01\x42\n\n\x08_samplesB\x07\n\x05_seed\"r\n\x0fLogProbResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x62its_per_dim\x18\x02 \x03(\x02\x12\r\n\x05\x62ound\x18\x03 \x01(\t\x12\x0f\n\x07samples\x18\x04 \x01(\r\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\x18\n\x06JobRef\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"8\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\"?\n\x0bJobAccepted\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x13\n\x0bparams_json\x18\x03 \x01(\t\"\x1d\n\tJobQueued\x12\x10\n\x08position\x18\x01 \x01(\r\"*\n\x0bJobProgress\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\r\n\x05steps\x18\x02 \x01(\r\"*\n\nJobPreview\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\x0e\n\x06images\x18\x02 \x03(\x0c\"\xbe\x02\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12/\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x0b\x32\x1b.latentserve.v1.JobAcceptedH\x00\x12+\n\x06queued\x18\x03 \x01(\x0b\x32\x19.latentserve.v1.JobQueuedH\x00\x12/\n\x08progress\x18\x04 \x01(\x0b\x32\x1b.latentserve.v1.JobProgressH\x00\x12-\n\x07preview\x18\x05 \x01(\x0b\x32\x1a.latentserve.v1.JobPreviewH\x00\x12\x30\n\x06result\x18\x06 \x01(\x0b\x32\x1e.latentserve.v1.SampleResponseH\x00\x12)\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x18.latentserve.v1.JobErrorH\x00\x42\x07\n\x05\x65vent\"\x97\x02\n\x07JobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x15\n\x08position\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x0c\n\x04step\x18\x06 \x01(\r\x12\r\n\x05steps\x18\x07 \x01(\r\x12\x13\n\x0bparams_json\x18\x08 \x01(\t\x12\x12\n\ncreated_at\x18\t \x01(\x01\x12\x0f\n\x07preview\x18\n \x03(\x0c\x12\x11\n\x04seed\x18\x0b \x01(\x04H\x01\x88\x01\x01\x12\x0e\n\x06images\x18\x0c \x03(\x0c\x12\'\n\x05\x65rror\x18\r \x01(\x0b\x32\x18.latentserve.v1.JobErrorB\x0b\n\t_positionB\x07\n\x05_seed2\xfd\x06\n\x11GenerativeService\x12S\n\nListModels\x12!.latentserve.v1.ListModelsRequest\x1a\".latentserve.v1.ListModelsResponse\x12\x46\n\x08GetModel\x12\x1f.latentserve.v1.GetModelRequest\x1a\x19.latentserve.v1.ModelInfo\x12G\n\x06Sample\x12\x1d.latentserve.v1.SampleRequest\x1a\x1e.latentserve.v1.SampleResponse\x12L\n\x0cStreamSample\x12\x1d.latentserve.v1.SampleRequest\x1a\x1b.latentserve.v1.SampleChunk0\x01\x12G\n\x06\x45ncode\x12\x1d.latentserve.v1.EncodeRequest\x1a\x1e.latentserve.v1.EncodeResponse\x12V\n\x0bReconstruct\x12\".latentserve.v1.ReconstructRequest\x1a#.latentserve.v1.ReconstructResponse\x12J\n\x07LogProb\x12\x1e.latentserve.v1.LogProbRequest\x1a\x1f.latentserve.v1.LogProbResponse\x12I\n\x0cSampleEvents\x12\x1d.latentserve.v1.SampleRequest\x1a\x18.latentserve.v1.JobEvent0\x01\x12\x43\n\tSubmitJob\x12\x1d.latentserve.v1.SampleRequest\x1a\x17.latentserve.v1.JobInfo\x12\x39\n\x06GetJob\x12\x16.latentserve.v1.JobRef\x1a\x17.latentserve.v1.JobInfo\x12<\n\tCancelJob\x12\x16.latentserve.v1.JobRef\x1a\x17.latentserve.v1.JobInfo\x12>\n\x08WatchJob\x12\x16.latentserve.v1.JobRef\x1a\x18.latentserve.v1.JobEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,45 +46,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IMAGEINFO']._serialized_start=229
   _globals['_IMAGEINFO']._serialized_end=289
   _globals['_MODELINFO']._serialized_start=292
-  _globals['_MODELINFO']._serialized_end=580
-  _globals['_SAMPLEREQUEST']._serialized_start=583
-  _globals['_SAMPLEREQUEST']._serialized_end=920
-  _globals['_SAMPLERESPONSE']._serialized_start=922
-  _globals['_SAMPLERESPONSE']._serialized_end=983
-  _globals['_SAMPLECHUNK']._serialized_start=985
-  _globals['_SAMPLECHUNK']._serialized_end=1059
-  _globals['_LATENT']._serialized_start=1061
-  _globals['_LATENT']._serialized_end=1123
-  _globals['_LATENTGROUP']._serialized_start=1125
-  _globals['_LATENTGROUP']._serialized_end=1193
-  _globals['_ENCODEREQUEST']._serialized_start=1195
-  _globals['_ENCODEREQUEST']._serialized_end=1241
-  _globals['_ENCODERESPONSE']._serialized_start=1243
-  _globals['_ENCODERESPONSE']._serialized_end=1360
-  _globals['_RECONSTRUCTREQUEST']._serialized_start=1362
-  _globals['_RECONSTRUCTREQUEST']._serialized_end=1413
-  _globals['_RECONSTRUCTRESPONSE']._serialized_start=1415
-  _globals['_RECONSTRUCTRESPONSE']._serialized_end=1467
-  _globals['_LOGPROBREQUEST']._serialized_start=1469
-  _globals['_LOGPROBREQUEST']._serialized_end=1578
-  _globals['_LOGPROBRESPONSE']._serialized_start=1580
-  _globals['_LOGPROBRESPONSE']._serialized_end=1694
-  _globals['_JOBREF']._serialized_start=1696
-  _globals['_JOBREF']._serialized_end=1720
-  _globals['_JOBERROR']._serialized_start=1722
-  _globals['_JOBERROR']._serialized_end=1778
-  _globals['_JOBACCEPTED']._serialized_start=1780
-  _globals['_JOBACCEPTED']._serialized_end=1843
-  _globals['_JOBQUEUED']._serialized_start=1845
-  _globals['_JOBQUEUED']._serialized_end=1874
-  _globals['_JOBPROGRESS']._serialized_start=1876
-  _globals['_JOBPROGRESS']._serialized_end=1918
-  _globals['_JOBPREVIEW']._serialized_start=1920
-  _globals['_JOBPREVIEW']._serialized_end=1962
-  _globals['_JOBEVENT']._serialized_start=1965
-  _globals['_JOBEVENT']._serialized_end=2283
-  _globals['_JOBINFO']._serialized_start=2286
-  _globals['_JOBINFO']._serialized_end=2565
-  _globals['_GENERATIVESERVICE']._serialized_start=2568
-  _globals['_GENERATIVESERVICE']._serialized_end=3461
+  _globals['_MODELINFO']._serialized_end=625
+  _globals['_SAMPLEREQUEST']._serialized_start=628
+  _globals['_SAMPLEREQUEST']._serialized_end=976
+  _globals['_SAMPLERESPONSE']._serialized_start=978
+  _globals['_SAMPLERESPONSE']._serialized_end=1039
+  _globals['_SAMPLECHUNK']._serialized_start=1041
+  _globals['_SAMPLECHUNK']._serialized_end=1115
+  _globals['_LATENT']._serialized_start=1117
+  _globals['_LATENT']._serialized_end=1179
+  _globals['_LATENTGROUP']._serialized_start=1181
+  _globals['_LATENTGROUP']._serialized_end=1249
+  _globals['_ENCODEREQUEST']._serialized_start=1251
+  _globals['_ENCODEREQUEST']._serialized_end=1297
+  _globals['_ENCODERESPONSE']._serialized_start=1299
+  _globals['_ENCODERESPONSE']._serialized_end=1416
+  _globals['_RECONSTRUCTREQUEST']._serialized_start=1418
+  _globals['_RECONSTRUCTREQUEST']._serialized_end=1469
+  _globals['_RECONSTRUCTRESPONSE']._serialized_start=1471
+  _globals['_RECONSTRUCTRESPONSE']._serialized_end=1523
+  _globals['_LOGPROBREQUEST']._serialized_start=1525
+  _globals['_LOGPROBREQUEST']._serialized_end=1634
+  _globals['_LOGPROBRESPONSE']._serialized_start=1636
+  _globals['_LOGPROBRESPONSE']._serialized_end=1750
+  _globals['_JOBREF']._serialized_start=1752
+  _globals['_JOBREF']._serialized_end=1776
+  _globals['_JOBERROR']._serialized_start=1778
+  _globals['_JOBERROR']._serialized_end=1834
+  _globals['_JOBACCEPTED']._serialized_start=1836
+  _globals['_JOBACCEPTED']._serialized_end=1899
+  _globals['_JOBQUEUED']._serialized_start=1901
+  _globals['_JOBQUEUED']._serialized_end=1930
+  _globals['_JOBPROGRESS']._serialized_start=1932
+  _globals['_JOBPROGRESS']._serialized_end=1974
+  _globals['_JOBPREVIEW']._serialized_start=1976
+  _globals['_JOBPREVIEW']._serialized_end=2018
+  _globals['_JOBEVENT']._serialized_start=2021
+  _globals['_JOBEVENT']._serialized_end=2339
+  _globals['_JOBINFO']._serialized_start=2342
+  _globals['_JOBINFO']._serialized_end=2621
+  _globals['_GENERATIVESERVICE']._serialized_start=2624
+  _globals['_GENERATIVESERVICE']._serialized_end=3517
 # @@protoc_insertion_point(module_scope)

@@ -43,7 +43,7 @@ class ImageInfo(_message.Message):
     def __init__(self, height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "family", "description", "capabilities", "image", "latent_shape", "backend", "execution_providers", "max_batch_size", "max_n", "versions", "likelihood")
+    __slots__ = ("name", "version", "family", "description", "capabilities", "image", "latent_shape", "backend", "execution_providers", "max_batch_size", "max_n", "versions", "likelihood", "pipeline", "sample_parameters")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     FAMILY_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,8 @@ class ModelInfo(_message.Message):
     MAX_N_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     family: str
@@ -70,7 +72,9 @@ class ModelInfo(_message.Message):
     max_n: int
     versions: _containers.RepeatedScalarFieldContainer[str]
     likelihood: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., family: _Optional[str] = ..., description: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., image: _Optional[_Union[ImageInfo, _Mapping]] = ..., latent_shape: _Optional[_Iterable[int]] = ..., backend: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ..., max_batch_size: _Optional[int] = ..., max_n: _Optional[int] = ..., versions: _Optional[_Iterable[str]] = ..., likelihood: _Optional[str] = ...) -> None: ...
+    pipeline: str
+    sample_parameters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., family: _Optional[str] = ..., description: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., image: _Optional[_Union[ImageInfo, _Mapping]] = ..., latent_shape: _Optional[_Iterable[int]] = ..., backend: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ..., max_batch_size: _Optional[int] = ..., max_n: _Optional[int] = ..., versions: _Optional[_Iterable[str]] = ..., likelihood: _Optional[str] = ..., pipeline: _Optional[str] = ..., sample_parameters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
     __slots__ = ("model", "n", "seed", "temperature", "steps", "sampler", "eta", "guidance_scale", "class_label", "preview_every")
