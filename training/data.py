@@ -11,10 +11,11 @@ Dataset specs (the ``dataset`` key of a training config):
   bits/dim stay comparable between runs: for each digit, its rows are shuffled with
   ``numpy.random.default_rng(20240101)`` (digits in order 0..9, one generator); the
   first 50 of each digit go to ``test`` (500 images), the other 450 to ``train`` (4,500).
+  Labels (the digits) come with the images, for class-conditional families.
 - ``imagefolder:PATH``: every png/jpg/jpeg/bmp/gif/webp/tif/tiff file under PATH
   (recursive), converted to the configured channels, resized so the short side fits and
   center-cropped to the configured size. Split: the sorted file list is shuffled with
-  ``default_rng(20240101)``; the first ``max(1, n // 10)`` files are ``test``.
+  ``default_rng(20240101)``; the first ``max(1, n // 10)`` files are ``test``. No labels.
 """
 
 from __future__ import annotations
@@ -36,11 +37,14 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".
 
 @dataclass(frozen=True)
 class ImageDataset:
-    """Train and test images of one dataset, uint8 N×C×H×W."""
+    """Train and test images of one dataset, uint8 N×C×H×W, and their int64 class labels
+    (N,) where the dataset has them."""
 
     name: str
     train: torch.Tensor
     test: torch.Tensor
+    train_labels: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
 
 
 def load_dataset(spec: str, height: int, width: int, channels: int) -> ImageDataset:
@@ -84,10 +88,13 @@ def load_mnist() -> ImageDataset:
         rows = rng.permutation(np.flatnonzero(labels == digit))
         test_idx.append(rows[:MNIST_TEST_PER_DIGIT])
         train_idx.append(rows[MNIST_TEST_PER_DIGIT:])
+    train, test = np.concatenate(train_idx), np.concatenate(test_idx)
     return ImageDataset(
         name="mnist",
-        train=torch.from_numpy(pixels[np.concatenate(train_idx)]),
-        test=torch.from_numpy(pixels[np.concatenate(test_idx)]),
+        train=torch.from_numpy(pixels[train]),
+        test=torch.from_numpy(pixels[test]),
+        train_labels=torch.from_numpy(labels[train]),
+        test_labels=torch.from_numpy(labels[test]),
     )
 
 
