@@ -57,11 +57,12 @@ class SelfAttention(nn.Module):
         self.norm = group_norm(channels, groups)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
+        self.scale = channels**-0.5
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).unbind(1)
-        weights = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(c), dim=-1)  # (b, hw, hw)
+        weights = torch.softmax(q.transpose(1, 2) @ k * self.scale, dim=-1)  # (b, hw, hw)
         out = (v @ weights.transpose(1, 2)).reshape(b, c, h, w)
         return x + self.proj(out)
 
