@@ -23,11 +23,13 @@ from torch import nn
 
 from latentserve.manifest import (
     Capability,
+    ClassConditioning,
     CodeMap,
     GraphRole,
     LatentSpec,
     LikelihoodKind,
     PipelineKind,
+    SchedulerSpec,
     TensorSpec,
 )
 
@@ -39,27 +41,30 @@ EXAMPLE_DIMS = {"samples": 3}
 class GraphPlan:
     """One graph to export: the module and its contract-named inputs and outputs.
 
-    ``int_high`` gives, per int64 input, the exclusive upper bound of its values (a code
-    map's codebook size) so example inputs are valid codes.
+    ``int_range`` gives, per input that carries integers (every int64 input, and float
+    inputs such as diffusion timesteps), the range ``[low, high)`` of valid values (a code
+    map's codebook, the training timesteps), so example inputs are valid.
     """
 
     role: GraphRole
     module: nn.Module
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    int_high: dict[str, int] = field(default_factory=dict)
+    int_range: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def example_inputs(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-        """Random inputs of the declared shapes (8-bit images in [0, 1], temperatures near 1)."""
+        """Random inputs of the declared shapes (8-bit images in [0, 1], temperatures near 1,
+        integers drawn from ``int_range``)."""
         tensors = []
         for spec in self.inputs:
             shape = [
                 (batch if d == "batch" else EXAMPLE_DIMS[d]) if isinstance(d, str) else d
                 for d in spec.shape
             ]
-            if spec.dtype == "int64":
-                high = self.int_high[spec.name]
-                tensors.append(torch.randint(0, high, shape, generator=generator))
+            if spec.dtype == "int64" or spec.name in self.int_range:
+                low, high = self.int_range[spec.name]
+                values = torch.randint(low, high, shape, generator=generator)
+                tensors.append(values if spec.dtype == "int64" else values.to(torch.float32))
             elif spec.name == "image":  # on the 8-bit grid, as the server decodes PNGs
                 tensors.append(torch.randint(0, 256, shape, generator=generator) / 255.0)
             elif spec.name == "temperature":
@@ -78,6 +83,8 @@ class ExportPlan:
     pipeline: PipelineKind = "latent_decoder"
     codes: list[CodeMap] = field(default_factory=list)
     likelihood: LikelihoodKind | None = None
+    scheduler: SchedulerSpec | None = None  # diffusion only
+    conditioning: ClassConditioning | None = None  # class-conditional models only
 
 
 @dataclass(frozen=True)
@@ -167,6 +174,7 @@ register_recipe(ExportRecipe("autoencoder", ["encode", "reconstruct"], plan_auto
 # Families whose recipes live in their own modules register when imported; they import
 # the names above, so this comes last.
 from latentserve.exporters import (  # noqa: E402, F401  (registers)
+    ddpm_recipe,
     glow_recipe,
     nvae_recipe,
     vq2_recipe,

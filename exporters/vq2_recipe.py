@@ -33,7 +33,7 @@ def plan_vqvae2(model: VQVAE2) -> ExportPlan:
     top_logits = TensorSpec(name="logits", dtype="float32", shape=["batch", kt, th, tw])
     bottom_logits = TensorSpec(name="logits", dtype="float32", shape=["batch", kb, bh, bw])
     image = image_spec(model)
-    int_high = {TOP: kt, BOTTOM: kb}
+    int_range = {TOP: (0, kt), BOTTOM: (0, kb)}
     graphs = [
         GraphPlan("encoder", MethodGraph(model, VQVAE2.encode_codes), [image], [top, bottom]),
         GraphPlan(
@@ -41,7 +41,7 @@ def plan_vqvae2(model: VQVAE2) -> ExportPlan:
             MethodGraph(model, VQVAE2.decode_mean),
             [top, bottom],
             [image],
-            int_high=int_high,
+            int_range=int_range,
         ),
         # causal in raster order; the bottom prior sees the whole top map
         GraphPlan(
@@ -49,14 +49,14 @@ def plan_vqvae2(model: VQVAE2) -> ExportPlan:
             model.prior_top,
             [top],
             [top_logits],
-            int_high=int_high,
+            int_range=int_range,
         ),
         GraphPlan(
             "prior_bottom",
             model.prior_bottom,
             [bottom, top],
             [bottom_logits],
-            int_high=int_high,
+            int_range=int_range,
         ),
         GraphPlan(
             "log_prob",

@@ -30,14 +30,14 @@ def plan_vqvae(model: VQVAE) -> ExportPlan:
     codes = TensorSpec(name=CODES, dtype="int64", shape=["batch", h, w])
     logits = TensorSpec(name="logits", dtype="float32", shape=["batch", k, h, w])
     image = image_spec(model)
-    int_high = {CODES: k}
+    int_range = {CODES: (0, k)}
     graphs = [
         GraphPlan("encoder", MethodGraph(model, VQVAE.encode_codes), [image], [codes]),
         GraphPlan(
-            "decoder", MethodGraph(model, VQVAE.decode_mean), [codes], [image], int_high=int_high
+            "decoder", MethodGraph(model, VQVAE.decode_mean), [codes], [image], int_range=int_range
         ),
         # position p's logits see only the codes before p in raster order
-        GraphPlan("prior", model.prior, [codes], [logits], int_high=int_high),
+        GraphPlan("prior", model.prior, [codes], [logits], int_range=int_range),
         GraphPlan(
             "log_prob",
             CodeLengthGraph(model),

@@ -20,6 +20,7 @@ CHECKPOINT = "checkpoint.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+EVAL_RECORD_KEYS = ("event", "split", "step")  # an eval record's keys that are not metrics
 
 
 @dataclass
@@ -40,22 +41,30 @@ def write_config(run_dir: Path, config: RunConfig) -> None:
     (run_dir / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
 
+def optimizer_path(run_dir: Path, index: int) -> Path:
+    """One file per optimiser: ``optimizer.safetensors``, then ``optimizer.1.safetensors``…
+    (a single-optimiser run keeps the one file it always had)."""
+    return run_dir / (OPTIMIZER if index == 0 else f"optimizer.{index}.safetensors")
+
+
 def save_checkpoint(
-    run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int
+    run_dir: Path, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer], step: int
 ) -> None:
-    """Write weights and optimizer state; files are replaced atomically (tmp + rename)."""
+    """Write weights (EMA shadows included: they are module state) and every optimiser's
+    state; files are replaced atomically (tmp + rename)."""
     weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     _atomic_save(run_dir / CHECKPOINT, weights, {"step": str(step)})
-    state = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    for index, param_state in state["state"].items():
-        for key, value in param_state.items():
-            tensors[f"{index}.{key}"] = torch.as_tensor(value).contiguous()
-    _atomic_save(
-        run_dir / OPTIMIZER,
-        tensors,
-        {"step": str(step), "param_groups": json.dumps(state["param_groups"])},
-    )
+    for index, optimizer in enumerate(optimizers):
+        state = optimizer.state_dict()
+        tensors: dict[str, torch.Tensor] = {}
+        for param, param_state in state["state"].items():
+            for key, value in param_state.items():
+                tensors[f"{param}.{key}"] = torch.as_tensor(value).contiguous()
+        _atomic_save(
+            optimizer_path(run_dir, index),
+            tensors,
+            {"step": str(step), "param_groups": json.dumps(state["param_groups"])},
+        )
 
 
 def _atomic_save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -70,15 +79,15 @@ def checkpoint_step(run_dir: Path) -> int:
         return int(f.metadata()["step"])
 
 
-def load_optimizer_state(run_dir: Path, optimizer: torch.optim.Optimizer) -> None:
-    """Restore the optimizer state written by ``save_checkpoint``."""
-    path = run_dir / OPTIMIZER
+def load_optimizer_state(run_dir: Path, optimizer: torch.optim.Optimizer, index: int = 0) -> None:
+    """Restore optimiser ``index``'s state written by ``save_checkpoint``."""
+    path = optimizer_path(run_dir, index)
     with safe_open(str(path), framework="pt") as f:
         param_groups = json.loads(f.metadata()["param_groups"])
     state: dict[int, dict[str, Any]] = {}
     for name, tensor in load_file(str(path)).items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = tensor
+        param, key = name.split(".", 1)
+        state.setdefault(int(param), {})[key] = tensor
     optimizer.load_state_dict({"state": state, "param_groups": param_groups})
 
 
@@ -123,4 +132,4 @@ def last_test_metrics(run_dir: Path) -> dict[str, float]:
     records = [r for r in read_metrics(run_dir) if r.get("event") == "eval"]
     if not records:
         return {}
-    return {k: float(v) for k, v in records[-1].items() if k.endswith("bits_per_dim")}
+    return {k: float(v) for k, v in records[-1].items() if k not in EVAL_RECORD_KEYS}

@@ -48,7 +48,8 @@ _EVAL_HELP = (
     "ELBO (VAE, NVAE), the exact flow likelihood of the uniformly dequantized images (Glow), "
     "or reconstruction + prior code length (VQ-VAE, VQ-VAE-2: a point-mass posterior). "
     "recon_bits_per_dim is the reconstruction term alone; for an autoencoder it is not a "
-    "likelihood bound, since its code costs nothing."
+    "likelihood bound, since its code costs nothing. Families without a cheap likelihood "
+    "(DDPM) report no bits/dim, only their own test scores (denoising_mse)."
 )
 
 # What each family's bits_per_dim is, and how the 8-bit data is modelled, for the table.
@@ -59,11 +60,14 @@ BOUNDS = {
     "vqvae": ("recon + PixelCNN prior (ELBO)", "8-bit, discretized logistic"),
     "vqvae2": ("recon + two priors (ELBO)", "8-bit, discretized logistic"),
     "autoencoder": ("none (reconstruction cost only)", "8-bit, discretized logistic"),
+    "ddpm": ("none (no likelihood; denoising MSE only)", "8-bit mapped to [-1, 1]"),
 }
+NO_LIKELIHOOD = "no likelihood: this family reports no bits/dim"
 
 
 def _train(args: argparse.Namespace) -> int:
     from latentserve.training.config import load_config, resolve_config_arg
+    from latentserve.training.evaluate import is_code_length
     from latentserve.training.trainer import resume, train
 
     if args.resume is not None:
@@ -79,6 +83,8 @@ def _train(args: argparse.Namespace) -> int:
     print(f"run folder: {result.run_dir} (step {result.step}, {result.seconds:.1f}s)")
     for name, value in result.test_metrics.items():
         print(f"test {name}: {value:.4f}")
+    if not any(is_code_length(name) for name in result.test_metrics):
+        print(f"({NO_LIKELIHOOD})")
     return 0
 
 
@@ -95,7 +101,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _eval_one(run_dir: Path, args: argparse.Namespace) -> dict:
     from latentserve.training.checkpoint import load_run
     from latentserve.training.data import load_dataset
-    from latentserve.training.evaluate import evaluate_model
+    from latentserve.training.evaluate import evaluate_model, is_code_length
     from latentserve.training.trainer import set_threads
 
     run = load_run(run_dir)
@@ -108,6 +114,7 @@ def _eval_one(run_dir: Path, args: argparse.Namespace) -> dict:
         seed=run.config.seed,
         batch_size=run.config.train.eval_batch_size,
         iw_k=args.iw_k,
+        labels=data.test_labels,
     )
     row = {
         "run": run_dir,
@@ -120,7 +127,9 @@ def _eval_one(run_dir: Path, args: argparse.Namespace) -> dict:
         print(f"{row['family']} run {run_dir} (step {run.step}), {len(data.test)} test images")
         for name, value in metrics.items():
             print(f"  {name:>24}: {value:.4f}")
-        if not run.model.has_prior:
+        if not any(is_code_length(name) for name in metrics):
+            print(f"  ({NO_LIKELIHOOD})")
+        elif not run.model.has_prior:
             print(
                 "  (no prior: recon_bits_per_dim is a reconstruction cost, not a likelihood bound)"
             )
@@ -143,8 +152,9 @@ def eval_table(rows: list[dict], iw_k: int) -> str:
             if k not in ("bits_per_dim", iw) and k.endswith("bits_per_dim")
         )
         iw_value = f"{m[iw]:.3f}" if iw in m else "-"
+        bpd = f"{m['bits_per_dim']:.3f}" if "bits_per_dim" in m else "-"
         lines.append(
-            f"| {Path(r['run']).name} | {r['family']} | {r['step']} | {m['bits_per_dim']:.3f} "
+            f"| {Path(r['run']).name} | {r['family']} | {r['step']} | {bpd} "
             f"| {iw_value} | {bound} | {data} | {parts} |"
         )
     return "\n".join(lines) + "\n"

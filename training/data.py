@@ -11,10 +11,11 @@ Dataset specs (the ``dataset`` key of a training config):
   bits/dim stay comparable between runs: for each digit, its rows are shuffled with
   ``numpy.random.default_rng(20240101)`` (digits in order 0..9, one generator); the
   first 50 of each digit go to ``test`` (500 images), the other 450 to ``train`` (4,500).
+  Labels (the digits) come with the images, for class-conditional families.
 - ``imagefolder:PATH``: every png/jpg/jpeg/bmp/gif/webp/tif/tiff file under PATH
   (recursive), converted to the configured channels, resized so the short side fits and
   center-cropped to the configured size. Split: the sorted file list is shuffled with
-  ``default_rng(20240101)``; the first ``max(1, n // 10)`` files are ``test``.
+  ``default_rng(20240101)``; the first ``max(1, n // 10)`` files are ``test``. No labels.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".
 
 @dataclass(frozen=True)
 class ImageDataset:
-    """Train and test images of one dataset, uint8 N×C×H×W (and int64 labels if it has them)."""
+    """Train and test images of one dataset, uint8 N×C×H×W, and their int64 class labels
+    (N,) where the dataset has them."""
 
     name: str
     train: torch.Tensor

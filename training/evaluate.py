@@ -1,4 +1,8 @@
-"""Test-split evaluation in bits/dim, shared by the trainer and ``latentserve eval``."""
+"""Test-split evaluation, shared by the trainer and ``latentserve eval``.
+
+Likelihood families report bits/dim; a family without a likelihood (diffusion) reports
+its own scores under their own names, or nothing, never a number labelled bits/dim.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,39 @@ from latentserve.training.likelihood import nats_to_bits_per_dim
 from latentserve.training.seeds import EVAL_NOISE, torch_generator
 
 
+def is_code_length(name: str) -> bool:
+    """Whether ``ImageModel.evaluate`` reports ``name`` in nats, to convert to bits/dim."""
+    return name.endswith("bits_per_dim")
+
+
 @torch.no_grad()
 def evaluate_model(
-    model: ImageModel, images: torch.Tensor, *, seed: int, batch_size: int = 250, iw_k: int = 1
+    model: ImageModel,
+    images: torch.Tensor,
+    *,
+    seed: int,
+    batch_size: int = 250,
+    iw_k: int = 1,
+    labels: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Mean per-image code lengths over ``images``, in bits/dim (deterministic given seed)."""
+    """Mean per-image scores over ``images`` (deterministic given seed): code lengths in
+    bits/dim, other scores as they are. Empty for a model with nothing to report."""
     was_training = model.training
     model.eval()
     generator = torch_generator(seed, EVAL_NOISE)
     totals: dict[str, float] = {}
     for start in range(0, len(images), batch_size):
-        for name, nats in model.evaluate(
-            images[start : start + batch_size], generator, iw_k
-        ).items():
-            totals[name] = totals.get(name, 0.0) + float(nats.double().sum())
+        batch = slice(start, start + batch_size)
+        scores = model.evaluate(
+            images[batch], generator, iw_k, labels=None if labels is None else labels[batch]
+        )
+        for name, values in scores.items():
+            totals[name] = totals.get(name, 0.0) + float(values.double().sum())
     model.train(was_training)
     dims = model.image.dims
-    return {name: nats_to_bits_per_dim(total / len(images), dims) for name, total in totals.items()}
+    return {
+        name: nats_to_bits_per_dim(total / len(images), dims)
+        if is_code_length(name)
+        else total / len(images)
+        for name, total in totals.items()
+    }

@@ -4,6 +4,10 @@ Randomness is a pure function of (seed, step): the data order of each epoch and 
 noise of each step come from generators seeded from them, never from a global stream.
 That is what makes a run reproducible *and* makes ``--resume`` land on exactly the
 weights an uninterrupted run would have.
+
+The family owns its optimisation (``ImageModel.configure_optimizers`` and
+``after_optimizer_step``); the loop only runs backward, clips, steps every optimiser and
+applies the lr schedule as a factor on each parameter group's initial lr.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ import numpy as np
 import torch
 from latentserve.training import checkpoint as ckpt
 from latentserve.training.config import RunConfig, TrainConfig, load_config
-from latentserve.training.data import load_dataset
-from latentserve.training.evaluate import evaluate_model
+from latentserve.training.data import ImageDataset, load_dataset
+from latentserve.training.evaluate import evaluate_model, is_code_length
 from latentserve.training.families import ImageModel
 from latentserve.training.seeds import DATA_ORDER, TRAIN_NOISE, derive_seed, torch_generator
 from tqdm import tqdm
@@ -44,13 +48,23 @@ def _batch_indices(seed: int, step: int, n: int, batch_size: int) -> torch.Tenso
     return torch.from_numpy(order[offset * batch_size : (offset + 1) * batch_size])
 
 
-def _lr_at(train: TrainConfig, step: int, total: int) -> float:
+def _lr_factor(train: TrainConfig, step: int, total: int) -> float:
+    """The schedule as a multiple of each optimiser group's initial lr (warmup, cosine)."""
     if step < train.warmup_steps:
-        return train.lr * (step + 1) / train.warmup_steps
+        return (step + 1) / train.warmup_steps
     if train.lr_schedule == "constant":
-        return train.lr
+        return 1.0
     progress = (step - train.warmup_steps) / max(1, total - train.warmup_steps)
-    return train.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _set_lr(
+    optimizers: list[torch.optim.Optimizer], base_lrs: list[list[float]], factor: float
+) -> None:
+    """Each group's lr: the one the family configured it with, times the schedule."""
+    for optimizer, lrs in zip(optimizers, base_lrs, strict=True):
+        for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr * factor
 
 
 def set_threads(requested: int) -> None:
@@ -79,28 +93,36 @@ def train(
     total = config.train.total_steps(len(data.train))
     torch.manual_seed(config.seed)
     model = ckpt.build_model(config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
-    step = _prepare_run_dir(run_dir, config, model, optimizer, resume)
+    optimizers = model.configure_optimizers(config.train.lr)
+    base_lrs = [[group["lr"] for group in opt.param_groups] for opt in optimizers]
+    step = _prepare_run_dir(run_dir, config, model, optimizers, resume)
     end = total if stop_at is None else min(stop_at, total)
     model.train()
     bar = tqdm(total=total, initial=step, desc=f"train {config.family}", disable=not progress)
     while step < end:
-        _train_step(model, optimizer, config, data.train, step, total, run_dir)
+        _set_lr(optimizers, base_lrs, _lr_factor(config.train, step, total))
+        _train_step(model, optimizers, config, data, step, total, run_dir)
         step += 1
         bar.update(1)
         if config.train.checkpoint_every and step % config.train.checkpoint_every == 0:
-            ckpt.save_checkpoint(run_dir, model, optimizer, step)
+            ckpt.save_checkpoint(run_dir, model, optimizers, step)
     bar.close()
-    ckpt.save_checkpoint(run_dir, model, optimizer, step)
+    ckpt.save_checkpoint(run_dir, model, optimizers, step)
     test_metrics: dict[str, float] = {}
     if step == total:
         test_metrics = evaluate_model(
-            model, data.test, seed=config.seed, batch_size=config.train.eval_batch_size
+            model,
+            data.test,
+            seed=config.seed,
+            batch_size=config.train.eval_batch_size,
+            labels=data.test_labels,
         )
         ckpt.append_metrics(
             run_dir, {"event": "eval", "split": "test", "step": step, **test_metrics}
         )
         log.info("test split after %d steps: %s", step, test_metrics)
+        if not any(is_code_length(name) for name in test_metrics):
+            log.info("%s has no likelihood: no test bits/dim", config.family)
     return TrainResult(run_dir, step, test_metrics, time.perf_counter() - start)
 
 
@@ -108,13 +130,14 @@ def _prepare_run_dir(
     run_dir: Path,
     config: RunConfig,
     model: ImageModel,
-    optimizer: torch.optim.Optimizer,
+    optimizers: list[torch.optim.Optimizer],
     resume: bool,
 ) -> int:
     """Create a fresh run folder or restore a checkpoint; returns the step to start at."""
     if resume:
         step = ckpt.load_weights(run_dir, model)
-        ckpt.load_optimizer_state(run_dir, optimizer)
+        for index, optimizer in enumerate(optimizers):
+            ckpt.load_optimizer_state(run_dir, optimizer, index)
         ckpt.truncate_metrics(run_dir, step)  # drop logs past the checkpoint
         return step
     if (run_dir / ckpt.CHECKPOINT).exists():
@@ -126,27 +149,29 @@ def _prepare_run_dir(
 
 def _train_step(
     model: ImageModel,
-    optimizer: torch.optim.Optimizer,
+    optimizers: list[torch.optim.Optimizer],
     config: RunConfig,
-    images: torch.Tensor,
+    data: ImageDataset,
     step: int,
     total: int,
     run_dir: Path,
 ) -> None:
-    lr = _lr_at(config.train, step, total)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    batch = images[_batch_indices(config.seed, step, len(images), config.train.batch_size)]
+    index = _batch_indices(config.seed, step, len(data.train), config.train.batch_size)
+    labels = None if data.train_labels is None else data.train_labels[index]
     generator = torch_generator(config.seed, TRAIN_NOISE, step)
-    out = model.training_step(batch, generator)
-    optimizer.zero_grad(set_to_none=True)
+    out = model.training_step(data.train[index], generator, labels)
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     if config.train.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
-    optimizer.step()
+    for optimizer in optimizers:
+        optimizer.step()
+    model.after_optimizer_step()
     if not math.isfinite(out.loss.item()):
         raise FloatingPointError(f"loss became {out.loss.item()} at step {step}")
     if (step + 1) % config.train.log_every == 0 or step + 1 == total:
+        lr = config.train.lr * _lr_factor(config.train, step, total)
         ckpt.append_metrics(run_dir, {"event": "train", "step": step + 1, "lr": lr, **out.metrics})
 
 

@@ -46,3 +46,20 @@ def test_train_refuses_config_and_resume_together(
     assert "not both" in capsys.readouterr().err
     assert main(["train", "no-such-config"]) == 2
     assert "no built-in config named 'no-such-config'" in capsys.readouterr().err
+
+
+def test_eval_of_a_family_without_likelihood_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "ddpm"
+    assert main(["train", "ddpm-tiny", "--run-dir", str(run_dir), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "test denoising_mse" in out and "no likelihood" in out
+    table = tmp_path / "table.md"
+    assert main(["eval", str(run_dir), "--table", str(table)]) == 0
+    out = capsys.readouterr().out
+    assert "denoising_mse" in out and "no likelihood" in out and "bits_per_dim" not in out
+    cells = [c.strip() for c in table.read_text().splitlines()[2].split("|")]
+    assert cells[2:5] == ["ddpm", "30", "-"] and "no likelihood" in cells[6]
+    assert main(["eval", str(run_dir), "--iw-k", "2"]) == 2
+    assert "need a likelihood" in capsys.readouterr().err

@@ -23,6 +23,14 @@ def test_mnist_split_is_fixed_and_disjoint() -> None:
     assert torch.equal(again.test, data.test)
 
 
+def test_mnist_labels_follow_the_split() -> None:
+    data = load_mnist()
+    assert data.train_labels.shape == (4500,) and data.test_labels.shape == (500,)
+    assert data.train_labels.dtype == torch.int64
+    assert torch.bincount(data.train_labels).tolist() == [450] * 10
+    assert torch.bincount(data.test_labels).tolist() == [50] * 10
+
+
 def test_mnist_refuses_other_sizes() -> None:
     with pytest.raises(ValueError, match="28x28x1"):
         load_dataset("mnist", 32, 32, 3)

@@ -88,3 +88,30 @@ def test_optimizer_state_round_trips(tmp_path: Path) -> None:
     assert len(state["state"]) == len(list(run.model.parameters()))
     assert float(state["state"][0]["step"]) == 3.0
     assert state["param_groups"][0]["lr"] != 1.0  # restored from the checkpoint
+
+
+def test_several_optimizers_round_trip_one_file_each(tmp_path: Path) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    optimizers = [
+        torch.optim.Adam(model[0].parameters(), lr=1e-3),
+        torch.optim.SGD(model[1].parameters(), lr=0.5, momentum=0.9),
+    ]
+    model(torch.ones(2, 3)).sum().backward()
+    for optimizer in optimizers:
+        optimizer.step()
+    ckpt.save_checkpoint(tmp_path, model, optimizers, step=1)
+    assert ckpt.optimizer_path(tmp_path, 1).is_file()
+    fresh = [
+        torch.optim.Adam(model[0].parameters(), lr=1.0),
+        torch.optim.SGD(model[1].parameters(), lr=1.0, momentum=0.0),
+    ]
+    for index, optimizer in enumerate(fresh):
+        ckpt.load_optimizer_state(tmp_path, optimizer, index)
+    assert fresh[1].param_groups[0]["momentum"] == 0.9
+    for saved, loaded in zip(optimizers, fresh, strict=True):
+        a, b = saved.state_dict(), loaded.state_dict()
+        assert [g["lr"] for g in a["param_groups"]] == [g["lr"] for g in b["param_groups"]]
+        for index, state in a["state"].items():
+            assert all(
+                torch.equal(torch.as_tensor(v), b["state"][index][k]) for k, v in state.items()
+            )

@@ -5,6 +5,7 @@ Importing this package registers exactly the families listed below.
 
 from latentserve.training.families import (  # noqa: F401  (registers)
     autoencoder,
+    ddpm,
     glow,
     nvae,
     vae,

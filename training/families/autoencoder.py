@@ -46,14 +46,20 @@ class Autoencoder(LatentModel):
         loc, log_scale = self.decode(code)
         return -discretized_logistic_log_prob(x, loc, log_scale).flatten(1).sum(1)
 
-    def training_step(self, x: torch.Tensor, generator: torch.Generator) -> StepOutput:
+    def training_step(
+        self, x: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+    ) -> StepOutput:
         nats_per_dim = self._recon_nats(x).mean() / self.image.dims
         return StepOutput(
             loss=nats_per_dim, metrics={"recon_bits_per_dim": nats_per_dim.item() / math.log(2.0)}
         )
 
     def evaluate(
-        self, x: torch.Tensor, generator: torch.Generator, iw_k: int = 1
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator,
+        iw_k: int = 1,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         if iw_k > 1:
             raise ValueError("importance-weighted bounds need a prior; the autoencoder has none")

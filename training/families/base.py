@@ -1,7 +1,9 @@
 """What the trainer and the exporters ask of every family's model.
 
-One small interface keeps one trainer loop for all families: a family only fills in how
-it scores a batch. ``LatentModel`` adds the encoder/decoder pair that the latent-decoder
+One small interface keeps one trainer loop for all families: a family fills in how it
+scores a batch and, where it needs more than one Adam over all its weights, owns its
+optimisation (its optimisers, and what follows each step, such as an EMA update).
+``LatentModel`` adds the encoder/decoder pair that the latent-decoder
 export graphs wrap; a flow has no such pair and derives from ``ImageModel`` directly.
 """
 
@@ -34,14 +36,36 @@ class ImageModel(nn.Module, ABC):
         self.image = image
 
     @abstractmethod
-    def training_step(self, x: torch.Tensor, generator: torch.Generator) -> StepOutput:
-        """Loss of a uint8 batch; ``generator`` is the only randomness it may use."""
+    def training_step(
+        self, x: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+    ) -> StepOutput:
+        """Loss of a uint8 batch; ``generator`` is the only randomness it may use.
 
-    @abstractmethod
+        ``labels`` are the batch's int64 class labels where the dataset has them;
+        unconditional families ignore them.
+        """
+
+    def configure_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
+        """The optimisers the trainer steps after each backward pass (the trainer's lr
+        schedule scales every group's initial lr). Default: one Adam over all parameters."""
+        return [torch.optim.Adam(self.parameters(), lr=lr)]
+
+    def after_optimizer_step(self) -> None:
+        """Called once after every training step's optimiser steps (e.g. an EMA update)."""
+
     def evaluate(
-        self, x: torch.Tensor, generator: torch.Generator, iw_k: int = 1
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator,
+        iw_k: int = 1,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Per-image code lengths in nats, keyed by the metric's name in bits/dim."""
+        """Per-image test scores. Entries named ``*bits_per_dim`` are code lengths in nats
+        (reported in bits/dim); any other entry is a score reported as its mean.
+
+        Default: nothing, for a family without a likelihood or a cheap test score.
+        """
+        return {}
 
 
 class LatentModel(ImageModel):

@@ -192,14 +192,20 @@ class Glow(ImageModel):
         out = self.encode(self.dequantize(x, generator))
         return -(out.log_prior + out.logdet) + self.image.dims * math.log(LEVELS)
 
-    def training_step(self, x: torch.Tensor, generator: torch.Generator) -> StepOutput:
+    def training_step(
+        self, x: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+    ) -> StepOutput:
         nats_per_dim = self.nll_nats(x, generator).mean() / self.image.dims
         return StepOutput(
             loss=nats_per_dim, metrics={"bits_per_dim": nats_per_dim.item() / math.log(2.0)}
         )
 
     def evaluate(
-        self, x: torch.Tensor, generator: torch.Generator, iw_k: int = 1
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator,
+        iw_k: int = 1,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         out = {"bits_per_dim": self.nll_nats(x, generator)}
         if iw_k > 1:

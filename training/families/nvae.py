@@ -298,7 +298,9 @@ class NVAE(ImageModel):
         kl = torch.stack([q.kl(p) for _, q, p in draws], dim=1)
         return recon, kl
 
-    def training_step(self, x: torch.Tensor, generator: torch.Generator) -> StepOutput:
+    def training_step(
+        self, x: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+    ) -> StepOutput:
         recon, kl = self._elbo_terms(x, generator)
         beta = self.kl_coefficient()
         if beta < 1.0 and self.config.kl_balance:
@@ -325,7 +327,11 @@ class NVAE(ImageModel):
         )
 
     def evaluate(
-        self, x: torch.Tensor, generator: torch.Generator, iw_k: int = 1
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator,
+        iw_k: int = 1,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         recon, kl = self._elbo_terms(x, generator)
         kl = kl.sum(1)

@@ -58,7 +58,9 @@ class VAE(LatentModel):
         kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum(1)
         return self._recon_nats(x, z), kl
 
-    def training_step(self, x: torch.Tensor, generator: torch.Generator) -> StepOutput:
+    def training_step(
+        self, x: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+    ) -> StepOutput:
         recon, kl = self._negative_elbo(x, generator)
         nats_per_dim = (recon + kl).mean() / self.image.dims
         return StepOutput(
@@ -70,7 +72,11 @@ class VAE(LatentModel):
         )
 
     def evaluate(
-        self, x: torch.Tensor, generator: torch.Generator, iw_k: int = 1
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator,
+        iw_k: int = 1,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         recon, kl = self._negative_elbo(x, generator)
         out = {"bits_per_dim": recon + kl, "recon_bits_per_dim": recon, "kl_bits_per_dim": kl}

@@ -175,7 +175,9 @@ class VQVAE(ImageModel):
         """``-log p(x|c)`` per image (nats); ``x`` holds the 8-bit levels."""
         return pixel_nats(x, loc, log_scale)
 
-    def training_step(self, x: torch.Tensor, generator: torch.Generator) -> StepOutput:
+    def training_step(
+        self, x: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+    ) -> StepOutput:
         q = self.quantizer(self.features(to_unit(x)), generator)
         recon = self.recon_nats(x, *self.decode_vectors(q.quantized))
         prior = self.prior.nats(q.codes.detach())
@@ -196,7 +198,11 @@ class VQVAE(ImageModel):
         )
 
     def evaluate(
-        self, x: torch.Tensor, generator: torch.Generator, iw_k: int = 1
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator,
+        iw_k: int = 1,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per-image nats: ``-log p(x|c)``, ``-log p(c)`` and their sum (see module doc)."""
         return self.code_lengths(x)

@@ -211,7 +211,9 @@ class VQVAE2(ImageModel):
             "prior_bottom_bits_per_dim": bottom,
         }
 
-    def training_step(self, x: torch.Tensor, generator: torch.Generator) -> StepOutput:
+    def training_step(
+        self, x: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+    ) -> StepOutput:
         features = self._bottom_features(to_unit(x))
         qt = self.quantizer_top(self.encoder_top(features), generator)
         qb = self.quantizer_bottom(self._bottom_vectors(features, qt.quantized), generator)
@@ -242,7 +244,11 @@ class VQVAE2(ImageModel):
         )
 
     def evaluate(
-        self, x: torch.Tensor, generator: torch.Generator, iw_k: int = 1
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator,
+        iw_k: int = 1,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per-image nats: ``-log p(x|c)``, ``-log p(c_top)``, ``-log p(c_bottom|c_top)``
         and their sum (see the module doc: an honest bound, nothing to sample)."""
