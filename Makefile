@@ -37,7 +37,7 @@ repository: $(STAMP_TRAIN)
 		$(BIN)/latentserve build-default --repository $(REPOSITORY); \
 	fi
 
-## families: add Glow, NVAE, VQ-VAE and VQ-VAE-2 MNIST models to $(REPOSITORY)/ (slow: trains
+## families: add Glow, NVAE, VQ-VAE, VQ-VAE-2 and DDPM MNIST models to $(REPOSITORY)/ (slow: trains
 ## each one; runs are kept in $(FAMILY_RUNS)/ for eval-families).
 families: $(STAMP_TRAIN)
 	$(BIN)/latentserve build-default --with-families --repository $(REPOSITORY) \

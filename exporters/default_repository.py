@@ -23,13 +23,14 @@ log = logging.getLogger(__name__)
 #: (built-in config, model name) of the default repository.
 DEFAULT_MODELS: tuple[tuple[str, str], ...] = (("vae-mnist", "vae-mnist"),)
 
-#: The likelihood families, one MNIST model each: opt-in (``--with-families``), because
+#: The other families, one MNIST model each: opt-in (``--with-families``), because
 #: training them all takes far longer than a first run should (tens of minutes on CPU).
 FAMILY_MODELS: tuple[tuple[str, str], ...] = (
     ("glow-mnist", "glow-mnist"),
     ("nvae-mnist", "nvae-mnist"),
     ("vqvae-mnist", "vqvae-mnist"),
     ("vqvae2-mnist", "vqvae2-mnist"),
+    ("ddpm-mnist", "ddpm-mnist"),
 )
 
 

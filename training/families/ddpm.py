@@ -159,9 +159,10 @@ class DDPM(ImageModel):
         iw_k: int = 1,
         labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Per-image denoising MSE of the EMA network with the true labels (no dropout)."""
-        if iw_k > 1:
-            raise ValueError("importance-weighted bounds need a likelihood; DDPM reports none")
+        """Per-image denoising MSE of the EMA network with the true labels (no dropout).
+
+        There is no likelihood bound to tighten, so ``iw_k`` is ignored (as for VQ models),
+        which lets one ``latentserve eval --iw-k`` cover every family's runs."""
         return {"denoising_mse": self._losses(self.ema.shadow, x, generator, labels, 0.0)}
 
 
