@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     default.add_argument(
         "--with-families",
         action="store_true",
-        help="also glow-mnist, nvae-mnist, vqvae-mnist, vqvae2-mnist and ddpm-mnist (about an hour)",
+        help="also glow-, nvae-, vqvae-, vqvae2- and ddpm-mnist (about an hour)",
     )
     default.set_defaults(func=_build_default)
 
