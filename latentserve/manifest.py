@@ -49,6 +49,16 @@ it denoises):
 - ``decoder`` (optional): ``latent`` -> ``image`` for models that denoise in an
   autoencoder's latent space; without it the sample is the image in
   ``scheduler.sample_range``.
+- ``encoder`` (optional, latent diffusion): ``image`` -> ``latent`` (the posterior mean),
+  for encode / reconstruct and img2img.
+
+Text-to-image models (``text`` section) add:
+
+- ``text_encoder``: ``input_ids`` and ``attention_mask`` (batch, text.max_tokens) int64 ->
+  ``hidden_states`` (batch, text.max_tokens, text.hidden_size) float32.
+- the denoiser takes ``encoder_hidden_states`` (batch, max_tokens, hidden_size) float32
+  and ``encoder_attention_mask`` (batch, max_tokens) int64 besides ``sample`` and
+  ``timestep``.
 """
 
 from __future__ import annotations
@@ -198,6 +208,21 @@ class ClassConditioning(_Strict):
     labels: list[str] = Field(default_factory=list)  # human names, e.g. "0".."9"
 
 
+class TextConditioning(_Strict):
+    """Text-conditional denoisers (text-to-image): a frozen text encoder's token states.
+
+    The server tokenizes a prompt with the ``tokenizer`` asset (a ``tokenizers`` JSON file)
+    into ``max_tokens`` ids (padded; a longer prompt is refused), runs the ``text_encoder``
+    graph, and feeds its states to the denoiser. The empty prompt is the unconditional
+    input of classifier-free guidance (what conditioning dropout trained on).
+    """
+
+    tokenizer: str = "tokenizer"  # the name of the asset
+    max_tokens: int = Field(gt=1)
+    hidden_size: int = Field(gt=0)
+    default_guidance_scale: float = Field(default=5.0, ge=0)
+
+
 class AssetFile(_Strict):
     """A file other than a graph that serving needs (a tokenizer), checked like graphs."""
 
@@ -238,6 +263,7 @@ class Manifest(_Strict):
     graphs: dict[GraphRole, GraphSpec]
     scheduler: SchedulerSpec | None = None
     conditioning: ClassConditioning | None = None
+    text: TextConditioning | None = None
     assets: dict[str, AssetFile] = Field(default_factory=dict)
     serving: ServingDefaults = ServingDefaults()
     provenance: Provenance
