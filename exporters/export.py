@@ -1,9 +1,10 @@
 """A trained run → one version folder of a model repository.
 
 Layout: ``<repository>/<name>/<version>/`` holding ``<role>.onnx`` and ``<role>.pt``
-(TorchScript) for each graph of the family's recipe, and ``manifest.json``. The folder
-is assembled under a temporary name and renamed into place only after every graph
-passed its parity check, so a server scanning the repository never sees half a model.
+(TorchScript) for each graph of the family's recipe, its assets (``<name><suffix>``, e.g.
+``tokenizer.json``), and ``manifest.json``. The folder is assembled under a temporary name
+and renamed into place only after every graph passed its parity check, so a server
+scanning the repository never sees half a model.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from pathlib import Path
 import torch
 from latentserve.exporters.formats import export_onnx, export_torchscript
 from latentserve.exporters.parity import check_parity
-from latentserve.exporters.recipes import get_recipe
+from latentserve.exporters.recipes import GraphPlan, get_recipe
 from latentserve.training.checkpoint import last_test_metrics, load_run
 
 from latentserve import __version__
 from latentserve.manifest import (
+    AssetFile,
     GraphFile,
     GraphSpec,
     ImageSpec,
@@ -71,7 +73,8 @@ def export_run(run_dir: Path, repository: Path, name: str, version: str | None =
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=model_dir))
     try:
         plan = recipe.plan(loaded.model)
-        graphs = _export_graphs(plan.graphs, staging)
+        graphs = export_graphs(plan.graphs, staging)
+        assets = copy_assets(plan.assets, staging)
         manifest = Manifest(
             name=name,
             version=version,
@@ -91,6 +94,8 @@ def export_run(run_dir: Path, repository: Path, name: str, version: str | None =
             graphs=graphs,
             scheduler=plan.scheduler,
             conditioning=plan.conditioning,
+            text=plan.text,
+            assets=assets,
             provenance=Provenance(
                 config=loaded.config.to_dict(),
                 dataset=loaded.config.dataset,
@@ -110,7 +115,8 @@ def export_run(run_dir: Path, repository: Path, name: str, version: str | None =
     return target
 
 
-def _export_graphs(plans: list, folder: Path) -> dict[str, GraphSpec]:
+def export_graphs(plans: list[GraphPlan], folder: Path) -> dict[str, GraphSpec]:
+    """Write each graph as ONNX and TorchScript into ``folder``, parity-checked."""
     graphs: dict[str, GraphSpec] = {}
     generator = torch.Generator().manual_seed(0)
     for plan in plans:
@@ -131,3 +137,13 @@ def _export_graphs(plans: list, folder: Path) -> dict[str, GraphSpec]:
             },
         )
     return graphs
+
+
+def copy_assets(assets: dict[str, Path], folder: Path) -> dict[str, AssetFile]:
+    """Copy each asset into ``folder`` as ``<name><suffix>``, recorded with its sha256."""
+    files: dict[str, AssetFile] = {}
+    for name, source in assets.items():
+        target = folder / f"{name}{source.suffix}"
+        shutil.copyfile(source, target)
+        files[name] = AssetFile(path=target.name, sha256=sha256_file(target))
+    return files

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from latentserve.exporters.graphs import (
@@ -31,6 +32,7 @@ from latentserve.manifest import (
     PipelineKind,
     SchedulerSpec,
     TensorSpec,
+    TextConditioning,
 )
 
 # Sizes given to named dynamic dimensions other than "batch" in example inputs.
@@ -76,7 +78,11 @@ class GraphPlan:
 
 @dataclass(frozen=True)
 class ExportPlan:
-    """Everything a family's export produces besides the files: graphs and manifest parts."""
+    """Everything a family's export produces: graphs, files copied as is, manifest parts.
+
+    ``assets`` maps an asset name to the file copied into the version folder (a tokenizer);
+    the manifest records it with its sha256, which the server verifies at load.
+    """
 
     graphs: list[GraphPlan]
     latent: LatentSpec
@@ -85,6 +91,8 @@ class ExportPlan:
     likelihood: LikelihoodKind | None = None
     scheduler: SchedulerSpec | None = None  # diffusion only
     conditioning: ClassConditioning | None = None  # class-conditional models only
+    text: TextConditioning | None = None  # text-to-image models only
+    assets: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
