@@ -120,6 +120,18 @@ class ServerMetrics:
             buckets=_JOBS_PER_STEP_BUCKETS,
             registry=registry,
         )
+        self.text_cache_hits = Counter(
+            "latentserve_text_cache_hits",
+            "Prompts whose text-encoder states were reused (cached or already being computed).",
+            ["model"],
+            registry=registry,
+        )
+        self.text_cache_misses = Counter(
+            "latentserve_text_cache_misses",
+            "Prompts the text encoder graph had to compute.",
+            ["model"],
+            registry=registry,
+        )
         self.models_loaded = Gauge(
             "latentserve_models_loaded",
             "Model versions loaded and ready to serve.",

@@ -41,6 +41,7 @@ class ModelOverrides(BaseModel):
     max_concurrent_batches: int | None = Field(default=None, gt=0)
     max_running_jobs: int | None = Field(default=None, gt=0)
     max_steps: int | None = Field(default=None, gt=0)
+    text_cache_size: int | None = Field(default=None, ge=0)
 
 
 StepBatching = Literal["iteration", "request"]
@@ -53,6 +54,7 @@ class ServingOptions(ServingDefaults):
     max_running_jobs: int = Field(default=16, gt=0)
     max_steps: int = Field(default=1000, gt=0)
     step_batching: StepBatching = "iteration"
+    text_cache_size: int = Field(default=1024, ge=0)
 
 
 def _default_threads() -> int:
@@ -101,6 +103,9 @@ class Settings(BaseSettings):
     # batch starts run their whole loops together and later ones wait (static batching,
     # kept as the benchmark's baseline).
     step_batching: StepBatching = "iteration"
+    # Prompts whose text-encoder states a text-to-image model keeps (LRU; 0: none). One
+    # entry is max_tokens x hidden_size float32: 48 KiB at 32 x 384.
+    text_cache_size: int = Field(default=1024, ge=0)
 
     @classmethod
     def settings_customise_sources(
@@ -125,6 +130,7 @@ class Settings(BaseSettings):
             "max_running_jobs": self.max_running_jobs,
             "max_steps": self.max_steps,
             "step_batching": self.step_batching,
+            "text_cache_size": self.text_cache_size,
         }
         override = self.models.get(model)
         if override is not None:
