@@ -26,7 +26,8 @@ from latentserve.text_tokens import PromptTokenizer, TokenLimitError
 
 Arrays = dict[str, np.ndarray]
 RunGraph = Callable[[Arrays], Awaitable[Arrays]]
-Embedding = tuple[np.ndarray, np.ndarray]  # states (max_tokens, hidden), mask (max_tokens,)
+Embedding = tuple[np.ndarray, np.ndarray]  # states (.., max_tokens, hidden), mask (.., max_tokens)
+Tokens = tuple[np.ndarray, np.ndarray]  # input_ids, attention_mask
 
 # Characters checked before tokenizing, which costs time and memory per character: far more
 # than any prompt within the token limit needs, far less than a request body may carry.
@@ -79,7 +80,7 @@ class PromptEncoder:
         tokenizer = PromptTokenizer(version_dir / asset.path, text.max_tokens)
         return cls(tokenizer, run, cache_size=cache_size, model=label, metrics=metrics)
 
-    def encode(self, prompts: Sequence[object], field: str = "prompt") -> Embedding:
+    def encode(self, prompts: Sequence[object], field: str = "prompt") -> Tokens:
         """``input_ids`` and ``attention_mask`` (len(prompts), max_tokens) int64.
 
         Raises ``InvalidArgument`` naming ``field`` (``field[i]`` for several prompts) for
@@ -133,11 +134,11 @@ class PromptEncoder:
                 )
             if bad := _NOT_TEXT.search(prompt):
                 code = f"U+{ord(bad.group()):04X}"
-                raise InvalidArgument(name, f"control character {code} at {bad.start()}")
+                raise InvalidArgument(name, f"character {code} at {bad.start()} is not text")
             texts.append(prompt)
         return texts
 
-    def _tokenize(self, texts: list[str], names: list[str]) -> Embedding:
+    def _tokenize(self, texts: list[str], names: list[str]) -> Tokens:
         try:
             return self._tokenizer.encode(texts)
         except TokenLimitError as error:
