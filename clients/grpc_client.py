@@ -17,7 +17,7 @@ from latentserve.clients.errors import (
     from_code,
     from_grpc,
 )
-from latentserve.clients.images import ImageInput, from_png, to_pngs
+from latentserve.clients.images import ImageInput, from_png, to_png, to_pngs
 from latentserve.clients.params import sample_params
 from latentserve.clients.results import (
     Accepted,
@@ -43,8 +43,11 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
+
+
 # Every sample parameter of any model kind is a SampleRequest field.
-_SAMPLE_PARAMS = frozenset(pb.SampleRequest.DESCRIPTOR.fields_by_name) - {"model"}
+def _fields(message: type) -> frozenset[str]:
+    return frozenset(message.DESCRIPTOR.fields_by_name) - {"model"}
 
 
 class GrpcClient:
@@ -103,10 +106,45 @@ class GrpcClient:
         request = sample_request(model, n, seed, **params)
         yield from self._job_events(self._stub.SampleEvents, request, ModelNotFoundError)
 
-    def submit_job(self, model: str, n: int = 1, seed: int | None = None, **params: Any) -> JobInfo:
-        """Admit a sample job that outlives this call; follow it with :meth:`watch_job`."""
-        response = self._unary(self._stub.SubmitJob, sample_request(model, n, seed, **params))
-        return job_info_from_proto(response)
+    def text_to_image(
+        self, model: str, prompt: str, n: int = 1, seed: int | None = None, **params: Any
+    ) -> SampleResult:
+        """Images for ``prompt`` from a text-to-image model. ``params``: ``negative_prompt``,
+        ``steps``, ``sampler``, ``eta``, ``guidance_scale``, and for img2img ``image`` (PIL,
+        numpy, PNG bytes or a path) with ``strength``."""
+        request = text_to_image_request(model, prompt, n, seed, **params)
+        return _sample_result(self._unary(self._stub.TextToImage, request))
+
+    def text_to_image_events(
+        self, model: str, prompt: str, n: int = 1, seed: int | None = None, **params: Any
+    ) -> Iterator[JobEvent]:
+        """Run a text-to-image job and yield its events, as :meth:`sample_events` does."""
+        request = text_to_image_request(model, prompt, n, seed, **params)
+        yield from self._job_events(self._stub.TextToImageEvents, request, ModelNotFoundError)
+
+    def submit_job(
+        self,
+        model: str,
+        n: int = 1,
+        seed: int | None = None,
+        *,
+        method: str = "sample",
+        **params: Any,
+    ) -> JobInfo:
+        """Admit a job (``sample`` or ``text_to_image``, whose ``prompt`` goes in
+        ``params``) that outlives this call; follow it with :meth:`watch_job`."""
+        if method == "sample":
+            job = pb.JobRequest(sample=sample_request(model, n, seed, **params))
+        elif method == "text_to_image":
+            prompt = params.pop("prompt", "")
+            job = pb.JobRequest(
+                text_to_image=text_to_image_request(model, prompt, n, seed, **params)
+            )
+        else:
+            raise InvalidArgumentError(
+                f"method: unknown job method {method!r}", code="invalid_argument", field="method"
+            )
+        return job_info_from_proto(self._unary(self._stub.SubmitJob, job))
 
     def get_job(self, job_id: str) -> JobInfo:
         """The job's state now (a finished job stays readable for the server's job TTL)."""
@@ -218,12 +256,26 @@ def sample_request(
     The proto has a field for every parameter of every model kind, so a name it lacks, or
     a value its field cannot hold, is refused here as the server would refuse it.
     """
-    request = pb.SampleRequest(model=model)
-    for name, value in sample_params(n, seed, params).items():
-        if name not in _SAMPLE_PARAMS:
-            known = ", ".join(sorted(_SAMPLE_PARAMS))
+    return _request(pb.SampleRequest(model=model), sample_params(n, seed, params))
+
+
+def text_to_image_request(
+    model: str, prompt: str, n: int = 1, seed: int | None = None, **params: Any
+) -> pb.TextToImageRequest:
+    """Build a TextToImageRequest (an img2img ``image`` is sent as PNG bytes)."""
+    if params.get("image") is not None:
+        params["image"] = to_png(params["image"])
+    given = sample_params(n, seed, params) | {"prompt": prompt}
+    return _request(pb.TextToImageRequest(model=model), given)
+
+
+def _request(request: Any, params: dict[str, Any]) -> Any:
+    known = _fields(type(request))
+    for name, value in params.items():
+        if name not in known:
             raise InvalidArgumentError(
-                f"{name}: not a sample parameter (known: {known})",
+                f"{name}: not a parameter of {type(request).__name__} "
+                f"(known: {', '.join(sorted(known))})",
                 code="invalid_argument",
                 field=name,
             )

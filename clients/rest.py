@@ -21,7 +21,7 @@ from latentserve.clients.errors import (
     from_code,
     from_http,
 )
-from latentserve.clients.images import ImageInput, from_png, to_pngs
+from latentserve.clients.images import ImageInput, from_png, to_png, to_pngs
 from latentserve.clients.params import sample_params
 from latentserve.clients.results import (
     Accepted,
@@ -94,9 +94,39 @@ class RestClient:
         payload = sample_params(n, seed, params)
         yield from self._events("POST", f"/v1/models/{model}/sample", payload, ModelNotFoundError)
 
-    def submit_job(self, model: str, n: int = 1, seed: int | None = None, **params: Any) -> JobInfo:
-        """Admit a sample job that outlives this call; follow it with :meth:`watch_job`."""
-        payload = {"model": model, "method": "sample", "params": sample_params(n, seed, params)}
+    def text_to_image(
+        self, model: str, prompt: str, n: int = 1, seed: int | None = None, **params: Any
+    ) -> SampleResult:
+        """Images for ``prompt`` from a text-to-image model. ``params``: ``negative_prompt``,
+        ``steps``, ``sampler``, ``eta``, ``guidance_scale``, and for img2img ``image`` (PIL,
+        numpy, PNG bytes or a path) with ``strength``."""
+        payload = _text_params(prompt, n, seed, params)
+        return _sample_result(self._call("POST", f"/v1/models/{model}/text-to-image", payload))
+
+    def text_to_image_events(
+        self, model: str, prompt: str, n: int = 1, seed: int | None = None, **params: Any
+    ) -> Iterator[JobEvent]:
+        """Run a text-to-image job and yield its events, as :meth:`sample_events` does."""
+        payload = _text_params(prompt, n, seed, params)
+        path = f"/v1/models/{model}/text-to-image"
+        yield from self._events("POST", path, payload, ModelNotFoundError)
+
+    def submit_job(
+        self,
+        model: str,
+        n: int = 1,
+        seed: int | None = None,
+        *,
+        method: str = "sample",
+        **params: Any,
+    ) -> JobInfo:
+        """Admit a job (``sample`` or ``text_to_image``, whose ``prompt`` goes in
+        ``params``) that outlives this call; follow it with :meth:`watch_job`."""
+        if method == "text_to_image":
+            given = _text_params(params.pop("prompt", ""), n, seed, params)
+        else:
+            given = sample_params(n, seed, params)
+        payload = {"model": model, "method": method, "params": given}
         return job_info_from_json(self._call("POST", "/v1/jobs", payload))
 
     def get_job(self, job_id: str) -> JobInfo:
@@ -263,6 +293,12 @@ def model_info_from_json(item: dict) -> ModelInfo:
         pipeline=item.get("pipeline", ""),
         sample_parameters=list(item.get("sample_parameters", [])),
     )
+
+
+def _text_params(prompt: str, n: int, seed: int | None, params: dict[str, Any]) -> dict:
+    if params.get("image") is not None:
+        params["image"] = base64.b64encode(to_png(params["image"])).decode()
+    return sample_params(n, seed, params) | {"prompt": prompt}
 
 
 def _sample_result(body: dict) -> SampleResult:

@@ -102,9 +102,18 @@ def _latent(row: np.ndarray) -> pb.Latent:
     return pb.Latent(shape=row.shape, values=row.ravel().tolist())
 
 
-def _sample_params(request: pb.SampleRequest) -> dict[str, Any]:
+def _params(request: pb.SampleRequest | pb.TextToImageRequest) -> dict[str, Any]:
     """The parameters the client set, by name: the model's kind decides what they mean."""
     return {f.name: value for f, value in request.ListFields() if f.name != "model"}
+
+
+def _job_request(request: pb.JobRequest) -> tuple[str, str, dict[str, Any]]:
+    """(model, method, parameters) of a SubmitJob request."""
+    method = request.WhichOneof("method")
+    if method is None:
+        raise InvalidArgument("method", "set sample or text_to_image")
+    inner = getattr(request, method)
+    return inner.model, method, _params(inner)
 
 
 def _event(job_id: str, event: JobEvent) -> pb.JobEvent:
@@ -173,31 +182,45 @@ class GrpcGenerativeService(pb_grpc.GenerativeServiceServicer):
 
     @_unary("sample")
     async def Sample(self, request: pb.SampleRequest, context: Any) -> pb.SampleResponse:
-        r = await self._service.sample(request.model, _sample_params(request), PROTOCOL)
+        r = await self._service.sample(request.model, _params(request), PROTOCOL)
         return pb.SampleResponse(model=r.model, seed=r.seed, images=r.images)
 
     async def SampleEvents(
         self, request: pb.SampleRequest, context: Any
     ) -> AsyncIterator[pb.JobEvent]:
+        async for event in self._events(request, "sample", context):
+            yield event
+
+    @_unary("text_to_image")
+    async def TextToImage(self, request: pb.TextToImageRequest, context: Any) -> pb.SampleResponse:
+        r = await self._service.generate(request.model, "text_to_image", _params(request), PROTOCOL)
+        return pb.SampleResponse(model=r.model, seed=r.seed, images=r.images)
+
+    async def TextToImageEvents(
+        self, request: pb.TextToImageRequest, context: Any
+    ) -> AsyncIterator[pb.JobEvent]:
+        async for event in self._events(request, "text_to_image", context):
+            yield event
+
+    async def _events(
+        self, request: pb.SampleRequest | pb.TextToImageRequest, method: str, context: Any
+    ) -> AsyncIterator[pb.JobEvent]:
+        """A job's events; the call ending (cancelled, deadline) cancels the job."""
         try:
-            job = await self._service.submit_job(
-                request.model, "sample", _sample_params(request), PROTOCOL
-            )
+            job = await self._service.submit_job(request.model, method, _params(request), PROTOCOL)
         except ServingError as exc:
-            await _abort(self._service, context, "submit_sample", request.model, exc)
+            await _abort(self._service, context, f"submit_{method}", request.model, exc)
             return
         try:
             async for event in job.events():
                 yield _event(job.id, event)
         finally:
-            job.cancel()  # the call ended (cancelled, deadline): stop the job's compute
+            job.cancel()
 
     @_unary("submit_job")
-    async def SubmitJob(self, request: pb.SampleRequest, context: Any) -> pb.JobInfo:
-        job = await self._service.submit_job(
-            request.model, "sample", _sample_params(request), PROTOCOL
-        )
-        return _job_info(job)
+    async def SubmitJob(self, request: pb.JobRequest, context: Any) -> pb.JobInfo:
+        model, method, params = _job_request(request)
+        return _job_info(await self._service.submit_job(model, method, params, PROTOCOL))
 
     @_unary("get_job")
     async def GetJob(self, request: pb.JobRef, context: Any) -> pb.JobInfo:
@@ -219,7 +242,7 @@ class GrpcGenerativeService(pb_grpc.GenerativeServiceServicer):
     async def StreamSample(
         self, request: pb.SampleRequest, context: Any
     ) -> AsyncIterator[pb.SampleChunk]:
-        chunks = self._service.sample_stream(request.model, _sample_params(request), PROTOCOL)
+        chunks = self._service.sample_stream(request.model, _params(request), PROTOCOL)
         try:
             async for c in chunks:
                 yield pb.SampleChunk(model=c.model, seed=c.seed, offset=c.offset, images=c.images)

@@ -58,7 +58,7 @@ def load_model(
         for role, spec in manifest.graphs.items()
     }
     serving = settings.serving_for(manifest.name, manifest.serving)
-    pipeline = PIPELINES[manifest.pipeline](manifest, graphs, serving, metrics)
+    pipeline = PIPELINES[manifest.pipeline](manifest, graphs, serving, metrics, version_dir)
     providers = sorted({p for g in graphs.values() for p in g.providers})
     return LoadedModel(manifest, backend, providers, serving, pipeline)
 

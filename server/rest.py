@@ -65,10 +65,22 @@ SAMPLE_BODY = Body(
 )
 
 
+TEXT_TO_IMAGE_BODY = Body(
+    description=(
+        "`prompt` (required), `negative_prompt`, `n`, `seed`, `steps`, `sampler`, `eta`, "
+        "`guidance_scale`, `preview_every`; img2img: `image` (base64 PNG of the model's "
+        "size) and `strength` in (0, 1]."
+    ),
+    examples=[{"prompt": "a handwritten 7", "n": 4, "seed": 0, "guidance_scale": 5.0}],
+)
+
+
 class JobRequest(_Request):
     model: str = Field(description="model name, or name@version")
-    method: str = Field(default="sample", description="what the job does: sample")
-    params: dict[str, Any] = Field(default_factory=dict, description="as for .../sample")
+    method: str = Field(default="sample", description="sample or text_to_image")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="as for .../sample or .../text-to-image"
+    )
 
 
 class JobError(BaseModel):
@@ -337,10 +349,30 @@ def create_rest_app(service: GenerativeService) -> FastAPI:
         ),
     )
     async def sample(request: Request, model: str, body: dict[str, Any] = SAMPLE_BODY) -> Response:
+        return await _generate(request, model, "sample", body)
+
+    @app.post(
+        "/v1/models/{model}/text-to-image",
+        response_model=SampleResponse,
+        tags=["inference"],
+        description=(
+            "Images for a prompt (text-to-image models). `image` (base64 PNG) + `strength` "
+            "start from a picture (img2img). Server-Sent Events as for .../sample."
+        ),
+    )
+    async def text_to_image(
+        request: Request, model: str, body: dict[str, Any] = TEXT_TO_IMAGE_BODY
+    ) -> Response:
+        if isinstance(body.get("image"), str):
+            body = body | {"image": codecs.decode_base64(body["image"], "image")}
+        return await _generate(request, model, "text_to_image", body)
+
+    async def _generate(request: Request, model: str, method: str, body: dict) -> Response:
         if _wants_events(request):
-            job = await service.submit_job(model, "sample", body, PROTOCOL)
+            job = await service.submit_job(model, method, body, PROTOCOL)
             return _sse_response(_event_stream(job, True))
-        result = await _unless_disconnected(request, service.sample(model, body, PROTOCOL))
+        work = service.generate(model, method, body, PROTOCOL)
+        result = await _unless_disconnected(request, work)
         response = SampleResponse.model_construct(
             model=result.model, seed=result.seed, images=_b64(result.images)
         )
@@ -348,7 +380,10 @@ def create_rest_app(service: GenerativeService) -> FastAPI:
 
     @app.post("/v1/jobs", response_model=JobInfo, status_code=202, tags=["jobs"])
     async def submit_job(body: JobRequest) -> Response:
-        job = await service.submit_job(body.model, body.method, body.params, PROTOCOL)
+        params = body.params
+        if isinstance(params.get("image"), str):
+            params = params | {"image": codecs.decode_base64(params["image"], "params.image")}
+        job = await service.submit_job(body.model, body.method, params, PROTOCOL)
         info = _job_info(job)
         return Response(info.model_dump_json(), status_code=202, media_type="application/json")
 

@@ -29,6 +29,8 @@ from latentserve.server.settings import Settings
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+#: What a job can do: the generating methods.
+JOB_METHODS = ("sample", "text_to_image")
 _OFFLOAD_PIXELS = 1 << 20  # past this many pixels, PNG work moves off the event loop
 
 
@@ -168,7 +170,7 @@ class GenerativeService:
             latent_shape=list(m.latent.shape),
             likelihood=m.likelihood,
             pipeline=m.pipeline,
-            sample_parameters=list(model.pipeline.params_cls.model_fields),
+            sample_parameters=list(model.pipeline.params_for["sample"].model_fields),
             backend=model.backend,
             execution_providers=model.providers,
             max_batch_size=model.serving.max_batch_size,
@@ -191,8 +193,14 @@ class GenerativeService:
 
     async def sample(self, ref: str, params: Mapping[str, Any], protocol: str) -> SampleResult:
         """Run a sample job and wait for it; the caller going away cancels the job."""
-        async with self._track("sample", protocol) as call:
-            job = self._submit_sample(ref, params, call, retain=False)
+        return await self.generate(ref, "sample", params, protocol)
+
+    async def generate(
+        self, ref: str, method: str, params: Mapping[str, Any], protocol: str
+    ) -> SampleResult:
+        """Run a generating job (``sample``, ``text_to_image``) and wait for its images."""
+        async with self._track(method, protocol) as call:
+            job = self._submit(ref, method, params, call, retain=False)
             return _sample_result(await job.wait())
 
     async def submit_job(
@@ -200,9 +208,10 @@ class GenerativeService:
     ) -> Job:
         """Admit a job that clients follow by its id (events, ``GET``, ``DELETE``)."""
         async with self._track(f"submit_{method}", protocol) as call:
-            if method != "sample":
-                raise InvalidArgument("method", f"unknown job method {method!r}; known: sample")
-            return self._submit_sample(ref, params, call, retain=True)
+            if method not in JOB_METHODS:
+                known = ", ".join(JOB_METHODS)
+                raise InvalidArgument("method", f"unknown job method {method!r}; known: {known}")
+            return self._submit(ref, method, params, call, retain=True)
 
     def get_job(self, job_id: str) -> Job:
         return self.jobs.get(job_id)
@@ -212,17 +221,19 @@ class GenerativeService:
         job.cancel()
         return job
 
-    def _submit_sample(self, ref: str, raw: Mapping[str, Any], call: _Call, *, retain: bool) -> Job:
+    def _submit(
+        self, ref: str, method: str, raw: Mapping[str, Any], call: _Call, *, retain: bool
+    ) -> Job:
         model = self._resolve(ref)
         call.model = model.label
-        params = model.pipeline.prepare(raw)
+        params = model.pipeline.prepare(raw, method)
 
         async def work(progress: Any) -> dict[str, Any]:
             images = await model.pipeline.sample(params, progress)
             pngs = await self._to_pngs(model, images)
             return {"model": model.label, "seed": params.resolved_seed, "images": pngs}
 
-        return self._start_job(model, "sample", params, work, retain=retain)
+        return self._start_job(model, method, params, work, retain=retain)
 
     def _start_job(
         self, model: LoadedModel, method: str, params: SampleParams, work: Work, *, retain: bool
@@ -233,7 +244,8 @@ class GenerativeService:
         return self.jobs.submit(
             model.label,
             method,
-            params.model_dump(exclude_none=True),
+            # the job's params as JSON-ready values: an img2img image is not echoed back
+            params.model_dump(exclude_none=True, exclude={"image"}),
             work,
             render,
             deadline_s=self.settings.job_timeout_s,

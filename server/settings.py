@@ -55,6 +55,7 @@ class ServingOptions(ServingDefaults):
     max_steps: int = Field(default=1000, gt=0)
     step_batching: StepBatching = "iteration"
     text_cache_size: int = Field(default=1024, ge=0)
+    max_image_pixels: int = Field(default=4096 * 4096, gt=0)
 
 
 def _default_threads() -> int:
@@ -131,6 +132,7 @@ class Settings(BaseSettings):
             "max_steps": self.max_steps,
             "step_batching": self.step_batching,
             "text_cache_size": self.text_cache_size,
+            "max_image_pixels": self.max_image_pixels,
         }
         override = self.models.get(model)
         if override is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,8 +33,8 @@ Contract = dict[str, tuple[set[str], set[str]]]
 
 class GraphPipeline(ABC):
     kind: str
-    #: The parameters this kind's ``sample`` takes (see ``latentserve.server.params``).
-    params_cls: type[SampleParams] = TemperatureParams
+    #: The parameters each generating method takes (see ``latentserve.server.params``).
+    params_for: dict[str, type[SampleParams]] = {"sample": TemperatureParams}
     #: Graphs each capability needs.
     needs: dict[str, tuple[str, ...]] = {
         "encode": ("encoder",),
@@ -47,8 +48,10 @@ class GraphPipeline(ABC):
         graphs: dict[str, Runtime],
         serving: ServingOptions,
         metrics: ServerMetrics | None = None,
+        version_dir: Path | None = None,
     ) -> None:
         self.manifest = manifest
+        self.version_dir = version_dir or Path(".")
         self.serving = serving
         self.metrics = metrics
         self.label = f"{manifest.name}@{manifest.version}"
@@ -114,10 +117,10 @@ class GraphPipeline(ABC):
                 f"its capabilities are {', '.join(self.manifest.capabilities) or 'none'}"
             )
 
-    def prepare(self, raw: Mapping[str, Any]) -> SampleParams:
-        """A sample request's parameters, parsed, checked and with its seed resolved."""
-        self.require("sample")
-        return self.params_cls.parse(raw, self.label).check(self.serving.max_n)
+    def prepare(self, raw: Mapping[str, Any], method: str = "sample") -> SampleParams:
+        """A request's parameters, parsed, checked and with its seed resolved."""
+        self.require(method)
+        return self.params_for[method].parse(raw, self.label).check(self.serving.max_n)
 
     async def run(self, role: str, inputs: Arrays) -> Arrays:
         return await self._batchers[role].submit(inputs)

@@ -2,50 +2,46 @@
 
 Each job keeps its own sampler state (``latentserve.server.schedulers``: stateless
 samplers, immutable per-job state) and hands the model's ``StepEngine`` a trajectory, so
-jobs at different timesteps, with different step counts, samplers and guidance share
-one denoiser call per iteration. Classifier-free guidance puts a job's conditional and
-unconditional rows in that same call and combines them here. All randomness — the
-starting noise and every stochastic sampler's step noise — comes from the job's own
-generator, drawn in a fixed order, so the same model, seed and parameters give the same
-images whatever shares the batch.
+jobs at different timesteps, with different step counts, samplers, guidance and prompts
+share one denoiser call per iteration. Classifier-free guidance puts a job's conditional
+and unconditional rows in that same call (``guidance.py``). All randomness — the starting
+noise and every stochastic sampler's step noise — comes from the job's own generator, drawn
+in a fixed order, so the same model, seed and parameters give the same images whatever
+shares the batch.
+
+One pipeline serves pixel diffusion (the sample is the image) and latent diffusion (a
+``decoder`` graph turns the sample into the image, an ``encoder`` starts img2img), with
+no conditioning, class labels, or a prompt encoded by a frozen text encoder.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+import functools
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import numpy as np
-from latentserve.server.errors import InvalidArgument
+from latentserve.server import codecs
+from latentserve.server.errors import InvalidArgument, Unsupported
 from latentserve.server.jobs import Progress
 from latentserve.server.params import SampleParams
 from latentserve.server.pipelines.base import Contract, GraphPipeline
+from latentserve.server.pipelines.diffusion_params import (
+    MAX_GUIDANCE,
+    DenoisingParams,
+    DiffusionParams,
+    TextToImageParams,
+)
+from latentserve.server.pipelines.guidance import Guidance, guide
 from latentserve.server.pipelines.noise import rng
 from latentserve.server.pipelines.stepping import StepEngine
 from latentserve.server.schedulers import SAMPLERS, NoiseSchedule, Sampler, make_sampler, result
 from latentserve.server.schedulers.base import SamplerState
-from pydantic import Field
+from latentserve.server.text import PromptEncoder
 
 from latentserve.manifest import Manifest
 
-MAX_GUIDANCE = 30.0
-
-
-class DiffusionParams(SampleParams):
-    """Sampling parameters of a diffusion model; unset ones take the manifest's defaults."""
-
-    kind: ClassVar[str] = "diffusion"
-
-    steps: int | None = Field(default=None, description="denoiser steps (default: the model's)")
-    sampler: str | None = Field(default=None, description="ddpm, ddim, dpmpp_2m or euler_a")
-    eta: float = Field(default=0.0, description="DDIM noise (0 = deterministic, 1 = DDPM-like)")
-    guidance_scale: float | None = Field(
-        default=None, description="classifier-free guidance (conditional models)"
-    )
-    class_label: int | None = Field(
-        default=None, description="class to draw (conditional models; omit for any class)"
-    )
-    preview_every: int = Field(default=0, description="send a preview every k steps (0: none)")
+TEXT_INPUTS = {"encoder_hidden_states", "encoder_attention_mask"}
 
 
 class DiffusionTrajectory:
@@ -54,22 +50,22 @@ class DiffusionTrajectory:
     def __init__(
         self,
         pipeline: DiffusionPipeline,
-        params: DiffusionParams,
         sampler: Sampler,
+        state: SamplerState,
+        guidance: Guidance,
+        generator: np.random.Generator,
         progress: Progress | None,
+        preview_every: int,
     ) -> None:
         self._pipeline = pipeline
         self._sampler = sampler
         self._schedule = pipeline.schedule
-        self._rng = rng(params.resolved_seed)
+        self._guidance = guidance
+        self._rng = generator
+        self.state = state
+        self.steps = state.steps
         self.progress = progress
-        self.steps = int(params.steps or 0)
-        shape = (params.n, *pipeline.manifest.latent.shape)
-        self.state: SamplerState = sampler.start(
-            self._schedule, self.steps, self._rng.standard_normal(shape, dtype=np.float32)
-        )
-        self._preview_every = params.preview_every
-        self._labels, self._guidance = pipeline.conditioning_rows(params)
+        self._preview_every = preview_every
 
     @property
     def done(self) -> bool:
@@ -77,23 +73,11 @@ class DiffusionTrajectory:
 
     def inputs(self) -> dict[str, np.ndarray]:
         x, t = self._sampler.model_input(self._schedule, self.state)
-        rows = {"sample": x.astype(np.float32), "timestep": t.astype(np.float32)}
-        if self._labels is None:
-            return rows
-        if self._guidance is None:
-            return rows | {"class_label": self._labels}
-        null = np.full_like(self._labels, self._pipeline.null_label)
-        return {
-            "sample": np.concatenate([rows["sample"], rows["sample"]]),
-            "timestep": np.concatenate([rows["timestep"], rows["timestep"]]),
-            "class_label": np.concatenate([self._labels, null]),
-        }
+        base = {"sample": x.astype(np.float32), "timestep": t.astype(np.float32)}
+        return self._guidance.rows(base)
 
     def advance(self, outputs: dict[str, np.ndarray]) -> None:
-        prediction = outputs["prediction"].astype(np.float64)
-        if self._guidance is not None:
-            conditional, unconditional = np.split(prediction, 2)
-            prediction = unconditional + self._guidance * (conditional - unconditional)
+        prediction = self._guidance.combine(outputs["prediction"].astype(np.float64))
         noise = None
         if self._sampler.needs_noise():
             noise = self._rng.standard_normal(self.state.x.shape)
@@ -107,11 +91,15 @@ class DiffusionTrajectory:
 
 
 class DiffusionPipeline(GraphPipeline):
-    """Sample by stepping a numpy sampler over the ``denoiser`` graph."""
+    """Sample (and text-to-image) by stepping a numpy sampler over the ``denoiser`` graph."""
 
     kind = "diffusion"
-    params_cls = DiffusionParams
-    needs = {**GraphPipeline.needs, "sample": ("denoiser",)}
+    params_for = {"sample": DiffusionParams, "text_to_image": TextToImageParams}
+    needs = {
+        **GraphPipeline.needs,
+        "sample": ("denoiser",),
+        "text_to_image": ("denoiser", "text_encoder"),
+    }
 
     def __init__(self, manifest: Manifest, *args: Any, **kwargs: Any) -> None:
         super().__init__(manifest, *args, **kwargs)
@@ -126,8 +114,15 @@ class DiffusionPipeline(GraphPipeline):
             prediction_type=spec.prediction_type,
             clip_range=spec.sample_range if spec.clip_sample else None,
         )
-        self.conditioning = manifest.conditioning
-        self.null_label = self.conditioning.null_label if self.conditioning else 0
+        self.prompts: PromptEncoder | None = None
+        if manifest.text is not None:
+            self.prompts = PromptEncoder.from_manifest(
+                manifest,
+                self.version_dir,
+                functools.partial(self.run, "text_encoder"),
+                cache_size=self.serving.text_cache_size,
+                metrics=self.metrics,
+            )
         self.engine = StepEngine(
             lambda inputs: self.run("denoiser", inputs),
             model=self.label,
@@ -140,9 +135,13 @@ class DiffusionPipeline(GraphPipeline):
         denoiser_inputs = {"sample", "timestep"}
         if manifest.conditioning is not None:
             denoiser_inputs.add("class_label")
+        if manifest.text is not None:
+            denoiser_inputs |= TEXT_INPUTS
         return {
             "denoiser": (denoiser_inputs, {"prediction"}),
             "decoder": ({"latent"}, {"image"}),
+            "encoder": ({"image"}, {"latent"}),
+            "text_encoder": ({"input_ids", "attention_mask"}, {"hidden_states"}),
         }
 
     def queue_delay_ms(self, role: str, serving: Any) -> float:
@@ -151,9 +150,9 @@ class DiffusionPipeline(GraphPipeline):
 
     # -- parameters ------------------------------------------------------------------------
 
-    def prepare(self, raw: Any) -> DiffusionParams:
-        params = super().prepare(raw)
-        assert isinstance(params, DiffusionParams)
+    def prepare(self, raw: Mapping[str, Any], method: str = "sample") -> DenoisingParams:
+        params = super().prepare(raw, method)
+        assert isinstance(params, DenoisingParams)
         spec = self.spec
         sampler = params.sampler or spec.default_sampler
         steps = spec.default_steps if params.steps is None else params.steps
@@ -169,50 +168,110 @@ class DiffusionPipeline(GraphPipeline):
             raise InvalidArgument("eta", str(exc)) from None
         if params.preview_every < 0:
             raise InvalidArgument("preview_every", f"must be >= 0, got {params.preview_every}")
-        self._check_conditioning(params)
-        return params.model_copy(update={"steps": steps, "sampler": sampler})
-
-    def _check_conditioning(self, params: DiffusionParams) -> None:
-        cond = self.conditioning
-        for field in ("class_label", "guidance_scale"):
-            if cond is None and getattr(params, field) is not None:
-                raise InvalidArgument(
-                    field, f"model {self.label} is not class-conditional: it takes no {field}"
-                )
-        if cond is None:
-            return
-        label = params.class_label
-        if label is not None and not 0 <= label < cond.num_classes:
-            raise InvalidArgument(
-                "class_label", f"must be between 0 and {cond.num_classes - 1}, got {label}"
-            )
         scale = params.guidance_scale
         if scale is not None and not (np.isfinite(scale) and 0 <= scale <= MAX_GUIDANCE):
             raise InvalidArgument(
                 "guidance_scale", f"must be between 0 and {MAX_GUIDANCE:g}, got {scale}"
             )
+        if isinstance(params, TextToImageParams):
+            self._check_text(params)
+        else:
+            assert isinstance(params, DiffusionParams)
+            self._check_class(params)
+        return params.model_copy(update={"steps": steps, "sampler": sampler})
 
-    def conditioning_rows(self, params: DiffusionParams) -> tuple[np.ndarray | None, float | None]:
-        """(class labels per item or None, guidance scale if guided rows are needed)."""
-        cond = self.conditioning
-        if cond is None:
-            return None, None
-        if params.class_label is None:  # any class: the model's unconditional prediction
-            return np.full(params.n, cond.null_label, dtype=np.int64), None
-        scale = (
-            cond.default_guidance_scale if params.guidance_scale is None else params.guidance_scale
-        )
-        labels = np.full(params.n, params.class_label, dtype=np.int64)
-        return labels, (None if scale == 1.0 else float(scale))
+    def _check_class(self, params: DiffusionParams) -> None:
+        cond = self.manifest.conditioning
+        for field in ("class_label", "guidance_scale"):
+            if cond is None and getattr(params, field) is not None:
+                raise InvalidArgument(
+                    field, f"model {self.label} is not class-conditional: it takes no {field}"
+                )
+        label = params.class_label
+        if cond is not None and label is not None and not 0 <= label < cond.num_classes:
+            raise InvalidArgument(
+                "class_label", f"must be between 0 and {cond.num_classes - 1}, got {label}"
+            )
+
+    def _check_text(self, params: TextToImageParams) -> None:
+        assert self.prompts is not None  # text_to_image requires the text_encoder graph
+        self.prompts.encode([params.prompt], "prompt")
+        self.prompts.encode([params.negative_prompt], "negative_prompt")
+        if params.image is None:
+            if params.strength is not None:
+                raise InvalidArgument("strength", "only applies with an image (img2img)")
+            return
+        if "encoder" not in self.manifest.graphs:
+            raise Unsupported(f"model {self.label} has no encoder: it cannot start from an image")
+        strength = 0.8 if params.strength is None else params.strength
+        if not (np.isfinite(strength) and 0 < strength <= 1):
+            raise InvalidArgument("strength", f"must be in (0, 1], got {strength}")
+        self._decode_image(params.image)
+
+    def _decode_image(self, png: bytes) -> np.ndarray:
+        pixels = codecs.decode_png(png, "image", self.manifest.image, self.serving.max_image_pixels)
+        low, high = self.manifest.image.value_range
+        image = pixels.transpose(2, 0, 1)[None].astype(np.float32) * ((high - low) / 255.0)
+        return image + low
 
     # -- sampling --------------------------------------------------------------------------
 
     async def sample(self, params: SampleParams, progress: Progress | None = None) -> np.ndarray:
-        assert isinstance(params, DiffusionParams)
+        assert isinstance(params, DenoisingParams)
         sampler = make_sampler(str(params.sampler), params.eta)
-        trajectory = DiffusionTrajectory(self, params, sampler, progress)
+        generator = rng(params.resolved_seed)
+        shape = (params.n, *self.manifest.latent.shape)
+        noise = generator.standard_normal(shape, dtype=np.float32)
+        steps = int(params.steps or self.spec.default_steps)
+        if isinstance(params, TextToImageParams):
+            guidance = await self._text_guidance(params)
+            if params.image is not None:
+                strength = 0.8 if params.strength is None else params.strength
+                x0 = await self._encode_image(params.image, params.n)
+                state = sampler.start_from(self.schedule, steps, strength, x0, noise)
+            else:
+                state = sampler.start(self.schedule, steps, noise)
+        else:
+            assert isinstance(params, DiffusionParams)
+            guidance = self._class_guidance(params)
+            state = sampler.start(self.schedule, steps, noise)
+        trajectory = DiffusionTrajectory(
+            self, sampler, state, guidance, generator, progress, params.preview_every
+        )
         await self.engine.run(trajectory)
         return await self.to_images(result(trajectory.state))
+
+    def _class_guidance(self, params: DiffusionParams) -> Guidance:
+        cond = self.manifest.conditioning
+        if cond is None:
+            return Guidance({})
+        null = {"class_label": np.full(params.n, cond.null_label, dtype=np.int64)}
+        if params.class_label is None:  # any class: the model's unconditional prediction
+            return Guidance(null)
+        labels = {"class_label": np.full(params.n, params.class_label, dtype=np.int64)}
+        scale = (
+            cond.default_guidance_scale if params.guidance_scale is None else params.guidance_scale
+        )
+        return guide(labels, null, float(scale))
+
+    async def _text_guidance(self, params: TextToImageParams) -> Guidance:
+        assert self.prompts is not None and self.manifest.text is not None
+        states, masks = await self.prompts.embed([params.prompt, params.negative_prompt])
+
+        def rows(i: int) -> dict[str, np.ndarray]:
+            return {
+                "encoder_hidden_states": np.repeat(states[i : i + 1], params.n, axis=0),
+                "encoder_attention_mask": np.repeat(masks[i : i + 1], params.n, axis=0),
+            }
+
+        default = self.manifest.text.default_guidance_scale
+        scale = default if params.guidance_scale is None else params.guidance_scale
+        return guide(rows(0), rows(1), float(scale))
+
+    async def _encode_image(self, png: bytes, n: int) -> np.ndarray:
+        image = self._decode_image(png)
+        latent = (await self.run("encoder", {"image": image}))["latent"]
+        return np.repeat(latent * self.spec.latent_scale, n, axis=0)
 
     async def sample_stream(
         self, params: SampleParams, chunk: int

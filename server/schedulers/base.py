@@ -109,6 +109,25 @@ class Sampler(ABC):
         """The state before the first step: x_T is the standard-normal ``noise`` (n, *shape)."""
         return SamplerState(x=noise.astype(np.float32), timesteps=schedule.timesteps(steps))
 
+    def start_from(
+        self,
+        schedule: NoiseSchedule,
+        steps: int,
+        strength: float,
+        x0: np.ndarray,
+        noise: np.ndarray,
+    ) -> SamplerState:
+        """img2img: ``x0`` noised to where ``strength`` of the ``steps`` remain, then the
+        last ``ceil(strength * steps)`` of the plan (SDEdit). Strength 1 is plain sampling
+        from noise, small strength stays close to ``x0``."""
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        plan = schedule.timesteps(steps)
+        remaining = plan[steps - max(1, int(np.ceil(strength * steps))) :]
+        ab = schedule.alpha_bar(int(remaining[0]))
+        x = np.sqrt(ab) * x0 + np.sqrt(1.0 - ab) * noise
+        return SamplerState(x=x.astype(np.float32), timesteps=remaining)
+
     def model_input(
         self, schedule: NoiseSchedule, state: SamplerState
     ) -> tuple[np.ndarray, np.ndarray]:

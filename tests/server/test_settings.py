@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from latentserve.server.settings import load_settings
+from latentserve.server.settings import ServingOptions, load_settings
 from pydantic import ValidationError
 
 from latentserve.manifest import ServingDefaults
@@ -57,13 +57,7 @@ def test_per_model_overrides_apply_on_top_of_the_manifest(tmp_path: Path) -> Non
     assert (tuned.max_batch_size, tuned.max_queue_delay_ms, tuned.max_n) == (8, 0.5, 64)
     assert tuned.max_concurrent_batches == 3
     other = settings.serving_for("other", manifest_defaults)
-    server_level = {
-        "max_concurrent_batches",
-        "max_running_jobs",
-        "max_steps",
-        "step_batching",
-        "text_cache_size",
-    }
+    server_level = set(ServingOptions.model_fields) - set(ServingDefaults.model_fields)
     assert other.model_dump(exclude=server_level) == manifest_defaults.model_dump()
     assert other.max_concurrent_batches == settings.max_concurrent_batches
     assert settings.backend_for("vae-tiny") == "torchscript"

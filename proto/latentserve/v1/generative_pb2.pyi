@@ -200,6 +200,42 @@ class LogProbResponse(_message.Message):
     seed: int
     def __init__(self, model: _Optional[str] = ..., bits_per_dim: _Optional[_Iterable[float]] = ..., bound: _Optional[str] = ..., samples: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
+class TextToImageRequest(_message.Message):
+    __slots__ = ("model", "prompt", "negative_prompt", "n", "seed", "steps", "sampler", "eta", "guidance_scale", "preview_every", "image", "strength")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLER_FIELD_NUMBER: _ClassVar[int]
+    ETA_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    prompt: str
+    negative_prompt: str
+    n: int
+    seed: int
+    steps: int
+    sampler: str
+    eta: float
+    guidance_scale: float
+    preview_every: int
+    image: bytes
+    strength: float
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., sampler: _Optional[str] = ..., eta: _Optional[float] = ..., guidance_scale: _Optional[float] = ..., preview_every: _Optional[int] = ..., image: _Optional[bytes] = ..., strength: _Optional[float] = ...) -> None: ...
+
+class JobRequest(_message.Message):
+    __slots__ = ("sample", "text_to_image")
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_TO_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    sample: SampleRequest
+    text_to_image: TextToImageRequest
+    def __init__(self, sample: _Optional[_Union[SampleRequest, _Mapping]] = ..., text_to_image: _Optional[_Union[TextToImageRequest, _Mapping]] = ...) -> None: ...
+
 class JobRef(_message.Message):
     __slots__ = ("job_id",)
     JOB_ID_FIELD_NUMBER: _ClassVar[int]

@@ -77,9 +77,19 @@ class GenerativeServiceStub:
                 request_serializer=latentserve_dot_v1_dot_generative__pb2.SampleRequest.SerializeToString,
                 response_deserializer=latentserve_dot_v1_dot_generative__pb2.JobEvent.FromString,
                 _registered_method=True)
+        self.TextToImage = channel.unary_unary(
+                '/latentserve.v1.GenerativeService/TextToImage',
+                request_serializer=latentserve_dot_v1_dot_generative__pb2.TextToImageRequest.SerializeToString,
+                response_deserializer=latentserve_dot_v1_dot_generative__pb2.SampleResponse.FromString,
+                _registered_method=True)
+        self.TextToImageEvents = channel.unary_stream(
+                '/latentserve.v1.GenerativeService/TextToImageEvents',
+                request_serializer=latentserve_dot_v1_dot_generative__pb2.TextToImageRequest.SerializeToString,
+                response_deserializer=latentserve_dot_v1_dot_generative__pb2.JobEvent.FromString,
+                _registered_method=True)
         self.SubmitJob = channel.unary_unary(
                 '/latentserve.v1.GenerativeService/SubmitJob',
-                request_serializer=latentserve_dot_v1_dot_generative__pb2.SampleRequest.SerializeToString,
+                request_serializer=latentserve_dot_v1_dot_generative__pb2.JobRequest.SerializeToString,
                 response_deserializer=latentserve_dot_v1_dot_generative__pb2.JobInfo.FromString,
                 _registered_method=True)
         self.GetJob = channel.unary_unary(
@@ -160,6 +170,19 @@ class GenerativeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TextToImage(self, request, context):
+        """Text-to-image models: images for a prompt (a job, like Sample).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TextToImageEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SubmitJob(self, request, context):
         """Admit a job that outlives the call; follow it with WatchJob or poll it with GetJob.
         """
@@ -231,9 +254,19 @@ def add_GenerativeServiceServicer_to_server(servicer, server):
                     request_deserializer=latentserve_dot_v1_dot_generative__pb2.SampleRequest.FromString,
                     response_serializer=latentserve_dot_v1_dot_generative__pb2.JobEvent.SerializeToString,
             ),
+            'TextToImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.TextToImage,
+                    request_deserializer=latentserve_dot_v1_dot_generative__pb2.TextToImageRequest.FromString,
+                    response_serializer=latentserve_dot_v1_dot_generative__pb2.SampleResponse.SerializeToString,
+            ),
+            'TextToImageEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.TextToImageEvents,
+                    request_deserializer=latentserve_dot_v1_dot_generative__pb2.TextToImageRequest.FromString,
+                    response_serializer=latentserve_dot_v1_dot_generative__pb2.JobEvent.SerializeToString,
+            ),
             'SubmitJob': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitJob,
-                    request_deserializer=latentserve_dot_v1_dot_generative__pb2.SampleRequest.FromString,
+                    request_deserializer=latentserve_dot_v1_dot_generative__pb2.JobRequest.FromString,
                     response_serializer=latentserve_dot_v1_dot_generative__pb2.JobInfo.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
@@ -482,6 +515,60 @@ class GenerativeService:
             _registered_method=True)
 
     @staticmethod
+    def TextToImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/latentserve.v1.GenerativeService/TextToImage',
+            latentserve_dot_v1_dot_generative__pb2.TextToImageRequest.SerializeToString,
+            latentserve_dot_v1_dot_generative__pb2.SampleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TextToImageEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/latentserve.v1.GenerativeService/TextToImageEvents',
+            latentserve_dot_v1_dot_generative__pb2.TextToImageRequest.SerializeToString,
+            latentserve_dot_v1_dot_generative__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def SubmitJob(request,
             target,
             options=(),
@@ -496,7 +583,7 @@ class GenerativeService:
             request,
             target,
             '/latentserve.v1.GenerativeService/SubmitJob',
-            latentserve_dot_v1_dot_generative__pb2.SampleRequest.SerializeToString,
+            latentserve_dot_v1_dot_generative__pb2.JobRequest.SerializeToString,
             latentserve_dot_v1_dot_generative__pb2.JobInfo.FromString,
             options,
             channel_credentials,
