@@ -1,7 +1,7 @@
 """Benchmark: iteration-level vs request-level step batching for diffusion sample jobs.
 
-Two real servers, one after the other in the same run, same model and settings except
-``step_batching`` ("request" first, then "iteration"):
+Two real servers in the same run, same model and settings except ``step_batching``,
+loaded one at a time, alternating section by section:
 
 1. open-loop Poisson arrivals of ``Sample(n=1, sampler=ddim, steps in {10, 25, 50},
    random class)`` at rates around the request-level mode's closed-loop capacity (measured
@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -81,58 +83,71 @@ def model_target(server: LocalServer, model: str, repository: Path, timeout: flo
     )
 
 
-async def run_mode(args: argparse.Namespace, target: Target, rates: list[float] | None) -> dict:
-    """Every section for one server; ``rates`` None means: derive them from its capacity."""
-    result: dict = {
-        "capacity": await capacity(target, args.capacity_clients, args.capacity_duration, args.seed)
-    }
-    cap = result["capacity"]["images_per_s"]
+def report(mode: str, row: dict) -> None:
     print(
-        f"  capacity ({args.capacity_clients} closed-loop clients): {cap:.2f} images/s", flush=True
+        f"  [{mode:>9}] rate {row['rate']:6.2f}/s: {row['completed']}/{row['requests']} done, "
+        f"{row['images_per_s']:.2f} images/s, p50 {row['p50_ms']:.0f} ms, "
+        f"p99 {row['p99_ms']:.0f} ms, {row['job_steps_per_s']:.0f} job-steps/s",
+        flush=True,
     )
-    rates = rates or [round(f * cap, 2) for f in args.rate_factors]
-    result["rates"] = []
+
+
+async def measure(args: argparse.Namespace, targets: dict[str, Target]) -> dict:
+    """Every section, alternating the two servers section by section (rate by rate), so
+    that other work starting or stopping on a shared machine hits both modes alike; the
+    idle server meanwhile computes nothing."""
+    out: dict = {mode: {"rates": []} for mode in MODES}
+    for mode in MODES:
+        cap = await capacity(
+            targets[mode], args.capacity_clients, args.capacity_duration, args.seed
+        )
+        out[mode]["capacity"] = cap
+        print(f"  [{mode:>9}] capacity: {cap['images_per_s']:.2f} images/s", flush=True)
+    factors = args.rate_factors
+    rates = args.rates or [
+        round(f * out["request"]["capacity"]["images_per_s"], 2) for f in factors
+    ]
     for i, rate in enumerate(rates):
         arrivals = schedule(
-            rate, args.duration, target.num_classes, args.seed + i, args.max_requests
+            rate, args.duration, targets["request"].num_classes, args.seed + i, args.max_requests
         )
-        row = await poisson_rate(target, rate, arrivals)
-        print(
-            f"  rate {rate:6.2f}/s: {row['completed']}/{row['requests']} done, "
-            f"{row['images_per_s']:.2f} images/s, p50 {row['p50_ms']:.0f} ms, "
-            f"p99 {row['p99_ms']:.0f} ms, {row['job_steps_per_s']:.0f} job-steps/s",
-            flush=True,
-        )
-        result["rates"].append(row)
-    result["ttfs"] = await time_to_first_step(
-        target, args.ttfs_repeats, args.long_jobs, args.long_steps, args.probe_offset, args.seed
+        for mode in MODES:
+            out[mode]["rates"].append(await poisson_rate(targets[mode], rate, arrivals))
+            report(mode, out[mode]["rates"][-1])
+    for mode in MODES:
+        out[mode]["ttfs"] = ttfs = await time_to_first_step(
+            targets[mode], args.ttfs_repeats, args.long_jobs, args.long_steps,
+            args.probe_offset, args.seed,
+        )  # fmt: skip
+        print(f"  [{mode:>9}] time to first step p50 {ttfs['client_p50_ms']:.0f} ms", flush=True)
+    out["iteration"]["steps"] = await steps_window(
+        targets["iteration"], args.long_jobs, args.window_steps, args.window, args.seed
     )
-    print(f"  time to first step p50 {result['ttfs']['client_p50_ms']:.0f} ms", flush=True)
-    return result
+    return out
 
 
-def serve_and_measure(
-    args: argparse.Namespace, mode: str, rates: list[float] | None, work: Path
-) -> dict:
-    """Start a server in ``mode``, run its sections, stop it; keep its settings and log."""
-    config = work / f"settings-{mode}.toml"
-    config.write_text(settings_toml(args, mode))
-    log = work / f"server-{mode}.log"
-    print(f"[{mode}] starting server ({config})", flush=True)
-    with LocalServer(args.repository, ["--config", str(config)], log_path=log) as server:
-        target = model_target(server, args.model, args.repository, args.timeout)
-        result = asyncio.run(run_mode(args, target, rates))
-        if mode == "iteration":
-            result["steps"] = asyncio.run(
-                steps_window(target, args.long_jobs, args.window_steps, args.window, args.seed)
+def serve_and_measure(args: argparse.Namespace, work: Path) -> dict:
+    """Start one server per mode (same model and settings but step_batching), measure,
+    stop them; then the raw ceiling, with no server left to compete for the cores."""
+    with ExitStack() as stack:
+        targets = {}
+        for mode in MODES:
+            config = work / f"settings-{mode}.toml"
+            config.write_text(settings_toml(args, mode))
+            log = work / f"server-{mode}.log"
+            print(f"[{mode}] starting server ({config}, log {log})", flush=True)
+            server = stack.enter_context(
+                LocalServer(args.repository, ["--config", str(config)], log_path=log)
             )
-        version_dir = args.repository / target.label.replace("@", "/")
-    if mode == "iteration":  # the ceiling, measured with no server competing for the cores
-        result["raw"] = raw_denoiser(
-            version_dir, args.threads, args.long_jobs, True, args.window, args.seed
-        )
-    result["settings_toml"] = config.read_text()
-    return result
+            targets[mode] = model_target(server, args.model, args.repository, args.timeout)
+        results = asyncio.run(measure(args, targets))
+    for mode in MODES:
+        results[mode]["settings_toml"] = (work / f"settings-{mode}.toml").read_text()
+    version_dir = args.repository / targets["iteration"].label.replace("@", "/")
+    results["iteration"]["raw"] = raw_denoiser(
+        version_dir, args.threads, args.long_jobs, True, args.window, args.seed
+    )
+    return results
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -172,11 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     with TemporaryDirectory(prefix="bench-diffusion-") as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        results: dict = {"model": args.model, "args": _jsonable(vars(args))}
-        request_mode = serve_and_measure(args, "request", args.rates, work)
-        rates = args.rates or [row["rate"] for row in request_mode["rates"]]
-        results["request"] = request_mode
-        results["iteration"] = serve_and_measure(args, "iteration", rates, work)
+        results = {
+            "model": args.model,
+            "args": _jsonable(vars(args)),
+            "cpu_count": os.cpu_count(),
+            **serve_and_measure(args, work),
+        }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
