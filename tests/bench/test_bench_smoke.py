@@ -75,3 +75,32 @@ def test_family_bench_runs_end_to_end(family_repository: Path, tmp_path: Path) -
     for row in rows:
         assert row["direct_images_per_s"] > 0 and row["server_images_per_s"] > 0, row
     assert "| server / direct |" in done.stdout
+
+
+@pytest.mark.slow
+def test_diffusion_bench_quick(diffusion_repository: Path, tmp_path: Path) -> None:
+    out = tmp_path / "diffusion.json"
+    command = [
+        sys.executable, str(BENCH / "diffusion.py"), "--repository", str(diffusion_repository),
+        "--model", "ddpm-tiny", "--quick", "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(out.read_text())
+    for mode in ("request", "iteration"):
+        sections = results[mode]
+        assert sections["capacity"]["images_per_s"] > 0, mode
+        assert len(sections["rates"]) == 3, mode
+        for row in sections["rates"]:
+            assert row["errors"] == 0 and row["completed"] == row["requests"] > 0, row
+            for key in ("images_per_s", "p50_ms", "p99_ms", "job_steps_per_s"):
+                assert row[key] > 0, (mode, key, row)
+            assert row["mean_jobs_per_iteration"] >= 1, row
+        ttfs = sections["ttfs"]
+        assert ttfs["client_p50_ms"] > 0 and ttfs["server_p50_ms"] > 0, ttfs
+        assert ttfs["server_observations"] == ttfs["repeats"], ttfs
+        assert 'step_batching = "' + mode + '"' in sections["settings_toml"]
+    steps, raw = results["iteration"]["steps"], results["iteration"]["raw"]
+    assert steps["job_steps_per_s"] > 0 and raw["job_steps_per_s"] > 0
+    assert steps["mean_jobs_per_iteration"] == pytest.approx(steps["jobs"])
+    assert "| server / raw |" in done.stdout

@@ -1,0 +1,208 @@
+"""Benchmark: iteration-level vs request-level step batching for diffusion sample jobs.
+
+Two real servers in the same run, same model and settings except ``step_batching``,
+loaded one at a time, alternating section by section:
+
+1. open-loop Poisson arrivals of ``Sample(n=1, sampler=ddim, steps in {10, 25, 50},
+   random class)`` at rates around the request-level mode's closed-loop capacity (measured
+   first, unless ``--rates`` are given), with identical seeded schedules for both modes;
+2. time to the first step of a job that arrives while 8 long jobs run;
+3. (iteration mode) server job-steps/s with 8 running jobs vs the same denoiser graph
+   called in this process with the same rows and intra-op threads.
+
+    python bench/diffusion.py --repository runs/bench-repository --model ddpm-mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import grpc
+from diffusion_load import schedule
+from diffusion_report import markdown
+from diffusion_sections import (
+    Target,
+    capacity,
+    poisson_rate,
+    raw_denoiser,
+    steps_window,
+    time_to_first_step,
+)
+from latentserve.clients.local import LocalServer
+from latentserve.v1 import generative_pb2 as pb
+from latentserve.v1 import generative_pb2_grpc as pb_grpc
+
+from latentserve.manifest import Manifest
+
+MODES = ("request", "iteration")
+
+
+def settings_toml(args: argparse.Namespace, mode: str) -> str:
+    """The server settings of one run (the README explains each choice)."""
+    return "\n".join(
+        [
+            "# written by bench/diffusion.py; only step_batching differs between the runs",
+            f'step_batching = "{mode}"',
+            f"intra_op_threads = {args.threads}",
+            "max_running_jobs = 64      # every job the rates keep in flight steps together",
+            "max_jobs = 4096            # admission never refuses a benchmark job",
+            "job_timeout_s = 600",
+            "max_finished_jobs = 64     # results are streamed back; keep few in memory",
+            f"[models.{args.model}]",
+            f"max_batch_size = {args.max_batch_size}  # rows per denoiser graph run",
+            f"max_concurrent_batches = {args.concurrent_batches}",
+            "max_queue_size = 1024",
+            "",
+        ]
+    )
+
+
+def model_target(server: LocalServer, model: str, repository: Path, timeout: float) -> Target:
+    """Resolve ``model`` on the server and read its classes from the manifest it serves."""
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        info = pb_grpc.GenerativeServiceStub(channel).GetModel(pb.GetModelRequest(model=model))
+    manifest = Manifest.load(repository / info.name / info.version)
+    if manifest.pipeline != "diffusion" or manifest.conditioning is None:
+        raise SystemExit(f"{model}: needs a class-conditional diffusion model")
+    assert manifest.scheduler is not None
+    return Target(
+        grpc=server.grpc_target,
+        http=server.http_url,
+        model=model,
+        label=f"{info.name}@{info.version}",
+        num_classes=manifest.conditioning.num_classes,
+        max_steps=min(manifest.scheduler.num_train_timesteps, 1000),  # 1000: max_steps default
+        timeout=timeout,
+    )
+
+
+def report(mode: str, row: dict) -> None:
+    print(
+        f"  [{mode:>9}] rate {row['rate']:6.2f}/s: {row['completed']}/{row['requests']} done, "
+        f"{row['images_per_s']:.2f} images/s, p50 {row['p50_ms']:.0f} ms, "
+        f"p99 {row['p99_ms']:.0f} ms, {row['job_steps_per_s']:.0f} job-steps/s",
+        flush=True,
+    )
+
+
+async def measure(args: argparse.Namespace, targets: dict[str, Target]) -> dict:
+    """Every section, alternating the two servers section by section (rate by rate), so
+    that other work starting or stopping on a shared machine hits both modes alike; the
+    idle server meanwhile computes nothing."""
+    out: dict = {mode: {"rates": []} for mode in MODES}
+    for mode in MODES:
+        cap = await capacity(
+            targets[mode], args.capacity_clients, args.capacity_duration, args.seed
+        )
+        out[mode]["capacity"] = cap
+        print(f"  [{mode:>9}] capacity: {cap['images_per_s']:.2f} images/s", flush=True)
+    factors = args.rate_factors
+    rates = args.rates or [
+        round(f * out["request"]["capacity"]["images_per_s"], 2) for f in factors
+    ]
+    for i, rate in enumerate(rates):
+        arrivals = schedule(
+            rate, args.duration, targets["request"].num_classes, args.seed + i, args.max_requests
+        )
+        for mode in MODES:
+            out[mode]["rates"].append(await poisson_rate(targets[mode], rate, arrivals))
+            report(mode, out[mode]["rates"][-1])
+    for mode in MODES:
+        out[mode]["ttfs"] = ttfs = await time_to_first_step(
+            targets[mode], args.ttfs_repeats, args.long_jobs, args.long_steps,
+            args.probe_offset, args.seed,
+        )  # fmt: skip
+        print(f"  [{mode:>9}] time to first step p50 {ttfs['client_p50_ms']:.0f} ms", flush=True)
+    out["iteration"]["steps"] = await steps_window(
+        targets["iteration"], args.long_jobs, args.window_steps, args.window, args.seed
+    )
+    return out
+
+
+def serve_and_measure(args: argparse.Namespace, work: Path) -> dict:
+    """Start one server per mode (same model and settings but step_batching), measure,
+    stop them; then the raw ceiling, with no server left to compete for the cores."""
+    with ExitStack() as stack:
+        targets = {}
+        for mode in MODES:
+            config = work / f"settings-{mode}.toml"
+            config.write_text(settings_toml(args, mode))
+            log = work / f"server-{mode}.log"
+            print(f"[{mode}] starting server ({config}, log {log})", flush=True)
+            server = stack.enter_context(
+                LocalServer(args.repository, ["--config", str(config)], log_path=log)
+            )
+            targets[mode] = model_target(server, args.model, args.repository, args.timeout)
+        results = asyncio.run(measure(args, targets))
+    for mode in MODES:
+        results[mode]["settings_toml"] = (work / f"settings-{mode}.toml").read_text()
+    version_dir = args.repository / targets["iteration"].label.replace("@", "/")
+    results["iteration"]["raw"] = raw_denoiser(
+        version_dir, args.threads, args.long_jobs, True, args.window, args.seed
+    )
+    return results
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repository", type=Path, required=True)
+    p.add_argument("--model", default="ddpm-mnist")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of arrivals per rate")
+    p.add_argument("--rates", type=float, nargs="+", help="requests/s (default: from capacity)")
+    p.add_argument("--rate-factors", type=float, nargs="+", default=[0.5, 1.0, 1.5])
+    p.add_argument("--max-requests", type=int, default=2000, help="cap per rate")
+    p.add_argument("--capacity-clients", type=int, default=32)
+    p.add_argument("--capacity-duration", type=float, default=10.0)
+    p.add_argument("--ttfs-repeats", type=int, default=10)
+    p.add_argument("--long-jobs", type=int, default=8)
+    p.add_argument("--long-steps", type=int, default=200)
+    p.add_argument("--probe-offset", type=float, default=1.0, help="max s after the long jobs")
+    p.add_argument("--window", type=float, default=10.0, help="steps/s window, s")
+    p.add_argument("--window-steps", type=int, default=1000, help="steps of its long jobs")
+    p.add_argument("--threads", type=int, default=1, help="intra_op_threads (server and raw)")
+    p.add_argument("--max-batch-size", type=int, default=16)
+    p.add_argument("--concurrent-batches", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=300.0, help="deadline of each request, s")
+    p.add_argument("--json", type=Path, help="write every figure as JSON")
+    p.add_argument("--workdir", type=Path, help="keep settings and server logs here")
+    p.add_argument("--quick", action="store_true", help="seconds-long smoke run")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.duration, args.capacity_duration, args.ttfs_repeats = 2.0, 2.0, 2
+        args.capacity_clients, args.long_steps, args.probe_offset = 8, 50, 0.1
+        args.window, args.max_requests = 0.3, 100
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with TemporaryDirectory(prefix="bench-diffusion-") as tmp:
+        work = args.workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        results = {
+            "model": args.model,
+            "args": _jsonable(vars(args)),
+            "cpu_count": os.cpu_count(),
+            **serve_and_measure(args, work),
+        }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown(results))
+    return 0
+
+
+def _jsonable(values: dict) -> dict:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

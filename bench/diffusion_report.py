@@ -1,0 +1,93 @@
+"""Markdown tables of the diffusion benchmark's JSON (what bench/README.md quotes)."""
+
+from __future__ import annotations
+
+MODES = ("request", "iteration")
+
+
+def markdown(results: dict) -> str:
+    return (
+        "\n\n".join(
+            [
+                poisson_table(results),
+                ratio_table(results),
+                ttfs_table(results),
+                steps_table(results),
+            ]
+        )
+        + "\n"
+    )
+
+
+def poisson_table(results: dict) -> str:
+    lines = [
+        "| mode | rate req/s | done / sent | images/s | p50 ms | p99 ms | job-steps/s "
+        "| jobs / iteration | rows / denoiser call |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mode in MODES:
+        cap = results[mode]["capacity"]
+        lines.append(
+            f"| {mode} | closed loop, {cap['callers']} clients | {cap['completed']} / "
+            f"{cap['requests']} | {cap['images_per_s']:.2f} | {cap['p50_ms']:.0f} "
+            f"| {cap['p99_ms']:.0f} | {cap['job_steps_per_s']:.0f} "
+            f"| {cap['mean_jobs_per_iteration']:.1f} | {cap['mean_rows_per_denoiser_call']:.1f} |"
+        )
+        for row in results[mode]["rates"]:
+            lines.append(
+                f"| {mode} | {row['rate']:.2f} | {row['completed']} / {row['requests']} "
+                f"| {row['images_per_s']:.2f} | {row['p50_ms']:.0f} | {row['p99_ms']:.0f} "
+                f"| {row['job_steps_per_s']:.0f} | {row['mean_jobs_per_iteration']:.1f} "
+                f"| {row['mean_rows_per_denoiser_call']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def ratio_table(results: dict) -> str:
+    lines = [
+        "| rate req/s | images/s iteration / request | p50 iteration / request "
+        "| p99 iteration / request |",
+        "|---|---|---|---|",
+    ]
+    pairs = zip(results["request"]["rates"], results["iteration"]["rates"], strict=True)
+    for req, it in pairs:
+        lines.append(
+            f"| {req['rate']:.2f} | {_ratio(it['images_per_s'], req['images_per_s'])} "
+            f"| {_ratio(it['p50_ms'], req['p50_ms'])} | {_ratio(it['p99_ms'], req['p99_ms'])} |"
+        )
+    return "\n".join(lines)
+
+
+def ttfs_table(results: dict) -> str:
+    lines = [
+        "| mode | repeats | long jobs x steps | client p50 ms | client p99 ms "
+        "| server histogram p50 ms | server histogram p99 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for mode in MODES:
+        t = results[mode]["ttfs"]
+        lines.append(
+            f"| {mode} | {t['repeats']} | {t['long_jobs']} x {t['long_steps']} "
+            f"| {t['client_p50_ms']:.0f} | {t['client_p99_ms']:.0f} "
+            f"| {t['server_p50_ms']:.0f} | {t['server_p99_ms']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def steps_table(results: dict) -> str:
+    steps, raw = results["iteration"]["steps"], results["iteration"]["raw"]
+    return "\n".join(
+        [
+            "| running jobs | rows / call | server job-steps/s | raw ORT job-steps/s "
+            "| server / raw | jobs / iteration | raw ms / call |",
+            "|---|---|---|---|---|---|---|",
+            f"| {steps['jobs']} | {steps['mean_rows_per_denoiser_call']:.1f} (raw {raw['rows']}) "
+            f"| {steps['job_steps_per_s']:.1f} | {raw['job_steps_per_s']:.1f} "
+            f"| {_ratio(steps['job_steps_per_s'], raw['job_steps_per_s'])} "
+            f"| {steps['mean_jobs_per_iteration']:.2f} | {raw['ms_per_call_p50']:.1f} |",
+        ]
+    )
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "n/a"
