@@ -6,6 +6,7 @@ results under batching is a real bug, not an artefact of the fake.
 
 from __future__ import annotations
 
+import shutil
 import struct
 import threading
 import time
@@ -115,6 +116,7 @@ class FakeDenoiser(Recorder):
         self.alphas_cumprod = NoiseSchedule.from_config("linear", TRAIN_STEPS).alphas_cumprod
         self.timesteps: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
+        self.masks: list[np.ndarray] = []
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x, t = inputs["sample"].astype(np.float64), inputs["timestep"]
@@ -122,6 +124,11 @@ class FakeDenoiser(Recorder):
         with self.lock:
             self.timesteps.append(t.copy())
         mean = np.zeros(x.shape[0])
+        if "encoder_attention_mask" in inputs:  # text: 0.1 per word of the prompt
+            mask = inputs["encoder_attention_mask"]
+            with self.lock:
+                self.masks.append(mask.copy())
+            mean = 0.1 * (mask.sum(axis=1) - 2)  # [CLS] ... [SEP]
         if "class_label" in inputs:
             labels = inputs["class_label"]
             with self.lock:
@@ -215,19 +222,62 @@ def fake_manifest(
     )
 
 
+class FakeTextEncoder(Recorder):
+    """Token states that spell each token's id (what the denoiser reads is the mask)."""
+
+    backend = "fake"
+    providers = ["FakeProvider"]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ids = inputs["input_ids"]
+        self.record(ids.shape[0])
+        return {"hidden_states": np.repeat(ids[..., None], TEXT_HIDDEN, -1).astype(np.float32)}
+
+
+class FakePixelEncoder(Recorder):
+    """image in [0, 1] -> its "latent" in [-1, 1], for latent diffusion over pixels."""
+
+    backend = "fake"
+    providers = ["FakeProvider"]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.record(inputs["image"].shape[0])
+        return {"latent": inputs["image"] * 2 - 1}
+
+
+class FakePixelDecoder(Recorder):
+    backend = "fake"
+    providers = ["FakeProvider"]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.record(inputs["latent"].shape[0])
+        return {"image": np.clip((inputs["latent"] + 1) / 2, 0, 1).astype(np.float32)}
+
+
+TEXT_HIDDEN = 4
+TEXT_TOKENS = 8
+
 FAKES = {
     "sampler": FakeSampler,
     "encoder": FakeEncoder,
     "decoder": FakeDecoder,
     "denoiser": FakeDenoiser,
+    "text_encoder": FakeTextEncoder,
+    "pixel_encoder": FakePixelEncoder,
+    "pixel_decoder": FakePixelDecoder,
 }
 
 
 def fake_repository(
-    settings: Settings, metrics: ServerMetrics, manifests: list[Manifest], delay_s: float = 0.0
+    settings: Settings,
+    metrics: ServerMetrics,
+    manifests: list[Manifest],
+    delay_s: float = 0.0,
+    files: dict[str, Path] | None = None,
 ) -> tuple[ModelRepository, dict[str, dict[str, Recorder]]]:
-    """Write ``manifests`` under ``settings.repository`` and load them with the real loader,
-    opening fake graphs instead of ONNX files. Also returns the fakes by ``name@version``."""
+    """Write ``manifests`` under ``settings.repository`` (with ``files`` copied into each
+    version folder by name) and load them with the real loader, opening fake graphs instead
+    of ONNX files. Also returns the fakes by ``name@version``."""
     graphs: dict[str, dict[str, Recorder]] = {}
 
     def opener(version_dir: Path, spec: GraphSpec, backend: str, threads: int) -> Recorder:
@@ -240,6 +290,8 @@ def fake_repository(
         version_dir = settings.repository / manifest.name / manifest.version
         version_dir.mkdir(parents=True)
         manifest.save(version_dir)
+        for name, source in (files or {}).items():
+            shutil.copyfile(source, version_dir / name)
     return ModelRepository.load(settings.repository, settings, metrics, opener), graphs
 
 
