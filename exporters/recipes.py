@@ -85,6 +85,8 @@ class ExportPlan:
     likelihood: LikelihoodKind | None = None
     scheduler: SchedulerSpec | None = None  # diffusion only
     conditioning: ClassConditioning | None = None  # class-conditional models only
+    # numbers the model carries (a latent scale), shown beside the test metrics
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,7 @@ register_recipe(ExportRecipe("autoencoder", ["encode", "reconstruct"], plan_auto
 from latentserve.exporters import (  # noqa: E402, F401  (registers)
     ddpm_recipe,
     glow_recipe,
+    klae_recipe,
     nvae_recipe,
     vq2_recipe,
     vq_recipe,
