@@ -100,7 +100,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _eval_one(run_dir: Path, args: argparse.Namespace) -> dict:
     from latentserve.training.checkpoint import load_run
-    from latentserve.training.data import load_dataset
+    from latentserve.training.data import captions_of, load_dataset
     from latentserve.training.evaluate import evaluate_model, is_code_length
     from latentserve.training.trainer import set_threads
 
@@ -115,6 +115,7 @@ def _eval_one(run_dir: Path, args: argparse.Namespace) -> dict:
         batch_size=run.config.train.eval_batch_size,
         iw_k=args.iw_k,
         labels=data.test_labels,
+        captions=captions_of(data, "test"),
     )
     row = {
         "run": run_dir,

@@ -30,6 +30,7 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -85,6 +86,13 @@ class CaptionedDataset(ImageDataset):
     train_split: CaptionedSplit = field(kw_only=True)
     test_split: CaptionedSplit = field(kw_only=True)
     heldout: CaptionedSplit = field(kw_only=True)
+
+
+def captions_of(data: ImageDataset, split: Literal["train", "test"]) -> tuple[str, ...] | None:
+    """A split's captions in image order, or None for a dataset without captions."""
+    if not isinstance(data, CaptionedDataset):
+        return None
+    return (data.train_split if split == "train" else data.test_split).captions
 
 
 def load_dataset(spec: str, height: int, width: int, channels: int) -> ImageDataset:

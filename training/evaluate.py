@@ -6,8 +6,10 @@ its own scores under their own names, or nothing, never a number labelled bits/d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
-from latentserve.training.families import ImageModel
+from latentserve.training.families import CaptionedModel, ImageModel
 from latentserve.training.likelihood import nats_to_bits_per_dim
 from latentserve.training.seeds import EVAL_NOISE, torch_generator
 
@@ -26,18 +28,27 @@ def evaluate_model(
     batch_size: int = 250,
     iw_k: int = 1,
     labels: torch.Tensor | None = None,
+    captions: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Mean per-image scores over ``images`` (deterministic given seed): code lengths in
-    bits/dim, other scores as they are. Empty for a model with nothing to report."""
+    bits/dim, other scores as they are. Empty for a model with nothing to report.
+
+    ``captions`` (one per image) are required by, and only passed to, a ``CaptionedModel``.
+    """
+    if isinstance(model, CaptionedModel) and captions is None:
+        raise ValueError("a text-conditioned model is evaluated on a captioned dataset")
     was_training = model.training
     model.eval()
     generator = torch_generator(seed, EVAL_NOISE)
     totals: dict[str, float] = {}
     for start in range(0, len(images), batch_size):
         batch = slice(start, start + batch_size)
-        scores = model.evaluate(
-            images[batch], generator, iw_k, labels=None if labels is None else labels[batch]
-        )
+        batch_labels = None if labels is None else labels[batch]
+        if isinstance(model, CaptionedModel):
+            assert captions is not None
+            scores = model.evaluate(images[batch], generator, iw_k, batch_labels, captions[batch])
+        else:
+            scores = model.evaluate(images[batch], generator, iw_k, labels=batch_labels)
         for name, values in scores.items():
             totals[name] = totals.get(name, 0.0) + float(values.double().sum())
     model.train(was_training)

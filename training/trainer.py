@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from latentserve.training import checkpoint as ckpt
 from latentserve.training.config import RunConfig, TrainConfig, load_config
-from latentserve.training.data import ImageDataset, load_dataset
+from latentserve.training.data import ImageDataset, captions_of, load_dataset
 from latentserve.training.evaluate import evaluate_model, is_code_length
-from latentserve.training.families import ImageModel
+from latentserve.training.families import CaptionedModel, ImageModel
 from latentserve.training.seeds import DATA_ORDER, TRAIN_NOISE, derive_seed, torch_generator
 from tqdm import tqdm
 
@@ -97,9 +97,12 @@ def train(
     base_lrs = [[group["lr"] for group in opt.param_groups] for opt in optimizers]
     step = _prepare_run_dir(run_dir, config, model, optimizers, resume)
     end = total if stop_at is None else min(stop_at, total)
+    if isinstance(model, CaptionedModel) and captions_of(data, "train") is None:
+        raise ValueError(f"{config.family} is text-conditioned: {data.name!r} has no captions")
     model.train()
     bar = tqdm(total=total, initial=step, desc=f"train {config.family}", disable=not progress)
     while step < end:
+        _calibrate_if_due(model, config, data, step, total, run_dir)
         _set_lr(optimizers, base_lrs, _lr_factor(config.train, step, total))
         _train_step(model, optimizers, config, data, step, total, run_dir)
         step += 1
@@ -107,10 +110,7 @@ def train(
         if config.train.checkpoint_every and step % config.train.checkpoint_every == 0:
             ckpt.save_checkpoint(run_dir, model, optimizers, step)
     bar.close()
-    if step == total:
-        fitted = model.calibrate(data.train, config.train.eval_batch_size)
-        if fitted:
-            ckpt.append_metrics(run_dir, {"event": "calibrate", "step": step, **fitted})
+    _calibrate_if_due(model, config, data, step, total, run_dir)
     ckpt.save_checkpoint(run_dir, model, optimizers, step)
     test_metrics: dict[str, float] = {}
     if step == total:
@@ -120,6 +120,7 @@ def train(
             seed=config.seed,
             batch_size=config.train.eval_batch_size,
             labels=data.test_labels,
+            captions=captions_of(data, "test"),
         )
         ckpt.append_metrics(
             run_dir, {"event": "eval", "split": "test", "step": step, **test_metrics}
@@ -151,6 +152,17 @@ def _prepare_run_dir(
     return 0
 
 
+def _calibrate_if_due(
+    model: ImageModel, config: RunConfig, data: ImageDataset, step: int, total: int, run_dir: Path
+) -> None:
+    """``model.calibrate`` on the training split at the model's calibration step."""
+    if step != model.calibration_step(total):
+        return
+    fitted = model.calibrate(data.train, config.train.eval_batch_size)
+    if fitted:
+        ckpt.append_metrics(run_dir, {"event": "calibrate", "step": step, **fitted})
+
+
 def _train_step(
     model: ImageModel,
     optimizers: list[torch.optim.Optimizer],
@@ -163,7 +175,12 @@ def _train_step(
     index = _batch_indices(config.seed, step, len(data.train), config.train.batch_size)
     labels = None if data.train_labels is None else data.train_labels[index]
     generator = torch_generator(config.seed, TRAIN_NOISE, step)
-    out = model.training_step(data.train[index], generator, labels)
+    captions = captions_of(data, "train")
+    if isinstance(model, CaptionedModel) and captions is not None:
+        batch_captions = [captions[i] for i in index.tolist()]
+        out = model.training_step(data.train[index], generator, labels, batch_captions)
+    else:
+        out = model.training_step(data.train[index], generator, labels)
     for optimizer in optimizers:
         optimizer.zero_grad(set_to_none=True)
     out.loss.backward()

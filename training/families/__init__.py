@@ -8,16 +8,23 @@ from latentserve.training.families import (  # noqa: F401  (registers)
     ddpm,
     glow,
     klae,
+    ldm,
     nvae,
     vae,
     vqvae,
     vqvae2,
 )
-from latentserve.training.families.base import ImageModel, LatentModel, StepOutput
+from latentserve.training.families.base import (
+    CaptionedModel,
+    ImageModel,
+    LatentModel,
+    StepOutput,
+)
 from latentserve.training.families.layers import ImageShape
 from latentserve.training.families.registry import Family, family_names, get_family
 
 __all__ = [
+    "CaptionedModel",
     "Family",
     "ImageModel",
     "ImageShape",

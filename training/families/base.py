@@ -10,6 +10,7 @@ export graphs wrap; a flow has no such pair and derives from ``ImageModel`` dire
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -54,11 +55,16 @@ class ImageModel(nn.Module, ABC):
         """Called once after every training step's optimiser steps (e.g. an EMA update)."""
 
     def calibrate(self, train_images: torch.Tensor, batch_size: int) -> dict[str, float]:
-        """Called once when training completes, with the whole uint8 training split, before
-        the final checkpoint: fits what depends on the final weights without being trained
-        (a latent autoencoder's latent scale) into buffers, and returns numbers for the
-        log. Default: nothing to fit."""
+        """Called once at ``calibration_step``, with the whole uint8 training split, before
+        that step's checkpoint: fits what depends on the weights so far without being
+        trained (a latent autoencoder's latent scale) into buffers, and returns numbers for
+        the log. Default: nothing to fit."""
         return {}
+
+    def calibration_step(self, total: int) -> int:
+        """The step at which the trainer calls ``calibrate``: when training completes
+        (``total``), unless a family fits something between two phases of its training."""
+        return total
 
     def evaluate(
         self,
@@ -72,6 +78,31 @@ class ImageModel(nn.Module, ABC):
 
         Default: nothing, for a family without a likelihood or a cheap test score.
         """
+        return {}
+
+
+class CaptionedModel(ImageModel):
+    """A model conditioned on each image's caption (text-to-image): the trainer and the
+    evaluation pass a captioned dataset's captions of the batch along with its images."""
+
+    @abstractmethod
+    def training_step(
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator,
+        labels: torch.Tensor | None = None,
+        captions: Sequence[str] = (),
+    ) -> StepOutput:
+        """As ``ImageModel.training_step``, with one caption per image of ``x``."""
+
+    def evaluate(
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator,
+        iw_k: int = 1,
+        labels: torch.Tensor | None = None,
+        captions: Sequence[str] = (),
+    ) -> dict[str, torch.Tensor]:
         return {}
 
 
