@@ -187,6 +187,7 @@ from latentserve.exporters import (  # noqa: E402, F401  (registers)
     ddpm_recipe,
     glow_recipe,
     klae_recipe,
+    ldm_recipe,
     nvae_recipe,
     vq2_recipe,
     vq_recipe,

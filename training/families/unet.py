@@ -94,7 +94,7 @@ class CrossAttention(nn.Module):
         b, c, h, w = x.shape
         heads, dim = self.heads, c // self.heads
         q = self.q(self.norm(x)).reshape(b, heads, dim, h * w).transpose(2, 3)  # (b, H, hw, d)
-        k, v = self.kv(context).reshape(b, -1, 2, heads, dim).permute(2, 0, 3, 1, 4)
+        k, v = self.kv(context).reshape(b, -1, 2, heads, dim).permute(2, 0, 3, 1, 4).unbind(0)
         logits = q @ k.transpose(2, 3) * self.scale  # (b, H, hw, tokens)
         ignored = (mask == 0)[:, None, None, :]
         weights = torch.softmax(logits.masked_fill(ignored, -1e9), dim=-1)

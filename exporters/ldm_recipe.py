@@ -1,0 +1,89 @@
+"""Export recipe for latent text-to-image (``ldm``): the ``diffusion`` pipeline with a text
+encoder, a cross-attention denoiser and the frozen autoencoder's two halves.
+
+- ``text_encoder``: the shared MiniLM, with its tokenizer as an asset (``text_encoder.py``).
+- ``denoiser``: the EMA UNet on *scaled* latents, reading ``encoder_hidden_states`` under
+  ``encoder_attention_mask``.
+- ``encoder`` / ``decoder``: the autoencoder on *unscaled* latents (the ``klae`` plans);
+  the manifest's ``latent_scale`` says how the server moves between the two.
+
+Scaled latents have about unit variance but are not centred, so x0 estimates are not
+clipped (``clip_sample = False``): a box would cut real latents. ``sample_range`` (±4,
+four standard deviations) only documents their extent; the decoder makes the image.
+"""
+
+from __future__ import annotations
+
+from latentserve.exporters.graphs import MethodGraph
+from latentserve.exporters.klae_recipe import decoder_plan, encoder_plan
+from latentserve.exporters.recipes import ExportPlan, ExportRecipe, GraphPlan, register_recipe
+from latentserve.exporters.text_encoder import (
+    text_conditioning,
+    text_encoder_graph,
+    tokenizer_asset,
+)
+from latentserve.training.families.ldm import LatentDiffusion, shared_text_encoder, text_denoiser
+
+from latentserve.manifest import LatentSpec, SchedulerSpec, TensorSpec
+
+# Guidance the server applies when a request names none: captions were dropped 10% of
+# the time in training; a moderate scale makes the digit follow the prompt without
+# saturating the tiny model's latents.
+DEFAULT_GUIDANCE_SCALE = 4.0
+SAMPLE_RANGE = (-4.0, 4.0)
+
+
+def denoiser_plan(model: LatentDiffusion) -> GraphPlan:
+    """(``sample``, ``timestep``, ``encoder_hidden_states``, ``encoder_attention_mask``) →
+    ``prediction`` (ε), the EMA weights."""
+    latent = ["batch", *model.latent_shape]
+    tokens = ["batch", model.config.max_tokens]
+    return GraphPlan(
+        "denoiser",
+        MethodGraph(model.ema.shadow, text_denoiser),
+        [
+            TensorSpec(name="sample", dtype="float32", shape=latent),
+            TensorSpec(name="timestep", dtype="float32", shape=["batch"]),
+            TensorSpec(
+                name="encoder_hidden_states",
+                dtype="float32",
+                shape=[*tokens, model.text_hidden_size],
+            ),
+            TensorSpec(name="encoder_attention_mask", dtype="int64", shape=tokens),
+        ],
+        [TensorSpec(name="prediction", dtype="float32", shape=latent)],
+        int_range={
+            "timestep": (0, model.config.num_train_timesteps),
+            "encoder_attention_mask": (0, 2),
+        },
+    )
+
+
+def plan_ldm(model: LatentDiffusion) -> ExportPlan:
+    config = model.config
+    text = text_encoder_graph(config.max_tokens, shared_text_encoder())
+    scheduler = SchedulerSpec(
+        beta_schedule=config.beta_schedule,
+        num_train_timesteps=config.num_train_timesteps,
+        beta_start=config.beta_start,
+        beta_end=config.beta_end,
+        prediction_type=config.prediction_type,
+        sample_range=SAMPLE_RANGE,
+        clip_sample=False,
+        latent_scale=model.latent_scale,
+        default_sampler="ddim",
+        default_steps=50,
+    )
+    autoencoder = model.autoencoder
+    return ExportPlan(
+        [text, denoiser_plan(model), encoder_plan(autoencoder), decoder_plan(autoencoder)],
+        LatentSpec(shape=model.latent_shape),
+        pipeline="diffusion",
+        scheduler=scheduler,
+        text=text_conditioning(text, DEFAULT_GUIDANCE_SCALE),
+        assets=dict([tokenizer_asset()]),
+        metrics={"latent_scale": model.latent_scale},
+    )
+
+
+register_recipe(ExportRecipe("ldm", ["text_to_image", "encode", "reconstruct"], plan_ldm))
