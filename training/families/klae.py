@@ -43,7 +43,7 @@ class KLAEConfig:
     groups: int = Field(default=8, gt=0)  # GroupNorm groups (fewer where widths need)
     latent_channels: int = Field(default=4, gt=0)
     kl_weight: float = Field(default=1e-6, ge=0)
-    recon_loss: Literal["l1", "mse"] = "l1"
+    recon_loss: Literal["l1", "mse"] = "mse"
 
 
 class ResBlock(nn.Module):
