@@ -102,7 +102,7 @@ def export_run(run_dir: Path, repository: Path, name: str, version: str | None =
                 git_commit=git_commit(Path(__file__).resolve().parent),
                 created_at=datetime.now(UTC).isoformat(timespec="seconds"),
                 latentserve_version=__version__,
-                metrics=last_test_metrics(run_dir),
+                metrics={**last_test_metrics(run_dir), **plan.metrics},
             ),
         )
         manifest.save(staging)

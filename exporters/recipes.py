@@ -93,6 +93,8 @@ class ExportPlan:
     conditioning: ClassConditioning | None = None  # class-conditional models only
     text: TextConditioning | None = None  # text-to-image models only
     assets: dict[str, Path] = field(default_factory=dict)
+    # numbers the model carries (a latent scale), shown beside the test metrics
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,7 @@ register_recipe(ExportRecipe("autoencoder", ["encode", "reconstruct"], plan_auto
 from latentserve.exporters import (  # noqa: E402, F401  (registers)
     ddpm_recipe,
     glow_recipe,
+    klae_recipe,
     nvae_recipe,
     vq2_recipe,
     vq_recipe,

@@ -16,6 +16,10 @@ Dataset specs (the ``dataset`` key of a training config):
   (recursive), converted to the configured channels, resized so the short side fits and
   center-cropped to the configured size. Split: the sorted file list is shuffled with
   ``default_rng(20240101)``; the first ``max(1, n // 10)`` files are ``test``. No labels.
+- ``mnist-captions``: ``mnist`` (same images, split and labels) with a caption per image
+  and a held-out split of unseen phrasings (``latentserve.training.captions``).
+- ``shapes``: 32×32 RGB scenes of coloured shapes with compositional captions, 8,000
+  train / 1,000 test / 1,000 held-out colour-shape pairs (``latentserve.training.shapes``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.util
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +37,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 SPLIT_SEED = 20240101
 MNIST_TEST_PER_DIGIT = 50
+#: Built-in datasets of one image size: (height, width, channels).
+FIXED_SIZE = {"mnist": (28, 28, 1), "mnist-captions": (28, 28, 1), "shapes": (32, 32, 3)}
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
@@ -47,18 +54,62 @@ class ImageDataset:
     test_labels: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class CaptionedSplit:
+    """One split of a captioned dataset: uint8 N×C×H×W images, a caption per image, and
+    structured labels for evaluation.
+
+    ``labels`` is int64: the digit (N,) for ``mnist-captions``; for ``shapes``
+    (N, MAX_OBJECTS, 4) rows of (shape, colour, size, position), -1 where there is no
+    object (see ``latentserve.training.shapes``).
+    """
+
+    images: torch.Tensor
+    captions: tuple[str, ...]
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if not len(self.images) == len(self.captions) == len(self.labels):
+            raise ValueError("a captioned split needs one caption and label row per image")
+
+
+@dataclass(frozen=True)
+class CaptionedDataset(ImageDataset):
+    """An ``ImageDataset`` whose images also have captions and structured labels.
+
+    ``train``/``test`` (and ``train_labels``/``test_labels`` where the labels are class
+    indices) keep their meaning for families that ignore text. ``heldout`` is for
+    evaluation only: captions or label combinations that no train or test image has.
+    """
+
+    train_split: CaptionedSplit = field(kw_only=True)
+    test_split: CaptionedSplit = field(kw_only=True)
+    heldout: CaptionedSplit = field(kw_only=True)
+
+
 def load_dataset(spec: str, height: int, width: int, channels: int) -> ImageDataset:
     """Resolve a dataset spec (see module docstring) into train/test uint8 tensors."""
-    if spec == "mnist":
-        if (height, width, channels) != (28, 28, 1):
+    if spec in FIXED_SIZE:
+        if (height, width, channels) != FIXED_SIZE[spec]:
+            size = "x".join(map(str, FIXED_SIZE[spec]))
             raise ValueError(
-                f"dataset 'mnist' is 28x28x1, config asks for {height}x{width}x{channels}"
+                f"dataset {spec!r} is {size}, config asks for {height}x{width}x{channels}"
             )
-        return load_mnist()
+        return _fixed_loader(spec)()
     if spec.startswith("imagefolder:"):
         path = Path(spec.removeprefix("imagefolder:")).expanduser()
         return load_imagefolder(path, height, width, channels)
-    raise ValueError(f"unknown dataset {spec!r}: expected 'mnist' or 'imagefolder:PATH'")
+    known = ", ".join(repr(name) for name in FIXED_SIZE)
+    raise ValueError(f"unknown dataset {spec!r}: expected {known} or 'imagefolder:PATH'")
+
+
+def _fixed_loader(spec: str) -> Callable[[], ImageDataset]:
+    """The loader of a built-in dataset (the captioned ones are imported last, below)."""
+    return {
+        "mnist": load_mnist,
+        "mnist-captions": captions.load_mnist_captions,
+        "shapes": shapes.load_shapes,
+    }[spec]
 
 
 def mnist_csv_path() -> Path:
@@ -135,3 +186,8 @@ def load_imagefolder(root: Path, height: int, width: int, channels: int) -> Imag
         train=torch.from_numpy(images[order[n_test:]]),
         test=torch.from_numpy(images[order[:n_test]]),
     )
+
+
+# The captioned datasets build on the MNIST loader and ``ImageDataset`` above, so they are
+# imported once those exist.
+from latentserve.training import captions, shapes  # noqa: E402

@@ -107,6 +107,10 @@ def train(
         if config.train.checkpoint_every and step % config.train.checkpoint_every == 0:
             ckpt.save_checkpoint(run_dir, model, optimizers, step)
     bar.close()
+    if step == total:
+        fitted = model.calibrate(data.train, config.train.eval_batch_size)
+        if fitted:
+            ckpt.append_metrics(run_dir, {"event": "calibrate", "step": step, **fitted})
     ckpt.save_checkpoint(run_dir, model, optimizers, step)
     test_metrics: dict[str, float] = {}
     if step == total:

@@ -13,7 +13,16 @@ from tiny_runs import tiny_config
 
 @pytest.mark.parametrize(
     "config",
-    ["vae-tiny", "ae-tiny", "nvae-tiny", "glow-tiny", "vqvae-tiny", "vqvae2-tiny", "ddpm-tiny"],
+    [
+        "vae-tiny",
+        "ae-tiny",
+        "nvae-tiny",
+        "glow-tiny",
+        "vqvae-tiny",
+        "vqvae2-tiny",
+        "ddpm-tiny",
+        "klae-tiny",
+    ],
 )
 def test_a_training_step_and_evaluation_on_32x32_rgb(config: str) -> None:
     base = tiny_config(config)

@@ -7,6 +7,7 @@ from latentserve.training.families import (  # noqa: F401  (registers)
     autoencoder,
     ddpm,
     glow,
+    klae,
     nvae,
     vae,
     vqvae,

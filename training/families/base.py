@@ -53,6 +53,13 @@ class ImageModel(nn.Module, ABC):
     def after_optimizer_step(self) -> None:
         """Called once after every training step's optimiser steps (e.g. an EMA update)."""
 
+    def calibrate(self, train_images: torch.Tensor, batch_size: int) -> dict[str, float]:
+        """Called once when training completes, with the whole uint8 training split, before
+        the final checkpoint: fits what depends on the final weights without being trained
+        (a latent autoencoder's latent scale) into buffers, and returns numbers for the
+        log. Default: nothing to fit."""
+        return {}
+
     def evaluate(
         self,
         x: torch.Tensor,
