@@ -68,6 +68,7 @@ class Batcher:
         max_queue_delay_ms: float,
         max_queue_size: int,
         max_concurrent_batches: int = 1,
+        balance: bool = False,
         model: str = "",
         graph: str = "",
         metrics: ServerMetrics | None = None,
@@ -79,6 +80,7 @@ class Batcher:
         if max_concurrent_batches < 1:
             raise ValueError(f"max_concurrent_batches must be >= 1, got {max_concurrent_batches}")
         self._max_running = max_concurrent_batches
+        self._balance = balance
         self._slots = asyncio.Semaphore(max_concurrent_batches)
         self._running: set[asyncio.Task[None]] = set()
         self._queue: deque[_Request] = deque()
@@ -162,7 +164,7 @@ class Batcher:
             if not self._queue:
                 self._slots.release()
                 continue
-            task = loop.create_task(self._execute(self._take_batch(loop.time())))
+            task = loop.create_task(self._execute(self._take_batch(loop.time(), self._room())))
             self._running.add(task)
             task.add_done_callback(self._finished)
 
@@ -176,9 +178,17 @@ class Batcher:
             dropped = self._queue.popleft()
             self._queued_items -= dropped.n - dropped.dispatched
 
-    def _take_batch(self, now: float) -> list[_Segment]:
+    def _room(self) -> int:
+        """Items the next batch may take. Balanced, the backlog is shared evenly among the
+        free batch slots (20 queued, 2 free: 10 now, 10 in the next), so the parts of one
+        large call finish together instead of one full batch leaving the other cores idle."""
+        if not self._balance:
+            return self._max_batch
+        free = self._max_running - len(self._running)  # the slot being filled included
+        return max(1, min(self._max_batch, math.ceil(self._queued_items / free)))
+
+    def _take_batch(self, now: float, room: int) -> list[_Segment]:
         key = self._queue[0].key
-        room = self._max_batch
         segments: list[_Segment] = []
         kept: deque[_Request] = deque()
         while self._queue and room > 0:

@@ -15,7 +15,7 @@ import torch
 from latentserve.training.checkpoint import load_run
 from latentserve.training.config import RunConfig
 from latentserve.training.families.klae import KLAutoencoder
-from latentserve.training.likelihood import LEVELS, to_unit
+from latentserve.training.likelihood import LEVELS
 
 
 @dataclass(frozen=True)
@@ -26,15 +26,9 @@ class FrozenAutoencoder:
     scale: float
     config: RunConfig
 
-    @torch.no_grad()
     def encode(self, images: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
         """uint8 N×C×H×W images → scaled latents, float32 (N, *latent_shape)."""
-        return torch.cat(
-            [
-                self.model.encode(to_unit(images[i : i + batch_size])) * self.scale
-                for i in range(0, len(images), batch_size)
-            ]
-        )
+        return self.model.encode_split(images, batch_size) * self.scale
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, batch_size: int = 250) -> torch.Tensor:

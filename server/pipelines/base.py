@@ -63,6 +63,7 @@ class GraphPipeline(ABC):
                 max_queue_delay_ms=self.queue_delay_ms(role, serving),
                 max_queue_size=serving.max_queue_size,
                 max_concurrent_batches=serving.max_concurrent_batches,
+                balance=self.balanced(role),
                 model=self.label,
                 graph=role,
                 metrics=metrics,
@@ -88,6 +89,10 @@ class GraphPipeline(ABC):
 
     def queue_delay_ms(self, role: str, serving: ServingOptions) -> float:
         return serving.max_queue_delay_ms
+
+    def balanced(self, role: str) -> bool:
+        """Whether the ``role`` batcher shares a backlog evenly among its free slots."""
+        return False
 
     # -- shared behaviour ------------------------------------------------------------------
 

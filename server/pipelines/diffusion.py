@@ -148,6 +148,10 @@ class DiffusionPipeline(GraphPipeline):
         # The engine already gathers every running job into each denoiser call.
         return 0.0 if role == "denoiser" else serving.max_queue_delay_ms
 
+    def balanced(self, role: str) -> bool:
+        # An iteration waits for its slowest part: split it evenly across the batch slots.
+        return role == "denoiser"
+
     # -- parameters ------------------------------------------------------------------------
 
     def prepare(self, raw: Mapping[str, Any], method: str = "sample") -> DenoisingParams:

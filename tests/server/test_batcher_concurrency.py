@@ -190,3 +190,21 @@ def test_close_fails_running_batches_and_waits_for_their_threads() -> None:
 def test_the_limit_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_concurrent_batches"):
         make(SlowProbe(), max_concurrent_batches=0)
+
+
+@pytest.mark.parametrize(("balance", "sizes"), [(False, [4, 16]), (True, [10, 10])])
+def test_a_balanced_batcher_shares_a_large_request_among_free_slots(
+    balance: bool, sizes: list[int]
+) -> None:
+    graph = SlowProbe(delay_s=0.0)
+
+    async def main() -> np.ndarray:
+        batcher = make(graph, max_batch_size=16, max_concurrent_batches=2, balance=balance)
+        try:
+            return (await batcher.submit(items(0, 20)))["y"]
+        finally:
+            await batcher.close()
+
+    result = asyncio.run(main())
+    assert sorted(len(b) for b in graph.batches) == sizes
+    np.testing.assert_array_equal(result[:, 0], np.arange(20) * 2)  # joined in order

@@ -30,6 +30,8 @@ from server_fakes import (
 def make_service(
     tmp_path: Path, delay_s: float = 0.0, **settings: object
 ) -> tuple[GenerativeService, FakeDenoiser, FakeDenoiser]:
+    # one batch slot: each iteration is one denoiser call, so calls show what shared a step
+    settings = {"max_concurrent_batches": 1} | settings
     config = Settings(repository=tmp_path / "repo", **settings)
     metrics = ServerMetrics(CollectorRegistry())
     manifests = [
@@ -304,3 +306,14 @@ def test_finished_jobs_are_kept_up_to_a_bound(tmp_path: Path) -> None:
         service.get_job(first.id)
     kept = service.get_job(second.id)
     assert kept.state.value == "done" and len(kept.result["images"]) == 1
+
+
+def test_an_iteration_is_split_evenly_across_the_batch_slots(tmp_path: Path) -> None:
+    service, denoiser, _ = make_service(tmp_path, max_concurrent_batches=2)
+
+    async def main() -> None:
+        params = {"n": 3, "steps": 4, "sampler": "ddim"}
+        await asyncio.gather(*(service.sample("fake-ddpm", params, "test") for _ in range(3)))
+
+    asyncio.run(main())
+    assert sorted(set(denoiser.batch_sizes)) == [4, 5]  # 9 rows per step: 5 + 4, not 9 + 0

@@ -96,7 +96,8 @@ def text_manifest() -> Manifest:
 
 
 def make_service(tmp_path: Path) -> tuple[GenerativeService, dict]:
-    config = Settings(repository=tmp_path / "repo")
+    # one batch slot: each iteration is one denoiser call, so calls show what shared a step
+    config = Settings(repository=tmp_path / "repo", max_concurrent_batches=1)
     metrics = ServerMetrics(CollectorRegistry())
     manifests = [text_manifest(), fake_diffusion_manifest("fake-ddpm")]
     repository, graphs = fake_repository(

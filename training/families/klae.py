@@ -43,7 +43,7 @@ class KLAEConfig:
     groups: int = Field(default=8, gt=0)  # GroupNorm groups (fewer where widths need)
     latent_channels: int = Field(default=4, gt=0)
     kl_weight: float = Field(default=1e-6, ge=0)
-    recon_loss: Literal["l1", "mse"] = "l1"
+    recon_loss: Literal["l1", "mse"] = "mse"
 
 
 class ResBlock(nn.Module):
@@ -138,6 +138,16 @@ class KLAutoencoder(ImageModel):
         """The deterministic code of an image in [0, 1]: the posterior mean (unscaled)."""
         return self.posterior(x01)[0]
 
+    @torch.no_grad()
+    def encode_split(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """A whole uint8 split → its (unscaled) codes, ``batch_size`` images at a time."""
+        return torch.cat(
+            [
+                self.encode(to_unit(images[i : i + batch_size]))
+                for i in range(0, len(images), batch_size)
+            ]
+        )
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """An (unscaled) latent → the image in [0, 1]."""
         return (self.decoder(z) * 0.5 + 0.5).clamp(0.0, 1.0)
@@ -197,12 +207,7 @@ class KLAutoencoder(ImageModel):
         (every element of every latent, as Stable Diffusion's scale factor)."""
         was_training = self.training
         self.eval()
-        means = torch.cat(
-            [
-                self.encode(to_unit(train_images[i : i + batch_size])).double().flatten()
-                for i in range(0, len(train_images), batch_size)
-            ]
-        )
+        means = self.encode_split(train_images, batch_size).double()
         self.train(was_training)
         std = float(means.std())
         if not math.isfinite(std) or std <= 0:
