@@ -103,8 +103,17 @@ def _latent(row: np.ndarray) -> pb.Latent:
 
 
 def _params(request: pb.SampleRequest | pb.TextToImageRequest) -> dict[str, Any]:
-    """The parameters the client set, by name: the model's kind decides what they mean."""
-    return {f.name: value for f, value in request.ListFields() if f.name != "model"}
+    """The parameters the client set, by name: the model's kind decides what they mean.
+
+    A proto ``float`` is 32-bit: it is read back as the shortest decimal that names it, so
+    ``strength = 0.3`` means what 0.3 means over JSON (not 0.30000001, which would run
+    ``ceil(0.30000001 * 10) = 4`` img2img steps instead of 3).
+    """
+    return {
+        f.name: float(str(np.float32(value))) if f.type == f.TYPE_FLOAT else value
+        for f, value in request.ListFields()
+        if f.name != "model"
+    }
 
 
 def _job_request(request: pb.JobRequest) -> tuple[str, str, dict[str, Any]]:
