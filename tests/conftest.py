@@ -59,3 +59,15 @@ def diffusion_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     entries = [builtin_entry("ddpm-tiny", "ddpm-tiny", version="1", seed=0)]
     build_repository(repository, entries, tmp_path_factory.mktemp("diffusion_runs"))
     return repository
+
+
+@pytest.fixture(scope="session")
+def text_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository holding ``ldm-tiny`` (latent text-to-image with the MiniLM text
+    encoder, encoder and decoder graphs), built by the real train + export code."""
+    from latentserve.exporters.default_repository import build_repository, builtin_entry
+
+    repository = tmp_path_factory.mktemp("text_repository")
+    entries = [builtin_entry("ldm-tiny", "ldm-tiny", version="1", seed=0)]
+    build_repository(repository, entries, tmp_path_factory.mktemp("text_runs"))
+    return repository

@@ -1,0 +1,144 @@
+"""Text-to-image served end to end: a real server (torch blocked) over an exported tiny
+latent diffusion model with its MiniLM text encoder, driven over real HTTP (JSON and
+Server-Sent Events) and real gRPC (unary and event streams)."""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+from latentserve.server.codecs import encode_png
+from latentserve.v1 import generative_pb2 as pb
+from latentserve.v1 import generative_pb2_grpc as pb_grpc
+from server_process import ServerProcess
+from test_diffusion_integration import metric, sse
+
+pytestmark = pytest.mark.slow
+
+MODEL = "ldm-tiny"
+ROUTE = f"/v1/models/{MODEL}/text-to-image"
+SSE = {"Accept": "text/event-stream"}
+
+
+@pytest.fixture(scope="module")
+def server(text_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    process = ServerProcess(text_repository, tmp_path_factory.mktemp("text_to_image"), config="")
+    yield process
+    assert process.stop() == 0, process.log()
+
+
+@pytest.fixture(scope="module")
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.http_url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def stub(server: ServerProcess) -> Iterator[pb_grpc.GenerativeServiceStub]:
+    with grpc.insecure_channel(server.grpc_url.removeprefix("grpc://")) as channel:
+        yield pb_grpc.GenerativeServiceStub(channel)
+
+
+def digit_png(size: int = 28) -> bytes:
+    """A bright bar on black: something to encode and to start img2img from."""
+    pixels = np.zeros((size, size, 1), dtype=np.uint8)
+    pixels[4:24, 12:16] = 255
+    return encode_png(pixels)
+
+
+def b64(images: list[bytes]) -> list[str]:
+    return [base64.b64encode(i).decode() for i in images]
+
+
+def test_the_model_describes_itself(http: httpx.Client) -> None:
+    info = http.get(f"/v1/models/{MODEL}").json()
+    assert info["family"] == "ldm" and info["pipeline"] == "diffusion"
+    assert info["capabilities"] == ["text_to_image", "encode", "reconstruct"]
+
+
+def test_same_seed_same_images_over_both_transports_and_both_styles(
+    http: httpx.Client, stub: pb_grpc.GenerativeServiceStub
+) -> None:
+    body = {"prompt": "a handwritten 3", "n": 2, "seed": 7, "steps": 5, "guidance_scale": 3.0}
+    unary = http.post(ROUTE, json=body).json()
+    assert len(unary["images"]) == 2 and unary["seed"] == 7
+    with http.stream("POST", ROUTE, json=body, headers=SSE) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = list(sse(response))
+    assert [d["step"] for n, d in events if n == "progress"] == [1, 2, 3, 4, 5]
+    assert events[-1][0] == "result" and events[-1][1]["images"] == unary["images"]
+
+    request = pb.TextToImageRequest(model=MODEL, **body)
+    assert b64(stub.TextToImage(request, timeout=60).images) == unary["images"]
+    stream = list(stub.TextToImageEvents(request, timeout=60))
+    assert stream[-1].WhichOneof("event") == "result"
+    assert b64(stream[-1].result.images) == unary["images"]
+
+    other = http.post(ROUTE, json=body | {"prompt": "the digit seven"}).json()
+    assert other["images"] != unary["images"]
+
+
+def test_identical_prompts_hit_the_embedding_cache(http: httpx.Client) -> None:
+    hits = metric(http, "latentserve_text_cache_hits_total", model=f"{MODEL}@1")
+    body = {"prompt": "a drawing of the number five", "n": 1, "seed": 1, "steps": 2}
+    first, second = (http.post(ROUTE, json=body).json() for _ in range(2))
+    assert first["images"] == second["images"]
+    # the second call finds both its prompt and the empty negative prompt
+    assert metric(http, "latentserve_text_cache_hits_total", model=f"{MODEL}@1") >= hits + 2
+
+
+@pytest.mark.parametrize("strength", [0.3, 1.0])
+def test_img2img_runs_strength_of_the_steps(
+    http: httpx.Client, stub: pb_grpc.GenerativeServiceStub, strength: float
+) -> None:
+    image = digit_png()
+    body = {"prompt": "a 1", "seed": 3, "steps": 10, "strength": strength}
+    json_body = body | {"image": base64.b64encode(image).decode()}
+    with http.stream("POST", ROUTE, json=json_body, headers=SSE) as response:
+        events = list(sse(response))
+    expected = math.ceil(strength * 10)
+    progress = [d for n, d in events if n == "progress"]
+    assert [d["step"] for d in progress] == list(range(1, expected + 1))
+    assert {d["steps"] for d in progress} == {expected}
+    request = pb.TextToImageRequest(model=MODEL, image=image, **body)
+    assert b64(stub.TextToImage(request, timeout=60).images) == events[-1][1]["images"]
+
+
+def test_encode_and_reconstruct(http: httpx.Client, stub: pb_grpc.GenerativeServiceStub) -> None:
+    images = [base64.b64encode(digit_png()).decode()]
+    encoded = http.post(f"/v1/models/{MODEL}/encode", json={"images": images}).json()
+    assert np.asarray(encoded["latents"]).shape == (1, 4, 7, 7)
+    rebuilt = http.post(f"/v1/models/{MODEL}/reconstruct", json={"images": images}).json()
+    via_grpc = stub.Reconstruct(pb.ReconstructRequest(model=MODEL, images=[digit_png()]))
+    assert b64(via_grpc.images) == rebuilt["images"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"prompt": "seven " * 20}, "prompt"),
+        ({"prompt": "a 7", "strength": 0.5}, "strength"),
+        ({"prompt": "a 7", "image": digit_png(8)}, "image"),
+        ({"prompt": "a 7", "temperature": 0.5}, "temperature"),
+    ],
+)
+def test_refusals_name_the_field(
+    http: httpx.Client, stub: pb_grpc.GenerativeServiceStub, params: dict, field: str
+) -> None:
+    body = {
+        k: base64.b64encode(v).decode() if isinstance(v, bytes) else v for k, v in params.items()
+    }
+    response = http.post(ROUTE, json=body | {"steps": 2})
+    assert response.status_code == 422 and response.json()["error"]["field"] == field
+    if field == "temperature":  # not a field of the gRPC request at all
+        return
+    with pytest.raises(grpc.RpcError) as err:
+        stub.TextToImage(pb.TextToImageRequest(model=MODEL, steps=2, **params), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert dict(err.value.trailing_metadata())["field"] == field
