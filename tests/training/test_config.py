@@ -36,7 +36,7 @@ def test_steps_xor_epochs() -> None:
 def test_unknown_family_lists_known() -> None:
     with pytest.raises(
         ValueError,
-        match="unknown model family 'gan'.*autoencoder, ddpm, glow, klae, nvae, vae, vqvae, vqvae2",
+        match="unknown model family 'gan'.*autoencoder, ddpm, glow, klae, ldm, nvae, vae, vqvae",
     ):
         parse_config({**BASE, "family": "gan"})
 

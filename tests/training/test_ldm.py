@@ -5,6 +5,8 @@ the checkpoint."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,20 @@ def test_a_dataset_without_captions_is_refused(tmp_path: Path) -> None:
     config = tiny_config("ldm-tiny").to_dict() | {"dataset": "mnist"}
     with pytest.raises(ValueError, match="'mnist' has no captions"):
         train(parse_config(config), tmp_path / "run", progress=False)
+
+
+def test_both_phases_take_32x32_rgb() -> None:
+    base = tiny_config("ldm-tiny")
+    rgb = dataclasses.replace(
+        base, image=dataclasses.replace(base.image, height=32, width=32, channels=3)
+    )
+    model = build_model(rgb)
+    assert isinstance(model, LatentDiffusion) and model.latent_shape == [4, 8, 8]
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    captions = ["a red circle", "a small blue square on the left", "", "a green cross"]
+    for _ in range(2):  # the autoencoder phase, then (scale set) the denoiser's
+        step = model.training_step(x, torch.Generator().manual_seed(0), None, captions)
+        step.loss.backward()
+        assert math.isfinite(step.loss.item())
+        model.autoencoder.latent_scale.fill_(1.0)
+    assert any(p.grad is not None for p in model.unet.parameters())
