@@ -45,7 +45,8 @@ def test_manifest_describes_latent_text_to_image(run: Path, exported: Path) -> N
     assert manifest.latent.shape == [4, 7, 7] and set(manifest.graphs) == ROLES
     scheduler = manifest.scheduler
     assert scheduler.latent_scale == pytest.approx(model.latent_scale)
-    assert not scheduler.clip_sample and scheduler.prediction_type == "epsilon"
+    assert scheduler.clip_sample and scheduler.sample_range == (-4.0, 4.0)
+    assert scheduler.prediction_type == "epsilon"
     text = manifest.text
     assert (text.max_tokens, text.hidden_size) == (16, 384)
     assert 3.0 <= text.default_guidance_scale <= 5.0
@@ -94,7 +95,8 @@ def test_the_exported_denoiser_matches_the_ema_network(run: Path, exported: Path
 
 def test_numpy_ddim_with_guidance_over_the_onnx_graphs(exported: Path) -> None:
     """DDIM (η = 0), 10 steps, guidance 4, as the server runs it: prompt and empty prompt
-    through the text encoder, scaled latents divided by the scale before the decoder."""
+    through the text encoder, x0 clipped to the sample range, scaled latents divided by the
+    scale before the decoder."""
     manifest = Manifest.load(exported)
     spec, text = manifest.scheduler, manifest.text
     tokenizer = PromptTokenizer(exported / manifest.assets[text.tokenizer].path, text.max_tokens)
@@ -118,7 +120,7 @@ def test_numpy_ddim_with_guidance_over_the_onnx_graphs(exported: Path) -> None:
         cond, uncond = np.split(denoiser.run(["prediction"], feeds)[0].astype(np.float64), 2)
         eps = uncond + scale * (cond - uncond)
         a, a_next = alpha_bar[t], alpha_bar[timesteps[i + 1]] if i + 1 < len(timesteps) else 1.0
-        x0 = (x - np.sqrt(1 - a) * eps) / np.sqrt(a)
+        x0 = np.clip((x - np.sqrt(1 - a) * eps) / np.sqrt(a), *spec.sample_range)
         x = np.sqrt(a_next) * x0 + np.sqrt(1 - a_next) * eps
     latent = (x / spec.latent_scale).astype(np.float32)
     [images] = onnx_session(exported, "decoder").run(["image"], {"latent": latent})
