@@ -227,12 +227,14 @@ def test_grpc_cancellation_and_deadline_cancel_the_job(
 
 
 def test_grpc_jobs_submit_watch_get_cancel(stub: pb_grpc.GenerativeServiceStub) -> None:
-    job = stub.SubmitJob(pb.SampleRequest(model=MODEL, n=1, seed=4, steps=5), timeout=30)
+    job = stub.SubmitJob(
+        pb.JobRequest(sample=pb.SampleRequest(model=MODEL, n=1, seed=4, steps=5)), timeout=30
+    )
     events = list(stub.WatchJob(pb.JobRef(job_id=job.job_id), timeout=60))
     assert events[-1].HasField("result") and events[-1].result.seed == 4
     info = stub.GetJob(pb.JobRef(job_id=job.job_id), timeout=30)
     assert info.state == "done" and len(info.images) == 1 and info.seed == 4
-    long = stub.SubmitJob(pb.SampleRequest(model=MODEL, **LONG), timeout=30)
+    long = stub.SubmitJob(pb.JobRequest(sample=pb.SampleRequest(model=MODEL, **LONG)), timeout=30)
     stub.CancelJob(pb.JobRef(job_id=long.job_id), timeout=30)
     last = list(stub.WatchJob(pb.JobRef(job_id=long.job_id), timeout=60))[-1]
     assert last.error.code == "cancelled"
