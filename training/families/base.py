@@ -5,6 +5,7 @@ scores a batch and, where it needs more than one Adam over all its weights, owns
 optimisation (its optimisers, and what follows each step, such as an EMA update).
 ``LatentModel`` adds the encoder/decoder pair that the latent-decoder
 export graphs wrap; a flow has no such pair and derives from ``ImageModel`` directly.
+``CaptionedModel`` is a text-to-image model: it also receives each image's caption.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class CaptionedModel(ImageModel):
         labels: torch.Tensor | None = None,
         captions: Sequence[str] = (),
     ) -> dict[str, torch.Tensor]:
+        """As ``ImageModel.evaluate``, with one caption per image of ``x``."""
         return {}
 
 
