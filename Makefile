@@ -35,8 +35,9 @@ test: $(STAMP_DEV) test-tools
 
 ## repository: build the default model repository ($(REPOSITORY)/) unless it exists.
 repository: $(STAMP_TRAIN)
-	@if ls $(REPOSITORY)/vae-mnist/*/manifest.json >/dev/null 2>&1; then \
-		echo "$(REPOSITORY)/ already holds vae-mnist"; \
+	@if ls $(REPOSITORY)/vae-mnist/*/manifest.json $(REPOSITORY)/ldm-mnist/*/manifest.json \
+		>/dev/null 2>&1; then \
+		echo "$(REPOSITORY)/ already holds vae-mnist and ldm-mnist"; \
 	else \
 		$(BIN)/latentserve build-default --repository $(REPOSITORY); \
 	fi

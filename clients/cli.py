@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sample.add_argument("--model", required=True, help="model name, or name@version")
     sample.add_argument("-n", type=int, default=16, help="number of images (default 16)")
     sample.add_argument("--seed", type=int, default=None, help="seed (default: server draws one)")
+    sample.add_argument(
+        "--prompt", help="text-to-image models: what to draw (runs text-to-image, not sample)"
+    )
     sample.add_argument("--temperature", type=float, help="prior scale (VAE-like models)")
     sample.add_argument("--steps", type=int, help="denoiser steps (diffusion models)")
     sample.add_argument("--sampler", help="ddpm, ddim, dpmpp_2m or euler_a (diffusion models)")
@@ -114,13 +117,17 @@ class ProgressDisplay:
 
 
 def _sample_with_progress(
-    client: Client, model: str, n: int, seed: int | None, params: dict
+    client: Client, model: str, n: int, seed: int | None, params: dict, prompt: str | None
 ) -> SampleResult:
     from latentserve.clients import Progress, Queued, Result
 
     display = ProgressDisplay()
+    if prompt is None:
+        events = client.sample_events(model, n, seed, **params)
+    else:
+        events = client.text_to_image_events(model, prompt, n, seed, **params)
     try:
-        for event in client.sample_events(model, n, seed, **params):
+        for event in events:
             if isinstance(event, Queued):
                 display.queued(event.position)
             elif isinstance(event, Progress):
@@ -149,7 +156,11 @@ def _run_sample(args: argparse.Namespace) -> int:
     try:
         with connect(args.url, timeout=args.timeout) as client:
             if args.progress:
-                result = _sample_with_progress(client, args.model, args.n, args.seed, params)
+                result = _sample_with_progress(
+                    client, args.model, args.n, args.seed, params, args.prompt
+                )
+            elif args.prompt is not None:
+                result = client.text_to_image(args.model, args.prompt, args.n, args.seed, **params)
             else:
                 result = client.sample(args.model, args.n, args.seed, **params)
     except LatentServeError as exc:

@@ -24,9 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     default = subparsers.add_parser(
         "build-default",
-        help="train and export the default model repository (vae-mnist)",
-        description="Train the built-in vae-mnist config on the bundled MNIST digits and "
-        "export it. Models already present are kept unless --rebuild.",
+        help="train and export the default model repository (vae-mnist, ldm-mnist)",
+        description="Train the built-in vae-mnist and ldm-mnist configs on the bundled MNIST "
+        "digits and export them. Models already present are kept unless --rebuild.",
     )
     default.add_argument("--repository", type=Path, default=Path("models"))
     default.add_argument("--runs-dir", type=Path, help="keep the training runs here")

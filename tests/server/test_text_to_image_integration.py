@@ -142,3 +142,28 @@ def test_refusals_name_the_field(
         stub.TextToImage(pb.TextToImageRequest(model=MODEL, steps=2, **params), timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert dict(err.value.trailing_metadata())["field"] == field
+
+
+@pytest.mark.parametrize("scheme", ["http", "grpc"])
+def test_the_cli_draws_a_prompt_and_the_sdk_agrees(
+    server: ServerProcess, tmp_path: Path, scheme: str
+) -> None:
+    from latentserve.clients import connect
+    from PIL import Image
+
+    from latentserve.cli import main
+
+    url = server.http_url if scheme == "http" else server.grpc_url
+    out = tmp_path / "grid.png"
+    argv = ["sample", "--url", url, "--model", "ldm-tiny", "--prompt", "a 3", "-n", "2"]
+    assert main([*argv, "--seed", "5", "--steps", "4", "--out", str(out)]) == 0
+    with connect(url) as client:
+        result = client.text_to_image("ldm-tiny", "a 3", n=2, seed=5, steps=4)
+    grid = np.asarray(Image.open(out))
+    assert grid.shape[0] >= 28 and len(result.images) == 2
+    first = np.asarray(result.images[0])
+    assert any(
+        np.array_equal(grid[y : y + 28, x : x + 28], first)
+        for y in range(grid.shape[0] - 27)
+        for x in range(grid.shape[1] - 27)
+    )
