@@ -192,6 +192,12 @@ class FakeClient:
         self.calls.append({"n": n, "seed": seed, **params})
         return _Result([Image.new("L", (28, 28), seed % 256) for _ in range(n)])
 
+    def text_to_image(
+        self, model: str, prompt: str, n: int = 1, seed: int | None = None, **params: object
+    ) -> _Result:
+        self.calls.append({"prompt": prompt, "n": n, "seed": seed, **params})
+        return _Result([Image.new("L", (28, 28), seed % 256) for _ in range(n)])
+
 
 class OldClient(FakeClient):
     def sample(self, model: str, n: int, seed: int | None = None, temperature: float = 1.0):  # type: ignore[override]
@@ -230,6 +236,22 @@ def test_draw_samples_chunks_passes_params_and_labels() -> None:
     images, labels = draw_samples(client, "m", 20, seed=0, params={}, class_labels=True)
     assert [c["class_label"] for c in client.calls] == list(range(10))
     assert labels.tolist() == [d for d in range(10) for _ in range(2)]
+
+
+def test_draw_samples_asks_a_text_to_image_model_for_each_digit_by_prompt() -> None:
+    client = FakeClient(max_n=64)
+    images, labels = draw_samples(
+        client, "m", 20, 0, {"steps": 20}, class_labels=True, prompt_template="the digit {w}"
+    )
+    assert [c["prompt"] for c in client.calls][:3] == [
+        "the digit zero",
+        "the digit one",
+        "the digit two",
+    ]
+    assert all(c["steps"] == 20 for c in client.calls) and len(images) == 20
+    assert labels.tolist() == [d for d in range(10) for _ in range(2)]
+    with pytest.raises(ValueError, match="with --class-labels"):
+        draw_samples(client, "m", 20, 0, {}, prompt_template="a {n}")
 
 
 def test_draw_samples_refuses_params_the_sdk_cannot_pass() -> None:

@@ -61,6 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="draw n/10 per digit (class_label=k) and report conditional accuracy",
     )
+    parser.add_argument(
+        "--prompt-template",
+        metavar="TEMPLATE",
+        help="text-to-image models, with --class-labels: ask for each digit by this prompt, "
+        '{n} the digit, {w} its word, {a_n} "a 7" / "an 8" (e.g. "the digit {w}")',
+    )
     parser.add_argument("--grid", type=Path, metavar="PATH", help="save the first 64 as a PNG grid")
     parser.add_argument("--table", type=Path, metavar="PATH", help="append a Markdown table row")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -82,8 +88,10 @@ def _run(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     if args.images is not None:
-        if args.model or args.param or args.class_labels:
-            raise ValueError("--model, --param and --class-labels need --url, not --images")
+        if args.model or args.param or args.class_labels or args.prompt_template:
+            raise ValueError(
+                "--model, --param, --class-labels and --prompt-template need --url, not --images"
+            )
         images, labels, name, params = _read_folder(args.images, args.n), None, str(args.images), ""
     else:
         from latentserve.clients import LatentServeError
@@ -129,9 +137,13 @@ def _draw(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None, str]
     params = parse_params(args.param)
     n = args.n or DEFAULT_N
     with connect(args.url, timeout=args.timeout) as client:
-        images, labels = draw_samples(client, args.model, n, args.seed, params, args.class_labels)
+        images, labels = draw_samples(
+            client, args.model, n, args.seed, params, args.class_labels, args.prompt_template
+        )
     shown = [f"{k}={v}" for k, v in params.items()] + [f"seed={args.seed}"]
-    if args.class_labels:
+    if args.prompt_template:
+        shown.append(f'prompt="{args.prompt_template}" for 0..9')
+    elif args.class_labels:
         shown.append("class_label=0..9")
     return images, labels, " ".join(shown)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from latentserve.training.captions import digit_caption
 from latentserve.training.seeds import derive_seed
 from PIL import Image
 
@@ -25,6 +26,10 @@ class SamplingClient(Protocol):
     def get_model(self, model: str) -> Any: ...
 
     def sample(self, model: str, n: int, seed: int | None = None, **params: Any) -> Any: ...
+
+    def text_to_image(
+        self, model: str, prompt: str, n: int = 1, seed: int | None = None, **params: Any
+    ) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -102,15 +107,31 @@ def draw_samples(
     seed: int,
     params: dict[str, Param],
     class_labels: bool = False,
+    prompt_template: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """``n`` samples as uint8 (N, 1, 28, 28), and the requested labels with ``class_labels``."""
+    """``n`` samples as uint8 (N, 1, 28, 28), and the requested labels with ``class_labels``.
+
+    With ``prompt_template`` (text-to-image models) each digit is asked for by a prompt, the
+    template filled in by ``digit_caption`` ("the digit {w}" -> "the digit seven"), so the
+    conditional accuracy is the share of images that show the digit their prompt names.
+    """
     if class_labels and "class_label" in params:
         raise ValueError("give either --class-labels or --param class_label=K, not both")
+    if prompt_template is not None and not class_labels:
+        raise ValueError("a prompt template asks for each digit: use it with --class-labels")
     max_n = client.get_model(model).max_n or n  # 0: the server states no limit
     chunks = plan_chunks(n, max_n, seed, class_labels)
-    check_accepts(client, {**params, **({"class_label": 0} if class_labels else {})})
+    if prompt_template is None:
+        check_accepts(client, {**params, **({"class_label": 0} if class_labels else {})})
     images, labels = [], []
     for chunk in chunks:
+        if prompt_template is not None:
+            assert chunk.class_label is not None
+            prompt = digit_caption(chunk.class_label, prompt_template)
+            result = client.text_to_image(model, prompt, n=chunk.n, seed=chunk.seed, **params)
+            images.append(to_digits(result.images))
+            labels.extend([chunk.class_label] * chunk.n)
+            continue
         extra = (
             params if chunk.class_label is None else {**params, "class_label": chunk.class_label}
         )
