@@ -32,6 +32,12 @@ class JobNotFound(ServingError):
     code = "not_found"
 
 
+class Cancelled(ServingError):
+    """The job was cancelled before it finished (by its client or a ``DELETE``)."""
+
+    code = "cancelled"
+
+
 class JobState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -286,12 +292,6 @@ class JobManager:
             if len(self._finished) <= self._max_finished and (oldest.finished_at or 0) > cutoff:
                 break
             self._finished.popitem(last=False)
-
-
-class Cancelled(ServingError):
-    """The job was cancelled before it finished (by its client or a ``DELETE``)."""
-
-    code = "cancelled"
 
 
 def _error_event(code: str, message: str, field: str | None = None) -> JobEvent:
