@@ -1,11 +1,17 @@
-"""Server-only fixtures (the shared ``tiny_repository`` comes from tests/conftest.py)."""
+"""Server-only fixtures (the shared ``tiny_repository`` comes from tests/conftest.py).
+
+``http`` and ``stub`` talk to whichever ``server`` the module uses: a module that serves
+another repository overrides ``server`` alone."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
+import httpx
 import pytest
+from latentserve.v1 import generative_pb2_grpc as pb_grpc
 from server_process import ServerProcess
 
 
@@ -16,3 +22,15 @@ def server(
     process = ServerProcess(tiny_repository, tmp_path_factory.mktemp("server"))
     yield process
     assert process.stop() == 0, process.log()
+
+
+@pytest.fixture(scope="module")
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.http_url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def stub(server: ServerProcess) -> Iterator[pb_grpc.GenerativeServiceStub]:
+    with grpc.insecure_channel(server.grpc_url.removeprefix("grpc://")) as channel:
+        yield pb_grpc.GenerativeServiceStub(channel)

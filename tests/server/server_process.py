@@ -6,10 +6,16 @@ every integration test also checks that serving never imports torch.
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 from latentserve.clients.local import LocalServer
+from latentserve.clients.sse import parse_sse
+from prometheus_client.parser import text_string_to_metric_families
 
 BLOCK_TORCH = """
 import importlib.abc, sys
@@ -64,3 +70,27 @@ class ServerProcess(LocalServer):
 
     def stop(self, timeout: float = 20.0) -> int | None:
         return super().stop(timeout)
+
+
+def sse(response: httpx.Response) -> Iterator[tuple[str, dict]]:
+    """(event name, JSON data) of each Server-Sent Event of a streaming response."""
+    for event in parse_sse(response.iter_lines()):
+        yield event.event, json.loads(event.data)
+
+
+def metric(http: httpx.Client, name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include ``labels``."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(http.get("/metrics").text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+def until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll a server-side condition (a metric) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)

@@ -5,8 +5,6 @@ real gRPC (unary, event streams, jobs), including cancellation by every route.""
 from __future__ import annotations
 
 import base64
-import json
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,8 +14,7 @@ import httpx
 import pytest
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
-from prometheus_client.parser import text_string_to_metric_families
-from server_process import ServerProcess
+from server_process import ServerProcess, metric, sse, until
 
 pytestmark = pytest.mark.slow
 
@@ -38,49 +35,6 @@ def server(diffusion_repository: Path, tmp_path_factory: pytest.TempPathFactory)
     process = ServerProcess(diffusion_repository, workdir, config=SERVER_TOML)
     yield process
     assert process.stop() == 0, process.log()
-
-
-@pytest.fixture(scope="module")
-def http(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.http_url, timeout=60) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def stub(server: ServerProcess) -> Iterator[pb_grpc.GenerativeServiceStub]:
-    with grpc.insecure_channel(server.grpc_url.removeprefix("grpc://")) as channel:
-        yield pb_grpc.GenerativeServiceStub(channel)
-
-
-def sse(response: httpx.Response) -> Iterator[tuple[str, dict]]:
-    """(event name, JSON data) of each Server-Sent Event of a streaming response."""
-    name, data = "", []
-    for line in response.iter_lines():
-        if line.startswith("event:"):
-            name = line.removeprefix("event:").strip()
-        elif line.startswith("data:"):
-            data.append(line.removeprefix("data:").strip())
-        elif not line and name:
-            yield name, json.loads("\n".join(data))
-            name, data = "", []
-
-
-def metric(http: httpx.Client, name: str, **labels: str) -> float:
-    """The sum of a metric's samples whose labels include ``labels``."""
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(http.get("/metrics").text)
-        for sample in family.samples
-        if sample.name == name and labels.items() <= sample.labels.items()
-    )
-
-
-def until(predicate: object, timeout: float = 30.0) -> None:
-    """Poll a server-side condition (a metric) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def cancelled(http: httpx.Client) -> float:

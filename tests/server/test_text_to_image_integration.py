@@ -16,8 +16,7 @@ import pytest
 from latentserve.server.codecs import encode_png
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
-from server_process import ServerProcess
-from test_diffusion_integration import metric, sse
+from server_process import ServerProcess, metric, sse
 
 pytestmark = pytest.mark.slow
 
@@ -31,18 +30,6 @@ def server(text_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     process = ServerProcess(text_repository, tmp_path_factory.mktemp("text_to_image"), config="")
     yield process
     assert process.stop() == 0, process.log()
-
-
-@pytest.fixture(scope="module")
-def http(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.http_url, timeout=60) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def stub(server: ServerProcess) -> Iterator[pb_grpc.GenerativeServiceStub]:
-    with grpc.insecure_channel(server.grpc_url.removeprefix("grpc://")) as channel:
-        yield pb_grpc.GenerativeServiceStub(channel)
 
 
 def digit_png(size: int = 28) -> bytes:
