@@ -69,9 +69,15 @@ def decode_png(data: bytes, field: str, spec: ImageSpec, max_pixels: int) -> np.
     return array.reshape(spec.height, spec.width, spec.channels)
 
 
-def pngs_to_batch(pngs: list[bytes], spec: ImageSpec, max_pixels: int) -> np.ndarray:
-    """PNGs -> float32 NCHW batch in ``spec.value_range``; field names are ``images[i]``."""
-    pixels = np.stack([decode_png(p, f"images[{i}]", spec, max_pixels) for i, p in enumerate(pngs)])
+def pngs_to_batch(
+    pngs: list[bytes], spec: ImageSpec, max_pixels: int, fields: list[str] | None = None
+) -> np.ndarray:
+    """PNGs -> float32 NCHW batch in ``spec.value_range``; errors name ``fields[i]``
+    (default ``images[i]``)."""
+    names = fields or [f"images[{i}]" for i in range(len(pngs))]
+    pixels = np.stack(
+        [decode_png(p, f, spec, max_pixels) for p, f in zip(pngs, names, strict=True)]
+    )
     low, high = spec.value_range
     batch = pixels.transpose(0, 3, 1, 2).astype(np.float32)
     batch *= (high - low) / 255.0

@@ -213,10 +213,8 @@ class DiffusionPipeline(GraphPipeline):
         self._decode_image(params.image)
 
     def _decode_image(self, png: bytes) -> np.ndarray:
-        pixels = codecs.decode_png(png, "image", self.manifest.image, self.serving.max_image_pixels)
-        low, high = self.manifest.image.value_range
-        image = pixels.transpose(2, 0, 1)[None].astype(np.float32) * ((high - low) / 255.0)
-        return image + low
+        spec, limit = self.manifest.image, self.serving.max_image_pixels
+        return codecs.pngs_to_batch([png], spec, limit, fields=["image"])
 
     # -- sampling --------------------------------------------------------------------------
 
