@@ -9,6 +9,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from latentserve.clients.params import typed_value
+
 if TYPE_CHECKING:
     from latentserve.clients import Client, SampleResult
 
@@ -64,12 +66,7 @@ def key_value(text: str) -> tuple[str, int | float | str]:
     key, equals, value = text.partition("=")
     if not equals or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    for parse in (int, float):
-        try:
-            return key, parse(value)
-        except ValueError:
-            pass
-    return key, value
+    return key, typed_value(value)
 
 
 def sample_params(args: argparse.Namespace) -> dict[str, int | float | str]:

@@ -20,3 +20,14 @@ def sample_params(n: int, seed: int | None, params: Mapping[str, Any]) -> dict[s
     """
     given = {"n": n, "seed": seed, **params}
     return {name: value for name, value in given.items() if value is not None}
+
+
+def typed_value(text: str) -> int | float | str:
+    """A parameter value typed on the command line: an int if it reads as one, else a float,
+    else the text itself (``20`` -> 20, ``0.5`` -> 0.5, ``ddim`` -> "ddim")."""
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return text

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from latentserve.clients.params import typed_value
 from latentserve.training.captions import digit_caption
 from latentserve.training.seeds import derive_seed
 from PIL import Image
@@ -48,17 +49,8 @@ def parse_params(pairs: list[str]) -> dict[str, Param]:
         key, sep, text = pair.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--param expects key=value, got {pair!r}")
-        params[key.strip()] = _typed(text.strip())
+        params[key.strip()] = typed_value(text.strip())
     return params
-
-
-def _typed(text: str) -> Param:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def plan_chunks(n: int, max_n: int, seed: int, class_labels: bool = False) -> list[Chunk]:
