@@ -63,11 +63,14 @@ def diffusion_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def text_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A repository holding ``ldm-tiny`` (latent text-to-image with the MiniLM text
-    encoder, encoder and decoder graphs), built by the real train + export code."""
+    """A repository holding ``ldm-tiny`` and ``ldm-shapes-tiny`` (latent text-to-image on
+    MNIST and on RGB shapes, with the MiniLM text encoder, encoder and decoder graphs), built
+    by the real train + export code."""
     from latentserve.exporters.default_repository import build_repository, builtin_entry
 
     repository = tmp_path_factory.mktemp("text_repository")
-    entries = [builtin_entry("ldm-tiny", "ldm-tiny", version="1", seed=0)]
+    entries = [
+        builtin_entry(name, name, version="1", seed=0) for name in ("ldm-tiny", "ldm-shapes-tiny")
+    ]
     build_repository(repository, entries, tmp_path_factory.mktemp("text_runs"))
     return repository

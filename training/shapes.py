@@ -54,12 +54,11 @@ MAX_OBJECTS = 2
 # Columns of a label row; -1 in every column marks "no object".
 SHAPE, COLOUR, SIZE_, POSITION = range(4)
 SPLIT_SIZES = {"train": 8000, "test": 1000, "heldout": 1000}
-_STREAMS = {"train": 11, "test": 12, "heldout": 13}
+_STREAMS = {"train": 11, "test": 12, "heldout": 13, "scorer": 14}
 
 _HELDOUT_PAIRS = {(SHAPES.index(s), COLOURS.index(c)) for s, c in HELDOUT_COMBINATIONS}
-_SEEN_PAIRS = [
-    (s, c) for s in range(len(SHAPES)) for c in range(len(COLOURS)) if (s, c) not in _HELDOUT_PAIRS
-]
+_ALL_PAIRS = [(s, c) for s in range(len(SHAPES)) for c in range(len(COLOURS))]
+_SEEN_PAIRS = [pair for pair in _ALL_PAIRS if pair not in _HELDOUT_PAIRS]
 
 
 @functools.cache
@@ -110,12 +109,13 @@ def describe(objects: np.ndarray, detail: int) -> str:
     return " and ".join(phrases)
 
 
-def _draw_labels(rng: np.random.Generator, n: int, heldout: bool) -> np.ndarray:
-    """Label rows of ``n`` scenes: one or two objects; in the held-out split the first
-    object (before the order is shuffled) is a held-out pair, elsewhere none is."""
+def _draw_labels(
+    rng: np.random.Generator, n: int, first: list[tuple[int, int]], other: list[tuple[int, int]]
+) -> np.ndarray:
+    """Label rows of ``n`` scenes of one or two objects: the first object (before the order
+    is shuffled) has a colour-shape pair from ``first``, the second one from ``other``."""
     labels = np.full((n, MAX_OBJECTS, 4), -1, dtype=np.int64)
     counts = rng.integers(1, MAX_OBJECTS + 1, size=n)
-    held = sorted(_HELDOUT_PAIRS)
     for i, count in enumerate(counts):
         if count == 1:
             places = [int(rng.integers(len(POSITIONS)))]
@@ -123,7 +123,7 @@ def _draw_labels(rng: np.random.Generator, n: int, heldout: bool) -> np.ndarray:
             places = list(PAIRED_POSITIONS[rng.integers(len(PAIRED_POSITIONS))])
             rng.shuffle(places)
         for k, place in enumerate(places):
-            pool = held if heldout and k == 0 else _SEEN_PAIRS
+            pool = first if k == 0 else other
             shape, colour = pool[rng.integers(len(pool))]
             labels[i, k] = (shape, colour, rng.integers(len(SIZES)), place)
         if count == 2 and rng.integers(2):
@@ -131,11 +131,14 @@ def _draw_labels(rng: np.random.Generator, n: int, heldout: bool) -> np.ndarray:
     return labels
 
 
-def make_split(split: str) -> CaptionedSplit:
-    """One split of ``shapes`` (``train``, ``test`` or ``heldout``), from its own seed."""
+def make_split(split: str, n: int | None = None) -> CaptionedSplit:
+    """One split of ``shapes`` from its own seed: ``train``, ``test``, ``heldout`` (the
+    first object a held-out pair), or ``scorer`` (any pair; ``n`` scenes, default 8,000)
+    for training the evaluation classifier, which must know every pair to check them."""
     rng = np.random.default_rng((SPLIT_SEED, _STREAMS[split]))
-    n = SPLIT_SIZES[split]
-    labels = _draw_labels(rng, n, heldout=split == "heldout")
+    n = n or SPLIT_SIZES.get(split, SPLIT_SIZES["train"])
+    pools = {"heldout": (sorted(_HELDOUT_PAIRS), _SEEN_PAIRS), "scorer": (_ALL_PAIRS, _ALL_PAIRS)}
+    labels = _draw_labels(rng, n, *pools.get(split, (_SEEN_PAIRS, _SEEN_PAIRS)))
     offsets = rng.integers(-JITTER, JITTER + 1, size=(n, MAX_OBJECTS, 2))
     details = rng.integers(4, size=n)
     captions = tuple(describe(objects, int(d)) for objects, d in zip(labels, details, strict=True))

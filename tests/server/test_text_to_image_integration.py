@@ -5,8 +5,10 @@ Server-Sent Events) and real gRPC (unary and event streams)."""
 from __future__ import annotations
 
 import base64
+import json
 import math
 from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 
 import grpc
@@ -153,4 +155,66 @@ def test_the_cli_draws_a_prompt_and_the_sdk_agrees(
         np.array_equal(grid[y : y + 28, x : x + 28], first)
         for y in range(grid.shape[0] - 27)
         for x in range(grid.shape[1] - 27)
+    )
+
+
+SHAPES = "ldm-shapes-tiny"
+
+
+def scene_png() -> bytes:
+    """A red square on the dark background of a 32x32 RGB shapes scene."""
+    pixels = np.full((32, 32, 3), 20, dtype=np.uint8)
+    pixels[10:22, 4:16] = (230, 40, 40)
+    return encode_png(pixels)
+
+
+def decoded(images: list[str]) -> list[np.ndarray]:
+    from PIL import Image
+
+    return [np.asarray(Image.open(BytesIO(base64.b64decode(i)))) for i in images]
+
+
+def test_rgb_scenes_from_prompts_and_images_over_both_transports(
+    http: httpx.Client, stub: pb_grpc.GenerativeServiceStub
+) -> None:
+    route = f"/v1/models/{SHAPES}/text-to-image"
+    body = {"prompt": "a small red square on the left", "n": 2, "seed": 3, "steps": 3}
+    unary = http.post(route, json=body).json()
+    assert [image.shape for image in decoded(unary["images"])] == [(32, 32, 3)] * 2
+    request = pb.TextToImageRequest(model=SHAPES, **body)
+    assert b64(stub.TextToImage(request, timeout=60).images) == unary["images"]
+
+    start = {"image": base64.b64encode(scene_png()).decode(), "strength": 0.5}
+    img2img = http.post(route, json=body | start)
+    assert img2img.status_code == 200 and img2img.json()["images"] != unary["images"]
+    wrong = http.post(route, json=body | start | {"image": b64([digit_png()])[0]})
+    assert wrong.status_code == 422 and wrong.json()["error"]["field"] == "image"
+
+
+def test_eval_samples_scores_shapes_prompts_drawn_from_the_server(
+    server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from latentserve.training.quality.scenes import (
+        SceneClassifierConfig,
+        load_or_train_scene_classifier,
+    )
+
+    from latentserve.cli import main
+
+    classifier_dir = tmp_path / "classifier"
+    load_or_train_scene_classifier(classifier_dir, SceneClassifierConfig(epochs=1, train_limit=500))
+    table = tmp_path / "shapes.md"
+    argv = ["eval-samples", "--dataset", "shapes", "--captions", "heldout", "-n", "6"]
+    argv += ["--url", server.grpc_url, "--model", SHAPES, "--param", "steps=2"]
+    argv += ["--classifier-dir", str(classifier_dir), "--table", str(table), "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (
+        report["n"] == 6 and report["split"] == "heldout" and report["params"] == "steps=2 seed=0"
+    )
+    assert 0 <= report["prompt_accuracy"] <= 1 and 0 <= report["object_accuracy"] <= 1
+    assert report["fid"] > 0 and report["reference_n"] == 1000
+    rows = table.read_text().splitlines()
+    assert rows[0].startswith("| model |") and rows[2].startswith(
+        f"| {SHAPES} | steps=2 seed=0 | heldout | 6 |"
     )

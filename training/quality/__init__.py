@@ -1,7 +1,9 @@
-"""Sample-quality scores of generated MNIST digits, measured with an in-project classifier.
+"""Sample-quality scores of generated MNIST digits and shapes scenes, measured with in-project
+classifiers.
 
 ``classifier`` (the cached CNN: features and probabilities), ``fid`` (Fréchet distance,
-numpy), ``report`` (the scores and their real-data references), ``draw`` (samples from a
+numpy), ``report`` (the scores and their real-data references), ``scenes`` and ``scene_report`` (the
+shape + colour classifier and prompt accuracy on ``shapes``), ``draw`` (samples from a
 running server through the SDK) and ``cli`` (``latentserve eval-samples``).
 """
 
@@ -9,3 +11,4 @@ from pathlib import Path
 
 # Here, not in ``classifier``, so the CLI can name it without importing torch.
 DEFAULT_CLASSIFIER_DIR = Path("runs/classifiers/mnist")
+DEFAULT_SCENE_CLASSIFIER_DIR = Path("runs/classifiers/shapes")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -74,11 +75,15 @@ class DigitCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def as_unit_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 1, 28, 28) in 0..255, or float in [0, 1], as a float32 tensor in [0, 1]."""
+def as_unit_images(
+    images: np.ndarray | torch.Tensor, shape: tuple[int, int, int] = (1, 28, 28)
+) -> torch.Tensor:
+    """uint8 (N, *shape) in 0..255, or float in [0, 1], as a float32 tensor in [0, 1]."""
     x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
-    if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28):
-        raise ValueError(f"expected images of shape (N, 1, 28, 28), got {tuple(x.shape)}")
+    if x.ndim != 4 or tuple(x.shape[1:]) != shape:
+        raise ValueError(
+            f"expected images of shape (N, {', '.join(map(str, shape))}), got {tuple(x.shape)}"
+        )
     if x.dtype == torch.uint8:
         return x.float() / 255.0
     if not x.is_floating_point():
@@ -110,11 +115,15 @@ class DigitClassifier:
         return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
 
     def _batched(self, fn: Any, images: np.ndarray | torch.Tensor, batch_size: int) -> np.ndarray:
-        x = as_unit_images(images)
-        self.model.eval()
-        with torch.no_grad():
-            parts = [fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-        return torch.cat(parts).numpy() if parts else np.zeros((0, 0), np.float32)
+        return run_batched(self.model, fn, as_unit_images(images), batch_size)
+
+
+def run_batched(model: nn.Module, fn: Any, x: torch.Tensor, batch_size: int) -> np.ndarray:
+    """``fn`` over ``x`` in batches, in eval mode and without gradients, as one array."""
+    model.eval()
+    with torch.no_grad():
+        parts = [fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    return torch.cat(parts).numpy() if parts else np.zeros((0, 0), np.float32)
 
 
 def _shift(batch: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -139,35 +148,71 @@ def _training_images(
     return images, labels
 
 
+class FitSchedule(Protocol):
+    """What :func:`fit` reads of a classifier config."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int
+
+
+def seeded_init(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` under a seed derived from ``seed``, leaving the caller's RNG untouched."""
+    with torch.random.fork_rng():
+        torch.manual_seed(derive_seed(seed, _INIT))
+        return build()
+
+
+def fit(
+    model: nn.Module,
+    images: torch.Tensor,
+    loss_of: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+    schedule: FitSchedule,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+) -> None:
+    """AdamW + one-cycle over uint8 ``images`` for ``schedule.epochs``, deterministically.
+
+    ``loss_of(model, x, idx)`` gets the batch in [0, 1] (augmented) and its indices.
+    """
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay
+    )
+    steps_per_epoch = -(-len(images) // schedule.batch_size)
+    one_cycle = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, schedule.lr, total_steps=schedule.epochs * steps_per_epoch
+    )
+    order_gen = torch_generator(schedule.seed, DATA_ORDER)
+    noise_gen = torch_generator(schedule.seed, TRAIN_NOISE)
+    model.train()
+    for epoch in range(schedule.epochs):
+        order = torch.randperm(len(images), generator=order_gen)
+        for i in range(0, len(order), schedule.batch_size):
+            idx = order[i : i + schedule.batch_size]
+            x = images[idx].float() / 255.0
+            loss = loss_of(model, x if augment is None else augment(x, noise_gen), idx)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            one_cycle.step()
+        log.info("classifier epoch %d/%d: loss %.4f", epoch + 1, schedule.epochs, loss.item())
+    model.eval()
+
+
 def train_classifier(config: ClassifierConfig = ClassifierConfig()) -> DigitClassifier:
     """Train on the MNIST training split (deterministic given ``config.seed``)."""
     start = time.perf_counter()
     data = load_mnist()
     train_x, train_y = _training_images(config, data)
-    with torch.random.fork_rng():  # seeded init without disturbing the caller's stream
-        torch.manual_seed(derive_seed(config.seed, _INIT))
-        model = DigitCNN(config)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    model = seeded_init(config.seed, lambda: DigitCNN(config))
+    fit(
+        model,
+        train_x,
+        lambda net, x, idx: F.cross_entropy(net(x), train_y[idx]),
+        config,
+        augment=lambda x, gen: _shift(x, config.max_shift, gen),
     )
-    steps_per_epoch = -(-len(train_x) // config.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, config.lr, total_steps=config.epochs * steps_per_epoch
-    )
-    order_gen = torch_generator(config.seed, DATA_ORDER)
-    shift_gen = torch_generator(config.seed, TRAIN_NOISE)
-    model.train()
-    for epoch in range(config.epochs):
-        order = torch.randperm(len(train_x), generator=order_gen)
-        for i in range(0, len(order), config.batch_size):
-            idx = order[i : i + config.batch_size]
-            x = _shift(train_x[idx].float() / 255.0, config.max_shift, shift_gen)
-            loss = F.cross_entropy(model(x), train_y[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        log.info("classifier epoch %d/%d: loss %.4f", epoch + 1, config.epochs, loss.item())
     classifier = DigitClassifier(model, config, {})
     assert data.test_labels is not None
     predicted = classifier.probabilities(data.test).argmax(1)
@@ -189,25 +234,44 @@ def train_classifier(config: ClassifierConfig = ClassifierConfig()) -> DigitClas
     return classifier
 
 
-def save_classifier(classifier: DigitClassifier, folder: Path) -> None:
+def save_weights(model: nn.Module, info: dict[str, Any], folder: Path) -> None:
     """Weights as safetensors and the config/split/accuracy as JSON (never a pickle)."""
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in classifier.model.state_dict().items()}
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
     tmp = folder / (WEIGHTS + ".tmp")
     save_file(state, str(tmp))
     tmp.replace(folder / WEIGHTS)
-    (folder / INFO).write_text(json.dumps(classifier.info, indent=2) + "\n")
+    (folder / INFO).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def read_info(folder: Path, format_version: int) -> dict[str, Any] | None:
+    """The JSON written beside cached weights; None when the folder holds none yet."""
+    if not ((folder / WEIGHTS).is_file() and (folder / INFO).is_file()):
+        return None
+    info = json.loads((folder / INFO).read_text())
+    if info.get("format_version") != format_version:
+        raise ValueError(f"{folder / INFO}: unknown classifier format, delete the folder")
+    return info
+
+
+def load_weights(model: nn.Module, folder: Path) -> nn.Module:
+    """``model`` with the safetensors weights saved in ``folder``, in eval mode."""
+    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    return model.eval()
+
+
+def save_classifier(classifier: DigitClassifier, folder: Path) -> None:
+    """The digit classifier's weights and info, see :func:`save_weights`."""
+    save_weights(classifier.model, classifier.info, folder)
 
 
 def load_classifier(folder: Path) -> DigitClassifier:
     """A classifier written by :func:`save_classifier`."""
-    info = json.loads((folder / INFO).read_text())
-    if info.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{folder / INFO}: unknown classifier format, delete the folder")
+    info = read_info(folder, FORMAT_VERSION)
+    if info is None:
+        raise FileNotFoundError(f"no classifier in {folder}")
     config = ClassifierConfig.from_dict(info["config"])
-    model = DigitCNN(config)
-    model.load_state_dict(load_file(str(folder / WEIGHTS)))
-    return DigitClassifier(model.eval(), config, info)
+    return DigitClassifier(load_weights(DigitCNN(config), folder), config, info)
 
 
 def load_or_train_classifier(
@@ -218,7 +282,7 @@ def load_or_train_classifier(
     With a ``config`` that differs from the cached one, the cache is retrained: a score
     is only meaningful together with the classifier that produced it.
     """
-    if (folder / WEIGHTS).is_file() and (folder / INFO).is_file():
+    if read_info(folder, FORMAT_VERSION) is not None:
         cached = load_classifier(folder)
         if config is None or cached.config == config:
             return cached

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from latentserve.training.quality import DEFAULT_CLASSIFIER_DIR
+from latentserve.training.quality import DEFAULT_CLASSIFIER_DIR, DEFAULT_SCENE_CLASSIFIER_DIR
 
 if TYPE_CHECKING:
     import numpy as np
@@ -67,14 +67,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="text-to-image models, with --class-labels: ask for each digit by this prompt, "
         '{n} the digit, {w} its word, {a_n} "a 7" / "an 8" (e.g. "the digit {w}")',
     )
+    parser.add_argument(
+        "--dataset",
+        choices=("mnist", "shapes"),
+        default="mnist",
+        help="mnist: score digits (default); shapes: draw one scene per caption of --captions "
+        "from a text-to-image model and score prompt accuracy and shapes-FID with the "
+        "in-project shape + colour classifier (cached in runs/classifiers/shapes)",
+    )
+    parser.add_argument(
+        "--captions",
+        choices=("test", "heldout"),
+        default="test",
+        help="with --dataset shapes: the test split's captions (in-distribution) or the "
+        "held-out colour-shape pairs (default test)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="requests in flight (--dataset shapes)"
+    )
     parser.add_argument("--grid", type=Path, metavar="PATH", help="save the first 64 as a PNG grid")
     parser.add_argument("--table", type=Path, metavar="PATH", help="append a Markdown table row")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.add_argument(
         "--classifier-dir",
         type=Path,
-        default=DEFAULT_CLASSIFIER_DIR,
-        help="classifier cache folder (default %(default)s)",
+        help=f"classifier cache folder (default {DEFAULT_CLASSIFIER_DIR}, with --dataset "
+        f"shapes {DEFAULT_SCENE_CLASSIFIER_DIR})",
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: up to 2)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
@@ -87,6 +105,8 @@ def _run(args: argparse.Namespace) -> int:
     from latentserve.training.trainer import set_threads
 
     set_threads(args.threads)
+    if args.dataset == "shapes":
+        return _run_shapes(args)
     if args.images is not None:
         if args.model or args.param or args.class_labels or args.prompt_template:
             raise ValueError(
@@ -104,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"latentserve eval-samples: {exc}", file=sys.stderr)
             return 1
         name = args.model
-    classifier = load_or_train_classifier(args.classifier_dir)
+    classifier = load_or_train_classifier(args.classifier_dir or DEFAULT_CLASSIFIER_DIR)
     report = score_images(images, classifier, labels)
     if args.grid is not None:
         _save_grid(images[:64], args.grid)
@@ -117,6 +137,58 @@ def _run(args: argparse.Namespace) -> int:
         for path in (args.grid, args.table):
             if path is not None:
                 print(f"wrote {path}")
+    return 0
+
+
+def _run_shapes(args: argparse.Namespace) -> int:
+    from latentserve.clients import LatentServeError, connect
+    from latentserve.clients.cli import quiet_http_logs
+    from latentserve.training.quality.draw import draw_scenes, parse_params
+    from latentserve.training.quality.scene_report import (
+        SCENE_TABLE_HEADER,
+        format_scene_report,
+        scene_markdown_row,
+        score_scenes,
+    )
+    from latentserve.training.quality.scenes import load_or_train_scene_classifier
+    from latentserve.training.shapes import load_shapes
+
+    if args.url is None or not args.model:
+        raise ValueError("--dataset shapes draws from a server: give --url and --model")
+    if args.class_labels or args.prompt_template:
+        raise ValueError(
+            "--dataset shapes prompts with captions: no --class-labels/--prompt-template"
+        )
+    quiet_http_logs()
+    data = load_shapes()
+    prompts = data.heldout if args.captions == "heldout" else data.test_split
+    n = min(args.n or DEFAULT_N, len(prompts.captions))
+    params = parse_params(args.param)
+    try:
+        with connect(args.url, timeout=args.timeout) as client:
+            images = draw_scenes(
+                client, args.model, prompts.captions[:n], args.seed, params, args.concurrency
+            )
+    except LatentServeError as exc:
+        print(f"latentserve eval-samples: {exc}", file=sys.stderr)
+        return 1
+    classifier = load_or_train_scene_classifier(args.classifier_dir or DEFAULT_SCENE_CLASSIFIER_DIR)
+    report = score_scenes(
+        images, prompts, args.captions, classifier, data.train_split, data.test_split
+    )
+    shown = " ".join([f"{k}={v}" for k, v in params.items()] + [f"seed={args.seed}"])
+    if args.grid is not None:
+        _save_grid(images[:64], args.grid)
+    if args.table is not None:
+        new = not args.table.is_file() or args.table.stat().st_size == 0
+        with args.table.open("a") as f:
+            f.write(
+                (SCENE_TABLE_HEADER if new else "") + scene_markdown_row(report, args.model, shown)
+            )
+    if args.json:
+        print(json.dumps({"source": args.model, "params": shown, **asdict(report)}, indent=2))
+    else:
+        print(format_scene_report(report, f"{args.model} ({shown})"))
     return 0
 
 
@@ -152,7 +224,11 @@ def _save_grid(images: np.ndarray, path: Path) -> None:
     from latentserve.clients.grid import make_grid
     from PIL import Image
 
-    make_grid([Image.fromarray(image[0]) for image in images], columns=8).save(path)
+    tiles = [
+        Image.fromarray(image[0] if len(image) == 1 else image.transpose(1, 2, 0))
+        for image in images
+    ]
+    make_grid(tiles, columns=8).save(path)
 
 
 def _append_row(path: Path, report: QualityReport, name: str, params: str) -> None:

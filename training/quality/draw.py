@@ -9,6 +9,7 @@ chunks repeat each other's noise.
 from __future__ import annotations
 
 import inspect
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -133,3 +134,33 @@ def draw_samples(
         images.append(to_digits(result.images))
         labels.extend([chunk.class_label] * chunk.n)
     return np.concatenate(images), np.array(labels) if class_labels else None
+
+
+def to_rgb(images: list[Image.Image]) -> np.ndarray:
+    """PIL images from the server as uint8 (N, 3, H, W)."""
+    return np.stack(
+        [np.asarray(image.convert("RGB"), dtype=np.uint8) for image in images]
+    ).transpose(0, 3, 1, 2)
+
+
+def draw_scenes(
+    client: SamplingClient,
+    model: str,
+    captions: list[str] | tuple[str, ...],
+    seed: int,
+    params: dict[str, Param],
+    concurrency: int = 8,
+) -> np.ndarray:
+    """One image per caption from a text-to-image model, uint8 (N, 3, H, W).
+
+    Caption ``i`` is drawn with seed ``derive_seed(seed, i)``; ``concurrency`` requests are
+    in flight at once, so the server steps them together in shared denoiser batches.
+    """
+
+    def one(item: tuple[int, str]) -> np.ndarray:
+        i, caption = item
+        result = client.text_to_image(model, caption, n=1, seed=derive_seed(seed, i), **params)
+        return to_rgb(result.images)
+
+    with ThreadPoolExecutor(max(1, concurrency)) as pool:
+        return np.concatenate(list(pool.map(one, enumerate(captions))))
