@@ -13,7 +13,7 @@ import torch
 from latentserve.training import shapes
 from latentserve.training.quality import scenes as scenes_module
 from latentserve.training.quality.draw import draw_scenes
-from latentserve.training.quality.scene_report import names_place, objects_drawn, score_scenes
+from latentserve.training.quality.scene_report import judge_objects, names_place, score_scenes
 from latentserve.training.quality.scenes import (
     EMPTY_COLOUR,
     EMPTY_SHAPE,
@@ -72,20 +72,22 @@ def test_slot_targets_put_each_object_in_the_slot_of_its_place() -> None:
     assert colour_t.tolist() == [[RED, BLUE, EMPTY_COLOUR, EMPTY_COLOUR, EMPTY_COLOUR]]
 
 
-def test_an_object_counts_with_shape_and_colour_right_at_its_named_place() -> None:
+def test_an_object_counts_with_shape_and_colour_right_and_its_place_apart() -> None:
     labels = np.stack([scene((CIRCLE, RED, LEFT))] * 4 + [scene((CIRCLE, RED, LEFT))] * 2)
     captions = ["a small red circle on the left"] * 4 + ["a small red circle"] * 2
     found = predictions(
         {LEFT: (CIRCLE, RED)},  # right
-        {RIGHT: (CIRCLE, RED)},  # wrong place, and the caption names it
+        {RIGHT: (CIRCLE, RED)},  # drawn, at the wrong one of its named places
         {LEFT: (CIRCLE, BLUE)},  # wrong colour
         {LEFT: (SQUARE, RED)},  # wrong shape
-        {RIGHT: (CIRCLE, RED)},  # no place named: anywhere will do
+        {RIGHT: (CIRCLE, RED)},  # drawn, no place named
         {},  # nothing drawn
     )
-    drawn = objects_drawn(found, labels, captions)
-    assert drawn[:, 0].tolist() == [True, False, False, False, True, False]
-    assert drawn[:, 1].all()  # no second object asked for
+    verdicts = judge_objects(found, labels, captions)
+    assert verdicts.drawn[:, 0].tolist() == [True, True, False, False, True, False]
+    assert verdicts.drawn[:, 1].all()  # no second object asked for
+    assert verdicts.object_share == verdicts.prompt_share == 0.5
+    assert verdicts.place_share == 0.25  # of the four objects whose caption names a place
     assert names_place(captions[0]) and not names_place(captions[4])
 
 
@@ -93,7 +95,10 @@ def test_a_prompt_counts_only_with_all_its_objects() -> None:
     labels = np.stack([scene((CIRCLE, RED, LEFT), (SQUARE, BLUE, RIGHT))] * 2)
     captions = ["a red circle and a blue square"] * 2
     found = predictions({LEFT: (CIRCLE, RED), RIGHT: (SQUARE, BLUE)}, {LEFT: (CIRCLE, RED)})
-    assert objects_drawn(found, labels, captions).all(axis=1).tolist() == [True, False]
+    verdicts = judge_objects(found, labels, captions)
+    assert verdicts.drawn.all(axis=1).tolist() == [True, False]
+    assert verdicts.prompt_share == 0.5 and verdicts.object_share == 0.75
+    assert verdicts.place_share is None
 
 
 def test_the_scorer_split_has_every_pair_and_training_none_held_out() -> None:
@@ -132,7 +137,7 @@ def test_real_scenes_score_as_their_reference_and_noise_does_not(tiny_dir: Path)
         data.test_split,
     )
     assert real.n == 200 and real.prompt_accuracy == real.real_prompt_accuracy > 0.5
-    assert real.object_accuracy > 0.5
+    assert real.object_accuracy > 0.5 and real.place_accuracy == real.real_place_accuracy
     noise = np.random.default_rng(0).integers(0, 256, (200, 3, 32, 32), dtype=np.uint8)
     scored = score_scenes(noise, heldout, "heldout", classifier, data.train_split, data.test_split)
     assert scored.prompt_accuracy < 0.1 and scored.fid > 2 * real.fid
