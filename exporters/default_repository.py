@@ -35,6 +35,7 @@ FAMILY_MODELS: tuple[tuple[str, str], ...] = (
     ("vqvae-mnist", "vqvae-mnist"),
     ("vqvae2-mnist", "vqvae2-mnist"),
     ("ddpm-mnist", "ddpm-mnist"),
+    ("ldm-shapes", "ldm-shapes"),
 )
 
 
