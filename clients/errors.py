@@ -67,29 +67,20 @@ class JobCancelledError(LatentServeError):
     it finished."""
 
 
-# Server error codes (the ``code`` of a REST error body) to exception classes.
-_BY_CODE: dict[str, type[LatentServeError]] = {
-    "model_not_found": ModelNotFoundError,
-    "not_found": ModelNotFoundError,
-    "invalid_argument": InvalidArgumentError,
-    "unsupported": UnsupportedError,
-    "overloaded": OverloadedError,
-    "unavailable": UnavailableError,
-    "cancelled": JobCancelledError,
-    "internal": ServerError,
-}
-
-# Fallback when a REST body carries no known code (e.g. a proxy's error page).
-_BY_HTTP_STATUS: dict[int, type[LatentServeError]] = {
-    400: InvalidArgumentError,
-    404: ModelNotFoundError,
-    409: JobCancelledError,
-    413: InvalidArgumentError,
-    422: InvalidArgumentError,
-    429: OverloadedError,
-    501: UnsupportedError,
-    503: UnavailableError,
-}
+# The server's documented errors (README, "Errors"): wire code, HTTP status, exception.
+_ERRORS: list[tuple[str, int, type[LatentServeError]]] = [
+    ("not_found", 404, ModelNotFoundError),
+    ("invalid_argument", 422, InvalidArgumentError),
+    ("payload_too_large", 413, InvalidArgumentError),
+    ("unsupported", 400, UnsupportedError),
+    ("overloaded", 429, OverloadedError),
+    ("unavailable", 503, UnavailableError),
+    ("cancelled", 409, JobCancelledError),
+    ("internal", 500, ServerError),
+]
+_BY_CODE = {code: cls for code, _, cls in _ERRORS}
+# When a REST body carries no known code (e.g. a proxy's error page), its status decides.
+_CODE_BY_HTTP_STATUS = {status: code for code, status, _ in _ERRORS}
 
 _BY_GRPC_STATUS: dict[grpc.StatusCode, type[LatentServeError]] = {
     grpc.StatusCode.NOT_FOUND: ModelNotFoundError,
@@ -123,12 +114,14 @@ def from_http(
         field = error.get("field")
     else:
         code, message, field = "", f"HTTP {status}: {body!r}"[:500], None
-    cls = _BY_CODE.get(code) or _BY_HTTP_STATUS.get(status, ServerError)
+    by_status = _CODE_BY_HTTP_STATUS.get(status, "internal")
+    cls = _BY_CODE.get(code) or _BY_CODE[by_status]  # an unknown code: the status decides
+    code = code or by_status
     if cls is ModelNotFoundError:
         cls = not_found
     return cls(
         message,
-        code=code or _code_name(cls),
+        code=code,
         field=str(field) if field else None,
         retry_after_s=_seconds(retry_after),
     )
@@ -140,14 +133,19 @@ def from_grpc(
     """Build the typed exception for a failed gRPC call, keeping the server's details."""
     status = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = (error.details() if hasattr(error, "details") else None) or str(status)
+    retry_after = _trailing(error, "retry-after")
     cls = _BY_GRPC_STATUS.get(status, ServerError)
+    code = _code_name(cls)
+    if status == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_after is None:
+        # gRPC's own message-size limit, not the server's queue (which names a delay)
+        cls, code = InvalidArgumentError, "payload_too_large"
     if cls is ModelNotFoundError:
         cls = not_found
     return cls(
         details,
-        code=_code_name(cls),
+        code=code,
         field=_trailing(error, "field"),
-        retry_after_s=_seconds(_trailing(error, "retry-after")),
+        retry_after_s=_seconds(retry_after),
     )
 
 
@@ -173,9 +171,5 @@ def _seconds(value: str | None) -> float | None:
 
 
 def _code_name(cls: type[LatentServeError]) -> str:
-    if cls is JobNotFoundError:
-        return "not_found"
-    for code, known in _BY_CODE.items():
-        if known is cls:
-            return code
-    return "internal"
+    """The first code of the table that raises ``cls``."""
+    return next((code for code, _, known in _ERRORS if known is cls), "internal")

@@ -10,15 +10,18 @@ every check on a sample request happens here, once.
 
 from __future__ import annotations
 
-import math
 import secrets
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
 from latentserve.server.errors import InvalidArgument
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 MAX_SEED = 2**64 - 1
+# A prior's temperature scales its noise (or divides its logits): outside this range the
+# float32 graphs overflow or collapse to one flat image.
+MIN_TEMPERATURE = 1e-3
+MAX_TEMPERATURE = 100.0
 
 
 def resolve_seed(seed: int | None) -> int:
@@ -39,8 +42,10 @@ class SampleParams(BaseModel):
     #: How a pipeline kind calls itself in error messages.
     kind: ClassVar[str] = "sample"
 
-    n: int = Field(default=1, description="images to draw (1..max_n)")
-    seed: int | None = Field(default=None, description="omit to let the server draw one")
+    n: int = Field(default=1, ge=1, description="images to draw: 1 to the model's max_n")
+    seed: int | None = Field(
+        default=None, ge=0, le=MAX_SEED, description="omit to let the server draw one"
+    )
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], model: str) -> Self:
@@ -76,11 +81,10 @@ class TemperatureParams(SampleParams):
 
     kind: ClassVar[str] = "prior"
 
-    temperature: float = Field(default=1.0, description="prior scale (> 0), default 1.0")
-
-    @field_validator("temperature")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"must be a finite number > 0, got {value}")
-        return value
+    temperature: float = Field(
+        default=1.0,
+        ge=MIN_TEMPERATURE,
+        le=MAX_TEMPERATURE,
+        allow_inf_nan=False,
+        description="prior scale, default 1.0",
+    )

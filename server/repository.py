@@ -15,6 +15,7 @@ from pathlib import Path
 
 from latentserve.server.errors import ModelNotFound
 from latentserve.server.metrics import ServerMetrics
+from latentserve.server.model_ref import parse_model_ref, parse_version, shown
 from latentserve.server.pipelines import PIPELINES, GraphPipeline
 from latentserve.server.runtime import Runtime, open_graph, verify_checksum
 from latentserve.server.settings import ServingOptions, Settings
@@ -91,8 +92,8 @@ class ModelRepository:
         manifests = sorted(root.glob(f"*/*/{MANIFEST_FILENAME}"))
         models = []
         for path in manifests:
-            if not path.parent.name.isdigit():
-                log.warning("skipping %s: version folders are integers", path.parent)
+            if parse_version(path.parent.name) is None:
+                log.warning("skipping %s: version folders are numbers (no leading 0)", path.parent)
                 continue
             models.append(load_model(path.parent, settings, metrics, opener))
             log.info("loaded %s (%s)", models[-1].label, ", ".join(models[-1].providers))
@@ -103,16 +104,16 @@ class ModelRepository:
 
     def resolve(self, ref: str) -> LoadedModel:
         """``name`` -> latest version; ``name@version`` -> exactly that version."""
-        name, _, version = ref.partition("@")
+        name, version = parse_model_ref(ref)
         versions = self._versions.get(name)
         if not versions:
-            raise ModelNotFound(f"model {name!r} not found")
-        if not version:
+            raise ModelNotFound(f"model {shown(name)!r} not found")
+        if version is None:
             return versions[max(versions)]
-        if not version.isdigit() or int(version) not in versions:
+        if version not in versions:
             known = ", ".join(str(v) for v in sorted(versions))
-            raise ModelNotFound(f"model {name!r} has no version {version!r} (versions: {known})")
-        return versions[int(version)]
+            raise ModelNotFound(f"model {name!r} has no version {version} (versions: {known})")
+        return versions[version]
 
     def versions(self, name: str) -> list[str]:
         return [str(v) for v in sorted(self._versions.get(name, {}))]

@@ -26,6 +26,8 @@ from latentserve.server.errors import (
     Unsupported,
 )
 from latentserve.server.jobs import Cancelled, Job, JobEvent, JobNotFound
+from latentserve.server.params import MAX_SEED
+from latentserve.server.params_schema import params_body
 from latentserve.server.service import GenerativeService, ModelDescription
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
@@ -106,14 +108,18 @@ class JobInfo(BaseModel):
 
 
 class ImagesRequest(_Request):
-    images: list[str] = Field(description="base64-encoded PNGs of the model's size")
+    images: list[str] = Field(
+        min_length=1, description="base64-encoded PNGs of the model's size: 1 to its max_n"
+    )
 
 
 class LogProbRequest(ImagesRequest):
     samples: int | None = Field(
-        default=None, description="importance samples for sampled bounds (default 1)"
+        default=None, ge=1, description="importance samples for sampled bounds (default 1)"
     )
-    seed: int | None = Field(default=None, description="noise seed for sampled bounds")
+    seed: int | None = Field(
+        default=None, ge=0, le=MAX_SEED, description="noise seed for sampled bounds"
+    )
 
 
 class LogProbResponse(BaseModel):
@@ -217,6 +223,12 @@ def _info(d: ModelDescription) -> ModelInfo:
 _MESSAGES = {
     "json_invalid": "not valid JSON",
     "model_attributes_type": "expected a JSON object (send Content-Type: application/json)",
+}
+# Why FastAPI could not read a body it answers 400 for (the cause of its HTTPException).
+_UNREADABLE = {
+    UnicodeDecodeError: "not valid UTF-8",
+    ValueError: "a JSON number has too many digits",
+    RecursionError: "JSON nested too deeply",
 }
 
 
@@ -342,6 +354,7 @@ def create_rest_app(service: GenerativeService) -> FastAPI:
         "/v1/models/{model}/sample",
         response_model=SampleResponse,
         tags=["inference"],
+        openapi_extra=params_body("sample"),
         description=(
             "Draw images. With `Accept: text/event-stream` the answer is Server-Sent Events "
             "(`accepted`, `queued`, `progress`, `preview`, `result`, `error`); closing the "
@@ -355,6 +368,7 @@ def create_rest_app(service: GenerativeService) -> FastAPI:
         "/v1/models/{model}/text-to-image",
         response_model=SampleResponse,
         tags=["inference"],
+        openapi_extra=params_body("text_to_image"),
         description=(
             "Images for a prompt (text-to-image models). `image` (base64 PNG) + `strength` "
             "start from a picture (img2img). Server-Sent Events as for .../sample."
@@ -457,8 +471,13 @@ def _add_error_handlers(app: FastAPI, service: GenerativeService) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        if code is not None:
+            return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        # Any other refusal by the framework means it could not read the body.
+        reason = _UNREADABLE.get(type(exc.__cause__), "cannot be read as JSON")
+        record(request, "invalid_argument")
+        return error_response(422, "invalid_argument", f"body: {reason}", "body")
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -91,6 +91,46 @@ def test_grpc_errors_map_to_typed_exceptions(status: grpc.StatusCode, expected: 
     assert error.retry_after_s == 3.0
 
 
+@pytest.mark.parametrize(
+    ("status", "expected", "code"),
+    [
+        (400, UnsupportedError, "unsupported"),  # the server's 400 means unsupported
+        (404, ModelNotFoundError, "not_found"),
+        (413, InvalidArgumentError, "payload_too_large"),
+        (422, InvalidArgumentError, "invalid_argument"),
+        (502, ServerError, "internal"),
+    ],
+)
+def test_without_a_code_the_documented_status_decides(
+    status: int, expected: type, code: str
+) -> None:
+    error = from_http(status, "<html>a proxy's page</html>")
+    assert (type(error), error.code) == (expected, code)
+
+
+class _BareRpcError(_FakeRpcError):
+    def trailing_metadata(self) -> tuple:
+        return ()
+
+
+@pytest.mark.parametrize(
+    ("status", "expected", "code"),
+    [
+        (grpc.StatusCode.NOT_FOUND, ModelNotFoundError, "not_found"),  # as over REST
+        (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgumentError, "invalid_argument"),
+        (grpc.StatusCode.UNIMPLEMENTED, UnsupportedError, "unsupported"),
+        # no retry-after: gRPC's message-size limit, not a full queue
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, InvalidArgumentError, "payload_too_large"),
+        (grpc.StatusCode.INTERNAL, ServerError, "internal"),
+    ],
+)
+def test_grpc_errors_carry_the_codes_of_rest_bodies(
+    status: grpc.StatusCode, expected: type, code: str
+) -> None:
+    error = from_grpc(_BareRpcError(status, "details"))
+    assert (type(error), error.code) == (expected, code)
+
+
 def test_png_codec_accepts_arrays_images_bytes_and_paths(tmp_path) -> None:
     grey = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28)
     png = to_png(grey)

@@ -44,9 +44,11 @@ class Recorder:
         self.batch_sizes: list[int] = []
         self.delay_s = delay_s
         self.gate: threading.Event | None = None
+        self.entered = threading.Event()  # set once a batch is inside the graph
         self.lock = threading.Lock()
 
     def record(self, n: int) -> None:
+        self.entered.set()
         if self.gate is not None:
             self.gate.wait(10)
         if self.delay_s:

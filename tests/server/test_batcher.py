@@ -73,7 +73,7 @@ def test_full_queue_refuses_with_overloaded_and_recovers() -> None:
     async def main() -> None:
         batcher = make(graph, max_batch_size=1, max_queue_delay_ms=0, max_queue_size=2)
         running = asyncio.ensure_future(batcher.submit(items(0, 1)))
-        await asyncio.sleep(0.05)  # the first batch is now held inside the graph
+        await asyncio.to_thread(graph.entered.wait, 10)  # the first batch is held inside
         queued = [asyncio.ensure_future(batcher.submit(items(i, 1))) for i in (1, 2)]
         await asyncio.sleep(0)
         with pytest.raises(Overloaded) as refused:
@@ -151,7 +151,7 @@ def test_a_cancelled_request_is_not_computed() -> None:
     async def main() -> None:
         batcher = make(graph, max_batch_size=1, max_queue_delay_ms=0)
         first = asyncio.ensure_future(batcher.submit(items(0, 1)))
-        await asyncio.sleep(0.05)
+        await asyncio.to_thread(graph.entered.wait, 10)
         abandoned = asyncio.ensure_future(batcher.submit(items(1, 5)))
         await asyncio.sleep(0)
         abandoned.cancel()
@@ -171,7 +171,7 @@ def test_close_fails_queued_requests_and_refuses_new_ones() -> None:
     async def main() -> None:
         batcher = make(graph, max_batch_size=1, max_queue_delay_ms=0)
         running = asyncio.ensure_future(batcher.submit(items(0, 1)))
-        await asyncio.sleep(0.05)
+        await asyncio.to_thread(graph.entered.wait, 10)
         queued = asyncio.ensure_future(batcher.submit(items(1, 1)))
         await asyncio.sleep(0)
         closing = asyncio.ensure_future(batcher.close())

@@ -28,11 +28,16 @@ class SlowProbe:
         self.delays = delays or {}
         self.barrier: threading.Barrier | None = None
         self.gate: threading.Event | None = None
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
         self.active = 0
         self.max_active = 0
         self.batches: list[list[float]] = []  # in the order they finished
         self.threads: set[str] = set()
+
+    def wait_until_active(self, runs: int, timeout: float = 10.0) -> None:
+        """Block until ``runs`` batches are inside the graph at once."""
+        with self.lock:
+            assert self.lock.wait_for(lambda: self.active >= runs, timeout), self.active
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = inputs["x"]
@@ -40,6 +45,7 @@ class SlowProbe:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
             self.threads.add(threading.current_thread().name)
+            self.lock.notify_all()
         try:
             if self.gate is not None:
                 self.gate.wait(5)
@@ -80,7 +86,10 @@ def test_two_batches_overlap_when_allowed() -> None:
 
 @pytest.mark.parametrize("limit", [1, 2, 3])
 def test_never_more_batches_at_once_than_the_limit(limit: int) -> None:
-    graph = SlowProbe(delay_s=0.05)
+    graph = SlowProbe(delay_s=0.0)
+    # Runs pass in groups of ``limit``: a group passes only if ``limit`` runs overlap, so
+    # the limit is reached however slowly threads start; max_active catches any excess.
+    graph.barrier = threading.Barrier(limit, timeout=30)
 
     async def main() -> list[dict[str, np.ndarray]]:
         batcher = make(graph, max_concurrent_batches=limit)
@@ -137,9 +146,10 @@ def test_while_every_slot_is_busy_the_queue_forms_one_full_batch() -> None:
         running = []
         for i in (0, 1):
             running.append(asyncio.ensure_future(batcher.submit(items(i, 1))))
-            await asyncio.sleep(0.05)  # a batch of one now holds a slot, inside the graph
+            # a batch of one now holds a slot, inside the graph
+            await asyncio.to_thread(graph.wait_until_active, i + 1)
         queued = [asyncio.ensure_future(batcher.submit(items(i, 1))) for i in range(2, 6)]
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)
         graph.gate.set()
         await asyncio.gather(*running, *queued)
         await batcher.close()
@@ -173,8 +183,7 @@ def test_close_fails_running_batches_and_waits_for_their_threads() -> None:
         batcher = make(graph, max_concurrent_batches=2)
         running = [asyncio.ensure_future(batcher.submit(items(i, 1))) for i in (1, 2)]
         queued = asyncio.ensure_future(batcher.submit(items(3, 1)))
-        await asyncio.sleep(0.05)
-        assert graph.active == 2
+        await asyncio.to_thread(graph.wait_until_active, 2)
         await batcher.close()
         assert graph.active == 0  # both runs finished before close returned
         for job in (*running, queued):

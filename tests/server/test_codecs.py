@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import time
 
 import numpy as np
 import pytest
@@ -74,14 +73,14 @@ def test_bad_images_are_refused_naming_the_field(data: bytes, expected: str) -> 
 
 
 def test_decompression_bombs_are_refused_before_decoding() -> None:
-    started = time.perf_counter()
+    # The files declare far more pixels than they hold: decoding would fail as a malformed
+    # PNG, so the size message shows that the header alone decided.
     with pytest.raises(InvalidArgument, match="5000x5000 exceeds the 10000-pixel limit"):
         codecs.decode_png(header_only_png(5000, 5000), "images[0]", GRAY, LIMIT)
     # 40 gigapixels declared in a ~100-byte file: Pillow's own guard fires even earlier.
     with pytest.raises(InvalidArgument, match="decompression bomb") as err:
         codecs.decode_png(header_only_png(200_000, 200_000), "images[2]", GRAY, 10**12)
     assert err.value.field == "images[2]"
-    assert time.perf_counter() - started < 0.5
 
 
 def test_png_bytes_are_small_and_fast_to_make() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import time
 
 import grpc
 import httpx
@@ -17,7 +16,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
 from PIL import Image
-from server_process import ServerProcess
+from server_process import ServerProcess, metric, until
 
 pytestmark = pytest.mark.slow
 
@@ -89,18 +88,29 @@ def test_an_unset_seed_is_drawn_and_returned(stub: pb_grpc.GenerativeServiceStub
     assert list(replay.images) == list(drawn.images)
 
 
+def sampler_batches(http: httpx.Client) -> tuple[float, float]:
+    """(batches run, images in them) by vae-tiny@2's sampler graph so far."""
+    labels = {"graph": "sampler", "model": "vae-tiny@2"}
+    return (
+        metric(http, "latentserve_batch_items_count", **labels),
+        metric(http, "latentserve_batch_items_sum", **labels),
+    )
+
+
 def test_stream_sample_arrives_in_chunks_equal_to_unary(
-    stub: pb_grpc.GenerativeServiceStub,
+    stub: pb_grpc.GenerativeServiceStub, http: httpx.Client
 ) -> None:
     request = pb.SampleRequest(model="vae-tiny", n=7, seed=9)
-    arrivals, chunks = [], []
-    for chunk in stub.StreamSample(request, timeout=30):
-        arrivals.append(time.perf_counter())
-        chunks.append(chunk)
+    before = sampler_batches(http)
+    chunks = list(stub.StreamSample(request, timeout=30))
+    streamed = sampler_batches(http)
     assert [(c.offset, len(c.images)) for c in chunks] == [(0, 2), (2, 2), (4, 2), (6, 1)]
     assert {c.model for c in chunks} == {"vae-tiny@2"} and {c.seed for c in chunks} == {9}
-    assert arrivals == sorted(arrivals)
+    # each chunk was computed as its own batch (stream_chunk_size = 2), not cut from one
+    assert (streamed[0] - before[0], streamed[1] - before[1]) == (4, 7)
     unary = stub.Sample(request)
+    after = sampler_batches(http)
+    assert (after[0] - streamed[0], after[1] - streamed[1]) == (1, 7)
     assert [image for c in chunks for image in c.images] == list(unary.images)
 
 
@@ -198,10 +208,12 @@ def test_sampling_an_autoencoder_is_refused_clearly(stub: pb_grpc.GenerativeServ
     assert streamed.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-def test_a_full_queue_is_resource_exhausted(stub: pb_grpc.GenerativeServiceStub) -> None:
+def test_a_full_queue_is_resource_exhausted(
+    stub: pb_grpc.GenerativeServiceStub, http: httpx.Client
+) -> None:
     request = pb.EncodeRequest(model="ae-tiny", images=[GOOD])  # 1-request queue, 1.5 s window
     waiting = stub.Encode.future(request, timeout=30)
-    time.sleep(0.4)
+    until(lambda: metric(http, "latentserve_requests_in_flight", protocol="grpc") >= 1)
     error = refused(stub.Encode, request)
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert int(trailing(error)["retry-after"]) >= 1
@@ -223,12 +235,26 @@ def test_health_and_reflection(channel: grpc.Channel) -> None:
     assert "grpc.health.v1.Health" in services
 
 
-def test_grpc_requests_are_measured(server: ServerProcess) -> None:
-    text = httpx.get(f"{server.http_url}/metrics", timeout=10).text
-    assert 'method="stream_sample",model="vae-tiny@2",protocol="grpc",status="ok"' in text
-    assert 'method="sample",model="ae-tiny@1",protocol="grpc",status="unsupported"' in text
-    assert 'method="get_model",model="unknown",protocol="grpc",status="not_found"' in text
-    assert 'latentserve_requests_in_flight{protocol="grpc"} 0.0' in text
+def test_grpc_requests_are_measured(
+    stub: pb_grpc.GenerativeServiceStub, http: httpx.Client
+) -> None:
+    expected = [
+        ({"method": "stream_sample", "model": "vae-tiny@2", "status": "ok"}, 1),
+        ({"method": "sample", "model": "ae-tiny@1", "status": "unsupported"}, 1),
+        ({"method": "get_model", "model": "unknown", "status": "not_found"}, 2),
+    ]
+    counts = [
+        metric(http, "latentserve_requests_total", protocol="grpc", **labels)
+        for labels, _ in expected
+    ]
+    list(stub.StreamSample(pb.SampleRequest(model="vae-tiny", n=3), timeout=30))
+    refused(stub.Sample, pb.SampleRequest(model="ae-tiny", n=1))
+    refused(stub.GetModel, pb.GetModelRequest(model="nope"))
+    refused(stub.GetModel, pb.GetModelRequest(model="vae-tiny@9"))
+    for (labels, more), before in zip(expected, counts, strict=True):
+        after = metric(http, "latentserve_requests_total", protocol="grpc", **labels)
+        assert after == before + more, labels
+    assert metric(http, "latentserve_requests_in_flight", protocol="grpc") == 0
 
 
 def test_the_server_keeps_serving_after_all_of_that(

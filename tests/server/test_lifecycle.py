@@ -7,14 +7,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from latentserve.server.codecs import encode_base64, encode_png
-from server_process import BLOCK_TORCH, ServerProcess
+from server_process import BLOCK_TORCH, ServerProcess, metric, until
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +56,8 @@ def test_sigterm_drains_accepted_requests_then_exits(tiny_repository: Path, tmp_
         target=lambda: results.append(httpx.post(url, json={"images": [zeros]}, timeout=30))
     )
     inflight.start()
-    time.sleep(0.4)
+    with httpx.Client(base_url=server.http_url, timeout=30) as http:
+        until(lambda: metric(http, "latentserve_requests_in_flight", protocol="rest") >= 1)
     server.process.send_signal(signal.SIGTERM)
     inflight.join()
     assert server.process.wait(30) == 0, server.log()

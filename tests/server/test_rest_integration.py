@@ -7,14 +7,13 @@ import io
 import shutil
 import subprocess
 import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 from server_fakes import header_only_png
-from server_process import ServerProcess
+from server_process import ServerProcess, metric, until
 
 pytestmark = pytest.mark.slow
 
@@ -222,22 +221,25 @@ def test_oversize_bodies_are_413(http: httpx.Client) -> None:
     assert response.json()["error"]["code"] == "payload_too_large"
 
 
-def test_a_full_queue_is_429_with_retry_after(server: ServerProcess) -> None:
+def test_a_full_queue_is_429_with_retry_after(server: ServerProcess, http: httpx.Client) -> None:
     # ae-tiny: queue of one request, 1.5 s batch window (server.toml).
     body = {"images": [GOOD]}
+    overloaded = {"method": "encode", "protocol": "rest", "status": "overloaded"}
+    counted = metric(http, "latentserve_requests_total", **overloaded)
     results: list[httpx.Response] = []
     with httpx.Client(base_url=server.http_url, timeout=30) as first_client:
         waiting = threading.Thread(
             target=lambda: results.append(first_client.post("/v1/models/ae-tiny/encode", json=body))
         )
         waiting.start()
-        time.sleep(0.4)
+        until(lambda: metric(http, "latentserve_requests_in_flight", protocol="rest") >= 1)
         refused = httpx.post(f"{server.http_url}/v1/models/ae-tiny/encode", json=body, timeout=30)
         waiting.join()
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "overloaded"
     assert int(refused.headers["retry-after"]) >= 1
     assert results[0].status_code == 200
+    assert metric(http, "latentserve_requests_total", **overloaded) == counted + 1
 
 
 def test_health_docs_and_metrics(http: httpx.Client) -> None:
@@ -247,23 +249,37 @@ def test_health_docs_and_metrics(http: httpx.Client) -> None:
     paths = http.get("/openapi.json").json()["paths"]
     assert "/v1/models/{model}/sample" in paths
     assert http.get("/no/such/route").json()["error"]["code"] == "not_found"
-    text = http.get("/metrics").text
-    assert (
-        'latentserve_requests_total{method="sample",model="vae-tiny@2",protocol="rest",status="ok"}'
-        in text
-    )
-    assert 'status="invalid_argument"' in text and 'status="overloaded"' in text
-    assert 'latentserve_batch_items_bucket{graph="sampler",le="1.0",model="vae-tiny@2"}' in text
-    assert "latentserve_models_loaded 3.0" in text
-    assert "latentserve_queue_wait_seconds_count" in text
-    assert "latentserve_batch_compute_seconds_count" in text
+    rest = {"model": "vae-tiny@2", "protocol": "rest"}
+    ok, invalid = ({"method": "sample", "status": s, **rest} for s in ("ok", "invalid_argument"))
+    batch = {"graph": "sampler", "model": "vae-tiny@2"}
+    before = [
+        metric(http, "latentserve_requests_total", **ok),
+        metric(http, "latentserve_requests_total", **invalid),
+        metric(http, "latentserve_batch_items_count", **batch),
+        metric(http, "latentserve_queue_wait_seconds_count", **batch),
+        metric(http, "latentserve_batch_compute_seconds_count", **batch),
+    ]
+    sample(http, n=1, seed=0)
+    assert http.post("/v1/models/vae-tiny/sample", json={"n": 0}).status_code == 422
+    after = [
+        metric(http, "latentserve_requests_total", **ok),
+        metric(http, "latentserve_requests_total", **invalid),
+        metric(http, "latentserve_batch_items_count", **batch),
+        metric(http, "latentserve_queue_wait_seconds_count", **batch),
+        metric(http, "latentserve_batch_compute_seconds_count", **batch),
+    ]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 1, 1]
+    assert metric(http, "latentserve_models_loaded") == 3
 
 
 @pytest.mark.skipif(
     shutil.which("promtool") is None, reason="promtool (Debian: prometheus) missing"
 )
 def test_promtool_finds_nothing_to_complain_about(http: httpx.Client) -> None:
+    sample(http, n=2, seed=0)  # every histogram and counter has series to check
+    assert http.post("/v1/models/vae-tiny/sample", json={"n": 0}).status_code == 422
     text = http.get("/metrics").text
+    assert "latentserve_request_duration_seconds_bucket" in text
     check = subprocess.run(
         ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
     )
