@@ -16,6 +16,7 @@ import socket
 
 import uvicorn
 from grpc_health.v1 import health, health_pb2
+from latentserve.server import auth, browser, tls
 from latentserve.server.grpc_service import SERVICE_NAME, create_grpc_server
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.rest import create_rest_app
@@ -38,15 +39,22 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
     if not settings.repository.is_dir():
         raise FileNotFoundError(f"model repository not found: {settings.repository}")
     service = GenerativeService(settings, ServerMetrics(registry or CollectorRegistry()))
+    server_tls = tls.server_tls(settings)
+    authenticator = auth.BearerAuth.from_settings(settings, service.metrics)
     health_servicer = health.aio.HealthServicer()
-    grpc_server = create_grpc_server(service, health_servicer)
+    grpc_server = create_grpc_server(
+        service, health_servicer, auth.grpc_interceptors(authenticator)
+    )
     address = f"{settings.host}:{settings.grpc_port}"
     try:
-        grpc_port = grpc_server.add_insecure_port(address)
+        grpc_port = tls.add_grpc_port(grpc_server, address, server_tls)
     except RuntimeError as exc:
         raise ValueError(f"cannot listen for gRPC on {address}: port in use?") from exc
+    rest_app = create_rest_app(service)
+    auth.protect_rest(rest_app, authenticator)
+    browser.allow_cross_origin(rest_app, settings)  # outermost: preflights need no token
     config = uvicorn.Config(
-        create_rest_app(service),
+        rest_app,
         host=settings.host,
         port=settings.http_port,
         http="httptools" if _has("httptools") else "h11",
@@ -54,6 +62,7 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
+        **(server_tls.uvicorn_options() if server_tls else {}),
     )
     http_server = _UvicornServer(config)
     http_socket = _bind(settings.host, settings.http_port)
@@ -69,9 +78,11 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
         await _load(service, health_servicer, stop)
         if not stop.is_set():
             log.info(
-                "ready: http://%s:%d (REST, docs at /docs)  grpc %s:%d",
+                "ready: %s://%s:%d (REST, docs at /docs)  grpc%s %s:%d",
+                "https" if server_tls else "http",
                 settings.host,
                 http_socket.getsockname()[1],
+                " (TLS)" if server_tls else "",
                 settings.host,
                 grpc_port,
             )

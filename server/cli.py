@@ -28,6 +28,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="graph runtime for models without a per-model override (default onnxruntime)",
     )
     p.add_argument(
+        "--auth-tokens-file",
+        type=Path,
+        help="require a bearer token from this file (one a line) on every non-exempt call",
+    )
+    p.add_argument("--tls-cert", type=Path, help="TLS certificate chain (PEM) for REST and gRPC")
+    p.add_argument("--tls-key", type=Path, help="TLS private key (PEM) of --tls-cert")
+    p.add_argument(
+        "--tls-client-ca", type=Path, help="gRPC: require client certificates signed by this CA"
+    )
+    p.add_argument(
         "--build-default",
         action="store_true",
         help="if the repository is missing or empty, train and export the default models "
@@ -47,6 +57,10 @@ def _serve(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         backend=args.backend,
+        auth_tokens_file=args.auth_tokens_file,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
     )
     if args.build_default and not _has_models(settings.repository):
         from latentserve.exporters.default_repository import build_default_repository

@@ -294,7 +294,9 @@ class GrpcGenerativeService(pb_grpc.GenerativeServiceServicer):
 
 
 def create_grpc_server(
-    service: GenerativeService, health_servicer: health.aio.HealthServicer
+    service: GenerativeService,
+    health_servicer: health.aio.HealthServicer,
+    interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (),
 ) -> grpc.aio.Server:
     """A grpc.aio server with the generative service, health and reflection registered."""
 
@@ -302,7 +304,8 @@ def create_grpc_server(
         service.record_rejection("", method, PROTOCOL, InvalidArgument.code)
 
     server = grpc.aio.server(
-        interceptors=[CallGuard(undecodable)],
+        # Authentication first: a refused call's request is never decoded.
+        interceptors=[*interceptors, CallGuard(undecodable)],
         options=[
             # Requests are bounded like REST bodies; responses (generated images) are not.
             ("grpc.max_receive_message_length", service.settings.max_body_bytes),

@@ -137,3 +137,9 @@ class ServerMetrics:
             "Model versions loaded and ready to serve.",
             registry=registry,
         )
+        self.auth_refused = Counter(
+            "latentserve_auth_refused",
+            "Requests refused for a missing or unknown bearer token, by protocol and reason.",
+            ["protocol", "reason"],
+            registry=registry,
+        )

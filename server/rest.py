@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from latentserve.server import codecs
 from latentserve.server.body_limit import BodyLimitMiddleware
+from latentserve.server.browser import add_offline_docs
 from latentserve.server.errors import (
     InvalidArgument,
     ModelNotFound,
@@ -324,7 +325,10 @@ def create_rest_app(service: GenerativeService) -> FastAPI:
         version=__version__,
         description="Sample, encode, reconstruct and score images with generative models.",
         responses={code: {"model": ErrorBody} for code in (400, 404, 413, 422, 429, 503)},
+        docs_url=None,  # browser.add_offline_docs serves /docs without a CDN
+        redoc_url=None,
     )
+    add_offline_docs(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=service.settings.max_body_bytes)
     _add_error_handlers(app, service)
 

@@ -27,6 +27,18 @@ Backend = Literal["onnxruntime", "torchscript"]
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("latentserve_config_file", default=None)
 
+# Probes, metrics scrapers and the API's own description (docs, OpenAPI, gRPC health and
+# reflection) answer without a token; everything that touches a model needs one.
+AUTH_EXEMPT_PATHS = (
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/docs",
+    "/openapi.json",
+    "/grpc.health.v1.Health",
+    "/grpc.reflection.v1alpha.ServerReflection",
+)
+
 
 class ModelOverrides(BaseModel):
     """Per-model settings; ``None`` keeps what the manifest (or the global backend) says."""
@@ -107,6 +119,18 @@ class Settings(BaseSettings):
     # Prompts whose text-encoder states a text-to-image model keeps (LRU; 0: none). One
     # entry is max_tokens x hidden_size float32: 48 KiB at 32 x 384.
     text_cache_size: int = Field(default=1024, ge=0)
+    # Bearer tokens, one a line (server/auth.py); none: no authentication. Exempt paths are
+    # REST paths and gRPC methods ("/pkg.Service/Method"); each covers what lies under it.
+    auth_tokens_file: Path | None = None
+    auth_exempt_paths: tuple[str, ...] = AUTH_EXEMPT_PATHS
+    # TLS on both transports (server/tls.py); tls_client_ca makes gRPC require client certs.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    # Browsers calling the REST API from other origins (server/browser.py); none: CORS off.
+    cors_allow_origins: tuple[str, ...] = ()
+    cors_allow_methods: tuple[str, ...] = ("GET", "POST", "DELETE")
+    cors_allow_headers: tuple[str, ...] = ("Authorization", "Content-Type", "Accept")
 
     @classmethod
     def settings_customise_sources(
