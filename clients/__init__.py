@@ -40,12 +40,15 @@ _EXPORTS = {
     "UnsupportedError": "errors",
     "OverloadedError": "errors",
     "UnavailableError": "errors",
+    "UnauthenticatedError": "errors",
+    "ClientTLS": "tls",
     "ServerError": "errors",
 }
 
 __all__ = [
     "Accepted",
     "Client",
+    "ClientTLS",
     "GrpcClient",
     "ImageShape",
     "InvalidArgumentError",
@@ -67,6 +70,7 @@ __all__ = [
     "SampleChunk",
     "SampleResult",
     "ServerError",
+    "UnauthenticatedError",
     "UnavailableError",
     "UnsupportedError",
     "connect",
@@ -81,6 +85,7 @@ if TYPE_CHECKING:
         ModelNotFoundError,
         OverloadedError,
         ServerError,
+        UnauthenticatedError,
         UnavailableError,
         UnsupportedError,
     )
@@ -101,6 +106,7 @@ if TYPE_CHECKING:
         SampleChunk,
         SampleResult,
     )
+    from latentserve.clients.tls import ClientTLS
     from latentserve.clients.transport import Client, connect
 
 

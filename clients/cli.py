@@ -6,6 +6,7 @@ Only argparse at module level: the SDK (httpx, grpcio, Pillow) loads inside the 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -53,12 +54,56 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sample.add_argument("--scale", type=int, default=1, help="upscale factor of the grid")
     sample.add_argument("--out", default="grid.png", help="output PNG (default %(default)s)")
     sample.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    add_connection_options(sample)
     sample.set_defaults(func=_run_sample)
 
     models = subparsers.add_parser("models", help="list the models a server serves")
     models.add_argument("--url", default=DEFAULT_URL, help=url_help)
     models.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    add_connection_options(models)
     models.set_defaults(func=_run_models)
+
+
+def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    """The bearer token and TLS files of ``--url``, each defaulting to its environment
+    variable (the token's value is never shown in --help)."""
+    env = os.environ.get
+    parser.add_argument(
+        "--token",
+        default=env("LATENTSERVE_TOKEN"),
+        help="bearer token for a server that requires one (default $LATENTSERVE_TOKEN, "
+        "which other users cannot read in the process list)",
+    )
+    parser.add_argument(
+        "--ca-file",
+        default=env("LATENTSERVE_CA_FILE"),
+        help="CA certificate that signed an https:// or grpcs:// server's certificate "
+        "(default $LATENTSERVE_CA_FILE, else the system's trusted CAs)",
+    )
+    parser.add_argument(
+        "--client-cert",
+        default=env("LATENTSERVE_CLIENT_CERT"),
+        help="client certificate for a server that requires one (default $LATENTSERVE_CLIENT_CERT)",
+    )
+    parser.add_argument(
+        "--client-key",
+        default=env("LATENTSERVE_CLIENT_KEY"),
+        help="key of --client-cert (default $LATENTSERVE_CLIENT_KEY)",
+    )
+
+
+def connect_from_args(args: argparse.Namespace) -> Client:
+    """The SDK client for ``--url`` with the options of :func:`add_connection_options`."""
+    from latentserve.clients import connect
+
+    return connect(
+        args.url,
+        timeout=args.timeout,
+        token=args.token,
+        ca_file=args.ca_file,
+        client_cert=args.client_cert,
+        client_key=args.client_key,
+    )
 
 
 def key_value(text: str) -> tuple[str, int | float | str]:
@@ -144,14 +189,14 @@ def quiet_http_logs() -> None:
 
 
 def _run_sample(args: argparse.Namespace) -> int:
-    from latentserve.clients import LatentServeError, connect
+    from latentserve.clients import LatentServeError
     from latentserve.clients.grid import make_grid
     from PIL import Image
 
     params = sample_params(args)
     quiet_http_logs()
     try:
-        with connect(args.url, timeout=args.timeout) as client:
+        with connect_from_args(args) as client:
             if args.progress:
                 result = _sample_with_progress(
                     client, args.model, args.n, args.seed, params, args.prompt
@@ -172,11 +217,11 @@ def _run_sample(args: argparse.Namespace) -> int:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from latentserve.clients import LatentServeError, connect
+    from latentserve.clients import LatentServeError
 
     quiet_http_logs()
     try:
-        with connect(args.url, timeout=args.timeout) as client:
+        with connect_from_args(args) as client:
             models = client.list_models()
     except LatentServeError as exc:
         print(f"latentserve models: {exc}", file=sys.stderr)

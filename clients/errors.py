@@ -53,6 +53,10 @@ class UnavailableError(LatentServeError):
     """The server could not be reached or is not ready."""
 
 
+class UnauthenticatedError(LatentServeError):
+    """The server needs a bearer token and got none, or one it does not know."""
+
+
 class ServerError(LatentServeError):
     """The server failed while handling a valid request."""
 
@@ -76,6 +80,7 @@ _ERRORS: list[tuple[str, int, type[LatentServeError]]] = [
     ("overloaded", 429, OverloadedError),
     ("unavailable", 503, UnavailableError),
     ("cancelled", 409, JobCancelledError),
+    ("unauthenticated", 401, UnauthenticatedError),
     ("internal", 500, ServerError),
 ]
 _BY_CODE = {code: cls for code, _, cls in _ERRORS}
@@ -92,6 +97,7 @@ _BY_GRPC_STATUS: dict[grpc.StatusCode, type[LatentServeError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: OverloadedError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
 }
 
 

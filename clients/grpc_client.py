@@ -34,6 +34,7 @@ from latentserve.clients.results import (
     SampleResult,
     single_group,
 )
+from latentserve.clients.tls import ClientTLS, bearer
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
 from PIL import Image
@@ -53,10 +54,24 @@ def _fields(message: type) -> frozenset[str]:
 class GrpcClient:
     """Synchronous client for a ``host:port`` target; reuse one instance (one channel)."""
 
-    def __init__(self, target: str, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = 60.0,
+        token: str | None = None,
+        tls: ClientTLS | None = None,
+    ) -> None:
+        """``token`` is sent as ``authorization`` metadata; with ``tls`` the channel is
+        secure (``ClientTLS()`` trusts the system's CAs)."""
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._metadata = tuple(bearer(token).items())
+        if tls is None:
+            self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        else:
+            credentials = tls.grpc_credentials()
+            self._channel = grpc.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
         self._stub = pb_grpc.GenerativeServiceStub(self._channel)
 
     def list_models(self) -> list[ModelInfo]:
@@ -219,7 +234,7 @@ class GrpcClient:
         not_found: type[LatentServeError] = ModelNotFoundError,
     ) -> Any:
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise from_grpc(exc, not_found=not_found) from None
 
@@ -227,7 +242,7 @@ class GrpcClient:
         self, method: Callable[..., Any], request: Any, not_found: type[LatentServeError]
     ) -> Iterator[Any]:
         """The messages of a server-streaming call; closing this iterator cancels the call."""
-        stream = method(request, timeout=self.timeout)
+        stream = method(request, timeout=self.timeout, metadata=self._metadata)
         try:
             yield from stream
         except grpc.RpcError as exc:

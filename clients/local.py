@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -40,7 +41,10 @@ class LocalServer:
         ready_timeout: float = 120.0,
         log_path: Path | None = None,
         env: dict[str, str] | None = None,
+        ca_file: Path | None = None,
     ) -> None:
+        """``ca_file``: the server speaks TLS (``extra_args`` give it ``--tls-cert`` and
+        ``--tls-key``) with a certificate this CA signed; the URLs are https:// and grpcs://."""
         self.repository = Path(repository)
         self.extra_args = list(extra_args or [])
         self.ready_timeout = ready_timeout
@@ -48,11 +52,13 @@ class LocalServer:
         self.grpc_port = free_port()
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="latentserve-", suffix=".log")[1])
         self.env = env
+        self.ca_file = ca_file
         self._process: subprocess.Popen | None = None
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "https" if self.ca_file else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def grpc_target(self) -> str:
@@ -60,7 +66,7 @@ class LocalServer:
 
     @property
     def grpc_url(self) -> str:
-        return f"grpc://{self.grpc_target}"
+        return f"{'grpcs' if self.ca_file else 'grpc'}://{self.grpc_target}"
 
     def start(self) -> LocalServer:
         command = [
@@ -98,6 +104,7 @@ class LocalServer:
     def _wait_ready(self) -> None:
         assert self._process is not None
         deadline = time.monotonic() + self.ready_timeout
+        context = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(
@@ -105,7 +112,8 @@ class LocalServer:
                     + self.log_tail()
                 )
             try:
-                with urllib.request.urlopen(f"{self.http_url}/readyz", timeout=2) as response:
+                url = f"{self.http_url}/readyz"
+                with urllib.request.urlopen(url, timeout=2, context=context) as response:
                     if response.status == 200:
                         return
             except OSError:

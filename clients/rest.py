@@ -39,6 +39,7 @@ from latentserve.clients.results import (
     single_group,
 )
 from latentserve.clients.sse import ServerSentEvent, parse_sse
+from latentserve.clients.tls import ClientTLS, bearer
 from PIL import Image
 
 _EVENT_STREAM = {"Accept": "text/event-stream"}
@@ -47,9 +48,25 @@ _EVENT_STREAM = {"Accept": "text/event-stream"}
 class RestClient:
     """Synchronous client for ``http(s)://host:port``; reuse one instance (keep-alive)."""
 
-    def __init__(self, base_url: str, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 60.0,
+        token: str | None = None,
+        tls: ClientTLS | None = None,
+    ) -> None:
+        """``token`` is sent as ``Authorization: Bearer``; ``tls`` says which CA signed an
+        ``https://`` server's certificate (default: the system's trusted CAs)."""
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        if tls is not None and not self.base_url.startswith("https://"):
+            raise ValueError(f"TLS options need an https:// URL, got {base_url!r}")
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            headers=bearer(token),
+            verify=tls.ssl_context() if tls is not None else True,
+        )
 
     def list_models(self) -> list[ModelInfo]:
         """Every model the server serves (latest version of each)."""

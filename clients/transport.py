@@ -2,21 +2,45 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from latentserve.clients.grpc_client import GrpcClient
 from latentserve.clients.rest import RestClient
+from latentserve.clients.tls import ClientTLS
 
 Client = RestClient | GrpcClient
+TLS_SCHEMES = ("https", "grpcs")
 
 
-def connect(url: str, *, timeout: float = 60.0) -> Client:
-    """A client for ``url``: ``http(s)://host:port`` is REST, ``grpc://host:port`` is gRPC."""
+def connect(
+    url: str,
+    *,
+    timeout: float = 60.0,
+    token: str | None = None,
+    ca_file: Path | str | None = None,
+    client_cert: Path | str | None = None,
+    client_key: Path | str | None = None,
+) -> Client:
+    """A client for ``url``: ``http(s)://host:port`` is REST, ``grpc://host:port`` gRPC and
+    ``grpcs://host:port`` gRPC over TLS.
+
+    ``token`` is the server's bearer token. Over TLS, ``ca_file`` is the CA that signed the
+    server's certificate (default: the system's trusted CAs) and ``client_cert`` with
+    ``client_key`` the certificate a gRPC server may require of its clients.
+    """
     parts = urlsplit(url)
+    tls = None
+    if parts.scheme in TLS_SCHEMES:
+        tls = ClientTLS(ca_file, client_cert, client_key)
+    elif any(option is not None for option in (ca_file, client_cert, client_key)):
+        raise ValueError(f"TLS options need an https:// or grpcs:// URL, got {url!r}")
     if parts.scheme in ("http", "https"):
-        return RestClient(url, timeout=timeout)
-    if parts.scheme == "grpc":
+        return RestClient(url, timeout=timeout, token=token, tls=tls)
+    if parts.scheme in ("grpc", "grpcs"):
         if not parts.netloc or parts.path not in ("", "/"):
-            raise ValueError(f"expected grpc://host:port, got {url!r}")
-        return GrpcClient(parts.netloc, timeout=timeout)
-    raise ValueError(f"unsupported URL scheme in {url!r}: use http://, https:// or grpc://")
+            raise ValueError(f"expected {parts.scheme}://host:port, got {url!r}")
+        return GrpcClient(parts.netloc, timeout=timeout, token=token, tls=tls)
+    raise ValueError(
+        f"unsupported URL scheme in {url!r}: use http://, https://, grpc:// or grpcs://"
+    )

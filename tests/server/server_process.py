@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -46,17 +46,26 @@ max_batch_size = 64
 class ServerProcess(LocalServer):
     """The SDK's ``LocalServer`` with torch blocked and the test settings file."""
 
-    def __init__(self, repository: Path, workdir: Path, config: str = SERVER_TOML) -> None:
+    def __init__(
+        self,
+        repository: Path,
+        workdir: Path,
+        config: str = SERVER_TOML,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        ca_file: Path | None = None,
+    ) -> None:
         blocker = workdir / "no_torch"
         blocker.mkdir(exist_ok=True)
         (blocker / "sitecustomize.py").write_text(BLOCK_TORCH)
         (workdir / "server.toml").write_text(config)
         super().__init__(
             repository,
-            ["--config", str(workdir / "server.toml")],
+            ["--config", str(workdir / "server.toml"), *extra_args],
             ready_timeout=60.0,
             log_path=workdir / "server.log",
-            env={"PYTHONPATH": str(blocker)},
+            env={"PYTHONPATH": str(blocker), **(env or {})},
+            ca_file=ca_file,
         )
         self.start()
 

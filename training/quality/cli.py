@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from latentserve.clients.cli import add_connection_options
 from latentserve.training.quality import DEFAULT_CLASSIFIER_DIR, DEFAULT_SCENE_CLASSIFIER_DIR
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: up to 2)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    add_connection_options(parser)
     parser.set_defaults(func=_run)
 
 
@@ -141,8 +143,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_shapes(args: argparse.Namespace) -> int:
-    from latentserve.clients import LatentServeError, connect
-    from latentserve.clients.cli import quiet_http_logs
+    from latentserve.clients import LatentServeError
+    from latentserve.clients.cli import connect_from_args, quiet_http_logs
     from latentserve.training.quality.draw import draw_scenes, parse_params
     from latentserve.training.quality.scene_report import (
         SCENE_TABLE_HEADER,
@@ -165,7 +167,7 @@ def _run_shapes(args: argparse.Namespace) -> int:
     n = min(args.n or DEFAULT_N, len(prompts.captions))
     params = parse_params(args.param)
     try:
-        with connect(args.url, timeout=args.timeout) as client:
+        with connect_from_args(args) as client:
             images = draw_scenes(
                 client, args.model, prompts.captions[:n], args.seed, params, args.concurrency
             )
@@ -201,14 +203,13 @@ def _read_folder(folder: Path, n: int | None) -> np.ndarray:
 
 
 def _draw(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None, str]:
-    from latentserve.clients import connect
-    from latentserve.clients.cli import quiet_http_logs
+    from latentserve.clients.cli import connect_from_args, quiet_http_logs
     from latentserve.training.quality.draw import draw_samples, parse_params
 
     quiet_http_logs()
     params = parse_params(args.param)
     n = args.n or DEFAULT_N
-    with connect(args.url, timeout=args.timeout) as client:
+    with connect_from_args(args) as client:
         images, labels = draw_samples(
             client, args.model, n, args.seed, params, args.class_labels, args.prompt_template
         )
