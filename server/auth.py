@@ -63,7 +63,7 @@ def read_tokens(path: Path) -> tuple[bytes, ...]:
     if not path.is_file():
         raise FileNotFoundError(f"auth tokens file not found: {path}")
     digests = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         token = line.strip()
         if not token or token.startswith("#"):
             continue
@@ -81,7 +81,10 @@ def read_tokens(path: Path) -> tuple[bytes, ...]:
 
 
 def is_exempt(path: str, exempt_paths: Iterable[str]) -> bool:
-    """``/docs`` covers ``/docs`` and ``/docs/...``; a gRPC service path covers its methods."""
+    """``/docs`` covers ``/docs`` and ``/docs/...``; a gRPC service path covers its methods.
+    A path with ``.`` or ``..`` segments is never exempt, whatever a proxy makes of it."""
+    if any(segment in (".", "..") for segment in path.split("/")):
+        return False
     return any(path == p or path.startswith(p.rstrip("/") + "/") for p in exempt_paths)
 
 
