@@ -40,12 +40,14 @@ _EXPORTS = {
     "UnsupportedError": "errors",
     "OverloadedError": "errors",
     "UnavailableError": "errors",
+    "DeadlineExceededError": "errors",
     "ServerError": "errors",
 }
 
 __all__ = [
     "Accepted",
     "Client",
+    "DeadlineExceededError",
     "GrpcClient",
     "ImageShape",
     "InvalidArgumentError",
@@ -74,6 +76,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from latentserve.clients.errors import (
+        DeadlineExceededError,
         InvalidArgumentError,
         JobCancelledError,
         JobNotFoundError,

@@ -53,6 +53,11 @@ class UnavailableError(LatentServeError):
     """The server could not be reached or is not ready."""
 
 
+class DeadlineExceededError(UnavailableError):
+    """The call's deadline (the client's ``timeout``) passed before the answer came; the
+    server drops work of a call it can no longer answer in time."""
+
+
 class ServerError(LatentServeError):
     """The server failed while handling a valid request."""
 
@@ -75,6 +80,7 @@ _BY_CODE: dict[str, type[LatentServeError]] = {
     "unsupported": UnsupportedError,
     "overloaded": OverloadedError,
     "unavailable": UnavailableError,
+    "deadline_exceeded": DeadlineExceededError,
     "cancelled": JobCancelledError,
     "internal": ServerError,
 }
@@ -89,6 +95,7 @@ _BY_HTTP_STATUS: dict[int, type[LatentServeError]] = {
     429: OverloadedError,
     501: UnsupportedError,
     503: UnavailableError,
+    504: DeadlineExceededError,
 }
 
 _BY_GRPC_STATUS: dict[grpc.StatusCode, type[LatentServeError]] = {
@@ -100,7 +107,7 @@ _BY_GRPC_STATUS: dict[grpc.StatusCode, type[LatentServeError]] = {
     grpc.StatusCode.FAILED_PRECONDITION: UnsupportedError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: OverloadedError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
-    grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
 }
 
 

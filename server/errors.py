@@ -53,3 +53,9 @@ class Unavailable(ServingError):
     """The server cannot answer now (models still loading, shutting down, timed out)."""
 
     code = "unavailable"
+
+
+class DeadlineExceeded(ServingError):
+    """The client's deadline (a gRPC deadline, REST's ``X-Request-Timeout``) passed first."""
+
+    code = "deadline_exceeded"

@@ -16,7 +16,9 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from latentserve.server import deadlines
 from latentserve.server.errors import (
+    DeadlineExceeded,
     InvalidArgument,
     ModelNotFound,
     Overloaded,
@@ -39,6 +41,7 @@ GRPC_STATUS: dict[type[ServingError], grpc.StatusCode] = {
     Unsupported: grpc.StatusCode.UNIMPLEMENTED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 
@@ -66,6 +69,7 @@ def _unary(method: str) -> Callable:
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
         async def handler(self: GrpcGenerativeService, request: Any, context: Any) -> Any:
+            deadlines.begin(context.time_remaining())
             try:
                 return await fn(self, request, context)
             except ServingError as exc:
@@ -215,6 +219,7 @@ class GrpcGenerativeService(pb_grpc.GenerativeServiceServicer):
         self, request: pb.SampleRequest | pb.TextToImageRequest, method: str, context: Any
     ) -> AsyncIterator[pb.JobEvent]:
         """A job's events; the call ending (cancelled, deadline) cancels the job."""
+        deadlines.begin(context.time_remaining())
         try:
             job = await self._service.submit_job(request.model, method, _params(request), PROTOCOL)
         except ServingError as exc:
@@ -251,6 +256,7 @@ class GrpcGenerativeService(pb_grpc.GenerativeServiceServicer):
     async def StreamSample(
         self, request: pb.SampleRequest, context: Any
     ) -> AsyncIterator[pb.SampleChunk]:
+        deadlines.begin(context.time_remaining())
         chunks = self._service.sample_stream(request.model, _params(request), PROTOCOL)
         try:
             async for c in chunks:

@@ -132,6 +132,14 @@ class ServerMetrics:
             ["model"],
             registry=registry,
         )
+        self.queue_drops = Counter(
+            "latentserve_queue_drops",
+            "Queued work dropped before it computed, by queue (a graph's batcher, or steps: "
+            "a model's job queue) and reason: deadline (the client's deadline passed), "
+            "cancelled (its caller went away) or failed (an earlier part of it failed).",
+            ["model", "queue", "reason"],
+            registry=registry,
+        )
         self.models_loaded = Gauge(
             "latentserve_models_loaded",
             "Model versions loaded and ready to serve.",

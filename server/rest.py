@@ -12,12 +12,13 @@ import json
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
-from fastapi import Body, FastAPI, Request
+from fastapi import Body, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from latentserve.server import codecs
+from latentserve.server import codecs, deadlines
 from latentserve.server.body_limit import BodyLimitMiddleware
 from latentserve.server.errors import (
+    DeadlineExceeded,
     InvalidArgument,
     ModelNotFound,
     Overloaded,
@@ -43,6 +44,7 @@ HTTP_STATUS: dict[type[ServingError], int] = {
     Unsupported: 400,
     Overloaded: 429,
     Unavailable: 503,
+    DeadlineExceeded: 504,
 }
 
 
@@ -305,13 +307,26 @@ def _decode_images(images: list[str]) -> list[bytes]:
     return [codecs.decode_base64(text, f"images[{i}]") for i, text in enumerate(images)]
 
 
+async def _client_deadline(
+    timeout: str | None = Header(
+        default=None,
+        alias=deadlines.TIMEOUT_HEADER,
+        description="seconds the client waits for the answer: work still queued when they "
+        "have passed is dropped uncomputed, and the answer is 504 deadline_exceeded",
+    ),
+) -> None:
+    if timeout is not None:
+        deadlines.begin(deadlines.parse_timeout(timeout))
+
+
 def create_rest_app(service: GenerativeService) -> FastAPI:
     """The REST app over ``service``; loading models is the composition root's job."""
     app = FastAPI(
         title="latentserve",
         version=__version__,
         description="Sample, encode, reconstruct and score images with generative models.",
-        responses={code: {"model": ErrorBody} for code in (400, 404, 413, 422, 429, 503)},
+        responses={code: {"model": ErrorBody} for code in (400, 404, 413, 422, 429, 503, 504)},
+        dependencies=[Depends(_client_deadline)],
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=service.settings.max_body_bytes)
     _add_error_handlers(app, service)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
-from latentserve.server import codecs
-from latentserve.server.errors import InvalidArgument, ServingError, Unavailable
+from latentserve.server import codecs, deadlines
+from latentserve.server.errors import DeadlineExceeded, InvalidArgument, ServingError, Unavailable
 from latentserve.server.jobs import Job, JobManager, Work
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.params import SampleParams, resolve_seed
@@ -357,13 +357,8 @@ class GenerativeService:
         return await asyncio.to_thread(fn, *args)
 
     async def _timed(self, work: Awaitable[T]) -> T:
-        try:
-            async with asyncio.timeout(self.settings.request_timeout_s):
-                return await work
-        except TimeoutError:
-            raise Unavailable(
-                f"request timed out after {self.settings.request_timeout_s:g}s"
-            ) from None
+        async with deadlines.within(self.settings.request_timeout_s, "request"):
+            return await work
 
     @asynccontextmanager
     async def _track(self, method: str, protocol: str) -> AsyncIterator[_Call]:
@@ -380,7 +375,9 @@ class GenerativeService:
             exc.recorded = True
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            status = "cancelled"
+            # a gRPC deadline cancels the call: counted as what it is
+            late = deadlines.passed(deadlines.current(), asyncio.get_running_loop().time())
+            status = DeadlineExceeded.code if late else "cancelled"
             raise
         except Exception:
             status = "internal"
