@@ -155,6 +155,11 @@ class Job:
         self._task.cancel()
         return True
 
+    def on_finished(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` once the job's work has ended, however it ended."""
+        assert self._task is not None, "the job has not started"
+        self._task.add_done_callback(lambda _: callback())
+
     async def wait(self) -> dict[str, Any]:
         """The result, or the job's error raised; cancelling the waiter cancels the job."""
         try:

@@ -145,3 +145,17 @@ class ServerMetrics:
             "Model versions loaded and ready to serve.",
             registry=registry,
         )
+        self.model_versions = Gauge(
+            "latentserve_model_versions",
+            "Loaded model versions (1 each) by state: serving, or draining (removed from "
+            "the repository, unloaded once its in-flight requests and jobs finish).",
+            ["model", "state"],
+            registry=registry,
+        )
+        self.model_reloads = Counter(
+            "latentserve_model_reloads",
+            "Versions a repository reload acted on, by outcome: loaded, refused (broken: "
+            "checksum, manifest, graph or warm-up failed) or removed.",
+            ["model", "outcome"],
+            registry=registry,
+        )
