@@ -58,6 +58,14 @@ class DeadlineExceededError(UnavailableError):
     server drops work of a call it can no longer answer in time."""
 
 
+class UnauthenticatedError(LatentServeError):
+    """The call needs a token and was made without one."""
+
+
+class PermissionDeniedError(LatentServeError):
+    """The token does not allow the call (e.g. a reload without an admin token)."""
+
+
 class ServerError(LatentServeError):
     """The server failed while handling a valid request."""
 
@@ -81,6 +89,8 @@ _BY_CODE: dict[str, type[LatentServeError]] = {
     "overloaded": OverloadedError,
     "unavailable": UnavailableError,
     "deadline_exceeded": DeadlineExceededError,
+    "unauthenticated": UnauthenticatedError,
+    "permission_denied": PermissionDeniedError,
     "cancelled": JobCancelledError,
     "internal": ServerError,
 }
@@ -88,6 +98,8 @@ _BY_CODE: dict[str, type[LatentServeError]] = {
 # Fallback when a REST body carries no known code (e.g. a proxy's error page).
 _BY_HTTP_STATUS: dict[int, type[LatentServeError]] = {
     400: InvalidArgumentError,
+    401: UnauthenticatedError,
+    403: PermissionDeniedError,
     404: ModelNotFoundError,
     409: JobCancelledError,
     413: InvalidArgumentError,
@@ -108,6 +120,8 @@ _BY_GRPC_STATUS: dict[grpc.StatusCode, type[LatentServeError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: OverloadedError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
 }
 
 

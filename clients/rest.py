@@ -34,6 +34,7 @@ from latentserve.clients.results import (
     Preview,
     Progress,
     Queued,
+    ReloadResult,
     Result,
     SampleChunk,
     SampleResult,
@@ -184,6 +185,13 @@ class RestClient:
         """Encode then decode ``images`` (what the model keeps of them)."""
         body = self._compute(f"/v1/models/{model}/reconstruct", _images_payload(images))
         return _decode_images(body["images"])
+
+    def reload_repository(self, admin_token: str) -> ReloadResult:
+        """Have the server serve what its model repository holds now (an admin call)."""
+        headers = {"Authorization": f"Bearer {admin_token}"}
+        body = self._call("POST", "/v1/repository/reload", None, headers=headers)
+        refused = {item["model"]: item["error"] for item in body["refused"]}
+        return ReloadResult(list(body["loaded"]), list(body["removed"]), refused)
 
     def close(self) -> None:
         self._http.close()

@@ -28,6 +28,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="graph runtime for models without a per-model override (default onnxruntime)",
     )
     p.add_argument(
+        "--repository-poll-interval",
+        type=float,
+        metavar="SECONDS",
+        help="reload the repository this often: serve new versions, unload removed ones "
+        "(default: only on POST /v1/repository/reload)",
+    )
+    p.add_argument(
+        "--admin-tokens-file",
+        type=Path,
+        help="file of admin bearer tokens, one a line, allowed to reload the repository",
+    )
+    p.add_argument(
         "--build-default",
         action="store_true",
         help="if the repository is missing or empty, train and export the default models "
@@ -47,6 +59,8 @@ def _serve(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         backend=args.backend,
+        repository_poll_interval_s=args.repository_poll_interval,
+        admin_tokens_file=args.admin_tokens_file,
     )
     if args.build_default and not _has_models(settings.repository):
         from latentserve.exporters.default_repository import build_default_repository

@@ -22,7 +22,9 @@ from latentserve.server.errors import (
     InvalidArgument,
     ModelNotFound,
     Overloaded,
+    PermissionDenied,
     ServingError,
+    Unauthenticated,
     Unavailable,
     Unsupported,
 )
@@ -42,6 +44,8 @@ GRPC_STATUS: dict[type[ServingError], grpc.StatusCode] = {
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 
@@ -296,6 +300,15 @@ class GrpcGenerativeService(pb_grpc.GenerativeServiceServicer):
     ) -> pb.ReconstructResponse:
         r = await self._service.reconstruct(request.model, list(request.images), PROTOCOL)
         return pb.ReconstructResponse(model=r.model, images=r.images)
+
+    @_unary("reload_repository")
+    async def ReloadRepository(
+        self, request: pb.ReloadRepositoryRequest, context: Any
+    ) -> pb.ReloadRepositoryResponse:
+        authorization = dict(context.invocation_metadata() or ()).get("authorization")
+        r = await self._service.reload_repository(authorization, PROTOCOL)
+        refused = [pb.RefusedVersion(model=v.model, error=v.error) for v in r.refused]
+        return pb.ReloadRepositoryResponse(loaded=r.loaded, removed=r.removed, refused=refused)
 
 
 def create_grpc_server(

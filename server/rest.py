@@ -8,6 +8,7 @@ already produced well-typed data) because per-request overhead is the throughput
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
@@ -22,7 +23,9 @@ from latentserve.server.errors import (
     InvalidArgument,
     ModelNotFound,
     Overloaded,
+    PermissionDenied,
     ServingError,
+    Unauthenticated,
     Unavailable,
     Unsupported,
 )
@@ -45,6 +48,8 @@ HTTP_STATUS: dict[type[ServingError], int] = {
     Overloaded: 429,
     Unavailable: 503,
     DeadlineExceeded: 504,
+    Unauthenticated: 401,
+    PermissionDenied: 403,
 }
 
 
@@ -173,6 +178,17 @@ class ModelInfo(BaseModel):
 
 class ModelList(BaseModel):
     models: list[ModelInfo]
+
+
+class RefusedVersion(BaseModel):
+    model: str = Field(description="name@version")
+    error: str = Field(description="why it is not served")
+
+
+class ReloadResponse(BaseModel):
+    loaded: list[str] = Field(description="name@version, served from now on")
+    removed: list[str] = Field(description="no longer served; unloaded when their work ends")
+    refused: list[RefusedVersion] = Field(description="on disk but not served")
 
 
 class ErrorDetail(BaseModel):
@@ -446,6 +462,22 @@ def create_rest_app(service: GenerativeService) -> FastAPI:
         images = [codecs.encode_base64(p) for p in result.images]
         return _json(ImagesResponse.model_construct(model=result.model, images=images))
 
+    @app.post(
+        "/v1/repository/reload",
+        response_model=ReloadResponse,
+        tags=["admin"],
+        responses={code: {"model": ErrorBody} for code in (401, 403)},
+        description=(
+            "Serve what the model repository holds now: new versions are loaded and warmed "
+            "up, then served (`name` moves to the newest); broken ones are refused while "
+            "the old keep serving; removed ones are unloaded once their in-flight work "
+            "ends. Needs `Authorization: Bearer <admin token>`."
+        ),
+    )
+    async def reload_repository(request: Request) -> Response:
+        result = await service.reload_repository(request.headers.get("authorization"), PROTOCOL)
+        return _json(ReloadResponse.model_validate(dataclasses.asdict(result)))
+
     return app
 
 
@@ -459,6 +491,8 @@ def _add_error_handlers(app: FastAPI, service: GenerativeService) -> None:
         if not exc.recorded:
             record(request, exc.code)
         headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
+        if isinstance(exc, Unauthenticated):
+            headers = {"WWW-Authenticate": "Bearer"}
         status = HTTP_STATUS.get(type(exc), 500)
         return error_response(status, exc.code, exc.message, getattr(exc, "field", None), headers)
 

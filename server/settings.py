@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     # entry is max_tokens x hidden_size float32: 48 KiB at 32 x 384.
     text_cache_size: int = Field(default=1024, ge=0)
 
+    # Hot reload: every this many seconds the server serves what the repository holds
+    # (new versions loaded and warmed up, removed ones unloaded); None: only on request.
+    repository_poll_interval_s: float | None = Field(default=None, gt=0)
+    # One admin token a line: a bearer token that may reload the repository. Without it,
+    # POST /v1/repository/reload and gRPC ReloadRepository are refused.
+    admin_tokens_file: Path | None = None
+
     @classmethod
     def settings_customise_sources(
         cls,
