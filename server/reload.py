@@ -22,6 +22,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from latentserve.server.errors import Unavailable
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.repository import (
     GraphOpener,
@@ -75,7 +76,9 @@ class RepositoryReloader:
         async with self._lock:
             result = ReloadResult()
             root = self._settings.repository
-            folders = version_dirs(root)[0] if root.is_dir() else []
+            if not root.is_dir():  # unmounted, say: not a reason to unload every model
+                raise Unavailable(f"model repository not found: {root}; nothing changed")
+            folders = version_dirs(root)[0]
             on_disk = {(f.parent.name, f.name): f for f in folders}
             served = self._repository.served()
             self._refused = {p: r for p, r in self._refused.items() if p in folders}

@@ -1,4 +1,5 @@
-"""Admin tokens (who may reload) and the warm-up a new version passes before it serves."""
+"""Parts of hot reload: admin tokens (who may reload), the warm-up a new version passes
+before it serves, and a reload that finds no repository changing nothing."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from latentserve.server.admin import AdminTokens
-from latentserve.server.errors import PermissionDenied, Unauthenticated
+from latentserve.server.errors import PermissionDenied, Unauthenticated, Unavailable
 from latentserve.server.warmup import WarmUpFailed, warm_up
 from test_service import make_service
 
@@ -56,6 +57,23 @@ def test_warm_up_runs_every_capability_and_refuses_non_finite_outputs(tmp_path: 
         fakes["sampler"].run = lambda inputs: {k: v * np.nan for k, v in run(inputs).items()}
         with pytest.raises(WarmUpFailed, match="sample gave non-finite values"):
             await warm_up(model)
+        await service.close()
+
+    asyncio.run(main())
+
+
+def test_a_reload_that_finds_no_repository_folder_unloads_nothing(tmp_path: Path) -> None:
+    service, _ = make_service(tmp_path)
+    (tmp_path / "repo").rename(tmp_path / "elsewhere")  # unmounted, say
+
+    async def main() -> None:
+        with pytest.raises(Unavailable, match="model repository not found"):
+            await service._reloader.reload()
+        assert [m.label for m in service._repository.models()] == [
+            "fake-ae@1",
+            "fake-vae@1",
+            "fake-vae@2",
+        ]
         await service.close()
 
     asyncio.run(main())
