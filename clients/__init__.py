@@ -42,6 +42,9 @@ _EXPORTS = {
     "UnavailableError": "errors",
     "UnauthenticatedError": "errors",
     "ClientTLS": "tls",
+    "DeadlineExceededError": "errors",
+    "PermissionDeniedError": "errors",
+    "ReloadResult": "results",
     "ServerError": "errors",
 }
 
@@ -49,6 +52,7 @@ __all__ = [
     "Accepted",
     "Client",
     "ClientTLS",
+    "DeadlineExceededError",
     "GrpcClient",
     "ImageShape",
     "InvalidArgumentError",
@@ -62,9 +66,11 @@ __all__ = [
     "ModelInfo",
     "ModelNotFoundError",
     "OverloadedError",
+    "PermissionDeniedError",
     "Preview",
     "Progress",
     "Queued",
+    "ReloadResult",
     "RestClient",
     "Result",
     "SampleChunk",
@@ -78,12 +84,14 @@ __all__ = [
 
 if TYPE_CHECKING:
     from latentserve.clients.errors import (
+        DeadlineExceededError,
         InvalidArgumentError,
         JobCancelledError,
         JobNotFoundError,
         LatentServeError,
         ModelNotFoundError,
         OverloadedError,
+        PermissionDeniedError,
         ServerError,
         UnauthenticatedError,
         UnavailableError,
@@ -102,6 +110,7 @@ if TYPE_CHECKING:
         Preview,
         Progress,
         Queued,
+        ReloadResult,
         Result,
         SampleChunk,
         SampleResult,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from latentserve.clients.params import typed_value
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from latentserve.clients import Client, SampleResult
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+ADMIN_TOKEN_ENV = "LATENTSERVE_ADMIN_TOKEN"
 # Sample parameters with an option of their own; --param KEY=VALUE reaches every other.
 SHORTCUTS = ("temperature", "steps", "sampler", "guidance_scale", "class_label")
 
@@ -62,6 +64,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     models.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     add_connection_options(models)
     models.set_defaults(func=_run_models)
+
+    reload = subparsers.add_parser(
+        "reload",
+        help="have a server serve what its model repository holds now (admin token)",
+        description="Load new versions, unload removed ones, report broken ones. The admin "
+        f"token comes from --admin-token-file or ${ADMIN_TOKEN_ENV}. Exits 1 if a version "
+        "was refused.",
+    )
+    reload.add_argument("--url", default=DEFAULT_URL, help=url_help)
+    reload.add_argument("--admin-token-file", type=Path, help="file holding the admin token")
+    reload.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
+    reload.set_defaults(func=_run_reload)
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -243,3 +257,31 @@ def _run_models(args: argparse.Namespace) -> int:
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         print("  ".join(cells).rstrip())
     return 0
+
+
+def _run_reload(args: argparse.Namespace) -> int:
+    from latentserve.clients import LatentServeError, connect
+
+    if args.admin_token_file is not None:
+        token = args.admin_token_file.read_text().strip()
+    else:
+        token = os.environ.get(ADMIN_TOKEN_ENV, "")
+    if not token:
+        print(f"latentserve reload: give --admin-token-file or ${ADMIN_TOKEN_ENV}", file=sys.stderr)
+        return 2
+    quiet_http_logs()
+    try:
+        with connect(args.url, timeout=args.timeout) as client:
+            result = client.reload_repository(token)
+    except LatentServeError as exc:
+        print(f"latentserve reload: {exc}", file=sys.stderr)
+        return 1
+    for label in result.loaded:
+        print(f"loaded   {label}")
+    for label in result.removed:
+        print(f"removed  {label} (unloaded once its requests finish)")
+    for label, error in result.refused.items():
+        print(f"refused  {label}: {error}")
+    if not (result.loaded or result.removed or result.refused):
+        print("nothing changed")
+    return 1 if result.refused else 0

@@ -53,8 +53,17 @@ class UnavailableError(LatentServeError):
     """The server could not be reached or is not ready."""
 
 
+class DeadlineExceededError(UnavailableError):
+    """The call's deadline (the client's ``timeout``) passed before the answer came; the
+    server drops work of a call it can no longer answer in time."""
+
+
 class UnauthenticatedError(LatentServeError):
     """The server needs a bearer token and got none, or one it does not know."""
+
+
+class PermissionDeniedError(LatentServeError):
+    """The token does not allow the call (e.g. a reload without an admin token)."""
 
 
 class ServerError(LatentServeError):
@@ -80,7 +89,9 @@ _ERRORS: list[tuple[str, int, type[LatentServeError]]] = [
     ("overloaded", 429, OverloadedError),
     ("unavailable", 503, UnavailableError),
     ("cancelled", 409, JobCancelledError),
+    ("deadline_exceeded", 504, DeadlineExceededError),
     ("unauthenticated", 401, UnauthenticatedError),
+    ("permission_denied", 403, PermissionDeniedError),
     ("internal", 500, ServerError),
 ]
 _BY_CODE = {code: cls for code, _, cls in _ERRORS}
@@ -96,8 +107,9 @@ _BY_GRPC_STATUS: dict[grpc.StatusCode, type[LatentServeError]] = {
     grpc.StatusCode.FAILED_PRECONDITION: UnsupportedError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: OverloadedError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
-    grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
 }
 
 

@@ -29,6 +29,7 @@ from latentserve.clients.results import (
     Preview,
     Progress,
     Queued,
+    ReloadResult,
     Result,
     SampleChunk,
     SampleResult,
@@ -218,6 +219,14 @@ class GrpcClient:
         response = self._unary(self._stub.Reconstruct, request)
         return [from_png(png) for png in response.images]
 
+    def reload_repository(self, admin_token: str) -> ReloadResult:
+        """Have the server serve what its model repository holds now (an admin call)."""
+        metadata = (("authorization", f"Bearer {admin_token}"),)
+        request = pb.ReloadRepositoryRequest()
+        response = self._unary(self._stub.ReloadRepository, request, metadata=metadata)
+        refused = {item.model: item.error for item in response.refused}
+        return ReloadResult(list(response.loaded), list(response.removed), refused)
+
     def close(self) -> None:
         self._channel.close()
 
@@ -232,9 +241,10 @@ class GrpcClient:
         method: Callable[..., Any],
         request: Any,
         not_found: type[LatentServeError] = ModelNotFoundError,
+        metadata: tuple[tuple[str, str], ...] | None = None,
     ) -> Any:
         try:
-            return method(request, timeout=self.timeout, metadata=self._metadata)
+            return method(request, timeout=self.timeout, metadata=metadata or self._metadata)
         except grpc.RpcError as exc:
             raise from_grpc(exc, not_found=not_found) from None
 

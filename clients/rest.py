@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 from latentserve.clients.errors import (
+    DeadlineExceededError,
     JobNotFoundError,
     LatentServeError,
     ModelNotFoundError,
@@ -33,6 +34,7 @@ from latentserve.clients.results import (
     Preview,
     Progress,
     Queued,
+    ReloadResult,
     Result,
     SampleChunk,
     SampleResult,
@@ -43,6 +45,7 @@ from latentserve.clients.tls import ClientTLS, bearer
 from PIL import Image
 
 _EVENT_STREAM = {"Accept": "text/event-stream"}
+TIMEOUT_HEADER = "X-Request-Timeout"
 
 
 class RestClient:
@@ -59,6 +62,7 @@ class RestClient:
         """``token`` is sent as ``Authorization: Bearer``; ``tls`` says which CA signed an
         ``https://`` server's certificate (default: the system's trusted CAs)."""
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
         if tls is not None and not self.base_url.startswith("https://"):
             raise ValueError(f"TLS options need an https:// URL, got {base_url!r}")
         self._http = httpx.Client(
@@ -86,7 +90,7 @@ class RestClient:
         ``steps``, ``sampler``, ...); one the model does not take raises
         :class:`InvalidArgumentError` naming it.
         """
-        body = self._call("POST", f"/v1/models/{model}/sample", sample_params(n, seed, params))
+        body = self._compute(f"/v1/models/{model}/sample", sample_params(n, seed, params))
         return _sample_result(body)
 
     def stream_sample(
@@ -118,7 +122,7 @@ class RestClient:
         ``steps``, ``sampler``, ``eta``, ``guidance_scale``, and for img2img ``image`` (PIL,
         numpy, PNG bytes or a path) with ``strength``."""
         payload = _text_params(prompt, n, seed, params)
-        return _sample_result(self._call("POST", f"/v1/models/{model}/text-to-image", payload))
+        return _sample_result(self._compute(f"/v1/models/{model}/text-to-image", payload))
 
     def text_to_image_events(
         self, model: str, prompt: str, n: int = 1, seed: int | None = None, **params: Any
@@ -169,7 +173,7 @@ class RestClient:
 
     def encode_groups(self, model: str, images: Iterable[ImageInput]) -> dict[str, np.ndarray]:
         """Every latent group of ``images`` by name (NVAE groups, flow scales, VQ codes)."""
-        body = self._call("POST", f"/v1/models/{model}/encode", _images_payload(images))
+        body = self._compute(f"/v1/models/{model}/encode", _images_payload(images))
         return {name: _array(rows) for name, rows in body["groups"].items()}
 
     def log_prob(
@@ -185,7 +189,7 @@ class RestClient:
             payload["samples"] = samples
         if seed is not None:
             payload["seed"] = seed
-        body = self._call("POST", f"/v1/models/{model}/log-prob", payload)
+        body = self._compute(f"/v1/models/{model}/log-prob", payload)
         return LogProbResult(
             model=body["model"],
             bits_per_dim=[float(b) for b in body["bits_per_dim"]],
@@ -196,8 +200,15 @@ class RestClient:
 
     def reconstruct(self, model: str, images: Iterable[ImageInput]) -> list[Image.Image]:
         """Encode then decode ``images`` (what the model keeps of them)."""
-        body = self._call("POST", f"/v1/models/{model}/reconstruct", _images_payload(images))
+        body = self._compute(f"/v1/models/{model}/reconstruct", _images_payload(images))
         return _decode_images(body["images"])
+
+    def reload_repository(self, admin_token: str) -> ReloadResult:
+        """Have the server serve what its model repository holds now (an admin call)."""
+        headers = {"Authorization": f"Bearer {admin_token}"}
+        body = self._call("POST", "/v1/repository/reload", None, headers=headers)
+        refused = {item["model"]: item["error"] for item in body["refused"]}
+        return ReloadResult(list(body["loaded"]), list(body["removed"]), refused)
 
     def close(self) -> None:
         self._http.close()
@@ -208,15 +219,23 @@ class RestClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _compute(self, path: str, payload: dict) -> dict:
+        """A call whose answer the client waits for: the server is told how long
+        (``X-Request-Timeout``), so it drops the work if it is still queued by then."""
+        return self._call("POST", path, payload, headers={TIMEOUT_HEADER: f"{self.timeout:g}"})
+
     def _call(
         self,
         method: str,
         path: str,
         payload: dict | None = None,
         not_found: type[LatentServeError] = ModelNotFoundError,
+        headers: dict[str, str] | None = None,
     ) -> dict:
         try:
-            response = self._http.request(method, path, json=payload)
+            response = self._http.request(method, path, json=payload, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise DeadlineExceededError(f"{self.base_url}: no answer in {self.timeout:g}s") from exc
         except httpx.TransportError as exc:
             raise self._unavailable(exc) from exc
         body = _json_or_text(response)

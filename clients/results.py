@@ -157,3 +157,13 @@ def single_group(model: str, groups: dict[str, np.ndarray]) -> np.ndarray:
             f"({', '.join(groups)}): use encode_groups()"
         )
     return next(iter(groups.values()))
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What a repository reload did: versions served from now on, versions no longer
+    served (unloaded once their in-flight work ends), and versions refused, with why."""
+
+    loaded: list[str]
+    removed: list[str]
+    refused: dict[str, str]  # name@version -> the reason it is not served

@@ -10,12 +10,9 @@ server interceptor (UNAUTHENTICATED before any request is decoded). Paths in
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,12 +20,12 @@ from fastapi import FastAPI
 from latentserve.server import grpc_service, rest
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.settings import Settings
+from latentserve.server.tokens import SCHEME, bearer_token, known_token, read_tokens
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
 CODE = "unauthenticated"
-SCHEME = "bearer"
 
 
 @dataclass(frozen=True)
@@ -51,33 +48,6 @@ _INVALID = Refusal(
     "the bearer token is not valid",
     'Bearer realm="latentserve", error="invalid_token"',
 )
-
-
-def _digest(token: bytes) -> bytes:
-    return hashlib.sha256(token).digest()
-
-
-def read_tokens(path: Path) -> tuple[bytes, ...]:
-    """The digests of the tokens in ``path``; a file with none is an error (it would lock
-    every client out), and a bad line is named by number, never quoted."""
-    if not path.is_file():
-        raise FileNotFoundError(f"auth tokens file not found: {path}")
-    digests = []
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        token = line.strip()
-        if not token or token.startswith("#"):
-            continue
-        if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
-            raise ValueError(
-                f"{path}, line {number}: a token is one word of printable ASCII characters"
-            )
-        digests.append(_digest(token.encode()))
-    if not digests:
-        raise ValueError(
-            f"{path} holds no tokens (one a line); to serve without authentication, "
-            "leave auth_tokens_file unset"
-        )
-    return tuple(digests)
 
 
 def is_exempt(path: str, exempt_paths: Iterable[str]) -> bool:
@@ -104,6 +74,8 @@ class BearerAuth:
         if settings.auth_tokens_file is None:
             return None
         digests = read_tokens(settings.auth_tokens_file)
+        if settings.admin_tokens_file is not None:  # an admin may also make ordinary calls
+            digests += read_tokens(settings.admin_tokens_file)
         log.info(
             "bearer-token authentication on: %d token(s) from %s",
             len(digests),
@@ -116,23 +88,15 @@ class BearerAuth:
 
     def check(self, authorization: str | None, protocol: str) -> Refusal | None:
         """``None`` if ``authorization`` (the header's value) carries a known token."""
-        scheme, _, credentials = (authorization or "").strip().partition(" ")
-        token = credentials.strip()
-        if scheme.lower() != SCHEME or not token:
+        token = bearer_token(authorization)
+        if token is None:
             refusal = _MISSING
-        elif self._known(token.encode("utf-8", "replace")):
+        elif known_token(token, self._digests):
             return None
         else:
             refusal = _INVALID
         self._refused.labels(protocol, refusal.reason).inc()
         return refusal
-
-    def _known(self, token: bytes) -> bool:
-        digest = _digest(token)
-        found = False
-        for known in self._digests:  # no early exit: every check costs the same
-            found |= hmac.compare_digest(digest, known)
-        return found
 
 
 class BearerAuthMiddleware:

@@ -13,6 +13,7 @@ fails only the requests in it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -22,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from latentserve.server import deadlines
 from latentserve.server.errors import Overloaded, ServingError, Unavailable
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.runtime import Runtime
@@ -42,6 +44,7 @@ class _Request:
     n: int
     future: asyncio.Future[Arrays]
     enqueued: float
+    deadline: float | None  # the client's (``deadlines``): past it, the request is dropped
     dispatched: int = 0  # items already handed to a batch
     received: int = 0  # items whose outputs came back
     parts: dict[int, Arrays] = field(default_factory=dict)  # by start offset
@@ -93,7 +96,9 @@ class Batcher:
         self._avg_batch_s = 0.01
         self._closed = False
         self._m = None
+        self._drops = None
         if metrics is not None:
+            self._drops = functools.partial(metrics.queue_drops.labels, model, graph)
             self._m = (
                 metrics.queue_wait.labels(model, graph),
                 metrics.batch_size.labels(model, graph),
@@ -111,7 +116,16 @@ class Batcher:
         if len(self._queue) >= self._max_queue:
             raise Overloaded("queue is full, retry later", self.retry_after_s())
         loop = asyncio.get_running_loop()
-        request = _Request(compatibility_key(inputs), inputs, n, loop.create_future(), loop.time())
+        request = _Request(
+            compatibility_key(inputs),
+            inputs,
+            n,
+            loop.create_future(),
+            loop.time(),
+            deadlines.current(),
+        )
+        if self._dropped(request, request.enqueued):
+            return await request.future  # its deadline passed before it was queued
         self._queue.append(request)
         self._queued_items += n
         if self._worker is None:
@@ -173,10 +187,19 @@ class Batcher:
         self._slots.release()
 
     def _drop_abandoned_head(self) -> None:
-        # A request whose caller went away (or whose earlier part failed) needs no compute.
-        while self._queue and self._queue[0].future.done():
+        # A request whose caller went away, whose deadline passed (or whose earlier part
+        # failed) needs no compute.
+        now = asyncio.get_running_loop().time()
+        while self._queue and self._dropped(self._queue[0], now):
             dropped = self._queue.popleft()
             self._queued_items -= dropped.n - dropped.dispatched
+
+    def _dropped(self, request: _Request, now: float) -> bool:
+        """Whether ``request`` leaves the queue uncomputed; counts it by reason if so."""
+        reason = deadlines.drop_reason(request.future, request.deadline, now)
+        if reason is not None and self._drops is not None:
+            self._drops(reason).inc()
+        return reason is not None
 
     def _room(self) -> int:
         """Items the next batch may take. Balanced, the backlog is shared evenly among the
@@ -194,7 +217,7 @@ class Batcher:
         while self._queue and room > 0:
             request = self._queue.popleft()
             left = request.n - request.dispatched
-            if request.future.done():
+            if self._dropped(request, now):
                 self._queued_items -= left
                 continue
             if request.key != key:

@@ -38,6 +38,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--tls-client-ca", type=Path, help="gRPC: require client certificates signed by this CA"
     )
     p.add_argument(
+        "--repository-poll-interval",
+        type=float,
+        metavar="SECONDS",
+        help="reload the repository this often: serve new versions, unload removed ones "
+        "(default: only on POST /v1/repository/reload)",
+    )
+    p.add_argument(
+        "--admin-tokens-file",
+        type=Path,
+        help="file of admin bearer tokens, one a line, allowed to reload the repository",
+    )
+    p.add_argument(
         "--build-default",
         action="store_true",
         help="if the repository is missing or empty, train and export the default models "
@@ -61,6 +73,8 @@ def _serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
+        repository_poll_interval_s=args.repository_poll_interval,
+        admin_tokens_file=args.admin_tokens_file,
     )
     if args.build_default and not _has_models(settings.repository):
         from latentserve.exporters.default_repository import build_default_repository

@@ -53,3 +53,22 @@ class Unavailable(ServingError):
     """The server cannot answer now (models still loading, shutting down, timed out)."""
 
     code = "unavailable"
+
+
+class DeadlineExceeded(ServingError):
+    """The client's deadline (a gRPC deadline, REST's ``X-Request-Timeout``) passed first."""
+
+    code = "deadline_exceeded"
+
+
+class Unauthenticated(ServingError):
+    """A call that needs a token came without one (401 / UNAUTHENTICATED)."""
+
+    code = "unauthenticated"
+
+
+class PermissionDenied(ServingError):
+    """The token presented does not allow the call, or the call is disabled (403 /
+    PERMISSION_DENIED)."""
+
+    code = "permission_denied"

@@ -16,11 +16,15 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from latentserve.server import deadlines
 from latentserve.server.errors import (
+    DeadlineExceeded,
     InvalidArgument,
     ModelNotFound,
     Overloaded,
+    PermissionDenied,
     ServingError,
+    Unauthenticated,
     Unavailable,
     Unsupported,
 )
@@ -40,6 +44,9 @@ GRPC_STATUS: dict[type[ServingError], grpc.StatusCode] = {
     Unsupported: grpc.StatusCode.UNIMPLEMENTED,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 
@@ -67,6 +74,7 @@ def _unary(method: str) -> Callable:
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
         async def handler(self: GrpcGenerativeService, request: Any, context: Any) -> Any:
+            deadlines.begin(context.time_remaining())
             try:
                 return await fn(self, request, context)
             except ServingError as exc:
@@ -216,6 +224,7 @@ class GrpcGenerativeService(pb_grpc.GenerativeServiceServicer):
         self, request: pb.SampleRequest | pb.TextToImageRequest, method: str, context: Any
     ) -> AsyncIterator[pb.JobEvent]:
         """A job's events; the call ending (cancelled, deadline) cancels the job."""
+        deadlines.begin(context.time_remaining())
         try:
             job = await self._service.submit_job(request.model, method, _params(request), PROTOCOL)
         except ServingError as exc:
@@ -252,6 +261,7 @@ class GrpcGenerativeService(pb_grpc.GenerativeServiceServicer):
     async def StreamSample(
         self, request: pb.SampleRequest, context: Any
     ) -> AsyncIterator[pb.SampleChunk]:
+        deadlines.begin(context.time_remaining())
         chunks = self._service.sample_stream(request.model, _params(request), PROTOCOL)
         try:
             async for c in chunks:
@@ -291,6 +301,15 @@ class GrpcGenerativeService(pb_grpc.GenerativeServiceServicer):
     ) -> pb.ReconstructResponse:
         r = await self._service.reconstruct(request.model, list(request.images), PROTOCOL)
         return pb.ReconstructResponse(model=r.model, images=r.images)
+
+    @_unary("reload_repository")
+    async def ReloadRepository(
+        self, request: pb.ReloadRepositoryRequest, context: Any
+    ) -> pb.ReloadRepositoryResponse:
+        authorization = dict(context.invocation_metadata() or ()).get("authorization")
+        r = await self._service.reload_repository(authorization, PROTOCOL)
+        refused = [pb.RefusedVersion(model=v.model, error=v.error) for v in r.refused]
+        return pb.ReloadRepositoryResponse(loaded=r.loaded, removed=r.removed, refused=refused)
 
 
 def create_grpc_server(

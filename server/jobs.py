@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from latentserve.server import deadlines
 from latentserve.server.errors import Overloaded, ServingError, Unavailable
 from latentserve.server.metrics import ServerMetrics
 
@@ -154,6 +155,11 @@ class Job:
         self._task.cancel()
         return True
 
+    def on_finished(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` once the job's work has ended, however it ended."""
+        assert self._task is not None, "the job has not started"
+        self._task.add_done_callback(lambda _: callback())
+
     async def wait(self) -> dict[str, Any]:
         """The result, or the job's error raised; cancelling the waiter cancels the job."""
         try:
@@ -245,16 +251,13 @@ class JobManager:
     async def _run(self, job: Job, work: Work, render: Any, retain: bool) -> None:
         progress = Progress(job, render, self._metrics)
         try:
-            async with asyncio.timeout(job.deadline_s):
+            async with deadlines.within(job.deadline_s, "job"):
                 result = await work(progress)
             await progress.flush()
             job.result = result
             self._finish(job, JobState.DONE, JobEvent("result", result))
         except asyncio.CancelledError:
             self._finish(job, JobState.CANCELLED, _error_event("cancelled", "job was cancelled"))
-        except TimeoutError:
-            job.error = Unavailable(f"job timed out after {job.deadline_s:g}s")
-            self._finish(job, JobState.FAILED, _error_event(job.error.code, job.error.message))
         except ServingError as exc:
             job.error = exc
             field = getattr(exc, "field", None)

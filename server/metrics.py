@@ -132,6 +132,14 @@ class ServerMetrics:
             ["model"],
             registry=registry,
         )
+        self.queue_drops = Counter(
+            "latentserve_queue_drops",
+            "Queued work dropped before it computed, by queue (a graph's batcher, or steps: "
+            "a model's job queue) and reason: deadline (the client's deadline passed), "
+            "cancelled (its caller went away) or failed (an earlier part of it failed).",
+            ["model", "queue", "reason"],
+            registry=registry,
+        )
         self.models_loaded = Gauge(
             "latentserve_models_loaded",
             "Model versions loaded and ready to serve.",
@@ -141,5 +149,19 @@ class ServerMetrics:
             "latentserve_auth_refused",
             "Requests refused for a missing or unknown bearer token, by protocol and reason.",
             ["protocol", "reason"],
+            registry=registry,
+        )
+        self.model_versions = Gauge(
+            "latentserve_model_versions",
+            "Loaded model versions (1 each) by state: serving, or draining (removed from "
+            "the repository, unloaded once its in-flight requests and jobs finish).",
+            ["model", "state"],
+            registry=registry,
+        )
+        self.model_reloads = Counter(
+            "latentserve_model_reloads",
+            "Versions a repository reload acted on, by outcome: loaded, refused (broken: "
+            "checksum, manifest, graph or warm-up failed) or removed.",
+            ["model", "outcome"],
             registry=registry,
         )

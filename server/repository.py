@@ -3,12 +3,18 @@
 A model is addressed as ``name`` (its highest integer version) or ``name@version``.
 Loading verifies each graph's checksum and opens it with the configured backend, so a
 broken or tampered export fails at startup rather than at the first request.
+
+Versions can be added and removed while serving (``latentserve.server.reload``). Every
+request holds a ``Lease`` on the version it resolved, so a removed version stops resolving
+at once but is unloaded (its batchers closed) only when its last request or job is done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,11 +79,42 @@ def verify_assets(version_dir: Path, manifest: Manifest) -> None:
         verify_checksum(path, asset.sha256)
 
 
+def version_dirs(root: Path) -> tuple[list[Path], list[Path]]:
+    """The version folders under ``root`` holding a manifest, and those skipped because
+    their name is not a version (ASCII digits, no leading 0, see ``model_ref``)."""
+    folders = [path.parent for path in sorted(root.glob(f"*/*/{MANIFEST_FILENAME}"))]
+    good = [f for f in folders if parse_version(f.name) is not None]
+    return good, [f for f in folders if f not in good]
+
+
+class Lease:
+    """One request's hold on a loaded version: while any is held, the version stays loaded."""
+
+    def __init__(self, repository: ModelRepository, model: LoadedModel) -> None:
+        self.model = model
+        self._repository = repository
+        self._held = True
+        repository._users[id(model)] += 1
+
+    def share(self) -> Lease:
+        """Another hold on the same version, for work that outlives this one (a job)."""
+        return Lease(self._repository, self.model)
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._repository._release(self.model)
+
+
 class ModelRepository:
-    def __init__(self, models: list[LoadedModel]) -> None:
+    def __init__(self, models: list[LoadedModel], metrics: ServerMetrics | None = None) -> None:
         self._versions: dict[str, dict[int, LoadedModel]] = {}
+        self._metrics = metrics
+        self._users: Counter[int] = Counter()  # id(model) -> leases held on it
+        self._draining: dict[int, LoadedModel] = {}  # removed, unloaded when unused
+        self._unloading: set[asyncio.Task[None]] = set()
         for model in models:
-            self._versions.setdefault(model.manifest.name, {})[int(model.manifest.version)] = model
+            self.add(model)
 
     @classmethod
     def load(
@@ -89,15 +126,14 @@ class ModelRepository:
     ) -> ModelRepository:
         if not root.is_dir():
             raise FileNotFoundError(f"model repository not found: {root}")
-        manifests = sorted(root.glob(f"*/*/{MANIFEST_FILENAME}"))
+        folders, skipped = version_dirs(root)
+        for folder in skipped:
+            log.warning("skipping %s: version folders are numbers (no leading 0)", folder)
         models = []
-        for path in manifests:
-            if parse_version(path.parent.name) is None:
-                log.warning("skipping %s: version folders are numbers (no leading 0)", path.parent)
-                continue
-            models.append(load_model(path.parent, settings, metrics, opener))
+        for folder in folders:
+            models.append(load_model(folder, settings, metrics, opener))
             log.info("loaded %s (%s)", models[-1].label, ", ".join(models[-1].providers))
-        return cls(models)
+        return cls(models, metrics)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._versions.values())
@@ -125,5 +161,67 @@ class ModelRepository:
     def _sorted(self, name: str) -> list[int]:
         return sorted(self._versions[name])
 
+    def lease(self, ref: str) -> Lease:
+        """Resolve ``ref`` and hold the version until the lease is released."""
+        return Lease(self, self.resolve(ref))
+
+    def add(self, model: LoadedModel) -> None:
+        """Serve ``model``: ``name`` resolves to it if it is the highest version."""
+        versions = self._versions.setdefault(model.manifest.name, {})
+        if int(model.manifest.version) in versions:
+            raise ValueError(f"{model.label} is already loaded")
+        versions[int(model.manifest.version)] = model
+        self._count(model, "serving")
+
+    def remove(self, name: str, version: str) -> LoadedModel:
+        """Stop resolving ``name@version`` now; unload it once its last lease is released."""
+        versions = self._versions[name]
+        model = versions.pop(int(version))
+        if not versions:
+            del self._versions[name]
+        self._draining[id(model)] = model
+        self._count(model, "draining")
+        if not self._users[id(model)]:
+            self._unload(model)
+        return model
+
+    def served(self) -> set[tuple[str, str]]:
+        """``(name, version)`` of every version that resolves."""
+        return {(n, str(v)) for n, versions in self._versions.items() for v in versions}
+
+    def _release(self, model: LoadedModel) -> None:
+        key = id(model)
+        self._users[key] -= 1
+        if self._users[key] <= 0:
+            del self._users[key]
+            if key in self._draining:
+                self._unload(model)
+
+    def _unload(self, model: LoadedModel) -> None:
+        del self._draining[id(model)]
+        task = asyncio.get_running_loop().create_task(model.pipeline.close())
+        self._unloading.add(task)
+        task.add_done_callback(self._unloading.discard)
+        self._count(model, None)
+        log.info("unloaded %s: its last request finished", model.label)
+
+    def _count(self, model: LoadedModel, state: str | None) -> None:
+        """Keep the version gauges: one per loaded version, by state (None: unloaded)."""
+        if self._metrics is None:
+            return
+        self._metrics.models_loaded.set(len(self))
+        gauge = self._metrics.model_versions
+        for known in ("serving", "draining"):
+            if known != state:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(model.label, known)
+        if state is not None:
+            gauge.labels(model.label, state).set(1)
+
     async def close(self) -> None:
-        await asyncio.gather(*(m.pipeline.close() for m in self.models()))
+        draining = list(self._draining.values())
+        self._draining.clear()
+        closing = [m.pipeline.close() for m in (*self.models(), *draining)]
+        await asyncio.gather(*closing, *self._unloading)
+        if self._metrics is not None:
+            self._metrics.models_loaded.set(0)

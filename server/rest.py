@@ -8,21 +8,25 @@ already produced well-typed data) because per-request overhead is the throughput
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
-from fastapi import Body, FastAPI, Request
+from fastapi import Body, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from latentserve.server import codecs
+from latentserve.server import codecs, deadlines
 from latentserve.server.body_limit import BodyLimitMiddleware
 from latentserve.server.browser import add_offline_docs
 from latentserve.server.errors import (
+    DeadlineExceeded,
     InvalidArgument,
     ModelNotFound,
     Overloaded,
+    PermissionDenied,
     ServingError,
+    Unauthenticated,
     Unavailable,
     Unsupported,
 )
@@ -46,6 +50,9 @@ HTTP_STATUS: dict[type[ServingError], int] = {
     Unsupported: 400,
     Overloaded: 429,
     Unavailable: 503,
+    DeadlineExceeded: 504,
+    Unauthenticated: 401,
+    PermissionDenied: 403,
 }
 
 
@@ -178,6 +185,17 @@ class ModelInfo(BaseModel):
 
 class ModelList(BaseModel):
     models: list[ModelInfo]
+
+
+class RefusedVersion(BaseModel):
+    model: str = Field(description="name@version")
+    error: str = Field(description="why it is not served")
+
+
+class ReloadResponse(BaseModel):
+    loaded: list[str] = Field(description="name@version, served from now on")
+    removed: list[str] = Field(description="no longer served; unloaded when their work ends")
+    refused: list[RefusedVersion] = Field(description="on disk but not served")
 
 
 class ErrorDetail(BaseModel):
@@ -318,13 +336,28 @@ def _decode_images(images: list[str]) -> list[bytes]:
     return [codecs.decode_base64(text, f"images[{i}]") for i, text in enumerate(images)]
 
 
+async def _client_deadline(
+    timeout: str | None = Header(
+        default=None,
+        alias=deadlines.TIMEOUT_HEADER,
+        description="seconds the client waits for the answer: work still queued when they "
+        "have passed is dropped uncomputed, and the answer is 504 deadline_exceeded",
+    ),
+) -> None:
+    if timeout is not None:
+        deadlines.begin(deadlines.parse_timeout(timeout))
+
+
 def create_rest_app(service: GenerativeService) -> FastAPI:
     """The REST app over ``service``; loading models is the composition root's job."""
     app = FastAPI(
         title="latentserve",
         version=__version__,
         description="Sample, encode, reconstruct and score images with generative models.",
-        responses={code: {"model": ErrorBody} for code in (400, 404, 413, 422, 429, 503)},
+        responses={
+            code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 422, 429, 503, 504)
+        },
+        dependencies=[Depends(_client_deadline)],
         docs_url=None,  # browser.add_offline_docs serves /docs without a CDN
         redoc_url=None,
     )
@@ -449,6 +482,22 @@ def create_rest_app(service: GenerativeService) -> FastAPI:
         images = [codecs.encode_base64(p) for p in result.images]
         return _json(ImagesResponse.model_construct(model=result.model, images=images))
 
+    @app.post(
+        "/v1/repository/reload",
+        response_model=ReloadResponse,
+        tags=["admin"],
+        responses={code: {"model": ErrorBody} for code in (401, 403)},
+        description=(
+            "Serve what the model repository holds now: new versions are loaded and warmed "
+            "up, then served (`name` moves to the newest); broken ones are refused while "
+            "the old keep serving; removed ones are unloaded once their in-flight work "
+            "ends. Needs `Authorization: Bearer <admin token>`."
+        ),
+    )
+    async def reload_repository(request: Request) -> Response:
+        result = await service.reload_repository(request.headers.get("authorization"), PROTOCOL)
+        return _json(ReloadResponse.model_validate(dataclasses.asdict(result)))
+
     return app
 
 
@@ -462,6 +511,8 @@ def _add_error_handlers(app: FastAPI, service: GenerativeService) -> None:
         if not exc.recorded:
             record(request, exc.code)
         headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
+        if isinstance(exc, Unauthenticated):
+            headers = {"WWW-Authenticate": "Bearer"}
         status = HTTP_STATUS.get(type(exc), 500)
         return error_response(status, exc.code, exc.message, getattr(exc, "field", None), headers)
 

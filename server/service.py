@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
-from latentserve.server import codecs
-from latentserve.server.errors import InvalidArgument, ServingError, Unavailable
+from latentserve.server import codecs, deadlines
+from latentserve.server.admin import AdminTokens
+from latentserve.server.errors import DeadlineExceeded, InvalidArgument, ServingError, Unavailable
 from latentserve.server.jobs import Job, JobManager, Work
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.params import SampleParams, resolve_seed
-from latentserve.server.repository import LoadedModel, ModelRepository
+from latentserve.server.reload import ReloadResult, RepositoryReloader
+from latentserve.server.repository import Lease, LoadedModel, ModelRepository
 from latentserve.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -92,12 +94,24 @@ class ReconstructResult:
 
 
 class _Call:
-    """Labels of one request, filled in as it is resolved; read when it is recorded."""
+    """Labels of one request, filled in as it is resolved; read when it is recorded. It
+    also holds the leases on the model versions it uses until it ends."""
 
-    __slots__ = ("model",)
+    __slots__ = ("model", "leases")
 
     def __init__(self) -> None:
         self.model = "unknown"
+        self.leases: list[Lease] = []
+
+    def use(self, lease: Lease) -> LoadedModel:
+        self.leases.append(lease)
+        self.model = lease.model.label
+        return lease.model
+
+    def hand_over(self, job: Job) -> None:
+        """The job may outlive the call: it holds the versions until it finishes."""
+        for lease in self.leases:
+            job.on_finished(lease.share().release)
 
 
 class GenerativeService:
@@ -111,14 +125,15 @@ class GenerativeService:
         self.metrics = metrics
         self._repository = repository
         self._draining = False
+        self._admins = AdminTokens.from_file(settings.admin_tokens_file)
+        self._reloader = None if repository is None else self._reloader_for(repository)
+        self._polling: asyncio.Task[None] | None = None
         self.jobs = JobManager(
             metrics,
             max_jobs=settings.max_jobs,
             ttl_s=settings.job_ttl_s,
             max_finished=settings.max_finished_jobs,
         )
-        if repository is not None:
-            metrics.models_loaded.set(len(repository))
 
     @property
     def ready(self) -> bool:
@@ -130,16 +145,32 @@ class GenerativeService:
             ModelRepository.load, self.settings.repository, self.settings, self.metrics
         )
         self._repository = repository
-        self.metrics.models_loaded.set(len(repository))
+        self._reloader = self._reloader_for(repository)
+        if self.settings.repository_poll_interval_s is not None:
+            polling = self._reloader.poll(self.settings.repository_poll_interval_s)
+            self._polling = asyncio.get_running_loop().create_task(polling)
+
+    def _reloader_for(self, repository: ModelRepository) -> RepositoryReloader:
+        return RepositoryReloader(repository, self.settings, self.metrics)
+
+    async def reload_repository(self, authorization: str | None, protocol: str) -> ReloadResult:
+        """Serve what the repository holds now (admins only; see ``reload.py``)."""
+        async with self._track("reload_repository", protocol):
+            self._admins.check(authorization)
+            if self._reloader is None or self._draining:
+                raise Unavailable("models are still loading, or the server is shutting down")
+            return await self._reloader.reload()
 
     def start_draining(self) -> None:
         self._draining = True
 
     async def close(self) -> None:
+        if self._polling is not None:
+            self._polling.cancel()
+            await asyncio.gather(self._polling, return_exceptions=True)
         await self.jobs.close()
         if self._repository is not None:
             await self._repository.close()
-        self.metrics.models_loaded.set(0)
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -147,6 +178,12 @@ class GenerativeService:
         if self._repository is None:
             raise Unavailable("models are still loading")
         return self._repository.resolve(ref)
+
+    def _lease(self, ref: str) -> Lease:
+        """The version ``ref`` names, held (kept loaded) for the call that uses it."""
+        if self._repository is None:
+            raise Unavailable("models are still loading")
+        return self._repository.lease(ref)
 
     def list_models(self) -> list[ModelDescription]:
         if self._repository is None:
@@ -224,8 +261,7 @@ class GenerativeService:
     def _submit(
         self, ref: str, method: str, raw: Mapping[str, Any], call: _Call, *, retain: bool
     ) -> Job:
-        model = self._resolve(ref)
-        call.model = model.label
+        model = call.use(self._lease(ref))
         params = model.pipeline.prepare(raw, method)
 
         async def work(progress: Any) -> dict[str, Any]:
@@ -233,15 +269,22 @@ class GenerativeService:
             pngs = await self._to_pngs(model, images)
             return {"model": model.label, "seed": params.resolved_seed, "images": pngs}
 
-        return self._start_job(model, method, params, work, retain=retain)
+        return self._start_job(call, model, method, params, work, retain=retain)
 
     def _start_job(
-        self, model: LoadedModel, method: str, params: SampleParams, work: Work, *, retain: bool
+        self,
+        call: _Call,
+        model: LoadedModel,
+        method: str,
+        params: SampleParams,
+        work: Work,
+        *,
+        retain: bool,
     ) -> Job:
         async def render(images: np.ndarray) -> list[bytes]:
             return await self._to_pngs(model, images)
 
-        return self.jobs.submit(
+        job = self.jobs.submit(
             model.label,
             method,
             # the job's params as JSON-ready values: an img2img image is not echoed back
@@ -251,6 +294,8 @@ class GenerativeService:
             deadline_s=self.settings.job_timeout_s,
             retain=retain,
         )
+        call.hand_over(job)
+        return job
 
     async def sample_stream(
         self, ref: str, raw: Mapping[str, Any], protocol: str
@@ -261,8 +306,7 @@ class GenerativeService:
         chunks pass through a one-slot queue, so computing runs at most a chunk ahead.
         """
         async with self._track("stream_sample", protocol) as call:
-            model = self._resolve(ref)
-            call.model = model.label
+            model = call.use(self._lease(ref))
             params = model.pipeline.prepare(raw)
             chunk = min(self.settings.stream_chunk_size, model.serving.max_batch_size)
             chunks: asyncio.Queue[SampleChunk | None] = asyncio.Queue(maxsize=1)
@@ -283,7 +327,7 @@ class GenerativeService:
                 await chunks.put(None)
                 return {"model": model.label, "seed": params.resolved_seed, "images": []}
 
-            job = self._start_job(model, "stream_sample", params, work, retain=False)
+            job = self._start_job(call, model, "stream_sample", params, work, retain=False)
             try:
                 while (item := await chunks.get()) is not None:
                     yield item
@@ -293,8 +337,7 @@ class GenerativeService:
 
     async def encode(self, ref: str, images: list[bytes], protocol: str) -> EncodeResult:
         async with self._track("encode", protocol) as call:
-            model = self._resolve(ref)
-            call.model = model.label
+            model = call.use(self._lease(ref))
             model.pipeline.require("encode")
             batch = await self._from_pngs(model, images)
             return EncodeResult(model.label, await self._timed(model.pipeline.encode(batch)))
@@ -309,8 +352,7 @@ class GenerativeService:
     ) -> LogProbResult:
         """Bits/dim per image; says whether it is exact, an ELBO or an IW bound."""
         async with self._track("log_prob", protocol) as call:
-            model = self._resolve(ref)
-            call.model = model.label
+            model = call.use(self._lease(ref))
             samples = 1 if samples is None else samples
             limit = self.settings.max_log_prob_samples
             if not 1 <= samples <= limit:
@@ -323,8 +365,7 @@ class GenerativeService:
 
     async def reconstruct(self, ref: str, images: list[bytes], protocol: str) -> ReconstructResult:
         async with self._track("reconstruct", protocol) as call:
-            model = self._resolve(ref)
-            call.model = model.label
+            model = call.use(self._lease(ref))
             model.pipeline.require("reconstruct")
             batch = await self._from_pngs(model, images)
             out = await self._timed(model.pipeline.reconstruct(batch))
@@ -357,13 +398,8 @@ class GenerativeService:
         return await asyncio.to_thread(fn, *args)
 
     async def _timed(self, work: Awaitable[T]) -> T:
-        try:
-            async with asyncio.timeout(self.settings.request_timeout_s):
-                return await work
-        except TimeoutError:
-            raise Unavailable(
-                f"request timed out after {self.settings.request_timeout_s:g}s"
-            ) from None
+        async with deadlines.within(self.settings.request_timeout_s, "request"):
+            return await work
 
     @asynccontextmanager
     async def _track(self, method: str, protocol: str) -> AsyncIterator[_Call]:
@@ -380,13 +416,17 @@ class GenerativeService:
             exc.recorded = True
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            status = "cancelled"
+            # a gRPC deadline cancels the call: counted as what it is
+            late = deadlines.passed(deadlines.current(), asyncio.get_running_loop().time())
+            status = DeadlineExceeded.code if late else "cancelled"
             raise
         except Exception:
             status = "internal"
             log.exception("%s %s failed", protocol, method)
             raise
         finally:
+            for lease in call.leases:
+                lease.release()
             in_flight.dec()
             self.metrics.requests.labels(call.model, method, protocol, status).inc()
             self.metrics.request_latency.labels(call.model, method, protocol).observe(

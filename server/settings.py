@@ -132,6 +132,13 @@ class Settings(BaseSettings):
     cors_allow_methods: tuple[str, ...] = ("GET", "POST", "DELETE")
     cors_allow_headers: tuple[str, ...] = ("Authorization", "Content-Type", "Accept")
 
+    # Hot reload: every this many seconds the server serves what the repository holds
+    # (new versions loaded and warmed up, removed ones unloaded); None: only on request.
+    repository_poll_interval_s: float | None = Field(default=None, gt=0)
+    # One admin token a line: a bearer token that may reload the repository. Without it,
+    # POST /v1/repository/reload and gRPC ReloadRepository are refused.
+    admin_tokens_file: Path | None = None
+
     @classmethod
     def settings_customise_sources(
         cls,

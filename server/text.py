@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from latentserve.server import deadlines
 from latentserve.server.errors import InvalidArgument
 from latentserve.server.metrics import ServerMetrics
 
@@ -148,6 +149,7 @@ class PromptEncoder:
             ) from None
 
     async def _compute(self, ids: np.ndarray, mask: np.ndarray) -> Embedding:
+        deadlines.detach()  # every request asking for these prompts waits on this one task
         outputs = await self._run({"input_ids": ids, "attention_mask": mask})
         return outputs["hidden_states"], mask
 

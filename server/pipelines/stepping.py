@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol
 
 import numpy as np
+from latentserve.server import deadlines
 from latentserve.server.errors import ServingError, Unavailable
 from latentserve.server.jobs import Progress
 from latentserve.server.metrics import ServerMetrics
@@ -53,11 +54,12 @@ class Trajectory(Protocol):
 
 
 class _Entry:
-    __slots__ = ("trajectory", "future")
+    __slots__ = ("trajectory", "future", "deadline")
 
     def __init__(self, trajectory: Trajectory, future: asyncio.Future[None]) -> None:
         self.trajectory = trajectory
         self.future = future
+        self.deadline = deadlines.current()  # the job's client deadline, if it has one
 
 
 class StepEngine:
@@ -110,6 +112,7 @@ class StepEngine:
     # -- the loop --------------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        deadlines.detach()  # the loop steps every job: no one job's deadline bounds it
         while True:
             self._admit()
             if not self._running:
@@ -130,9 +133,11 @@ class StepEngine:
             self._running = [e for e in self._running if not e.future.done()]
 
     def _admit(self) -> None:
-        # Jobs cancelled while waiting or mid-step (their future is done) leave here.
+        # Jobs cancelled while waiting or mid-step (their future is done) leave here, and
+        # waiting jobs whose deadline passed leave before their first step.
         self._running = [e for e in self._running if not e.future.done()]
-        self._waiting = deque(e for e in self._waiting if not e.future.done())
+        now = asyncio.get_running_loop().time()
+        self._waiting = deque(e for e in self._waiting if not self._dropped(e, now))
         if self._batching == "iteration" or not self._running:
             admitted = False
             while self._waiting and len(self._running) < self._max_running:
@@ -146,6 +151,12 @@ class StepEngine:
         if self._metrics is not None:
             self._metrics.jobs_running.labels(self._model).set(len(self._running))
             self._metrics.jobs_queued.labels(self._model).set(len(self._waiting))
+
+    def _dropped(self, entry: _Entry, now: float) -> bool:
+        reason = deadlines.drop_reason(entry.future, entry.deadline, now)
+        if reason is not None and self._metrics is not None:
+            self._metrics.queue_drops.labels(self._model, "steps", reason).inc()
+        return reason is not None
 
     async def _iterate(self, batch: list[_Entry]) -> None:
         rows = [entry.trajectory.inputs() for entry in batch]

@@ -90,3 +90,24 @@ def test_no_tokens_file_means_no_authentication_and_settings_name_the_file(
     auth = BearerAuth.from_settings(load_settings(), metrics)
     assert auth is not None and auth.exempt_paths == ("/healthz",)
     assert auth.check("Bearer t0k3n", "rest") is None
+
+
+def test_admin_tokens_also_pass_authentication_but_ordinary_ones_do_not_admin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from latentserve.server.admin import AdminTokens
+    from latentserve.server.errors import PermissionDenied
+
+    users = tokens_file(tmp_path, "user-token\n")
+    admins = tmp_path / "admins"
+    admins.write_text("admin-token\n")
+    monkeypatch.setenv("LATENTSERVE_AUTH_TOKENS_FILE", str(users))
+    monkeypatch.setenv("LATENTSERVE_ADMIN_TOKENS_FILE", str(admins))
+    settings = load_settings()
+    auth = BearerAuth.from_settings(settings, ServerMetrics(CollectorRegistry()))
+    assert auth is not None
+    assert auth.check("Bearer admin-token", "rest") is None
+    assert auth.check("Bearer user-token", "grpc") is None
+    AdminTokens.from_file(settings.admin_tokens_file).check("Bearer admin-token")
+    with pytest.raises(PermissionDenied):
+        AdminTokens.from_file(settings.admin_tokens_file).check("Bearer user-token")

@@ -331,3 +331,25 @@ class JobInfo(_message.Message):
     images: _containers.RepeatedScalarFieldContainer[bytes]
     error: JobError
     def __init__(self, job_id: _Optional[str] = ..., model: _Optional[str] = ..., method: _Optional[str] = ..., state: _Optional[str] = ..., position: _Optional[int] = ..., step: _Optional[int] = ..., steps: _Optional[int] = ..., params_json: _Optional[str] = ..., created_at: _Optional[float] = ..., preview: _Optional[_Iterable[bytes]] = ..., seed: _Optional[int] = ..., images: _Optional[_Iterable[bytes]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ...) -> None: ...
+
+class ReloadRepositoryRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RefusedVersion(_message.Message):
+    __slots__ = ("model", "error")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    error: str
+    def __init__(self, model: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ReloadRepositoryResponse(_message.Message):
+    __slots__ = ("loaded", "removed", "refused")
+    LOADED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    loaded: _containers.RepeatedScalarFieldContainer[str]
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    refused: _containers.RepeatedCompositeFieldContainer[RefusedVersion]
+    def __init__(self, loaded: _Optional[_Iterable[str]] = ..., removed: _Optional[_Iterable[str]] = ..., refused: _Optional[_Iterable[_Union[RefusedVersion, _Mapping]]] = ...) -> None: ...

@@ -107,6 +107,11 @@ class GenerativeServiceStub:
                 request_serializer=latentserve_dot_v1_dot_generative__pb2.JobRef.SerializeToString,
                 response_deserializer=latentserve_dot_v1_dot_generative__pb2.JobEvent.FromString,
                 _registered_method=True)
+        self.ReloadRepository = channel.unary_unary(
+                '/latentserve.v1.GenerativeService/ReloadRepository',
+                request_serializer=latentserve_dot_v1_dot_generative__pb2.ReloadRepositoryRequest.SerializeToString,
+                response_deserializer=latentserve_dot_v1_dot_generative__pb2.ReloadRepositoryResponse.FromString,
+                _registered_method=True)
 
 
 class GenerativeServiceServicer:
@@ -211,6 +216,16 @@ class GenerativeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReloadRepository(self, request, context):
+        """Serve what the model repository holds now: new versions are loaded, warmed up and
+        then served ("name" moves to the newest); broken ones are refused while the old keep
+        serving; removed ones are unloaded once their in-flight work ends. Needs an admin
+        token ("authorization" metadata: "Bearer <token>").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GenerativeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -283,6 +298,11 @@ def add_GenerativeServiceServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=latentserve_dot_v1_dot_generative__pb2.JobRef.FromString,
                     response_serializer=latentserve_dot_v1_dot_generative__pb2.JobEvent.SerializeToString,
+            ),
+            'ReloadRepository': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadRepository,
+                    request_deserializer=latentserve_dot_v1_dot_generative__pb2.ReloadRepositoryRequest.FromString,
+                    response_serializer=latentserve_dot_v1_dot_generative__pb2.ReloadRepositoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -666,6 +686,33 @@ class GenerativeService:
             '/latentserve.v1.GenerativeService/WatchJob',
             latentserve_dot_v1_dot_generative__pb2.JobRef.SerializeToString,
             latentserve_dot_v1_dot_generative__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadRepository(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/latentserve.v1.GenerativeService/ReloadRepository',
+            latentserve_dot_v1_dot_generative__pb2.ReloadRepositoryRequest.SerializeToString,
+            latentserve_dot_v1_dot_generative__pb2.ReloadRepositoryResponse.FromString,
             options,
             channel_credentials,
             insecure,
