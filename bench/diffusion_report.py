@@ -83,17 +83,20 @@ def steps_table(results: dict) -> str:
         [
             "| running jobs | server rows / call | server job-steps/s | raw ORT one call "
             "| raw ORT split like the server | server / raw one call | server / raw split "
-            "| jobs / iteration | raw ms / call (one, split) |",
+            "| jobs / iteration | ms / call: server, raw one, raw split |",
             "|---|---|---|---|---|---|---|---|---|",
             f"| {steps['jobs']} | {steps['mean_rows_per_denoiser_call']:.1f} "
             f"| {steps['job_steps_per_s']:.1f} | {raw['job_steps_per_s']:.1f} ({raw['rows']} rows) "
             f"| {split['job_steps_per_s']:.1f} ({split['slots']} x {_part(split)} rows) "
             f"| {ratios['server_over_raw']:.2f}x | {ratios['server_over_raw_split']:.2f}x "
             f"| {steps['mean_jobs_per_iteration']:.2f} "
-            f"| {raw['ms_per_call_p50']:.1f}, {split['ms_per_call_p50']:.1f} |",
+            f"| {steps['ms_per_denoiser_call']:.1f}, {raw['ms_per_call_p50']:.1f}, "
+            f"{split['ms_per_call_p50']:.1f} |",
             "",
             f"Medians of {windows} alternating windows (server, raw one call, raw split); "
-            "the ratios are medians of the per-window ratios.",
+            "the ratios are medians of the per-window ratios; server ms / call is the mean "
+            "of latentserve_batch_compute_seconds (one graph run, rows / call above), raw "
+            "the median of a whole call (split: both parts).",
         ]
     )
 

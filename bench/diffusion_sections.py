@@ -18,6 +18,7 @@ STEPS = "latentserve_job_steps_total"
 ITERATIONS = "latentserve_step_iterations_total"
 ROWS = "latentserve_batch_items"
 TTFS = "latentserve_time_to_first_step_seconds"
+COMPUTE = "latentserve_batch_compute_seconds"
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,15 @@ async def snapshot(target: Target) -> prom.Snapshot:
 
 
 def server_window(before: prom.Snapshot, after: prom.Snapshot, label: str, seconds: float) -> dict:
-    """Denoiser job-steps/s, jobs per iteration and rows per graph call in a window."""
+    """Denoiser job-steps/s, jobs per iteration, rows per graph call and the mean time of
+    one graph call inside the server (what the raw calls compare with) in a window."""
     steps = prom.delta(before, after, STEPS, model=label)
     iterations = prom.delta(before, after, ITERATIONS, model=label)
     rows = prom.delta(before, after, f"{ROWS}_sum", model=label, graph="denoiser")
     calls = prom.delta(before, after, f"{ROWS}_count", model=label, graph="denoiser")
+    compute = prom.delta(before, after, f"{COMPUTE}_sum", model=label, graph="denoiser")
     return {
+        "ms_per_denoiser_call": compute / calls * 1000.0 if calls else 0.0,
         "job_steps_per_s": steps / seconds,
         "iterations_per_s": iterations / seconds,
         "mean_jobs_per_iteration": steps / iterations if iterations else 0.0,
