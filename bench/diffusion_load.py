@@ -1,5 +1,8 @@
 """gRPC load shapes for the diffusion benchmark (grpc.aio, 127.0.0.1 only, always bounded).
 
+Every shape sends the jobs of one ``Workload``: class-conditional ``Sample`` jobs or
+``TextToImage`` jobs, each with a random class or prompt.
+
 - ``poisson``: open-loop arrivals from a seeded schedule; a request is sent at its time
   whether or not earlier ones are done, as real users would.
 - ``closed_loop``: C callers back to back, to find a mode's capacity.
@@ -17,6 +20,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import numpy as np
@@ -24,15 +28,49 @@ from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
 
 STEP_CHOICES = (10, 25, 50)
+TEXT_TO_IMAGE = "text-to-image"
+METHODS = ("sample", TEXT_TO_IMAGE)
+
+Request = pb.SampleRequest | pb.TextToImageRequest
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the benchmark asks of a model: ``Sample`` jobs with a random class (method
+    "sample") or ``TextToImage`` jobs with a random prompt of ``prompts``; ``n=1``, DDIM, the
+    model's own guidance scale."""
+
+    model: str
+    method: str
+    num_classes: int = 0
+    prompts: tuple[str, ...] = ()
+
+    @property
+    def choices(self) -> int:
+        """How many classes or prompts a request draws from."""
+        return len(self.prompts) if self.method == TEXT_TO_IMAGE else self.num_classes
+
+    def request(self, steps: int, choice: int, seed: int) -> Request:
+        common: dict[str, Any] = {"model": self.model, "n": 1, "seed": seed, "steps": steps}
+        if self.method == TEXT_TO_IMAGE:
+            return pb.TextToImageRequest(prompt=self.prompts[choice], sampler="ddim", **common)
+        return pb.SampleRequest(sampler="ddim", class_label=choice, **common)
+
+    def unary(self, stub: pb_grpc.GenerativeServiceStub) -> Any:
+        return stub.TextToImage if self.method == TEXT_TO_IMAGE else stub.Sample
+
+    def events(self, stub: pb_grpc.GenerativeServiceStub) -> Any:
+        return stub.TextToImageEvents if self.method == TEXT_TO_IMAGE else stub.SampleEvents
 
 
 @dataclass(frozen=True)
 class Arrival:
-    """One scheduled request: when (seconds after the start) and what it asks."""
+    """One scheduled request: when (seconds after the start) and what it asks (``choice``:
+    a class label or a prompt's index)."""
 
     at: float
     steps: int
-    class_label: int
+    choice: int
     seed: int
 
 
@@ -54,7 +92,7 @@ class Load:
 
 
 def schedule(
-    rate: float, duration: float, num_classes: int, seed: int, max_requests: int
+    rate: float, duration: float, choices: int, seed: int, max_requests: int
 ) -> list[Arrival]:
     """Poisson arrivals at ``rate``/s for ``duration`` s (at most ``max_requests``); the same
     seed gives the same schedule, so both batching modes meet identical traffic."""
@@ -66,15 +104,9 @@ def schedule(
             break
         steps = int(rng.choice(STEP_CHOICES))
         arrivals.append(
-            Arrival(at, steps, int(rng.integers(num_classes)), seed * 100_000 + len(arrivals))
+            Arrival(at, steps, int(rng.integers(choices)), seed * 100_000 + len(arrivals))
         )
     return arrivals
-
-
-def request(model: str, steps: int, class_label: int, seed: int) -> pb.SampleRequest:
-    return pb.SampleRequest(
-        model=model, n=1, seed=seed, steps=steps, sampler="ddim", class_label=class_label
-    )
 
 
 @contextlib.asynccontextmanager
@@ -85,27 +117,28 @@ async def channel(target: str) -> AsyncIterator[pb_grpc.GenerativeServiceStub]:
         yield pb_grpc.GenerativeServiceStub(chan)
 
 
-async def _send(
-    stub: pb_grpc.GenerativeServiceStub, req: pb.SampleRequest, timeout: float
+async def send(
+    stub: pb_grpc.GenerativeServiceStub, workload: Workload, req: Request, timeout: float
 ) -> Outcome:
+    """One unary request, timed from send to answer."""
     outcome = Outcome(sent=time.perf_counter(), steps=req.steps)
     try:
-        await stub.Sample(req, timeout=timeout)
+        await workload.unary(stub)(req, timeout=timeout)
         outcome.finished = time.perf_counter()
     except grpc.aio.AioRpcError as exc:
         outcome.error = exc.code().name
     return outcome
 
 
-async def poisson(target: str, model: str, arrivals: list[Arrival], timeout: float) -> Load:
+async def poisson(target: str, workload: Workload, arrivals: list[Arrival], timeout: float) -> Load:
     """Send each arrival at its time (open loop) and wait for every answer or deadline."""
     async with channel(target) as stub:
         load = Load(started=time.perf_counter())
 
         async def one(arrival: Arrival) -> Outcome:
             await asyncio.sleep(max(0.0, load.started + arrival.at - time.perf_counter()))
-            req = request(model, arrival.steps, arrival.class_label, arrival.seed)
-            return await _send(stub, req, timeout)
+            req = workload.request(arrival.steps, arrival.choice, arrival.seed)
+            return await send(stub, workload, req, timeout)
 
         load.outcomes = list(await asyncio.gather(*(one(a) for a in arrivals)))
         load.ended = time.perf_counter()
@@ -113,13 +146,7 @@ async def poisson(target: str, model: str, arrivals: list[Arrival], timeout: flo
 
 
 async def closed_loop(
-    target: str,
-    model: str,
-    callers: int,
-    duration: float,
-    num_classes: int,
-    seed: int,
-    timeout: float,
+    target: str, workload: Workload, callers: int, duration: float, seed: int, timeout: float
 ) -> Load:
     """``callers`` clients each sending its next request when its last is answered; the
     load counts requests sent within ``duration`` s (the last ones finish after it)."""
@@ -131,10 +158,9 @@ async def closed_loop(
         async def caller() -> None:
             while time.perf_counter() < stop_at:
                 steps = int(rng.choice(STEP_CHOICES))
-                req = request(
-                    model, steps, int(rng.integers(num_classes)), int(rng.integers(2**31))
-                )
-                load.outcomes.append(await _send(stub, req, timeout))
+                choice = int(rng.integers(workload.choices))
+                req = workload.request(steps, choice, int(rng.integers(2**31)))
+                load.outcomes.append(await send(stub, workload, req, timeout))
 
         await asyncio.gather(*(caller() for _ in range(callers)))
         load.ended = time.perf_counter()
@@ -142,18 +168,23 @@ async def closed_loop(
 
 
 class Events:
-    """One ``SampleEvents`` call followed in the background: when its first progress event
-    and its result came, until it is cancelled (which cancels the job on the server)."""
+    """One job's event stream (``SampleEvents`` / ``TextToImageEvents``) followed in the
+    background: when its first progress event and its result came, until it is cancelled
+    (which cancels the job on the server)."""
 
     def __init__(
-        self, stub: pb_grpc.GenerativeServiceStub, req: pb.SampleRequest, timeout: float
+        self,
+        stub: pb_grpc.GenerativeServiceStub,
+        workload: Workload,
+        req: Request,
+        timeout: float,
     ) -> None:
         self.sent = time.perf_counter()
         self.first_step = asyncio.Event()
         self.first_step_at: float | None = None
         self.done_at: float | None = None
         self.error: str | None = None
-        self._call = stub.SampleEvents(req, timeout=timeout)
+        self._call = workload.events(stub)(req, timeout=timeout)
         self._task = asyncio.get_running_loop().create_task(self._follow())
 
     async def _follow(self) -> None:
@@ -181,18 +212,17 @@ class Events:
 
 async def start_jobs(
     stub: pb_grpc.GenerativeServiceStub,
-    model: str,
+    workload: Workload,
     count: int,
     steps: int,
     rng: np.random.Generator,
-    num_classes: int,
     timeout: float,
 ) -> list[Events]:
     """Start ``count`` long jobs and return once each has computed its first step."""
-    jobs = [
-        Events(stub, request(model, steps, int(rng.integers(num_classes)), i), timeout)
-        for i in range(count)
+    requests = [
+        workload.request(steps, int(rng.integers(workload.choices)), i) for i in range(count)
     ]
+    jobs = [Events(stub, workload, req, timeout) for req in requests]
     await asyncio.wait_for(asyncio.gather(*(j.first_step.wait() for j in jobs)), timeout)
     failed = [j.error for j in jobs if j.first_step_at is None]
     if failed:

@@ -13,6 +13,7 @@ def markdown(results: dict) -> str:
                 ratio_table(results),
                 ttfs_table(results),
                 steps_table(results),
+                *([stages_table(results)] if "stages" in results["iteration"] else []),
             ]
         )
         + "\n"
@@ -75,18 +76,59 @@ def ttfs_table(results: dict) -> str:
 
 
 def steps_table(results: dict) -> str:
-    steps, raw = results["iteration"]["steps"], results["iteration"]["raw"]
+    it = results["iteration"]
+    steps, raw, split, ratios = it["steps"], it["raw"], it["raw_split"], it["steps_ratios"]
+    windows = len(it["steps_windows"])
     return "\n".join(
         [
-            "| running jobs | rows / call | server job-steps/s | raw ORT job-steps/s "
-            "| server / raw | jobs / iteration | raw ms / call |",
-            "|---|---|---|---|---|---|---|",
-            f"| {steps['jobs']} | {steps['mean_rows_per_denoiser_call']:.1f} (raw {raw['rows']}) "
-            f"| {steps['job_steps_per_s']:.1f} | {raw['job_steps_per_s']:.1f} "
-            f"| {_ratio(steps['job_steps_per_s'], raw['job_steps_per_s'])} "
-            f"| {steps['mean_jobs_per_iteration']:.2f} | {raw['ms_per_call_p50']:.1f} |",
+            "| running jobs | server rows / call | server job-steps/s | raw ORT one call "
+            "| raw ORT split like the server | server / raw one call | server / raw split "
+            "| jobs / iteration | ms / call: server, raw one, raw split |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| {steps['jobs']} | {steps['mean_rows_per_denoiser_call']:.1f} "
+            f"| {steps['job_steps_per_s']:.1f} | {raw['job_steps_per_s']:.1f} ({raw['rows']} rows) "
+            f"| {split['job_steps_per_s']:.1f} ({split['slots']} x {_part(split)} rows) "
+            f"| {ratios['server_over_raw']:.2f}x | {ratios['server_over_raw_split']:.2f}x "
+            f"| {steps['mean_jobs_per_iteration']:.2f} "
+            f"| {steps['ms_per_denoiser_call']:.1f}, {raw['ms_per_call_p50']:.1f}, "
+            f"{split['ms_per_call_p50']:.1f} |",
+            "",
+            f"Medians of {windows} alternating windows (server, raw one call, raw split); "
+            "the ratios are medians of the per-window ratios; server ms / call is the mean "
+            "of latentserve_batch_compute_seconds (one graph run, rows / call above), raw "
+            "the median of a whole call (split: both parts).",
         ]
     )
+
+
+def stages_table(results: dict) -> str:
+    lines = [
+        "| jobs at once | steps | client p50 ms | client mean ms | text encode ms | denoise ms "
+        "| decode ms | other ms | by hand: text / denoise / decode ms | by hand total ms "
+        "| client / by hand |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["iteration"]["stages"]:
+        lines.append(
+            f"| {row['concurrency']} | {row['steps']} | {row['client_p50_ms']:.0f} "
+            f"| {row['client_mean_ms']:.0f} | {row['text_encode_ms']:.1f} "
+            f"| {row['denoise_ms']:.0f} | {row['decode_ms']:.1f} | {row['other_ms']:.1f} "
+            f"| {row['raw_text_encode_ms']:.1f} / {row['raw_denoise_ms']:.0f} / "
+            f"{row['raw_decode_ms']:.1f} | {row['raw_total_ms']:.0f} "
+            f"| {row['client_over_raw']:.2f}x |"
+        )
+    repeats = results["iteration"]["stages"][0]["repeats"]
+    lines += [
+        "",
+        f"Medians over {repeats} rounds, each a server round then the same calls by hand; "
+        "server stages are per-job means from latentserve_job_stage_seconds; other = client "
+        "mean - stages (gRPC, PNG encoding, admission).",
+    ]
+    return "\n".join(lines)
+
+
+def _part(raw: dict) -> int:
+    return -(-raw["rows"] // raw["slots"])
 
 
 def _ratio(a: float, b: float) -> str:

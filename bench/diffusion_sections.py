@@ -1,8 +1,6 @@
 """The diffusion benchmark's measurements against one running server, each bracketed by
 two ``/metrics`` snapshots so the server's own counters give that section's figures.
-
-The in-process ceiling (``raw_denoiser``) uses the server's own ``OnnxRuntime`` class, so
-its session options (threads, no spinning, optimisation level) are the server's.
+(The in-process ceiling is ``raw_diffusion``.)
 """
 
 from __future__ import annotations
@@ -11,19 +9,16 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import prom
-from diffusion_load import Events, Load, channel, closed_loop, poisson, request, start_jobs
-from latentserve.server.runtime import OnnxRuntime
-
-from latentserve.manifest import Manifest
+from diffusion_load import Events, Load, Workload, channel, closed_loop, poisson, start_jobs
 
 STEPS = "latentserve_job_steps_total"
 ITERATIONS = "latentserve_step_iterations_total"
 ROWS = "latentserve_batch_items"
 TTFS = "latentserve_time_to_first_step_seconds"
+COMPUTE = "latentserve_batch_compute_seconds"
 
 
 @dataclass(frozen=True)
@@ -32,9 +27,8 @@ class Target:
 
     grpc: str
     http: str
-    model: str
+    workload: Workload
     label: str  # the metrics' model label, "name@version"
-    num_classes: int
     max_steps: int  # the most steps a job of this model may ask for
     timeout: float
 
@@ -49,12 +43,15 @@ async def snapshot(target: Target) -> prom.Snapshot:
 
 
 def server_window(before: prom.Snapshot, after: prom.Snapshot, label: str, seconds: float) -> dict:
-    """Denoiser job-steps/s, jobs per iteration and rows per graph call in a window."""
+    """Denoiser job-steps/s, jobs per iteration, rows per graph call and the mean time of
+    one graph call inside the server (what the raw calls compare with) in a window."""
     steps = prom.delta(before, after, STEPS, model=label)
     iterations = prom.delta(before, after, ITERATIONS, model=label)
     rows = prom.delta(before, after, f"{ROWS}_sum", model=label, graph="denoiser")
     calls = prom.delta(before, after, f"{ROWS}_count", model=label, graph="denoiser")
+    compute = prom.delta(before, after, f"{COMPUTE}_sum", model=label, graph="denoiser")
     return {
+        "ms_per_denoiser_call": compute / calls * 1000.0 if calls else 0.0,
         "job_steps_per_s": steps / seconds,
         "iterations_per_s": iterations / seconds,
         "mean_jobs_per_iteration": steps / iterations if iterations else 0.0,
@@ -81,9 +78,7 @@ def client_figures(load: Load) -> dict:
 async def capacity(target: Target, callers: int, duration: float, seed: int) -> dict:
     """Closed-loop throughput with ``callers`` clients: the mode's capacity at that load."""
     before, load_start = await snapshot(target), loadavg()
-    load = await closed_loop(
-        target.grpc, target.model, callers, duration, target.num_classes, seed, target.timeout
-    )
+    load = await closed_loop(target.grpc, target.workload, callers, duration, seed, target.timeout)
     after = await snapshot(target)
     seconds = load.ended - load.started
     return {
@@ -97,7 +92,7 @@ async def capacity(target: Target, callers: int, duration: float, seed: int) -> 
 async def poisson_rate(target: Target, rate: float, arrivals: list) -> dict:
     """One open-loop run at ``rate`` requests/s, until every request is answered."""
     before, load_start = await snapshot(target), loadavg()
-    load = await poisson(target.grpc, target.model, arrivals, target.timeout)
+    load = await poisson(target.grpc, target.workload, arrivals, target.timeout)
     after = await snapshot(target)
     figures = client_figures(load)
     seconds = load.ended - load.started
@@ -133,12 +128,13 @@ async def time_to_first_step(
     async with channel(target.grpc) as stub:
         for k in range(repeats):
             jobs = await start_jobs(
-                stub, target.model, long_jobs, long_steps, rng, target.num_classes, target.timeout
+                stub, target.workload, long_jobs, long_steps, rng, target.timeout
             )
             await asyncio.sleep(rng.uniform(0, offset))
             before = await snapshot(target)
-            label = int(rng.integers(target.num_classes))
-            probe = Events(stub, request(target.model, 10, label, 10_000 + k), target.timeout)
+            workload = target.workload
+            req = workload.request(10, int(rng.integers(workload.choices)), 10_000 + k)
+            probe = Events(stub, workload, req, target.timeout)
             await asyncio.wait_for(probe.first_step.wait(), target.timeout)
             after = await snapshot(target)
             if probe.first_step_at is None:
@@ -173,9 +169,7 @@ async def steps_window(target: Target, jobs: int, steps: int, window: float, see
     rng = np.random.default_rng(seed)
     steps = min(steps, target.max_steps)
     async with channel(target.grpc) as stub:
-        running = await start_jobs(
-            stub, target.model, jobs, steps, rng, target.num_classes, target.timeout
-        )
+        running = await start_jobs(stub, target.workload, jobs, steps, rng, target.timeout)
         load_start = loadavg()
         before, t0 = await snapshot(target), time.perf_counter()
         await asyncio.sleep(window)
@@ -193,50 +187,3 @@ async def steps_window(target: Target, jobs: int, steps: int, window: float, see
         **server_window(before, after, target.label, t1 - t0),
         "loadavg": [load_start, loadavg()],
     }
-
-
-def raw_denoiser(
-    version_dir: Path, threads: int, jobs: int, guided: bool, duration: float, seed: int
-) -> dict:
-    """Back-to-back denoiser calls in this process with the rows ``jobs`` running jobs give
-    the server (two per job with guidance): the ceiling for the server's job-steps/s."""
-    manifest = Manifest.load(version_dir)
-    runtime = OnnxRuntime(version_dir / manifest.graphs["denoiser"].files["onnx"].path, threads)
-    feeds = denoiser_rows(manifest, jobs, guided, np.random.default_rng(seed))
-    for _ in range(3):
-        runtime.run(feeds)
-    times, start, load_start = [], time.perf_counter(), loadavg()
-    while (now := time.perf_counter()) - start < duration:
-        runtime.run(feeds)
-        times.append(time.perf_counter() - now)
-    elapsed = time.perf_counter() - start
-    return {
-        "jobs": jobs,
-        "rows": int(feeds["sample"].shape[0]),
-        "threads": threads,
-        "calls": len(times),
-        "job_steps_per_s": len(times) * jobs / elapsed,
-        "ms_per_call_p50": float(np.median(times) * 1000.0),
-        "loadavg": [load_start, loadavg()],
-    }
-
-
-def denoiser_rows(
-    manifest: Manifest, jobs: int, guided: bool, rng: np.random.Generator
-) -> dict[str, np.ndarray]:
-    """One iteration's denoiser inputs for ``jobs`` jobs of n=1, as the pipeline builds them."""
-    assert manifest.scheduler is not None
-    rows = jobs * (2 if guided else 1)
-    feeds = {
-        "sample": rng.standard_normal((rows, *manifest.latent.shape)).astype(np.float32),
-        "timestep": rng.integers(0, manifest.scheduler.num_train_timesteps, rows).astype(
-            np.float32
-        ),
-    }
-    cond = manifest.conditioning
-    if cond is not None:
-        labels = rng.integers(cond.num_classes, size=jobs)
-        null = np.full(jobs, cond.null_label)
-        feeds["class_label"] = np.concatenate([labels, null] if guided else [labels])
-        feeds["class_label"] = feeds["class_label"].astype(np.int64)
-    return feeds

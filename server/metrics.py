@@ -12,6 +12,7 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 _JOBS_PER_STEP_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+_STAGE_BUCKETS = _LATENCY_BUCKETS + _JOB_BUCKETS[_JOB_BUCKETS.index(30.0) :]
 
 
 class ServerMetrics:
@@ -118,6 +119,14 @@ class ServerMetrics:
             "Jobs sharing one denoiser iteration.",
             ["model"],
             buckets=_JOBS_PER_STEP_BUCKETS,
+            registry=registry,
+        )
+        self.job_stage = Histogram(
+            "latentserve_job_stage_seconds",
+            "Time a finished diffusion job spent per stage: text_encode, image_encode, denoise "
+            "(from asking for a place among the running jobs to its last step), decode.",
+            ["model", "stage"],
+            buckets=_STAGE_BUCKETS,
             registry=registry,
         )
         self.text_cache_hits = Counter(

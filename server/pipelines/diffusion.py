@@ -16,8 +16,10 @@ no conditioning, class labels, or a prompt encoded by a frozen text encoder.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -226,10 +228,12 @@ class DiffusionPipeline(GraphPipeline):
         noise = generator.standard_normal(shape, dtype=np.float32)
         steps = int(params.steps or self.spec.default_steps)
         if isinstance(params, TextToImageParams):
-            guidance = await self._text_guidance(params)
+            with self._stage("text_encode"):
+                guidance = await self._text_guidance(params)
             if params.image is not None:
                 strength = 0.8 if params.strength is None else params.strength
-                x0 = await self._encode_image(params.image, params.n)
+                with self._stage("image_encode"):
+                    x0 = await self._encode_image(params.image, params.n)
                 state = sampler.start_from(self.schedule, steps, strength, x0, noise)
             else:
                 state = sampler.start(self.schedule, steps, noise)
@@ -240,8 +244,19 @@ class DiffusionPipeline(GraphPipeline):
         trajectory = DiffusionTrajectory(
             self, sampler, state, guidance, generator, progress, params.preview_every
         )
-        await self.engine.run(trajectory)
-        return await self.to_images(result(trajectory.state))
+        with self._stage("denoise"):
+            await self.engine.run(trajectory)
+        with self._stage("decode"):
+            return await self.to_images(result(trajectory.state))
+
+    @contextlib.contextmanager
+    def _stage(self, stage: str) -> Iterator[None]:
+        """Time one stage of a job into ``latentserve_job_stage_seconds`` if it completes
+        (a failed or cancelled stage is not a latency)."""
+        start = time.perf_counter()
+        yield
+        if self.metrics is not None:
+            self.metrics.job_stage.labels(self.label, stage).observe(time.perf_counter() - start)
 
     def _class_guidance(self, params: DiffusionParams) -> Guidance:
         cond = self.manifest.conditioning

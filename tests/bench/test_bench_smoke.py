@@ -100,7 +100,42 @@ def test_diffusion_bench_quick(diffusion_repository: Path, tmp_path: Path) -> No
         assert ttfs["client_p50_ms"] > 0 and ttfs["server_p50_ms"] > 0, ttfs
         assert ttfs["server_observations"] == ttfs["repeats"], ttfs
         assert 'step_batching = "' + mode + '"' in sections["settings_toml"]
-    steps, raw = results["iteration"]["steps"], results["iteration"]["raw"]
-    assert steps["job_steps_per_s"] > 0 and raw["job_steps_per_s"] > 0
+    check_steps_vs_raw(results["iteration"])
+    assert "| server / raw split |" in done.stdout
+
+
+def check_steps_vs_raw(iteration: dict) -> None:
+    steps = iteration["steps"]
+    assert steps["job_steps_per_s"] > 0
     assert steps["mean_jobs_per_iteration"] == pytest.approx(steps["jobs"])
-    assert "| server / raw |" in done.stdout
+    assert iteration["raw"]["slots"] == 1 and iteration["raw_split"]["slots"] == 2
+    for raw in ("raw", "raw_split"):
+        assert iteration[raw]["job_steps_per_s"] > 0 and iteration[raw]["rows"] == 16, raw
+    assert all(r > 0 for r in iteration["steps_ratios"].values()), iteration["steps_ratios"]
+
+
+@pytest.mark.slow
+def test_text_to_image_bench_quick(text_repository: Path, tmp_path: Path) -> None:
+    out = tmp_path / "t2i.json"
+    command = [
+        sys.executable, str(BENCH / "diffusion.py"), "--repository", str(text_repository),
+        "--model", "ldm-tiny", "--method", "text-to-image", "--quick", "--rates", "5",
+        "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(out.read_text())
+    assert results["method"] == "text-to-image"
+    for mode in ("request", "iteration"):
+        (row,) = results[mode]["rates"]
+        assert row["errors"] == 0 and row["completed"] == row["requests"] > 0, row
+    check_steps_vs_raw(results["iteration"])
+    alone, together = results["iteration"]["stages"]
+    assert (alone["concurrency"], together["concurrency"]) == (1, 8)
+    for row in (alone, together):
+        assert len(row["rounds"]) == row["repeats"] == 2, row
+        for stage in ("text_encode", "denoise", "decode"):
+            assert row[f"{stage}_ms"] > 0 and row[f"raw_{stage}_ms"] > 0, (stage, row)
+        # the stages happen inside the request: together they take less than it
+        assert row["text_encode_ms"] + row["denoise_ms"] + row["decode_ms"] < row["client_mean_ms"]
+    assert "| client / by hand |" in done.stdout

@@ -82,6 +82,29 @@ def test_identical_prompts_hit_the_embedding_cache(http: httpx.Client) -> None:
     assert metric(http, "latentserve_text_cache_hits_total", model=f"{MODEL}@1") >= hits + 2
 
 
+def test_each_stage_of_a_job_is_timed(http: httpx.Client) -> None:
+    stages = ("text_encode", "image_encode", "denoise", "decode")
+    name = "latentserve_job_stage_seconds"
+
+    def totals() -> dict[str, tuple[float, float]]:
+        return {
+            stage: tuple(
+                metric(http, f"{name}_{part}", model=f"{MODEL}@1", stage=stage)
+                for part in ("count", "sum")
+            )
+            for stage in stages
+        }
+
+    before = totals()
+    image = base64.b64encode(digit_png()).decode()
+    body = {"prompt": "the digit two", "seed": 4, "steps": 4, "image": image, "strength": 0.5}
+    assert http.post(ROUTE, json=body).status_code == 200
+    after = totals()
+    for stage in stages:
+        assert after[stage][0] == before[stage][0] + 1, stage
+        assert after[stage][1] > before[stage][1], stage
+
+
 @pytest.mark.parametrize("strength", [0.3, 1.0])
 def test_img2img_runs_strength_of_the_steps(
     http: httpx.Client, stub: pb_grpc.GenerativeServiceStub, strength: float
