@@ -20,17 +20,7 @@ from latentserve.manifest import Manifest
 
 pytestmark = pytest.mark.slow
 
-MODELS = ["dcgan-tiny", "stylegan2-tiny"]
-
-
-@pytest.fixture(scope="module")
-def gan_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from latentserve.exporters.default_repository import build_repository, builtin_entry
-
-    repository = tmp_path_factory.mktemp("gan_repository")
-    entries = [builtin_entry(name, name, version="1", seed=0) for name in MODELS]
-    build_repository(repository, entries, tmp_path_factory.mktemp("gan_runs"))
-    return repository
+MODELS = ["dcgan-tiny", "stylegan2-tiny"]  # the gan_repository fixture's models
 
 
 @pytest.fixture(scope="module")
