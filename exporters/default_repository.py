@@ -35,6 +35,8 @@ FAMILY_MODELS: tuple[tuple[str, str], ...] = (
     ("vqvae-mnist", "vqvae-mnist"),
     ("vqvae2-mnist", "vqvae2-mnist"),
     ("ddpm-mnist", "ddpm-mnist"),
+    ("dcgan-mnist", "dcgan-mnist"),
+    ("stylegan2-mnist", "stylegan2-mnist"),
 )
 
 
