@@ -42,8 +42,8 @@ repository: $(STAMP_TRAIN)
 		$(BIN)/latentserve build-default --repository $(REPOSITORY); \
 	fi
 
-## families: add Glow, NVAE, VQ-VAE, VQ-VAE-2 and DDPM MNIST models to $(REPOSITORY)/ (slow: trains
-## each one; runs are kept in $(FAMILY_RUNS)/ for eval-families).
+## families: add Glow, NVAE, VQ-VAE, VQ-VAE-2, DDPM, DCGAN and StyleGAN2 MNIST models to
+## $(REPOSITORY)/ (slow: trains each one; runs are kept in $(FAMILY_RUNS)/ for eval-families).
 families: $(STAMP_TRAIN)
 	$(BIN)/latentserve build-default --with-families --repository $(REPOSITORY) \
 		--runs-dir $(FAMILY_RUNS) --no-progress

@@ -2,7 +2,9 @@
 driven directly, at n = 1, 16 and 64 images per request, measured in one run.
 
 "Direct" runs the model's exported ONNX graphs in this process with no server, batcher or
-transport: one sampler call for one-shot models (VAE, NVAE, Glow), or for autoregressive
+transport: one sampler call for one-shot models (VAE, NVAE, Glow) and GAN generators (with
+every input the server feeds them: z, ψ, and for style-based ones the layer noise and an
+unmixed second latent), or for autoregressive
 priors one step-graph call per code position followed by the decoder, the loop the server
 runs. "Server" sends the same requests one after another over gRPC to a real server. The
 ratio (server / direct) is the serving overhead at that request size. Medians of
@@ -49,6 +51,13 @@ def direct_sampler(version_dir: Path, threads: int) -> Callable[[int, np.random.
             sampler.run(None, {"noise": noise, "temperature": np.ones(n, np.float32)})
 
         return one_shot
+    if manifest.pipeline == "gan":
+        generator = session(version_dir, manifest, "sampler", threads)
+
+        def gan(n: int, rng: np.random.Generator) -> None:
+            generator.run(None, gan_feeds(manifest, n, rng))
+
+        return gan
     priors = {c.prior: session(version_dir, manifest, c.prior, threads) for c in manifest.codes}
     decoder = session(version_dir, manifest, "decoder", threads)
 
@@ -66,6 +75,19 @@ def direct_sampler(version_dir: Path, threads: int) -> Callable[[int, np.random.
         decoder.run(None, codes)
 
     return autoregressive
+
+
+def gan_feeds(manifest: Manifest, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """What the server feeds a generator for an unmixed sample at ψ = 1."""
+    z = rng.standard_normal((n, *manifest.latent.shape), dtype=np.float32)
+    feeds = {"z": z, "truncation": np.ones(n, np.float32)}
+    styles = manifest.generator.style_layers if manifest.generator else 0
+    if styles:
+        [noise] = [t for t in manifest.graphs["sampler"].inputs if t.name == "layer_noise"]
+        feeds["layer_noise"] = rng.standard_normal((n, int(noise.shape[1])), dtype=np.float32)
+        feeds["mix_z"] = z
+        feeds["mix_layer"] = np.full(n, styles, np.int64)
+    return feeds
 
 
 def images_per_s(call: Callable[[], None], n: int, duration: float) -> float:

@@ -36,6 +36,8 @@ FAMILY_MODELS: tuple[tuple[str, str], ...] = (
     ("vqvae2-mnist", "vqvae2-mnist"),
     ("ddpm-mnist", "ddpm-mnist"),
     ("ldm-shapes", "ldm-shapes"),
+    ("dcgan-mnist", "dcgan-mnist"),
+    ("stylegan2-mnist", "stylegan2-mnist"),
 )
 
 

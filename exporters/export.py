@@ -95,6 +95,7 @@ def export_run(run_dir: Path, repository: Path, name: str, version: str | None =
             scheduler=plan.scheduler,
             conditioning=plan.conditioning,
             text=plan.text,
+            generator=plan.generator,
             assets=assets,
             provenance=Provenance(
                 config=loaded.config.to_dict(),

@@ -26,6 +26,7 @@ from latentserve.manifest import (
     Capability,
     ClassConditioning,
     CodeMap,
+    GeneratorSpec,
     GraphRole,
     LatentSpec,
     LikelihoodKind,
@@ -55,8 +56,8 @@ class GraphPlan:
     int_range: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def example_inputs(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-        """Random inputs of the declared shapes (8-bit images in [0, 1], temperatures near 1,
-        integers drawn from ``int_range``)."""
+        """Random inputs of the declared shapes (8-bit images in [0, 1], temperatures and
+        truncations near 1, integers drawn from ``int_range``)."""
         tensors = []
         for spec in self.inputs:
             shape = [
@@ -69,7 +70,7 @@ class GraphPlan:
                 tensors.append(values if spec.dtype == "int64" else values.to(torch.float32))
             elif spec.name == "image":  # on the 8-bit grid, as the server decodes PNGs
                 tensors.append(torch.randint(0, 256, shape, generator=generator) / 255.0)
-            elif spec.name == "temperature":
+            elif spec.name in ("temperature", "truncation"):
                 tensors.append(0.5 + torch.rand(shape, generator=generator))
             else:
                 tensors.append(torch.randn(shape, generator=generator))
@@ -92,6 +93,7 @@ class ExportPlan:
     scheduler: SchedulerSpec | None = None  # diffusion only
     conditioning: ClassConditioning | None = None  # class-conditional models only
     text: TextConditioning | None = None  # text-to-image models only
+    generator: GeneratorSpec | None = None  # GANs only
     assets: dict[str, Path] = field(default_factory=dict)
     # numbers the model carries (a latent scale), shown beside the test metrics
     metrics: dict[str, float] = field(default_factory=dict)
@@ -185,6 +187,7 @@ register_recipe(ExportRecipe("autoencoder", ["encode", "reconstruct"], plan_auto
 # the names above, so this comes last.
 from latentserve.exporters import (  # noqa: E402, F401  (registers)
     ddpm_recipe,
+    gan_recipe,
     glow_recipe,
     klae_recipe,
     ldm_recipe,

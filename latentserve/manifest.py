@@ -52,6 +52,17 @@ it denoises):
 - ``encoder`` (optional, latent diffusion): ``image`` -> ``latent`` (the posterior mean),
   for encode / reconstruct and img2img.
 
+Graph I/O contract of the ``gan`` pipeline (GAN generators; ``generator`` says how many
+style inputs the synthesis layers read, 0 for a generator without styles):
+
+- ``sampler``: ``z`` (batch, *latent.shape) standard normals and ``truncation`` (batch,) ψ ->
+  ``image``. A style-based generator (``generator.style_layers`` > 0) also takes
+  ``mix_z`` (batch, *latent.shape), a second latent whose styles replace ``z``'s from
+  style index ``mix_layer`` (batch,) int64 on (``style_layers``: no mixing), and
+  ``layer_noise`` (batch, N), every synthesis layer's noise map flattened and
+  concatenated in layer order. ψ pulls ``w`` towards its running mean
+  (``w_avg + ψ (w - w_avg)``), or for a generator without styles ``z`` towards 0.
+
 Text-to-image models (``text`` section) add:
 
 - ``text_encoder``: ``input_ids`` and ``attention_mask`` (batch, text.max_tokens) int64 ->
@@ -79,7 +90,7 @@ MANIFEST_FILENAME = "manifest.json"
 
 # The one place that lists what a manifest may name. A new pipeline kind or graph role is
 # one line here (plus its pipeline in the server); nothing else enumerates them.
-PIPELINE_KINDS = ("latent_decoder", "autoregressive_prior", "diffusion")
+PIPELINE_KINDS = ("latent_decoder", "autoregressive_prior", "diffusion", "gan")
 GRAPH_ROLES = (
     "encoder",
     "decoder",
@@ -223,6 +234,13 @@ class TextConditioning(_Strict):
     default_guidance_scale: float = Field(default=5.0, ge=0)
 
 
+class GeneratorSpec(_Strict):
+    """A GAN generator (the ``gan`` pipeline): the number of style inputs (``w``) its
+    synthesis layers read, which bounds ``mix_layer``; 0 for a generator without styles."""
+
+    style_layers: int = Field(default=0, ge=0)
+
+
 class AssetFile(_Strict):
     """A file other than a graph that serving needs (a tokenizer), checked like graphs."""
 
@@ -264,6 +282,7 @@ class Manifest(_Strict):
     scheduler: SchedulerSpec | None = None
     conditioning: ClassConditioning | None = None
     text: TextConditioning | None = None
+    generator: GeneratorSpec | None = None
     assets: dict[str, AssetFile] = Field(default_factory=dict)
     serving: ServingDefaults = ServingDefaults()
     provenance: Provenance
@@ -272,6 +291,12 @@ class Manifest(_Strict):
     def _diffusion_has_a_schedule(self) -> Manifest:
         if (self.pipeline == "diffusion") != (self.scheduler is not None):
             raise ValueError("a scheduler section is required for, and only for, diffusion")
+        return self
+
+    @model_validator(mode="after")
+    def _gan_has_a_generator(self) -> Manifest:
+        if (self.pipeline == "gan") != (self.generator is not None):
+            raise ValueError("a generator section is required for, and only for, gan")
         return self
 
     @classmethod

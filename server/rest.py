@@ -68,7 +68,8 @@ SAMPLE_BODY = Body(
         "`sample_parameters`): "
         "every model takes `n` and `seed`; VAE, NVAE, Glow and VQ models take `temperature`; "
         "diffusion models take `steps`, `sampler` (ddpm, ddim, dpmpp_2m, euler_a), `eta`, "
-        "`preview_every`, and when class-conditional `class_label` and `guidance_scale`. "
+        "`preview_every`, and when class-conditional `class_label` and `guidance_scale`; GANs "
+        "take `truncation`, style-based GANs also `mix_seed` and `mix_layer`. "
         "A field the model's kind does not have is refused with 422 naming it."
     ),
     examples=[{"n": 4, "seed": 0}, {"n": 4, "seed": 0, "steps": 20, "sampler": "dpmpp_2m"}],

@@ -74,3 +74,18 @@ def text_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]
     build_repository(repository, entries, tmp_path_factory.mktemp("text_runs"))
     return repository
+
+
+GAN_MODELS = ["dcgan-tiny", "stylegan2-tiny"]
+
+
+@pytest.fixture(scope="session")
+def gan_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository holding ``dcgan-tiny`` and ``stylegan2-tiny`` (truncation, style
+    mixing), built by the real train + export code."""
+    from latentserve.exporters.default_repository import build_repository, builtin_entry
+
+    repository = tmp_path_factory.mktemp("gan_repository")
+    entries = [builtin_entry(name, name, version="1", seed=0) for name in GAN_MODELS]
+    build_repository(repository, entries, tmp_path_factory.mktemp("gan_runs"))
+    return repository

@@ -7,7 +7,8 @@ weights an uninterrupted run would have.
 
 The family owns its optimisation (``ImageModel.configure_optimizers`` and
 ``after_optimizer_step``); the loop only runs backward, clips, steps every optimiser and
-applies the lr schedule as a factor on each parameter group's initial lr.
+applies the lr schedule as a factor on each parameter group's initial lr. A
+``PhasedModel`` (a GAN) yields one loss per optimiser, minimised in turn.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from latentserve.training import checkpoint as ckpt
 from latentserve.training.config import RunConfig, TrainConfig, load_config
 from latentserve.training.data import ImageDataset, captions_of, load_dataset
 from latentserve.training.evaluate import evaluate_model, is_code_length
-from latentserve.training.families import CaptionedModel, ImageModel
+from latentserve.training.families import CaptionedModel, ImageModel, PhasedModel, StepOutput
 from latentserve.training.seeds import DATA_ORDER, TRAIN_NOISE, derive_seed, torch_generator
 from tqdm import tqdm
 
@@ -176,11 +177,34 @@ def _train_step(
     labels = None if data.train_labels is None else data.train_labels[index]
     generator = torch_generator(config.seed, TRAIN_NOISE, step)
     captions = captions_of(data, "train")
-    if isinstance(model, CaptionedModel) and captions is not None:
-        batch_captions = [captions[i] for i in index.tolist()]
-        out = model.training_step(data.train[index], generator, labels, batch_captions)
+    metrics: dict[str, float] = {}
+    if isinstance(model, PhasedModel):
+        phases = model.training_phases(data.train[index], generator, labels)
+        for out, optimizer in zip(phases, optimizers, strict=True):
+            _minimise(model, out, [optimizer], config, step)
+            metrics.update(out.metrics)
     else:
-        out = model.training_step(data.train[index], generator, labels)
+        if isinstance(model, CaptionedModel) and captions is not None:
+            batch_captions = [captions[i] for i in index.tolist()]
+            out = model.training_step(data.train[index], generator, labels, batch_captions)
+        else:
+            out = model.training_step(data.train[index], generator, labels)
+        _minimise(model, out, optimizers, config, step)
+        metrics = out.metrics
+    model.after_optimizer_step()
+    if (step + 1) % config.train.log_every == 0 or step + 1 == total:
+        lr = config.train.lr * _lr_factor(config.train, step, total)
+        ckpt.append_metrics(run_dir, {"event": "train", "step": step + 1, "lr": lr, **metrics})
+
+
+def _minimise(
+    model: ImageModel,
+    out: StepOutput,
+    optimizers: list[torch.optim.Optimizer],
+    config: RunConfig,
+    step: int,
+) -> None:
+    """One backward pass of ``out.loss`` and a step of each of ``optimizers``."""
     for optimizer in optimizers:
         optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
@@ -188,12 +212,8 @@ def _train_step(
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
     for optimizer in optimizers:
         optimizer.step()
-    model.after_optimizer_step()
     if not math.isfinite(out.loss.item()):
         raise FloatingPointError(f"loss became {out.loss.item()} at step {step}")
-    if (step + 1) % config.train.log_every == 0 or step + 1 == total:
-        lr = config.train.lr * _lr_factor(config.train, step, total)
-        ckpt.append_metrics(run_dir, {"event": "train", "step": step + 1, "lr": lr, **out.metrics})
 
 
 def resume(run_dir: Path, *, progress: bool = True) -> TrainResult:

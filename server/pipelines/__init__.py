@@ -4,7 +4,8 @@ The manifest's ``pipeline`` field picks one from this closed registry, never by 
 path. ``latent_decoder`` serves every family that samples with one graph call from prior
 noise (AE, VAE, NVAE, flows); ``autoregressive_prior`` serves discrete-code models whose
 prior the server steps through (VQ-VAE, VQ-VAE-2); ``diffusion`` steps a numpy sampler
-over a denoiser, batching the steps of all running jobs (DDPM, latent diffusion).
+over a denoiser, batching the steps of all running jobs (DDPM, latent diffusion); ``gan``
+calls a generator's sampler graph with truncation and, for style-based ones, mixing.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from latentserve.server.pipelines.autoregressive import AutoregressivePriorPipeline
 from latentserve.server.pipelines.base import GraphPipeline
 from latentserve.server.pipelines.diffusion import DiffusionPipeline
+from latentserve.server.pipelines.gan import GanPipeline
 from latentserve.server.pipelines.latent_decoder import LatentDecoderPipeline
 from latentserve.server.pipelines.noise import draw_noise
 
@@ -19,12 +21,14 @@ PIPELINES: dict[str, type[GraphPipeline]] = {
     LatentDecoderPipeline.kind: LatentDecoderPipeline,
     AutoregressivePriorPipeline.kind: AutoregressivePriorPipeline,
     DiffusionPipeline.kind: DiffusionPipeline,
+    GanPipeline.kind: GanPipeline,
 }
 
 __all__ = [
     "PIPELINES",
     "AutoregressivePriorPipeline",
     "DiffusionPipeline",
+    "GanPipeline",
     "GraphPipeline",
     "LatentDecoderPipeline",
     "draw_noise",

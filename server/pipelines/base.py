@@ -186,6 +186,11 @@ class ItemwisePipeline(GraphPipeline):
     def draw(self, seed: int, n: int) -> np.ndarray:
         """All the randomness ``n`` samples need, one row per item (chunks slice it)."""
 
+    def randomness(self, params: SampleParams) -> np.ndarray:
+        """A request's rows: ``draw`` from its seed. Kinds whose parameters add randomness
+        of their own (a second seed) append it to each row here."""
+        return self.draw(params.resolved_seed, params.n)
+
     @abstractmethod
     async def sample_items(
         self, randomness: np.ndarray, params: SampleParams, progress: Progress | None
@@ -193,14 +198,14 @@ class ItemwisePipeline(GraphPipeline):
         """Images for the items whose randomness rows are given."""
 
     async def sample(self, params: SampleParams, progress: Progress | None = None) -> np.ndarray:
-        randomness = self.draw(params.resolved_seed, params.n)
+        randomness = self.randomness(params)
         return await self.sample_items(randomness, params, progress)
 
     async def sample_stream(
         self, params: SampleParams, chunk: int
     ) -> AsyncIterator[tuple[int, np.ndarray]]:
         """Yield ``(offset, images)`` chunks; the next chunk computes while this one is sent."""
-        randomness = self.draw(params.resolved_seed, params.n)
+        randomness = self.randomness(params)
         starts = list(range(0, params.n, chunk))
 
         def start(i: int) -> asyncio.Task[np.ndarray]:

@@ -78,6 +78,22 @@ def test_family_bench_runs_end_to_end(family_repository: Path, tmp_path: Path) -
 
 
 @pytest.mark.slow
+def test_family_bench_drives_gan_generators(gan_repository: Path, tmp_path: Path) -> None:
+    out = tmp_path / "gans.json"
+    command = [
+        sys.executable, str(BENCH / "families.py"), "--repository", str(gan_repository),
+        "--sizes", "1", "4", "--repeats", "1", "--duration", "0.2", "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = json.loads(out.read_text())
+    assert {(r["family"], r["n"]) for r in rows} == {
+        (family, n) for family in ("dcgan", "stylegan2") for n in (1, 4)
+    }
+    assert all(r["direct_images_per_s"] > 0 and r["server_images_per_s"] > 0 for r in rows)
+
+
+@pytest.mark.slow
 def test_diffusion_bench_quick(diffusion_repository: Path, tmp_path: Path) -> None:
     out = tmp_path / "diffusion.json"
     command = [

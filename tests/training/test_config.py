@@ -36,7 +36,8 @@ def test_steps_xor_epochs() -> None:
 def test_unknown_family_lists_known() -> None:
     with pytest.raises(
         ValueError,
-        match="unknown model family 'gan'.*autoencoder, ddpm, glow, klae, ldm, nvae, vae, vqvae",
+        match="unknown model family 'gan'.*autoencoder, dcgan, ddpm, glow, klae, ldm, nvae, "
+        "stylegan2, vae",
     ):
         parse_config({**BASE, "family": "gan"})
 

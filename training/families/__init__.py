@@ -5,11 +5,13 @@ Importing this package registers exactly the families listed below.
 
 from latentserve.training.families import (  # noqa: F401  (registers)
     autoencoder,
+    dcgan,
     ddpm,
     glow,
     klae,
     ldm,
     nvae,
+    stylegan2,
     vae,
     vqvae,
     vqvae2,
@@ -18,6 +20,7 @@ from latentserve.training.families.base import (
     CaptionedModel,
     ImageModel,
     LatentModel,
+    PhasedModel,
     StepOutput,
 )
 from latentserve.training.families.layers import ImageShape
@@ -29,6 +32,7 @@ __all__ = [
     "ImageModel",
     "ImageShape",
     "LatentModel",
+    "PhasedModel",
     "StepOutput",
     "family_names",
     "get_family",

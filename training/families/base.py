@@ -6,12 +6,14 @@ optimisation (its optimisers, and what follows each step, such as an EMA update)
 ``LatentModel`` adds the encoder/decoder pair that the latent-decoder
 export graphs wrap; a flow has no such pair and derives from ``ImageModel`` directly.
 ``CaptionedModel`` is a text-to-image model: it also receives each image's caption.
+``PhasedModel`` minimises several losses one after another within a step, each with its
+own optimiser (a GAN's discriminator, then its generator).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -106,6 +108,29 @@ class CaptionedModel(ImageModel):
     ) -> dict[str, torch.Tensor]:
         """As ``ImageModel.evaluate``, with one caption per image of ``x``."""
         return {}
+
+
+class PhasedModel(ImageModel):
+    """A model whose training step is several losses minimised in turn, each by its own
+    optimiser: ``configure_optimizers`` returns one optimiser per phase, in phase order.
+
+    A GAN needs this: its generator's loss must be computed against the discriminator
+    *after* that step's discriminator update, so one loss for every optimiser cannot
+    express it.
+    """
+
+    @abstractmethod
+    def training_phases(
+        self, x: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+    ) -> Iterator[StepOutput]:
+        """Yield each phase's loss in order; the trainer minimises it with that phase's
+        optimiser (backward, step) before asking for the next one."""
+
+    def training_step(
+        self, x: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+    ) -> StepOutput:
+        """Not one loss: a phased model trains through ``training_phases`` only."""
+        raise TypeError(f"{type(self).__name__} trains in phases: call training_phases")
 
 
 class LatentModel(ImageModel):

@@ -77,7 +77,7 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., family: _Optional[str] = ..., description: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., image: _Optional[_Union[ImageInfo, _Mapping]] = ..., latent_shape: _Optional[_Iterable[int]] = ..., backend: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ..., max_batch_size: _Optional[int] = ..., max_n: _Optional[int] = ..., versions: _Optional[_Iterable[str]] = ..., likelihood: _Optional[str] = ..., pipeline: _Optional[str] = ..., sample_parameters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
-    __slots__ = ("model", "n", "seed", "temperature", "steps", "sampler", "eta", "guidance_scale", "class_label", "preview_every")
+    __slots__ = ("model", "n", "seed", "temperature", "steps", "sampler", "eta", "guidance_scale", "class_label", "preview_every", "truncation", "mix_seed", "mix_layer")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,9 @@ class SampleRequest(_message.Message):
     GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
     CLASS_LABEL_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATION_FIELD_NUMBER: _ClassVar[int]
+    MIX_SEED_FIELD_NUMBER: _ClassVar[int]
+    MIX_LAYER_FIELD_NUMBER: _ClassVar[int]
     model: str
     n: int
     seed: int
@@ -98,7 +101,10 @@ class SampleRequest(_message.Message):
     guidance_scale: float
     class_label: int
     preview_every: int
-    def __init__(self, model: _Optional[str] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., steps: _Optional[int] = ..., sampler: _Optional[str] = ..., eta: _Optional[float] = ..., guidance_scale: _Optional[float] = ..., class_label: _Optional[int] = ..., preview_every: _Optional[int] = ...) -> None: ...
+    truncation: float
+    mix_seed: int
+    mix_layer: int
+    def __init__(self, model: _Optional[str] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ..., steps: _Optional[int] = ..., sampler: _Optional[str] = ..., eta: _Optional[float] = ..., guidance_scale: _Optional[float] = ..., class_label: _Optional[int] = ..., preview_every: _Optional[int] = ..., truncation: _Optional[float] = ..., mix_seed: _Optional[int] = ..., mix_layer: _Optional[int] = ...) -> None: ...
 
 class SampleResponse(_message.Message):
     __slots__ = ("model", "seed", "images")

@@ -1,0 +1,162 @@
+"""GANs end to end: tiny DCGAN and StyleGAN2 models trained and exported by the real code,
+served by a real server (torch blocked), sampled over REST and gRPC with truncation and
+style mixing; the fields a generator lacks and the capabilities it lacks are refused."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+from latentserve.clients import InvalidArgumentError, UnsupportedError, connect
+from latentserve.v1 import generative_pb2 as pb
+from latentserve.v1 import generative_pb2_grpc as pb_grpc
+from server_process import ServerProcess
+
+from latentserve.manifest import Manifest
+
+pytestmark = pytest.mark.slow
+
+MODELS = ["dcgan-tiny", "stylegan2-tiny"]  # the gan_repository fixture's models
+
+
+@pytest.fixture(scope="module")
+def server(gan_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    process = ServerProcess(gan_repository, tmp_path_factory.mktemp("gans"))
+    yield process
+    assert process.stop() == 0, process.log()
+
+
+@pytest.fixture(scope="module")
+def clients(server: ServerProcess) -> Iterator[tuple]:
+    with connect(server.http_url) as rest, connect(server.grpc_url) as grpc_client:
+        yield rest, grpc_client
+
+
+def pixels(images: list) -> np.ndarray:
+    return np.stack([np.asarray(image) for image in images]).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def style_layers(gan_repository: Path) -> int:
+    generator = Manifest.load(gan_repository / "stylegan2-tiny" / "1").generator
+    assert generator is not None
+    return generator.style_layers
+
+
+@pytest.mark.parametrize(
+    ("model", "params"),
+    [
+        ("dcgan-tiny", {"truncation": 0.7}),
+        ("stylegan2-tiny", {"truncation": 0.5, "mix_seed": 11, "mix_layer": 2}),
+    ],
+)
+def test_same_request_same_images_over_rest_grpc_and_streaming(
+    clients: tuple, model: str, params: dict
+) -> None:
+    rest, grpc_client = clients
+    one = rest.sample(model, n=5, seed=3, **params)
+    other = grpc_client.sample(model, n=5, seed=3, **params)
+    assert one.model == other.model == f"{model}@1" and one.seed == 3
+    np.testing.assert_array_equal(pixels(one.images), pixels(other.images))
+    chunks = list(grpc_client.stream_sample(model, n=5, seed=3, **params))
+    assert [c.offset for c in chunks] == [0, 2, 4]  # stream_chunk_size = 2
+    streamed = [image for c in chunks for image in c.images]
+    np.testing.assert_array_equal(pixels(streamed), pixels(one.images))
+    assert not np.array_equal(
+        pixels(rest.sample(model, n=5, seed=4, **params).images), pixels(one.images)
+    )
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_truncation_pulls_samples_together(clients: tuple, model: str) -> None:
+    rest, _ = clients
+    spread = {}
+    for psi in (1.0, 0.5, 0.0):
+        images = pixels(rest.sample(model, n=8, seed=5, truncation=psi).images)
+        spread[psi] = float(images.std(axis=0).mean())
+    assert spread[1.0] > spread[0.5] > spread[0.0], spread
+    default = pixels(rest.sample(model, n=8, seed=5).images)
+    np.testing.assert_array_equal(
+        default, pixels(rest.sample(model, n=8, seed=5, truncation=1.0).images)
+    )
+
+
+def test_dcgan_at_zero_truncation_draws_the_mean_latent_every_time(clients: tuple) -> None:
+    images = pixels(clients[0].sample("dcgan-tiny", n=4, seed=8, truncation=0.0).images)
+    assert all(np.array_equal(images[0], image) for image in images)
+
+
+def test_style_mixing_takes_the_fine_styles_from_mix_seed(
+    clients: tuple, style_layers: int
+) -> None:
+    rest, grpc_client = clients
+    plain = pixels(rest.sample("stylegan2-tiny", n=3, seed=1).images)
+    # mix_layer = the style count mixes nothing in; 0 takes every style from mix_seed
+    unmixed = rest.sample("stylegan2-tiny", n=3, seed=1, mix_seed=2, mix_layer=style_layers)
+    np.testing.assert_array_equal(pixels(unmixed.images), plain)
+    mixed = pixels(grpc_client.sample("stylegan2-tiny", n=3, seed=1, mix_seed=2).images)
+    assert not np.array_equal(mixed, plain)
+    halfway = rest.sample("stylegan2-tiny", n=3, seed=1, mix_seed=2, mix_layer=style_layers // 2)
+    np.testing.assert_array_equal(pixels(halfway.images), mixed)  # the default mix_layer
+    all_styles = pixels(rest.sample("stylegan2-tiny", n=3, seed=1, mix_seed=2, mix_layer=0).images)
+    other_seed = pixels(rest.sample("stylegan2-tiny", n=3, seed=1, mix_seed=9, mix_layer=0).images)
+    assert not np.array_equal(all_styles, other_seed)
+    assert not np.array_equal(all_styles, mixed)
+
+
+def test_model_info_lists_each_generators_parameters(clients: tuple) -> None:
+    rest, grpc_client = clients
+    for client in (rest, grpc_client):
+        dcgan = client.get_model("dcgan-tiny")
+        style = client.get_model("stylegan2-tiny")
+        assert dcgan.pipeline == style.pipeline == "gan"
+        assert dcgan.capabilities == style.capabilities == ["sample"]
+        assert dcgan.sample_parameters == ["n", "seed", "truncation"]
+        assert style.sample_parameters == ["n", "seed", "truncation", "mix_seed", "mix_layer"]
+
+
+@pytest.mark.parametrize(
+    ("model", "params", "field", "message"),
+    [
+        ("dcgan-tiny", {"mix_seed": 2}, "mix_seed", "not a sample parameter"),
+        ("dcgan-tiny", {"mix_layer": 1}, "mix_layer", "not a sample parameter"),
+        ("dcgan-tiny", {"temperature": 0.5}, "temperature", "generator models take"),
+        ("stylegan2-tiny", {"truncation": 1.5}, "truncation", "between 0 and 1"),
+        ("stylegan2-tiny", {"mix_layer": 2}, "mix_layer", "needs mix_seed"),
+        ("stylegan2-tiny", {"mix_seed": 2, "mix_layer": 99}, "mix_layer", "between 0 and"),
+        ("stylegan2-tiny", {"steps": 10}, "steps", "style-based generator models take"),
+    ],
+)
+def test_fields_a_generator_lacks_are_refused_by_name(
+    clients: tuple, model: str, params: dict, field: str, message: str
+) -> None:
+    for client in clients:
+        with pytest.raises(InvalidArgumentError, match=message) as caught:
+            client.sample(model, n=1, seed=0, **params)
+        assert caught.value.field == field
+
+
+def test_raw_transports_refuse_with_4xx_and_invalid_argument(server: ServerProcess) -> None:
+    response = httpx.post(
+        f"{server.http_url}/v1/models/dcgan-tiny/sample", json={"mix_seed": 3}, timeout=30
+    )
+    assert response.status_code == 422 and "mix_seed" in response.text
+    with grpc.insecure_channel(server.grpc_url.removeprefix("grpc://")) as channel:
+        stub = pb_grpc.GenerativeServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Sample(pb.SampleRequest(model="dcgan-tiny", mix_layer=1), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ("field", "mix_layer") in tuple(caught.value.trailing_metadata())
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_encode_reconstruct_and_log_prob_are_not_supported(clients: tuple, model: str) -> None:
+    for client in clients:
+        image = client.sample(model, n=1, seed=0).images
+        for call in (client.encode, client.reconstruct, client.log_prob):
+            with pytest.raises(UnsupportedError, match="does not support"):
+                call(model, image)
