@@ -10,6 +10,7 @@ from latentserve.training.families import (  # noqa: F401  (registers)
     klae,
     ldm,
     nvae,
+    pixelcnn_pixels,
     vae,
     vqvae,
     vqvae2,
