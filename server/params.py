@@ -30,17 +30,16 @@ def resolve_seed(seed: int | None) -> int:
     return seed
 
 
-class SampleParams(BaseModel):
-    """What every sample request has: how many images and the seed that reproduces them."""
+class RequestParams(BaseModel):
+    """The parameters of one generating method (``sample``, ``interpolate``, ...)."""
 
     # Strict: "n": "3" is a client bug worth a 422, not something to coerce silently.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     #: How a pipeline kind calls itself in error messages.
     kind: ClassVar[str] = "sample"
-
-    n: int = Field(default=1, description="images to draw (1..max_n)")
-    seed: int | None = Field(default=None, description="omit to let the server draw one")
+    #: What its fields are called in error messages.
+    noun: ClassVar[str] = "a sample parameter"
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], model: str) -> Self:
@@ -54,9 +53,20 @@ class SampleParams(BaseModel):
                 accepted = ", ".join(cls.model_fields)
                 raise InvalidArgument(
                     field,
-                    f"not a sample parameter of {model} ({cls.kind} models take {accepted})",
+                    f"not {cls.noun} of {model} ({cls.kind} models take {accepted})",
                 ) from None
             raise InvalidArgument(field, error["msg"]) from None
+
+    def check(self, max_n: int) -> Self:
+        """Apply the model's limits (and resolve seeds the server draws)."""
+        return self
+
+
+class SampleParams(RequestParams):
+    """What every sample request has: how many images and the seed that reproduces them."""
+
+    n: int = Field(default=1, description="images to draw (1..max_n)")
+    seed: int | None = Field(default=None, description="omit to let the server draw one")
 
     def check(self, max_n: int) -> Self:
         """Apply the model's limits; returns the parameters with the seed resolved."""
@@ -71,10 +81,9 @@ class SampleParams(BaseModel):
         return self.seed
 
 
-class TemperatureParams(SampleParams):
-    """One-shot and autoregressive sampling: the prior's temperature."""
-
-    kind: ClassVar[str] = "prior"
+class Temperature(RequestParams):
+    """The prior's temperature, for one-shot and autoregressive sampling (and their
+    interpolation)."""
 
     temperature: float = Field(default=1.0, description="prior scale (> 0), default 1.0")
 
@@ -84,3 +93,9 @@ class TemperatureParams(SampleParams):
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"must be a finite number > 0, got {value}")
         return value
+
+
+class TemperatureParams(Temperature, SampleParams):
+    """One-shot and autoregressive sampling: the prior's temperature."""
+
+    kind: ClassVar[str] = "prior"
