@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from latentserve.clients.images import ImageInput, to_png
+
 
 def sample_params(n: int, seed: int | None, params: Mapping[str, Any]) -> dict[str, Any]:
     """The parameters to send; ``None`` means "not given" and is left out.
@@ -19,6 +21,21 @@ def sample_params(n: int, seed: int | None, params: Mapping[str, Any]) -> dict[s
     which would refuse it.
     """
     given = {"n": n, "seed": seed, **params}
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def interpolate_params(
+    seed_a: int | None,
+    seed_b: int | None,
+    frames: int | None,
+    image_a: ImageInput | None,
+    image_b: ImageInput | None,
+    params: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The interpolation parameters to send (images as PNG bytes); ``None`` is left out."""
+    given = {"seed_a": seed_a, "seed_b": seed_b, "frames": frames, **params}
+    images = {"image_a": image_a, "image_b": image_b}
+    given |= {name: to_png(image) for name, image in images.items() if image is not None}
     return {name: value for name, value in given.items() if value is not None}
 
 
