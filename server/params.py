@@ -21,12 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 MAX_SEED = 2**64 - 1
 
 
-def resolve_seed(seed: int | None) -> int:
-    """The request's seed, or a fresh one the response reports back."""
+def resolve_seed(seed: int | None, field: str = "seed") -> int:
+    """The request's seed (the field ``field``), or a fresh one the response reports back."""
     if seed is None:
         return secrets.randbits(63)
     if not 0 <= seed <= MAX_SEED:
-        raise InvalidArgument("seed", f"must be between 0 and {MAX_SEED}, got {seed}")
+        raise InvalidArgument(field, f"must be between 0 and {MAX_SEED}, got {seed}")
     return seed
 
 

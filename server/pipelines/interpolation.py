@@ -63,7 +63,7 @@ class InterpolateParams(RequestParams):
                 "frames", f"must be between {MIN_FRAMES} and {MAX_FRAMES}, got {self.frames}"
             )
         return self.model_copy(
-            update={"seed_a": resolve_seed(self.seed_a), "seed_b": resolve_seed(self.seed_b)}
+            update={name: resolve_seed(getattr(self, name), name) for name in ("seed_a", "seed_b")}
         )
 
     @property
