@@ -58,13 +58,16 @@ class InterpolateParams(RequestParams):
 
     def check(self, max_n: int) -> Self:
         """Bound ``frames`` and resolve unset seeds (the response reports them)."""
+        self.check_frames()
+        return self.model_copy(
+            update={name: resolve_seed(getattr(self, name), name) for name in ("seed_a", "seed_b")}
+        )
+
+    def check_frames(self) -> None:
         if not MIN_FRAMES <= self.frames <= MAX_FRAMES:
             raise InvalidArgument(
                 "frames", f"must be between {MIN_FRAMES} and {MAX_FRAMES}, got {self.frames}"
             )
-        return self.model_copy(
-            update={name: resolve_seed(getattr(self, name), name) for name in ("seed_a", "seed_b")}
-        )
 
     @property
     def seeds(self) -> tuple[int, int]:
@@ -100,8 +103,7 @@ class PriorInterpolateParams(Temperature, InterpolateParams):
         for name in ("seed_a", "seed_b", "temperature"):
             if name in self.model_fields_set:
                 raise InvalidArgument(name, "only applies between seeds, not between images")
-        if not MIN_FRAMES <= self.frames <= MAX_FRAMES:
-            super().check(max_n)  # raises the frames error
+        self.check_frames()
         return self
 
     @property

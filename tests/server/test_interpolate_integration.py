@@ -61,11 +61,12 @@ def test_ends_are_exactly_the_images_sample_gives(
     request: pytest.FixtureRequest, server: str, model: str, params: dict, sample_params: dict
 ) -> None:
     rest, grpc = request.getfixturevalue(server)
-    a = pixels(rest.sample(model, n=1, seed=11, **sample_params).images)[0]
+    first = rest.sample(model, n=1, seed=11, **sample_params)
+    a = pixels(first.images)[0]
     b = pixels(grpc.sample(model, n=1, seed=12, **sample_params).images)[0]
     for client in (rest, grpc):
         result = client.interpolate(model, 11, 12, 6, **params)
-        assert (result.model, result.seed_a, result.seed_b) == (f"{model}@1", 11, 12)
+        assert (result.model, result.seed_a, result.seed_b) == (first.model, 11, 12)
         frames = pixels(result.images)
         assert frames.shape == (6, 28, 28)
         np.testing.assert_array_equal(frames[0], a)
@@ -114,7 +115,7 @@ def test_models_without_a_continuous_prior_refuse(
     vae: tuple, families: tuple, transport: int
 ) -> None:
     for clients, model in ((families, "vqvae-tiny"), (families, "vqvae2-tiny"), (vae, "ae-tiny")):
-        with pytest.raises(UnsupportedError, match=f"{model}@1 .* does not support interpolate"):
+        with pytest.raises(UnsupportedError, match=f"{model}@1 .*does not support interpolate"):
             clients[transport].interpolate(model, 1, 2, 4)
 
 
