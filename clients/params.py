@@ -8,9 +8,10 @@ clients pass parameters through by name and leave checking them to the server.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from latentserve.clients.images import ImageInput, to_png
+if TYPE_CHECKING:  # the CLI imports this module at start-up: no Pillow until it is used
+    from latentserve.clients.images import ImageInput
 
 
 def sample_params(n: int, seed: int | None, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -33,6 +34,8 @@ def interpolate_params(
     params: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The interpolation parameters to send (images as PNG bytes); ``None`` is left out."""
+    from latentserve.clients.images import to_png
+
     given = {"seed_a": seed_a, "seed_b": seed_b, "frames": frames, **params}
     images = {"image_a": image_a, "image_b": image_b}
     given |= {name: to_png(image) for name, image in images.items() if image is not None}
