@@ -69,7 +69,11 @@ def direct_sampler(version_dir: Path, threads: int) -> Callable[[int, np.random.
             for position in range(code_map.height * code_map.width):
                 row, col = divmod(position, code_map.width)
                 feeds[code_map.name] = current
-                logits = priors[code_map.prior].run(["logits"], feeds)[0][:, :, row, col]
+                if code_map.step == "position":
+                    feeds["position"] = np.full(n, position, np.int64)
+                    logits = priors[code_map.prior].run(["logits"], feeds)[0]
+                else:
+                    logits = priors[code_map.prior].run(["logits"], feeds)[0][:, :, row, col]
                 current[:, row, col] = categorical(logits, 1.0, rng.random(n))
             codes[code_map.name] = current
         decoder.run(None, codes)

@@ -18,10 +18,12 @@ from latentserve.clients.errors import (
     from_grpc,
 )
 from latentserve.clients.images import ImageInput, from_png, to_png, to_pngs
-from latentserve.clients.params import sample_params
+from latentserve.clients.params import interpolate_params, sample_params
 from latentserve.clients.results import (
     Accepted,
     ImageShape,
+    InterpolationFrame,
+    InterpolationResult,
     JobEvent,
     JobInfo,
     LogProbResult,
@@ -121,6 +123,57 @@ class GrpcClient:
         """
         request = sample_request(model, n, seed, **params)
         yield from self._job_events(self._stub.SampleEvents, request, ModelNotFoundError)
+
+    def interpolate(
+        self,
+        model: str,
+        seed_a: int | None = None,
+        seed_b: int | None = None,
+        frames: int | None = None,
+        *,
+        image_a: ImageInput | None = None,
+        image_b: ImageInput | None = None,
+        **params: Any,
+    ) -> InterpolationResult:
+        """Frames along a spherical interpolation between the latents of ``seed_a`` and
+        ``seed_b`` (unset: the server draws them and returns them); the first and last
+        frames are what :meth:`sample` gives for n = 1 with each seed. Models that encode
+        take ``image_a`` and ``image_b`` instead. ``params`` are the model kind's own
+        (``temperature``; diffusion ``steps``, ``class_label``, ``guidance_scale``).
+        """
+        stream = self.stream_interpolate(
+            model, seed_a, seed_b, frames, image_a=image_a, image_b=image_b, **params
+        )
+        got = list(stream)
+        return InterpolationResult(
+            model=got[0].model,
+            seed_a=got[0].seed_a,
+            seed_b=got[0].seed_b,
+            images=[frame.image for frame in got],
+        )
+
+    def stream_interpolate(
+        self,
+        model: str,
+        seed_a: int | None = None,
+        seed_b: int | None = None,
+        frames: int | None = None,
+        *,
+        image_a: ImageInput | None = None,
+        image_b: ImageInput | None = None,
+        **params: Any,
+    ) -> Iterator[InterpolationFrame]:
+        """Yield each frame of :meth:`interpolate` as the server makes it."""
+        given = interpolate_params(seed_a, seed_b, frames, image_a, image_b, params)
+        request = _request(pb.InterpolateRequest(model=model), given)
+        for frame in self._stream(self._stub.Interpolate, request, ModelNotFoundError):
+            yield InterpolationFrame(
+                model=frame.model,
+                index=frame.index,
+                image=from_png(frame.image),
+                seed_a=frame.seed_a if frame.HasField("seed_a") else None,
+                seed_b=frame.seed_b if frame.HasField("seed_b") else None,
+            )
 
     def text_to_image(
         self, model: str, prompt: str, n: int = 1, seed: int | None = None, **params: Any

@@ -8,7 +8,10 @@ clients pass parameters through by name and leave checking them to the server.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the CLI imports this module at start-up: no Pillow until it is used
+    from latentserve.clients.images import ImageInput
 
 
 def sample_params(n: int, seed: int | None, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -19,6 +22,23 @@ def sample_params(n: int, seed: int | None, params: Mapping[str, Any]) -> dict[s
     which would refuse it.
     """
     given = {"n": n, "seed": seed, **params}
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def interpolate_params(
+    seed_a: int | None,
+    seed_b: int | None,
+    frames: int | None,
+    image_a: ImageInput | None,
+    image_b: ImageInput | None,
+    params: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The interpolation parameters to send (images as PNG bytes); ``None`` is left out."""
+    from latentserve.clients.images import to_png
+
+    given = {"seed_a": seed_a, "seed_b": seed_b, "frames": frames, **params}
+    images = {"image_a": image_a, "image_b": image_b}
+    given |= {name: to_png(image) for name, image in images.items() if image is not None}
     return {name: value for name, value in given.items() if value is not None}
 
 

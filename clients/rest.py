@@ -23,10 +23,12 @@ from latentserve.clients.errors import (
     from_http,
 )
 from latentserve.clients.images import ImageInput, from_png, to_png, to_pngs
-from latentserve.clients.params import sample_params
+from latentserve.clients.params import interpolate_params, sample_params
 from latentserve.clients.results import (
     Accepted,
     ImageShape,
+    InterpolationFrame,
+    InterpolationResult,
     JobEvent,
     JobInfo,
     LogProbResult,
@@ -131,6 +133,44 @@ class RestClient:
         payload = _text_params(prompt, n, seed, params)
         path = f"/v1/models/{model}/text-to-image"
         yield from self._events("POST", path, payload, ModelNotFoundError)
+
+    def interpolate(
+        self,
+        model: str,
+        seed_a: int | None = None,
+        seed_b: int | None = None,
+        frames: int | None = None,
+        *,
+        image_a: ImageInput | None = None,
+        image_b: ImageInput | None = None,
+        **params: Any,
+    ) -> InterpolationResult:
+        """Frames along a spherical interpolation between the latents of ``seed_a`` and
+        ``seed_b`` (unset: the server draws them and returns them); the first and last
+        frames are what :meth:`sample` gives for n = 1 with each seed. Models that encode
+        take ``image_a`` and ``image_b`` instead. ``params`` are the model kind's own
+        (``temperature``; diffusion ``steps``, ``class_label``, ``guidance_scale``).
+        """
+        given = interpolate_params(seed_a, seed_b, frames, image_a, image_b, params)
+        payload = {
+            k: base64.b64encode(v).decode() if isinstance(v, bytes) else v for k, v in given.items()
+        }
+        body = self._call("POST", f"/v1/models/{model}/interpolate", payload)
+        return InterpolationResult(
+            model=body["model"],
+            seed_a=body.get("seed_a"),
+            seed_b=body.get("seed_b"),
+            images=_decode_images(body["images"]),
+        )
+
+    def stream_interpolate(
+        self, model: str, *args: Any, **kwargs: Any
+    ) -> Iterator[InterpolationFrame]:
+        """REST answers with every frame at once: this yields them from one response (gRPC
+        streams each frame as it is made)."""
+        result = self.interpolate(model, *args, **kwargs)
+        for index, image in enumerate(result.images):
+            yield InterpolationFrame(result.model, index, image, result.seed_a, result.seed_b)
 
     def submit_job(
         self,

@@ -62,6 +62,27 @@ class SampleChunk:
 
 
 @dataclass(frozen=True)
+class InterpolationResult:
+    """Frames from ``seed_a``'s image to ``seed_b``'s (seeds are None between images)."""
+
+    model: str
+    seed_a: int | None
+    seed_b: int | None
+    images: list[Image.Image]
+
+
+@dataclass(frozen=True)
+class InterpolationFrame:
+    """One streamed frame: ``index`` counts from 0 (``seed_a``'s image)."""
+
+    model: str
+    index: int
+    image: Image.Image
+    seed_a: int | None = None
+    seed_b: int | None = None
+
+
+@dataclass(frozen=True)
 class LogProbResult:
     """Bits/dim per image and what kind of number it is.
 

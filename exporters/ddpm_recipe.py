@@ -66,4 +66,4 @@ def plan_ddpm(model: DDPM) -> ExportPlan:
     )
 
 
-register_recipe(ExportRecipe("ddpm", ["sample"], plan_ddpm))
+register_recipe(ExportRecipe("ddpm", ["sample", "interpolate"], plan_ddpm))

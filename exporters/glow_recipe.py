@@ -200,4 +200,6 @@ def plan_glow(model: Glow) -> ExportPlan:
     return ExportPlan(graphs, latent, likelihood="elbo")
 
 
-register_recipe(ExportRecipe("glow", ["sample", "encode", "reconstruct", "log_prob"], plan_glow))
+register_recipe(
+    ExportRecipe("glow", ["sample", "encode", "reconstruct", "log_prob", "interpolate"], plan_glow)
+)

@@ -121,4 +121,6 @@ def plan_nvae(model: NVAE) -> ExportPlan:
     return ExportPlan(graphs, latent, pipeline="latent_decoder", likelihood="elbo")
 
 
-register_recipe(ExportRecipe("nvae", ["sample", "encode", "reconstruct", "log_prob"], plan_nvae))
+register_recipe(
+    ExportRecipe("nvae", ["sample", "encode", "reconstruct", "log_prob", "interpolate"], plan_nvae)
+)

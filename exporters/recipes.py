@@ -180,7 +180,9 @@ def get_recipe(family: str) -> ExportRecipe:
     return RECIPES.get(family)
 
 
-register_recipe(ExportRecipe("vae", ["sample", "encode", "reconstruct", "log_prob"], plan_vae))
+register_recipe(
+    ExportRecipe("vae", ["sample", "encode", "reconstruct", "log_prob", "interpolate"], plan_vae)
+)
 register_recipe(ExportRecipe("autoencoder", ["encode", "reconstruct"], plan_autoencoder))
 
 # Families whose recipes live in their own modules register when imported; they import
@@ -192,6 +194,7 @@ from latentserve.exporters import (  # noqa: E402, F401  (registers)
     klae_recipe,
     ldm_recipe,
     nvae_recipe,
+    pixelcnn_recipe,
     vq2_recipe,
     vq_recipe,
 )

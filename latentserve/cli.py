@@ -16,6 +16,7 @@ from latentserve import __version__
 
 def build_parser() -> argparse.ArgumentParser:
     from latentserve.clients import cli as client_cli
+    from latentserve.clients import interpolate_cli
     from latentserve.exporters import cli as export_cli
     from latentserve.server import cli as server_cli
     from latentserve.training import cli as train_cli
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"latentserve {__version__}")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (train_cli, export_cli, server_cli, client_cli):
+    for module in (train_cli, export_cli, server_cli, client_cli, interpolate_cli):
         module.register(subparsers)
     return parser
 

@@ -35,6 +35,9 @@ discrete code maps are listed in ``codes`` in sampling order:
   maps it is conditioned on (``CodeMap.conditions``) -> ``logits`` (batch, K, h, w). The
   logits at a position depend only on codes before it in raster order, so the server
   samples a map position by position, calling the step graph once per position.
+  A code map whose ``step`` is ``position`` has a cheaper step graph: it also takes
+  ``position`` (batch,) int64, each item's raster index, and returns ``logits``
+  (batch, K) at that position only (computing just the rows it can see).
 - ``log_prob`` (optional): ``image`` -> ``bits_per_dim``.
 
 Graph I/O contract of the ``diffusion`` pipeline (DDPM-style models; ``scheduler`` holds
@@ -102,7 +105,7 @@ GRAPH_ROLES = (
     "denoiser",
     "text_encoder",
 )
-CAPABILITIES = ("sample", "encode", "reconstruct", "log_prob", "text_to_image")
+CAPABILITIES = ("sample", "encode", "reconstruct", "log_prob", "text_to_image", "interpolate")
 
 
 def _registered(kind: str, known: tuple[str, ...]) -> AfterValidator:
@@ -187,6 +190,9 @@ class CodeMap(_Strict):
     codebook_size: int = Field(gt=1)
     prior: GraphRole
     conditions: list[str] = Field(default_factory=list)
+    # "map": the prior graph returns every position's logits; "position": it also takes each
+    # item's ``position`` and returns the logits there only (see the module docstring)
+    step: Literal["map", "position"] = "map"
 
 
 class SchedulerSpec(_Strict):

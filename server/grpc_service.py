@@ -111,7 +111,9 @@ def _latent(row: np.ndarray) -> pb.Latent:
     return pb.Latent(shape=row.shape, values=row.ravel().tolist())
 
 
-def _params(request: pb.SampleRequest | pb.TextToImageRequest) -> dict[str, Any]:
+def _params(
+    request: pb.SampleRequest | pb.TextToImageRequest | pb.InterpolateRequest,
+) -> dict[str, Any]:
     """The parameters the client set, by name: the model's kind decides what they mean.
 
     A proto ``float`` is 32-bit: it is read back as the shortest decimal that names it, so
@@ -268,6 +270,22 @@ class GrpcGenerativeService(pb_grpc.GenerativeServiceServicer):
                 yield pb.SampleChunk(model=c.model, seed=c.seed, offset=c.offset, images=c.images)
         except ServingError as exc:
             await _abort(self._service, context, "stream_sample", request.model, exc)
+        finally:
+            await chunks.aclose()
+
+    async def Interpolate(
+        self, request: pb.InterpolateRequest, context: Any
+    ) -> AsyncIterator[pb.InterpolateFrame]:
+        chunks = self._service.interpolate(request.model, _params(request), PROTOCOL)
+        try:
+            async for c in chunks:
+                for i, png in enumerate(c.images):
+                    frame = pb.InterpolateFrame(model=c.model, index=c.offset + i, image=png)
+                    if c.seed_a is not None and c.seed_b is not None:
+                        frame.seed_a, frame.seed_b = c.seed_a, c.seed_b
+                    yield frame
+        except ServingError as exc:
+            await _abort(self._service, context, "interpolate", request.model, exc)
         finally:
             await chunks.aclose()
 

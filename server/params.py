@@ -24,28 +24,25 @@ MIN_TEMPERATURE = 1e-3
 MAX_TEMPERATURE = 100.0
 
 
-def resolve_seed(seed: int | None) -> int:
-    """The request's seed, or a fresh one the response reports back."""
+def resolve_seed(seed: int | None, field: str = "seed") -> int:
+    """The request's seed (the field ``field``), or a fresh one the response reports back."""
     if seed is None:
         return secrets.randbits(63)
     if not 0 <= seed <= MAX_SEED:
-        raise InvalidArgument("seed", f"must be between 0 and {MAX_SEED}, got {seed}")
+        raise InvalidArgument(field, f"must be between 0 and {MAX_SEED}, got {seed}")
     return seed
 
 
-class SampleParams(BaseModel):
-    """What every sample request has: how many images and the seed that reproduces them."""
+class RequestParams(BaseModel):
+    """The parameters of one generating method (``sample``, ``interpolate``, ...)."""
 
     # Strict: "n": "3" is a client bug worth a 422, not something to coerce silently.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     #: How a pipeline kind calls itself in error messages.
     kind: ClassVar[str] = "sample"
-
-    n: int = Field(default=1, ge=1, description="images to draw: 1 to the model's max_n")
-    seed: int | None = Field(
-        default=None, ge=0, le=MAX_SEED, description="omit to let the server draw one"
-    )
+    #: What its fields are called in error messages.
+    noun: ClassVar[str] = "a sample parameter"
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], model: str) -> Self:
@@ -59,9 +56,22 @@ class SampleParams(BaseModel):
                 accepted = ", ".join(cls.model_fields)
                 raise InvalidArgument(
                     field,
-                    f"not a sample parameter of {model} ({cls.kind} models take {accepted})",
+                    f"not {cls.noun} of {model} ({cls.kind} models take {accepted})",
                 ) from None
             raise InvalidArgument(field, error["msg"]) from None
+
+    def check(self, max_n: int) -> Self:
+        """Apply the model's limits (and resolve seeds the server draws)."""
+        return self
+
+
+class SampleParams(RequestParams):
+    """What every sample request has: how many images and the seed that reproduces them."""
+
+    n: int = Field(default=1, ge=1, description="images to draw: 1 to the model's max_n")
+    seed: int | None = Field(
+        default=None, ge=0, le=MAX_SEED, description="omit to let the server draw one"
+    )
 
     def check(self, max_n: int) -> Self:
         """Apply the model's limits; returns the parameters with the seed resolved."""
@@ -76,10 +86,9 @@ class SampleParams(BaseModel):
         return self.seed
 
 
-class TemperatureParams(SampleParams):
-    """One-shot and autoregressive sampling: the prior's temperature."""
-
-    kind: ClassVar[str] = "prior"
+class Temperature(RequestParams):
+    """The prior's temperature, for one-shot and autoregressive sampling (and their
+    interpolation)."""
 
     temperature: float = Field(
         default=1.0,
@@ -88,3 +97,9 @@ class TemperatureParams(SampleParams):
         allow_inf_nan=False,
         description="prior scale, default 1.0",
     )
+
+
+class TemperatureParams(Temperature, SampleParams):
+    """One-shot and autoregressive sampling: the prior's temperature."""
+
+    kind: ClassVar[str] = "prior"

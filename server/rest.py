@@ -86,6 +86,25 @@ TEXT_TO_IMAGE_BODY = Body(
 )
 
 
+INTERPOLATE_BODY = Body(
+    default_factory=dict,
+    description=(
+        "`seed_a`, `seed_b` (omit to let the server draw them), `frames` (2..64, default 8), "
+        "and the model's own sample settings: `temperature` (VAE, NVAE, Glow), `steps`, "
+        "`class_label`, `guidance_scale` (diffusion: frames are DDIM, eta 0). Models that "
+        "encode take `image_a` and `image_b` (base64 PNGs) instead of seeds."
+    ),
+    examples=[{"seed_a": 1, "seed_b": 2, "frames": 8}],
+)
+
+
+class InterpolateResponse(BaseModel):
+    model: str
+    seed_a: int | None = Field(description="unset between images")
+    seed_b: int | None
+    images: list[str] = Field(description="base64 PNG frames, seed_a's image first")
+
+
 class JobRequest(_Request):
     model: str = Field(description="model name, or name@version")
     method: str = Field(default="sample", description="sample or text_to_image")
@@ -333,6 +352,10 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     return await task
 
 
+async def _collect(chunks: AsyncIterator[T]) -> list[T]:
+    return [chunk async for chunk in chunks]
+
+
 def _decode_images(images: list[str]) -> list[bytes]:
     return [codecs.decode_base64(text, f"images[{i}]") for i, text in enumerate(images)]
 
@@ -427,6 +450,34 @@ def create_rest_app(service: GenerativeService) -> FastAPI:
         result = await _unless_disconnected(request, work)
         response = SampleResponse.model_construct(
             model=result.model, seed=result.seed, images=_b64(result.images)
+        )
+        return _json(response)
+
+    @app.post(
+        "/v1/models/{model}/interpolate",
+        response_model=InterpolateResponse,
+        tags=["inference"],
+        description=(
+            "Frames along a spherical interpolation between the latents of `seed_a` and "
+            "`seed_b` (or of two base64 PNGs `image_a`, `image_b`, for models that encode); "
+            "the first and last frames are what .../sample gives for n = 1 with each seed."
+        ),
+    )
+    async def interpolate(
+        request: Request, model: str, body: dict[str, Any] = INTERPOLATE_BODY
+    ) -> Response:
+        for key in ("image_a", "image_b"):
+            if isinstance(body.get(key), str):
+                body = body | {key: codecs.decode_base64(body[key], key)}
+        frames = await _unless_disconnected(
+            request, _collect(service.interpolate(model, body, PROTOCOL))
+        )
+        first = frames[0]
+        response = InterpolateResponse.model_construct(
+            model=first.model,
+            seed_a=first.seed_a,
+            seed_b=first.seed_b,
+            images=[codecs.encode_base64(png) for chunk in frames for png in chunk.images],
         )
         return _json(response)
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, TypeVar
 
 import numpy as np
@@ -23,7 +24,7 @@ from latentserve.server.admin import AdminTokens
 from latentserve.server.errors import DeadlineExceeded, InvalidArgument, ServingError, Unavailable
 from latentserve.server.jobs import Job, JobManager, Work
 from latentserve.server.metrics import ServerMetrics
-from latentserve.server.params import SampleParams, resolve_seed
+from latentserve.server.params import RequestParams, resolve_seed
 from latentserve.server.reload import ReloadResult, RepositoryReloader
 from latentserve.server.repository import Lease, LoadedModel, ModelRepository
 from latentserve.server.settings import Settings
@@ -69,6 +70,15 @@ class SampleChunk:
     model: str
     seed: int
     offset: int
+    images: list[bytes]
+
+
+@dataclass(frozen=True)
+class InterpolateChunk:
+    model: str
+    seed_a: int | None  # None when interpolating between images
+    seed_b: int | None
+    offset: int  # index of images[0] among the frames
     images: list[bytes]
 
 
@@ -276,7 +286,7 @@ class GenerativeService:
         call: _Call,
         model: LoadedModel,
         method: str,
-        params: SampleParams,
+        params: RequestParams,
         work: Work,
         *,
         retain: bool,
@@ -284,11 +294,16 @@ class GenerativeService:
         async def render(images: np.ndarray) -> list[bytes]:
             return await self._to_pngs(model, images)
 
+        # the job's params as JSON-ready values: input images are not echoed back
+        echoed = {
+            k: v
+            for k, v in params.model_dump(exclude_none=True).items()
+            if not isinstance(v, bytes)
+        }
         job = self.jobs.submit(
             model.label,
             method,
-            # the job's params as JSON-ready values: an img2img image is not echoed back
-            params.model_dump(exclude_none=True, exclude={"image"}),
+            echoed,
             work,
             render,
             deadline_s=self.settings.job_timeout_s,
@@ -300,24 +315,47 @@ class GenerativeService:
     async def sample_stream(
         self, ref: str, raw: Mapping[str, Any], protocol: str
     ) -> AsyncIterator[SampleChunk]:
-        """Chunks as they are produced; the first arrives before the last image is computed.
+        """Chunks as they are produced; the first arrives before the last image is computed."""
+        stream = attrgetter("sample_stream")
+        chunks = self._stream(ref, "sample", "stream_sample", stream, raw, protocol)
+        async for model, params, offset, pngs in chunks:
+            yield SampleChunk(model, params.resolved_seed, offset, pngs)
 
-        The stream is a job too (admitted, cancellable, bounded by the job deadline); its
-        chunks pass through a one-slot queue, so computing runs at most a chunk ahead.
-        """
-        async with self._track("stream_sample", protocol) as call:
+    async def interpolate(
+        self, ref: str, raw: Mapping[str, Any], protocol: str
+    ) -> AsyncIterator[InterpolateChunk]:
+        """Frames from ``seed_a``'s image to ``seed_b``'s (or between two encoded images), in
+        chunks as they are made; models without a continuous prior refuse."""
+        stream = attrgetter("interpolate")
+        chunks = self._stream(ref, "interpolate", "interpolate", stream, raw, protocol)
+        async for model, params, offset, pngs in chunks:
+            # seeds stay unset between images
+            yield InterpolateChunk(model, params.seed_a, params.seed_b, offset, pngs)
+
+    async def _stream(
+        self,
+        ref: str,
+        method: str,
+        label: str,
+        stream_of: Callable[[Any], Callable[[Any, int], AsyncIterator[tuple[int, np.ndarray]]]],
+        raw: Mapping[str, Any],
+        protocol: str,
+    ) -> AsyncIterator[tuple[str, Any, int, list[bytes]]]:
+        """``(model, params, offset, PNGs)`` of the chunks ``stream_of(pipeline)`` makes for
+        ``method``'s parameters (recorded as ``label``). The stream is a job too (admitted,
+        cancellable, bounded by the job deadline); its chunks pass through a one-slot queue,
+        so computing runs at most a chunk ahead."""
+        async with self._track(label, protocol) as call:
             model = call.use(self._lease(ref))
-            params = model.pipeline.prepare(raw)
+            params = model.pipeline.prepare(raw, method)
             chunk = min(self.settings.stream_chunk_size, model.serving.max_batch_size)
-            chunks: asyncio.Queue[SampleChunk | None] = asyncio.Queue(maxsize=1)
+            stream = stream_of(model.pipeline)
+            chunks: asyncio.Queue[tuple[int, list[bytes]] | None] = asyncio.Queue(maxsize=1)
 
             async def work(progress: Any) -> dict[str, Any]:
                 try:
-                    async for offset, images in model.pipeline.sample_stream(params, chunk):
-                        pngs = await self._to_pngs(model, images)
-                        await chunks.put(
-                            SampleChunk(model.label, params.resolved_seed, offset, pngs)
-                        )
+                    async for offset, images in stream(params, chunk):
+                        await chunks.put((offset, await self._to_pngs(model, images)))
                 except BaseException:
                     # the stream fails: unsent chunks are moot, the reader must wake up
                     while not chunks.empty():
@@ -325,12 +363,12 @@ class GenerativeService:
                     chunks.put_nowait(None)
                     raise
                 await chunks.put(None)
-                return {"model": model.label, "seed": params.resolved_seed, "images": []}
+                return {"model": model.label, "seed": getattr(params, "seed", None), "images": []}
 
-            job = self._start_job(call, model, "stream_sample", params, work, retain=False)
+            job = self._start_job(call, model, label, params, work, retain=False)
             try:
                 while (item := await chunks.get()) is not None:
-                    yield item
+                    yield (model.label, params, *item)
                 await job.wait()
             finally:
                 job.cancel()

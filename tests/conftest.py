@@ -29,12 +29,14 @@ def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # The likelihood families as tiny models: (config, served name). Each samples differently
 # on the server: one-shot decode (NVAE), exact inverse flow (Glow), autoregressive prior
-# stepped by the server (VQ-VAE; VQ-VAE-2 with a bottom map conditioned on the top one).
+# stepped by the server (VQ-VAE; VQ-VAE-2 with a bottom map conditioned on the top one;
+# the pixel-level PixelCNN with a position step graph).
 FAMILY_MODELS = [
     ("glow-tiny", "glow-tiny"),
     ("nvae-tiny", "nvae-tiny"),
     ("vqvae-tiny", "vqvae-tiny"),
     ("vqvae2-tiny", "vqvae2-tiny"),
+    ("pixelcnn-tiny", "pixelcnn-tiny"),
 ]
 
 

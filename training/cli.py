@@ -59,6 +59,7 @@ BOUNDS = {
     "glow": ("exact NLL of dequantized data (bound)", "8-bit, uniform dequantization"),
     "vqvae": ("recon + PixelCNN prior (ELBO)", "8-bit, discretized logistic"),
     "vqvae2": ("recon + two priors (ELBO)", "8-bit, discretized logistic"),
+    "pixelcnn": ("exact NLL (no bound)", "8-bit, 256-way softmax per pixel"),
     "autoencoder": ("none (reconstruction cost only)", "8-bit, discretized logistic"),
     "ddpm": ("none (no likelihood; denoising MSE only)", "8-bit mapped to [-1, 1]"),
 }

@@ -5,7 +5,8 @@ VQ-VAE-style models sample a discrete code map position by position in raster or
 it. Each position is one call of the prior's step graph through its batcher, so
 concurrent sample requests share batched steps: requests at different positions batch
 together, because the step graph computes logits for every position of every item and
-each request reads its own position. The code at a position is drawn from
+each request reads its own position (a ``position`` step graph takes each item's position
+and computes the logits there only). The code at a position is drawn from
 ``softmax(logits / temperature)`` by inverse CDF with a uniform drawn up front from the
 request's seed, so the result does not depend on what shares a batch or on chunking.
 """
@@ -52,7 +53,10 @@ class AutoregressivePriorPipeline(ItemwisePipeline):
             "log_prob": ({"image"}, {"bits_per_dim"}),
         }
         for code_map in manifest.codes:
-            contract[code_map.prior] = ({code_map.name, *code_map.conditions}, {"logits"})
+            inputs = {code_map.name, *code_map.conditions}
+            if code_map.step == "position":
+                inputs.add("position")
+            contract[code_map.prior] = (inputs, {"logits"})
         return contract
 
     def queue_delay_ms(self, role: str, serving: ServingOptions) -> float:
@@ -102,7 +106,11 @@ class AutoregressivePriorPipeline(ItemwisePipeline):
             row, col = divmod(position, code_map.width)
             # safe to update ``codes`` in place below: the step has finished reading it
             inputs = {code_map.name: codes, **conditions}
-            logits = (await self.run(code_map.prior, inputs))["logits"][:, :, row, col]
+            if code_map.step == "position":
+                inputs["position"] = np.full(n, position, dtype=np.int64)
+                logits = (await self.run(code_map.prior, inputs))["logits"]
+            else:
+                logits = (await self.run(code_map.prior, inputs))["logits"][:, :, row, col]
             codes[:, row, col] = categorical(logits, temperature, uniforms[:, position])
             if progress is not None:
                 progress.step(done_before + position + 1, self.positions)

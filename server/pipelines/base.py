@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from latentserve.server.batcher import Batcher
 from latentserve.server.errors import InvalidArgument, Unsupported
 from latentserve.server.jobs import Progress
 from latentserve.server.metrics import ServerMetrics
-from latentserve.server.params import SampleParams, TemperatureParams
+from latentserve.server.params import RequestParams, SampleParams, TemperatureParams
 from latentserve.server.pipelines.noise import draw_noise
 from latentserve.server.runtime import Runtime
 from latentserve.server.settings import ServingOptions
@@ -34,7 +34,7 @@ Contract = dict[str, tuple[set[str], set[str]]]
 class GraphPipeline(ABC):
     kind: str
     #: The parameters each generating method takes (see ``latentserve.server.params``).
-    params_for: dict[str, type[SampleParams]] = {"sample": TemperatureParams}
+    params_for: dict[str, type[RequestParams]] = {"sample": TemperatureParams}
     #: Graphs each capability needs.
     needs: dict[str, tuple[str, ...]] = {
         "encode": ("encoder",),
@@ -122,10 +122,15 @@ class GraphPipeline(ABC):
                 f"its capabilities are {', '.join(self.manifest.capabilities) or 'none'}"
             )
 
-    def prepare(self, raw: Mapping[str, Any], method: str = "sample") -> SampleParams:
+    def prepare(self, raw: Mapping[str, Any], method: str = "sample") -> Any:
         """A request's parameters, parsed, checked and with its seed resolved."""
         self.require(method)
         return self.params_for[method].parse(raw, self.label).check(self.serving.max_n)
+
+    def interpolate(self, params: Any, chunk: int) -> AsyncIterator[tuple[int, np.ndarray]]:
+        """``(offset, frames)`` chunks between two seeds: kinds with a continuous prior
+        override this (``interpolation.py``); ``prepare`` refuses the rest first."""
+        raise Unsupported(f"model {self.label} ({self.manifest.family}) cannot interpolate")
 
     async def run(self, role: str, inputs: Arrays) -> Arrays:
         return await self._batchers[role].submit(inputs)
@@ -206,18 +211,30 @@ class ItemwisePipeline(GraphPipeline):
     ) -> AsyncIterator[tuple[int, np.ndarray]]:
         """Yield ``(offset, images)`` chunks; the next chunk computes while this one is sent."""
         randomness = self.randomness(params)
-        starts = list(range(0, params.n, chunk))
 
-        def start(i: int) -> asyncio.Task[np.ndarray]:
-            part = randomness[starts[i] : starts[i] + chunk]
-            return asyncio.ensure_future(self.sample_items(part, params, None))
+        async def render(part: np.ndarray) -> np.ndarray:
+            return await self.sample_items(part, params, None)
 
-        task = start(0)
-        try:
-            for i, offset in enumerate(starts):
-                images = await task
-                if i + 1 < len(starts):
-                    task = start(i + 1)
-                yield offset, images
-        finally:
-            task.cancel()
+        async for item in stream_rows(randomness, chunk, render):
+            yield item
+
+
+async def stream_rows(
+    rows: np.ndarray, chunk: int, render: Callable[[np.ndarray], Awaitable[np.ndarray]]
+) -> AsyncIterator[tuple[int, np.ndarray]]:
+    """``(offset, render(rows[offset:offset + chunk]))`` in order; the next chunk computes
+    while this one is sent."""
+    starts = list(range(0, len(rows), chunk))
+
+    def start(i: int) -> asyncio.Task[np.ndarray]:
+        return asyncio.ensure_future(render(rows[starts[i] : starts[i] + chunk]))
+
+    task = start(0)
+    try:
+        for i, offset in enumerate(starts):
+            images = await task
+            if i + 1 < len(starts):
+                task = start(i + 1)
+            yield offset, images
+    finally:
+        task.cancel()

@@ -31,10 +31,12 @@ from latentserve.server.pipelines.base import Contract, GraphPipeline
 from latentserve.server.pipelines.diffusion_params import (
     MAX_GUIDANCE,
     DenoisingParams,
+    DiffusionInterpolateParams,
     DiffusionParams,
     TextToImageParams,
 )
 from latentserve.server.pipelines.guidance import Guidance, guide
+from latentserve.server.pipelines.interpolation import slerp
 from latentserve.server.pipelines.noise import rng
 from latentserve.server.pipelines.stepping import StepEngine
 from latentserve.server.schedulers import SAMPLERS, NoiseSchedule, Sampler, make_sampler, result
@@ -96,10 +98,15 @@ class DiffusionPipeline(GraphPipeline):
     """Sample (and text-to-image) by stepping a numpy sampler over the ``denoiser`` graph."""
 
     kind = "diffusion"
-    params_for = {"sample": DiffusionParams, "text_to_image": TextToImageParams}
+    params_for = {
+        "sample": DiffusionParams,
+        "text_to_image": TextToImageParams,
+        "interpolate": DiffusionInterpolateParams,
+    }
     needs = {
         **GraphPipeline.needs,
         "sample": ("denoiser",),
+        "interpolate": ("denoiser",),
         "text_to_image": ("denoiser", "text_encoder"),
     }
 
@@ -156,9 +163,15 @@ class DiffusionPipeline(GraphPipeline):
 
     # -- parameters ------------------------------------------------------------------------
 
-    def prepare(self, raw: Mapping[str, Any], method: str = "sample") -> DenoisingParams:
+    def prepare(self, raw: Mapping[str, Any], method: str = "sample") -> Any:
         params = super().prepare(raw, method)
-        assert isinstance(params, DenoisingParams)
+        if isinstance(params, DiffusionInterpolateParams):
+            self._checked(self._frame_params(params))
+            return params
+        return self._checked(params)
+
+    def _checked(self, params: DenoisingParams) -> DenoisingParams:
+        """Sampler settings within the model's limits, its defaults filled in."""
         spec = self.spec
         sampler = params.sampler or spec.default_sampler
         steps = spec.default_steps if params.steps is None else params.steps
@@ -222,10 +235,40 @@ class DiffusionPipeline(GraphPipeline):
 
     async def sample(self, params: SampleParams, progress: Progress | None = None) -> np.ndarray:
         assert isinstance(params, DenoisingParams)
-        sampler = make_sampler(str(params.sampler), params.eta)
         generator = rng(params.resolved_seed)
         shape = (params.n, *self.manifest.latent.shape)
         noise = generator.standard_normal(shape, dtype=np.float32)
+        return await self._denoise(params, noise, generator, progress)
+
+    def _frame_params(self, params: DiffusionInterpolateParams) -> DiffusionParams:
+        """The ``sample`` parameters that render interpolation frames: deterministic DDIM."""
+        sample = params.sample_params(DiffusionParams)
+        return sample.model_copy(update={"sampler": "ddim", "eta": 0.0})
+
+    async def interpolate(
+        self, params: DiffusionInterpolateParams, chunk: int
+    ) -> AsyncIterator[tuple[int, np.ndarray]]:
+        """Slerp the starting noise of the two seeds, then denoise every frame with DDIM
+        (eta = 0, so the noise alone decides each image): all frames finish together."""
+        sample = self._checked(self._frame_params(params))
+        shape = (1, *self.manifest.latent.shape)
+        seed_a, seed_b = params.seeds
+        ends = [rng(seed).standard_normal(shape, dtype=np.float32)[0] for seed in (seed_a, seed_b)]
+        noise = slerp(*ends, params.frames)
+        images = await self._denoise(sample, noise, rng(seed_a), None)
+        for offset in range(0, params.frames, chunk):
+            yield offset, images[offset : offset + chunk]
+
+    async def _denoise(
+        self,
+        params: DenoisingParams,
+        noise: np.ndarray,
+        generator: np.random.Generator,
+        progress: Progress | None,
+    ) -> np.ndarray:
+        """Images from starting ``noise`` (one row per image); ``generator`` draws any
+        noise a stochastic sampler needs on the way."""
+        sampler = make_sampler(str(params.sampler), params.eta)
         steps = int(params.steps or self.spec.default_steps)
         if isinstance(params, TextToImageParams):
             with self._stage("text_encode"):

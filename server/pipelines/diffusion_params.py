@@ -1,8 +1,10 @@
-"""Parameters of the diffusion pipeline's two methods: ``sample`` and ``text_to_image``.
+"""Parameters of the diffusion pipeline's methods: ``sample``, ``text_to_image`` and
+``interpolate``.
 
-Both share the sampler settings (``DenoisingParams``); class-conditional sampling adds a
-class label, text-to-image a prompt, a negative prompt and, for img2img, an image and a
-strength. Checks that need the model (its step limit, its classes, whether it can encode an
+Both generating methods share the sampler settings (``DenoisingParams``); class-conditional
+sampling adds a class label, text-to-image a prompt, a negative prompt and, for img2img, an
+image and a strength; ``interpolate`` takes the frames' step count and class (its sampler is
+DDIM). Checks that need the model (its step limit, its classes, whether it can encode an
 image) live in the pipeline, next to what they protect.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from latentserve.server.params import SampleParams
+from latentserve.server.pipelines.interpolation import InterpolateParams
 from pydantic import Field
 
 MAX_GUIDANCE = 30.0
@@ -49,3 +52,14 @@ class TextToImageParams(DenoisingParams):
     strength: float | None = Field(
         default=None, description="img2img: how much of the image to redraw, (0, 1]"
     )
+
+
+class DiffusionInterpolateParams(InterpolateParams):
+    """``interpolate``: every frame is denoised with DDIM (eta = 0) from slerped noise, so
+    the sampler is fixed; the step count and class are the frames' own."""
+
+    kind: ClassVar[str] = "diffusion"
+
+    steps: int | None = DenoisingParams.model_fields["steps"]
+    guidance_scale: float | None = DenoisingParams.model_fields["guidance_scale"]
+    class_label: int | None = DiffusionParams.model_fields["class_label"]

@@ -12,16 +12,19 @@ import numpy as np
 from latentserve.server.jobs import Progress
 from latentserve.server.params import TemperatureParams
 from latentserve.server.pipelines.base import Contract, GraphPipeline, ItemwisePipeline
+from latentserve.server.pipelines.interpolation import GaussianInterpolation, PriorInterpolateParams
 from latentserve.server.pipelines.noise import draw_noise
 
 from latentserve.manifest import Manifest
 
 
-class LatentDecoderPipeline(ItemwisePipeline):
-    """Sample via the ``sampler`` graph, encode via ``encoder``, reconstruct via both."""
+class LatentDecoderPipeline(GaussianInterpolation, ItemwisePipeline):
+    """Sample via the ``sampler`` graph, encode via ``encoder``, reconstruct via both;
+    interpolate between seeds' noise (``sampler``) or images' latents (both)."""
 
     kind = "latent_decoder"
-    needs = {**GraphPipeline.needs, "sample": ("sampler",)}
+    params_for = {"sample": TemperatureParams, "interpolate": PriorInterpolateParams}
+    needs = {**GraphPipeline.needs, "sample": ("sampler",), "interpolate": ("sampler",)}
 
     def contract(self, manifest: Manifest) -> Contract:
         groups = {g.name for g in manifest.latent.encoded()}

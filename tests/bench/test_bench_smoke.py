@@ -70,7 +70,7 @@ def test_family_bench_runs_end_to_end(family_repository: Path, tmp_path: Path) -
     assert done.returncode == 0, done.stdout + done.stderr
     rows = json.loads(out.read_text())
     assert {(r["family"], r["n"]) for r in rows} == {
-        (family, n) for family in ("glow", "nvae", "vqvae", "vqvae2") for n in (1, 3)
+        (family, n) for family in ("glow", "nvae", "vqvae", "vqvae2", "pixelcnn") for n in (1, 3)
     }
     for row in rows:
         assert row["direct_images_per_s"] > 0 and row["server_images_per_s"] > 0, row

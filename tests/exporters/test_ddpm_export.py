@@ -37,7 +37,7 @@ def exported(ddpm_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_manifest_describes_the_diffusion_pipeline(exported: Path) -> None:
     manifest = Manifest.load(exported)
     assert manifest.family == "ddpm" and manifest.pipeline == "diffusion"
-    assert manifest.capabilities == ["sample"] and manifest.likelihood is None
+    assert manifest.capabilities == ["sample", "interpolate"] and manifest.likelihood is None
     assert manifest.latent.shape == [1, 28, 28]
     scheduler = manifest.scheduler
     assert (scheduler.beta_schedule, scheduler.num_train_timesteps) == ("cosine", T)

@@ -78,7 +78,13 @@ def test_manifest_describes_an_exact_flow(exported: Path, model: Glow) -> None:
         "latent_decoder",
         "elbo",  # exact density, bound on the 8-bit code length through dequantization
     )
-    assert manifest.capabilities == ["sample", "encode", "reconstruct", "log_prob"]
+    assert manifest.capabilities == [
+        "sample",
+        "encode",
+        "reconstruct",
+        "log_prob",
+        "interpolate",
+    ]
     assert manifest.latent.shape == [784]
     groups = [(g.name, g.shape) for g in manifest.latent.groups]
     assert groups == [(f"z{i}", list(s)) for i, s in enumerate(model.latent_shapes)]

@@ -35,7 +35,13 @@ def test_manifest_lists_the_groups(folder: Path, run_dir: Path) -> None:
     model = load_run(run_dir).model
     assert manifest.family == "nvae" and manifest.pipeline == "latent_decoder"
     assert manifest.likelihood == "elbo"
-    assert set(manifest.capabilities) == {"sample", "encode", "reconstruct", "log_prob"}
+    assert set(manifest.capabilities) == {
+        "sample",
+        "encode",
+        "reconstruct",
+        "log_prob",
+        "interpolate",
+    }
     groups = manifest.latent.groups
     assert [g.name for g in groups] == ["z0", "z1", "z2", "z3"]
     assert [tuple(g.shape) for g in groups] == model.latent_shapes

@@ -48,7 +48,7 @@ def failed(http: httpx.Client) -> float:
 def test_the_model_describes_its_kind_and_parameters(http: httpx.Client) -> None:
     info = http.get(f"/v1/models/{MODEL}").json()
     assert info["family"] == "ddpm" and info["pipeline"] == "diffusion"
-    assert info["capabilities"] == ["sample"]
+    assert info["capabilities"] == ["sample", "interpolate"]
     assert {"steps", "sampler", "eta", "guidance_scale", "class_label"} <= set(
         info["sample_parameters"]
     )

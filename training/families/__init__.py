@@ -11,6 +11,7 @@ from latentserve.training.families import (  # noqa: F401  (registers)
     klae,
     ldm,
     nvae,
+    pixelcnn_pixels,
     stylegan2,
     vae,
     vqvae,

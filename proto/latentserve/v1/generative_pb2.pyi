@@ -206,6 +206,44 @@ class LogProbResponse(_message.Message):
     seed: int
     def __init__(self, model: _Optional[str] = ..., bits_per_dim: _Optional[_Iterable[float]] = ..., bound: _Optional[str] = ..., samples: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
+class InterpolateRequest(_message.Message):
+    __slots__ = ("model", "seed_a", "seed_b", "frames", "temperature", "steps", "guidance_scale", "class_label", "image_a", "image_b")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SEED_A_FIELD_NUMBER: _ClassVar[int]
+    SEED_B_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    CLASS_LABEL_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_A_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_B_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    seed_a: int
+    seed_b: int
+    frames: int
+    temperature: float
+    steps: int
+    guidance_scale: float
+    class_label: int
+    image_a: bytes
+    image_b: bytes
+    def __init__(self, model: _Optional[str] = ..., seed_a: _Optional[int] = ..., seed_b: _Optional[int] = ..., frames: _Optional[int] = ..., temperature: _Optional[float] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., class_label: _Optional[int] = ..., image_a: _Optional[bytes] = ..., image_b: _Optional[bytes] = ...) -> None: ...
+
+class InterpolateFrame(_message.Message):
+    __slots__ = ("model", "index", "image", "seed_a", "seed_b")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SEED_A_FIELD_NUMBER: _ClassVar[int]
+    SEED_B_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    index: int
+    image: bytes
+    seed_a: int
+    seed_b: int
+    def __init__(self, model: _Optional[str] = ..., index: _Optional[int] = ..., image: _Optional[bytes] = ..., seed_a: _Optional[int] = ..., seed_b: _Optional[int] = ...) -> None: ...
+
 class TextToImageRequest(_message.Message):
     __slots__ = ("model", "prompt", "negative_prompt", "n", "seed", "steps", "sampler", "eta", "guidance_scale", "preview_every", "image", "strength")
     MODEL_FIELD_NUMBER: _ClassVar[int]

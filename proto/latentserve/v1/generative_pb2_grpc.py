@@ -72,6 +72,11 @@ class GenerativeServiceStub:
                 request_serializer=latentserve_dot_v1_dot_generative__pb2.LogProbRequest.SerializeToString,
                 response_deserializer=latentserve_dot_v1_dot_generative__pb2.LogProbResponse.FromString,
                 _registered_method=True)
+        self.Interpolate = channel.unary_stream(
+                '/latentserve.v1.GenerativeService/Interpolate',
+                request_serializer=latentserve_dot_v1_dot_generative__pb2.InterpolateRequest.SerializeToString,
+                response_deserializer=latentserve_dot_v1_dot_generative__pb2.InterpolateFrame.FromString,
+                _registered_method=True)
         self.SampleEvents = channel.unary_stream(
                 '/latentserve.v1.GenerativeService/SampleEvents',
                 request_serializer=latentserve_dot_v1_dot_generative__pb2.SampleRequest.SerializeToString,
@@ -161,6 +166,15 @@ class GenerativeServiceServicer:
     def LogProb(self, request, context):
         """Bits per dimension of each image under the model: exact (flows), or an upper bound on
         -log2 p(x) per dimension (ELBO, importance-weighted); the response says which.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Interpolate(self, request, context):
+        """Frames along a spherical interpolation between two seeds' latents (or two images'),
+        streamed one frame per message as they are made. Models without a continuous prior
+        (VQ, PixelCNN) refuse with UNIMPLEMENTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -263,6 +277,11 @@ def add_GenerativeServiceServicer_to_server(servicer, server):
                     servicer.LogProb,
                     request_deserializer=latentserve_dot_v1_dot_generative__pb2.LogProbRequest.FromString,
                     response_serializer=latentserve_dot_v1_dot_generative__pb2.LogProbResponse.SerializeToString,
+            ),
+            'Interpolate': grpc.unary_stream_rpc_method_handler(
+                    servicer.Interpolate,
+                    request_deserializer=latentserve_dot_v1_dot_generative__pb2.InterpolateRequest.FromString,
+                    response_serializer=latentserve_dot_v1_dot_generative__pb2.InterpolateFrame.SerializeToString,
             ),
             'SampleEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.SampleEvents,
@@ -497,6 +516,33 @@ class GenerativeService:
             '/latentserve.v1.GenerativeService/LogProb',
             latentserve_dot_v1_dot_generative__pb2.LogProbRequest.SerializeToString,
             latentserve_dot_v1_dot_generative__pb2.LogProbResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Interpolate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/latentserve.v1.GenerativeService/Interpolate',
+            latentserve_dot_v1_dot_generative__pb2.InterpolateRequest.SerializeToString,
+            latentserve_dot_v1_dot_generative__pb2.InterpolateFrame.FromString,
             options,
             channel_credentials,
             insecure,
