@@ -18,6 +18,7 @@ from latentserve.server.repository import LoadedModel
 _SAMPLE = {"n": 1, "seed": 0}
 _FEWEST_STEPS = {"steps": 1}
 _PROMPT = {"prompt": "warm-up"}
+_TWO_FRAMES = {"seed_a": 0, "seed_b": 1, "frames": 2}
 
 
 class WarmUpFailed(ValueError):
@@ -45,6 +46,11 @@ async def _call(model: LoadedModel, capability: str) -> list[np.ndarray]:
         if capability == "text_to_image":
             raw |= _PROMPT
         return [await pipeline.sample(pipeline.prepare(raw, capability))]
+    if capability == "interpolate":
+        fields = pipeline.params_for[capability].model_fields
+        raw = _TWO_FRAMES | (_FEWEST_STEPS if "steps" in fields else {})
+        stream = pipeline.interpolate(pipeline.prepare(raw, capability), 2)
+        return [images async for _, images in stream]
     spec = model.manifest.image
     blank = codecs.encode_png(np.zeros((spec.height, spec.width, spec.channels), np.uint8))
     batch = codecs.pngs_to_batch([blank], spec, spec.height * spec.width)
