@@ -82,6 +82,15 @@ class Settings(BaseSettings):
     # Importance samples per image a log-prob request may ask for: each one is a decoder
     # pass, so this bounds one request's compute at max_n * max_log_prob_samples passes.
     max_log_prob_samples: int = Field(default=256, gt=0)
+    # A log-prob request's work is images x samples decoder passes. One request may ask for
+    # at most max_log_prob_work (64 images x 64 samples, or 16 x 256); it computes in graph
+    # calls of at most log_prob_chunk_work passes, max_concurrent_log_prob requests at a
+    # time with max_waiting_log_prob more waiting (the next gets 429 / RESOURCE_EXHAUSTED),
+    # so the memory log-prob takes stays bounded whatever clients send (bench/README.md).
+    max_log_prob_work: int = Field(default=4096, gt=0)
+    log_prob_chunk_work: int = Field(default=256, gt=0)
+    max_concurrent_log_prob: int = Field(default=2, gt=0)
+    max_waiting_log_prob: int = Field(default=16, ge=0)
     intra_op_threads: int = Field(default_factory=_default_threads, gt=0)
     # Three batches per graph in flight: while one batch's results are encoded and answered
     # the others keep the cores computing. Measured on 2 cores (bench/README.md): against one
