@@ -17,6 +17,7 @@ import socket
 import uvicorn
 from grpc_health.v1 import health, health_pb2
 from latentserve.server.grpc_service import SERVICE_NAME, create_grpc_server
+from latentserve.server.http_limits import http_options
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.rest import create_rest_app
 from latentserve.server.service import GenerativeService
@@ -49,7 +50,7 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
         create_rest_app(service),
         host=settings.host,
         port=settings.http_port,
-        http="httptools" if _has("httptools") else "h11",
+        **http_options(settings),
         lifespan="off",
         access_log=False,
         log_level="warning",
@@ -122,12 +123,6 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise ValueError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror}") from exc
     return sock
-
-
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 def run(settings: Settings) -> None:

@@ -75,6 +75,17 @@ class Settings(BaseSettings):
     backend: Backend = "onnxruntime"
     models: dict[str, ModelOverrides] = Field(default_factory=dict)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    # HTTP connections (server/http_limits.py): a request's head (request line + headers)
+    # may be max_header_bytes (431 past it) and must arrive within http_header_timeout_s
+    # (408), its body within http_body_timeout_s; a kept-alive connection idle for
+    # http_keep_alive_s is closed; past max_http_connections open connections a request
+    # gets 503; http_backlog connections may wait for the server to accept them.
+    max_header_bytes: int = Field(default=32 * 1024, gt=0)
+    http_header_timeout_s: float = Field(default=10.0, gt=0)
+    http_body_timeout_s: float = Field(default=60.0, gt=0)
+    http_keep_alive_s: float = Field(default=5.0, gt=0)
+    max_http_connections: int = Field(default=1000, gt=0)
+    http_backlog: int = Field(default=1024, gt=0)
     max_image_pixels: int = Field(default=4096 * 4096, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0)
     drain_timeout_s: float = Field(default=10.0, ge=0)
