@@ -24,6 +24,7 @@ from latentserve.server.errors import (
     Unavailable,
     Unsupported,
 )
+from latentserve.server.grpc_limits import ConcurrencyLimit, core_backlog_options
 from latentserve.server.jobs import Cancelled, Job, JobEvent, JobNotFound
 from latentserve.server.service import GenerativeService, ModelDescription
 from latentserve.v1 import generative_pb2 as pb
@@ -296,12 +297,15 @@ def create_grpc_server(
     service: GenerativeService, health_servicer: health.aio.HealthServicer
 ) -> grpc.aio.Server:
     """A grpc.aio server with the generative service, health and reflection registered."""
+    limit = service.settings.max_grpc_concurrent_rpcs
     server = grpc.aio.server(
+        interceptors=[ConcurrencyLimit(SERVICE_NAME, limit, functools.partial(_abort, service))],
         options=[
             # Requests are bounded like REST bodies; responses (generated images) are not.
             ("grpc.max_receive_message_length", service.settings.max_body_bytes),
             ("grpc.so_reuseport", 0),  # a port already in use must fail loudly, not share
-        ]
+            *core_backlog_options(service.settings.grpc_max_pending_calls),
+        ],
     )
     pb_grpc.add_GenerativeServiceServicer_to_server(GrpcGenerativeService(service), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

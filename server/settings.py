@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     http_keep_alive_s: float = Field(default=5.0, gt=0)
     max_http_connections: int = Field(default=1000, gt=0)
     http_backlog: int = Field(default=1024, gt=0)
+    # gRPC calls of the generative service in progress at once (server/grpc_limits.py);
+    # the next is refused with RESOURCE_EXHAUSTED + retry-after, counted as "overloaded".
+    max_grpc_concurrent_rpcs: int = Field(default=1000, gt=0)
+    # gRPC calls that arrived but wait to be picked up; past it gRPC core drops calls at
+    # random (CANCELLED, uncounted) up to twice this, then all (its own default is 1000).
+    grpc_max_pending_calls: int = Field(default=10000, gt=0)
     max_image_pixels: int = Field(default=4096 * 4096, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0)
     drain_timeout_s: float = Field(default=10.0, ge=0)
