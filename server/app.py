@@ -86,7 +86,7 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
             grpc_server.stop(grace=settings.drain_timeout_s), http_task, return_exceptions=True
         )
         await service.close()
-        log.info("stopped")
+        log.info("stopped: %s", service.metrics.shutdown_summary())
 
 
 async def _load(
