@@ -66,3 +66,4 @@ def test_sigterm_under_load_loses_no_accepted_request(
     assert client_ok == int(answered["ok"]), (report.outcomes, answered)
     others = set(report.outcomes) - {"rest:200", "grpc:OK"}
     assert others <= REFUSED_BEFORE_ACCEPTANCE, report.outcomes
+    print(f"sigterm under load: client saw {dict(report.outcomes)}; server {stopped.group(0)}")

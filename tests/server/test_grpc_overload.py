@@ -76,3 +76,4 @@ def test_calls_past_the_limit_are_refused_with_retry_after_and_counted(
     )
     assert counted - before == codes["RESOURCE_EXHAUSTED"]
     assert health == "SERVING"
+    print(f"grpc overload: {CALLS} calls at a limit of {LIMIT}: {dict(codes)}")

@@ -33,3 +33,4 @@ def test_mixed_soak_answers_everything_and_memory_levels_off(
     assert set(report.outcomes) == {"rest:200", "grpc:OK"}, summary
     assert report.outcomes["rest:200"] > 20 and report.outcomes["grpc:OK"] > 20, summary
     assert summary["rss_growth_after_warmup_mb"] < GROWTH_BOUND_MB, summary
+    print(f"soak: {summary}")
