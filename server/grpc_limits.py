@@ -47,7 +47,7 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):
         self._limit = limit
         self._refuse = refuse
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
-        self.active = 0
+        self._active = 0
 
     async def intercept_service(
         self,
@@ -79,8 +79,8 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _full(self) -> Overloaded | None:
-        if self.active < self._limit:
-            self.active += 1
+        if self._active < self._limit:
+            self._active += 1
             return None
         return Overloaded(f"{self._limit} calls are in progress, retry later")
 
@@ -92,7 +92,7 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):
             try:
                 return await behaviour(request, context)
             finally:
-                self.active -= 1
+                self._active -= 1
 
         return limited
 
@@ -105,6 +105,6 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):
                 async for response in behaviour(request, context):
                     yield response
             finally:
-                self.active -= 1
+                self._active -= 1
 
         return limited

@@ -63,10 +63,6 @@ class HeavyWorkLimit:
         self._running = 0
         self._trimming: asyncio.Task[bool] | None = None
 
-    @property
-    def running(self) -> int:
-        return self._running
-
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one of the slots while the block runs; refuse when too many already wait."""
