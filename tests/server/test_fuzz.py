@@ -33,6 +33,7 @@ def test_no_fuzzed_request_gets_a_server_error(server: ServerProcess, tmp_path: 
             *("--workers", "2", "--request-timeout", "60"),
             *("--report", "ndjson", "--report-ndjson-path", str(report)),
         ],
+        cwd=tmp_path,  # schemathesis keeps a cache folder in its working directory
         capture_output=True,
         text=True,
         timeout=300,
