@@ -18,6 +18,7 @@ import uvicorn
 from grpc_health.v1 import health, health_pb2
 from latentserve.server import auth, browser, tls
 from latentserve.server.grpc_service import SERVICE_NAME, create_grpc_server
+from latentserve.server.http_limits import http_options
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.rest import create_rest_app
 from latentserve.server.service import GenerativeService
@@ -57,7 +58,7 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
         rest_app,
         host=settings.host,
         port=settings.http_port,
-        http="httptools" if _has("httptools") else "h11",
+        **http_options(settings),
         lifespan="off",
         access_log=False,
         log_level="warning",
@@ -96,7 +97,7 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
             grpc_server.stop(grace=settings.drain_timeout_s), http_task, return_exceptions=True
         )
         await service.close()
-        log.info("stopped")
+        log.info("stopped: %s", service.metrics.shutdown_summary())
 
 
 async def _load(
@@ -133,12 +134,6 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise ValueError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror}") from exc
     return sock
-
-
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 def run(settings: Settings) -> None:

@@ -29,6 +29,7 @@ from latentserve.server.errors import (
     Unsupported,
 )
 from latentserve.server.grpc_guard import CallGuard
+from latentserve.server.grpc_limits import ConcurrencyLimit, core_backlog_options
 from latentserve.server.jobs import Cancelled, Job, JobEvent, JobNotFound
 from latentserve.server.service import GenerativeService, ModelDescription
 from latentserve.v1 import generative_pb2 as pb
@@ -340,13 +341,16 @@ def create_grpc_server(
     def undecodable(method: str) -> None:
         service.record_rejection("", method, PROTOCOL, InvalidArgument.code)
 
+    limit = service.settings.max_grpc_concurrent_rpcs
+    overload = ConcurrencyLimit(SERVICE_NAME, limit, functools.partial(_abort, service))
     server = grpc.aio.server(
         # Authentication first: a refused call's request is never decoded.
-        interceptors=[*interceptors, CallGuard(undecodable)],
+        interceptors=[*interceptors, overload, CallGuard(undecodable)],
         options=[
             # Requests are bounded like REST bodies; responses (generated images) are not.
             ("grpc.max_receive_message_length", service.settings.max_body_bytes),
             ("grpc.so_reuseport", 0),  # a port already in use must fail loudly, not share
+            *core_backlog_options(service.settings.grpc_max_pending_calls),
         ],
     )
     pb_grpc.add_GenerativeServiceServicer_to_server(GrpcGenerativeService(service), server)

@@ -174,3 +174,16 @@ class ServerMetrics:
             ["model", "outcome"],
             registry=registry,
         )
+
+    def shutdown_summary(self) -> str:
+        """Requests answered by status and those still in flight, for the line a stopping
+        server logs: after a clean drain nothing is in flight."""
+        answered: dict[str, int] = {}
+        for family in self.requests.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    status = sample.labels["status"]
+                    answered[status] = answered.get(status, 0) + int(sample.value)
+        in_flight = sum(int(s.value) for family in self.in_flight.collect() for s in family.samples)
+        counts = " ".join(f"{status}={n}" for status, n in sorted(answered.items()))
+        return f"requests answered: {counts or 'none'}; in flight: {in_flight}"

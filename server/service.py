@@ -22,6 +22,7 @@ import numpy as np
 from latentserve.server import codecs, deadlines
 from latentserve.server.admin import AdminTokens
 from latentserve.server.errors import DeadlineExceeded, InvalidArgument, ServingError, Unavailable
+from latentserve.server.heavy_work import HeavyWorkLimit
 from latentserve.server.jobs import Job, JobManager, Work
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.params import RequestParams, resolve_seed
@@ -143,6 +144,9 @@ class GenerativeService:
             max_jobs=settings.max_jobs,
             ttl_s=settings.job_ttl_s,
             max_finished=settings.max_finished_jobs,
+        )
+        self._log_prob_limit = HeavyWorkLimit(
+            settings.max_concurrent_log_prob, settings.max_waiting_log_prob, "log-prob"
         )
 
     @property
@@ -396,10 +400,24 @@ class GenerativeService:
             if not 1 <= samples <= limit:
                 raise InvalidArgument("samples", f"must be between 1 and {limit}, got {samples}")
             bound = model.pipeline.log_prob_kind(samples)
+            self._check_log_prob_work(len(images), samples)
             seed = resolve_seed(seed) if model.pipeline.log_prob_is_sampled else None
-            batch = await self._from_pngs(model, images)
-            bits = await self._timed(model.pipeline.log_prob(batch, samples, seed or 0))
+            async with self._log_prob_limit.slot():
+                batch = await self._from_pngs(model, images)
+                work = model.pipeline.log_prob(
+                    batch, samples, seed or 0, self.settings.log_prob_chunk_work
+                )
+                bits = await self._timed(work)
             return LogProbResult(model.label, bits.astype(float).tolist(), bound, samples, seed)
+
+    def _check_log_prob_work(self, images: int, samples: int) -> None:
+        limit = self.settings.max_log_prob_work
+        if images * samples > limit:
+            raise InvalidArgument(
+                "samples" if samples > 1 else "images",
+                f"images x samples = {images} x {samples} = {images * samples} exceeds this "
+                f"server's limit of {limit} (max_log_prob_work): send fewer images or samples",
+            )
 
     async def reconstruct(self, ref: str, images: list[bytes], protocol: str) -> ReconstructResult:
         async with self._track("reconstruct", protocol) as call:

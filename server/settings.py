@@ -87,6 +87,23 @@ class Settings(BaseSettings):
     backend: Backend = "onnxruntime"
     models: dict[str, ModelOverrides] = Field(default_factory=dict)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    # HTTP connections (server/http_limits.py): a request's head (request line + headers)
+    # may be max_header_bytes (431 past it) and must arrive within http_header_timeout_s
+    # (408), its body within http_body_timeout_s; a kept-alive connection idle for
+    # http_keep_alive_s is closed; past max_http_connections open connections a request
+    # gets 503; http_backlog connections may wait for the server to accept them.
+    max_header_bytes: int = Field(default=32 * 1024, gt=0)
+    http_header_timeout_s: float = Field(default=10.0, gt=0)
+    http_body_timeout_s: float = Field(default=60.0, gt=0)
+    http_keep_alive_s: float = Field(default=5.0, gt=0)
+    max_http_connections: int = Field(default=1000, gt=0)
+    http_backlog: int = Field(default=1024, gt=0)
+    # gRPC calls of the generative service in progress at once (server/grpc_limits.py);
+    # the next is refused with RESOURCE_EXHAUSTED + retry-after, counted as "overloaded".
+    max_grpc_concurrent_rpcs: int = Field(default=1000, gt=0)
+    # gRPC calls that arrived but wait to be picked up; past it gRPC core drops calls at
+    # random (CANCELLED, uncounted) up to twice this, then all (its own default is 1000).
+    grpc_max_pending_calls: int = Field(default=10000, gt=0)
     max_image_pixels: int = Field(default=4096 * 4096, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0)
     drain_timeout_s: float = Field(default=10.0, ge=0)
@@ -94,6 +111,15 @@ class Settings(BaseSettings):
     # Importance samples per image a log-prob request may ask for: each one is a decoder
     # pass, so this bounds one request's compute at max_n * max_log_prob_samples passes.
     max_log_prob_samples: int = Field(default=256, gt=0)
+    # A log-prob request's work is images x samples decoder passes. One request may ask for
+    # at most max_log_prob_work (64 images x 64 samples, or 16 x 256); it computes in graph
+    # calls of at most log_prob_chunk_work passes, max_concurrent_log_prob requests at a
+    # time with max_waiting_log_prob more waiting (the next gets 429 / RESOURCE_EXHAUSTED),
+    # so the memory log-prob takes stays bounded whatever clients send (bench/README.md).
+    max_log_prob_work: int = Field(default=4096, gt=0)
+    log_prob_chunk_work: int = Field(default=256, gt=0)
+    max_concurrent_log_prob: int = Field(default=2, gt=0)
+    max_waiting_log_prob: int = Field(default=16, ge=0)
     intra_op_threads: int = Field(default_factory=_default_threads, gt=0)
     # Three batches per graph in flight: while one batch's results are encoded and answered
     # the others keep the cores computing. Measured on 2 cores (bench/README.md): against one

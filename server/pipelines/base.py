@@ -167,8 +167,16 @@ class GraphPipeline(ABC):
         spec = self.manifest.graphs.get("log_prob")
         return spec is not None and any(t.name == "noise" for t in spec.inputs)
 
-    async def log_prob(self, images: np.ndarray, samples: int, seed: int) -> np.ndarray:
-        """Bits/dim per image: exact, or a bound estimated with ``samples`` noise draws."""
+    async def log_prob(
+        self, images: np.ndarray, samples: int, seed: int, chunk_work: int | None = None
+    ) -> np.ndarray:
+        """Bits/dim per image: exact, or a bound estimated with ``samples`` noise draws.
+
+        With ``chunk_work`` the images go to the graph one part at a time, each part at most
+        ``chunk_work`` images x samples (at least one image), so the memory one request
+        takes is bounded by that, not by what it asked for. The noise is drawn for the whole
+        request first, so the numbers do not depend on the chunking.
+        """
         self.log_prob_kind(samples)
         inputs = {"image": images}
         if self.log_prob_is_sampled:
@@ -177,7 +185,13 @@ class GraphPipeline(ABC):
             )
             dims = [int(d) for d in noise_spec.shape[2:]]
             inputs["noise"] = draw_noise(seed, images.shape[0], [samples, *dims])
-        return (await self.run("log_prob", inputs))["bits_per_dim"]
+        n = images.shape[0]
+        per_call = n if chunk_work is None else max(1, chunk_work // samples)
+        parts = []
+        for start in range(0, n, per_call):
+            part = {name: array[start : start + per_call] for name, array in inputs.items()}
+            parts.append((await self.run("log_prob", part))["bits_per_dim"])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     async def close(self) -> None:
         await asyncio.gather(*(b.close() for b in self._batchers.values()))
