@@ -37,7 +37,7 @@ def test_unknown_family_lists_known() -> None:
     with pytest.raises(
         ValueError,
         match="unknown model family 'gan'.*autoencoder, dcgan, ddpm, glow, klae, ldm, nvae, "
-        "stylegan2, vae",
+        "pixelcnn, stylegan2, vae",
     ):
         parse_config({**BASE, "family": "gan"})
 
