@@ -36,7 +36,7 @@ def test_steps_xor_epochs() -> None:
 def test_unknown_family_lists_known() -> None:
     with pytest.raises(
         ValueError,
-        match="unknown model family 'gan'.*autoencoder, ddpm, glow, klae, ldm, nvae, vae, vqvae",
+        match="unknown model family 'gan'.*autoencoder, ddpm, glow, klae, ldm, nvae, pixelcnn, vae",
     ):
         parse_config({**BASE, "family": "gan"})
 
