@@ -109,5 +109,5 @@ def plan_stylegan2(model: StyleGAN2) -> ExportPlan:
     )
 
 
-register_recipe(ExportRecipe("dcgan", ["sample"], plan_dcgan))
-register_recipe(ExportRecipe("stylegan2", ["sample"], plan_stylegan2))
+register_recipe(ExportRecipe("dcgan", ["sample", "interpolate"], plan_dcgan))
+register_recipe(ExportRecipe("stylegan2", ["sample", "interpolate"], plan_stylegan2))

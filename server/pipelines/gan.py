@@ -5,8 +5,10 @@ draw as the one-shot pipeline's prior noise) and, for a style-based generator, a
 row per image for its layers from a second stream of the same seed, plus the ``mix_seed``
 latents when mixing. Image ``i`` of a request mixed with ``mix_seed = s`` takes its styles
 from ``mix_layer`` on from the ``z`` that image ``i`` of a request with ``seed = s`` has.
-The generator has no encoder and no likelihood: ``encode``, ``reconstruct`` and
-``log_prob`` are refused as capabilities the model lacks.
+``interpolate`` slerps those rows (``z`` and layer noise together) between two seeds, so
+its end frames are ``sample``'s images for n = 1 with each seed. The generator has no
+encoder and no likelihood: ``encode``, ``reconstruct`` and ``log_prob`` are refused as
+capabilities the model lacks.
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ from latentserve.server.errors import InvalidArgument
 from latentserve.server.jobs import Progress
 from latentserve.server.params import SampleParams, resolve_seed
 from latentserve.server.pipelines.base import Contract, GraphPipeline, ItemwisePipeline
-from latentserve.server.pipelines.gan_params import StyleParams, TruncationParams
+from latentserve.server.pipelines.gan_params import (
+    GanInterpolateParams,
+    StyleParams,
+    TruncationParams,
+)
+from latentserve.server.pipelines.interpolation import GaussianInterpolation
 from latentserve.server.pipelines.noise import draw_noise
 
 from latentserve.manifest import Manifest
@@ -35,16 +42,19 @@ def draw_layer_noise(seed: int, n: int, size: int) -> np.ndarray:
     return np.random.Generator(stream).standard_normal((n, size), dtype=np.float32)
 
 
-class GanPipeline(ItemwisePipeline):
+class GanPipeline(GaussianInterpolation, ItemwisePipeline):
     kind = "gan"
-    needs = {**GraphPipeline.needs, "sample": ("sampler",)}
+    needs = {**GraphPipeline.needs, "sample": ("sampler",), "interpolate": ("sampler",)}
 
     def __init__(self, manifest: Manifest, *args: Any, **kwargs: Any) -> None:
         if manifest.generator is None:
             raise ValueError(f"{manifest.name}@{manifest.version}: no generator section")
         self.style_layers = manifest.generator.style_layers
         self.z_size = int(np.prod(manifest.latent.shape))
-        self.params_for = {"sample": StyleParams if self.style_layers else TruncationParams}
+        self.params_for = {
+            "sample": StyleParams if self.style_layers else TruncationParams,
+            "interpolate": GanInterpolateParams,
+        }
         super().__init__(manifest, *args, **kwargs)
         sampler = manifest.graphs["sampler"]
         noise = [t for t in sampler.inputs if t.name == "layer_noise"]

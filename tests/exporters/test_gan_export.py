@@ -44,7 +44,7 @@ def test_dcgan_manifest_and_sampler(exported: dict) -> None:
     _, folder = exported["dcgan-tiny"]
     manifest = Manifest.load(folder)
     assert (manifest.family, manifest.pipeline) == ("dcgan", "gan")
-    assert manifest.capabilities == ["sample"] and manifest.likelihood is None
+    assert manifest.capabilities == ["sample", "interpolate"] and manifest.likelihood is None
     assert manifest.generator.style_layers == 0 and manifest.latent.shape == [8]
     assert list(manifest.graphs) == ["sampler"]
     graph = manifest.graphs["sampler"]

@@ -1,6 +1,7 @@
 """GANs end to end: tiny DCGAN and StyleGAN2 models trained and exported by the real code,
-served by a real server (torch blocked), sampled over REST and gRPC with truncation and
-style mixing; the fields a generator lacks and the capabilities it lacks are refused."""
+served by a real server (torch blocked), sampled and interpolated over REST and gRPC with
+truncation and style mixing; the fields a generator lacks and the capabilities it lacks are
+refused."""
 
 from __future__ import annotations
 
@@ -114,7 +115,7 @@ def test_model_info_lists_each_generators_parameters(clients: tuple) -> None:
         dcgan = client.get_model("dcgan-tiny")
         style = client.get_model("stylegan2-tiny")
         assert dcgan.pipeline == style.pipeline == "gan"
-        assert dcgan.capabilities == style.capabilities == ["sample"]
+        assert dcgan.capabilities == style.capabilities == ["sample", "interpolate"]
         assert dcgan.sample_parameters == ["n", "seed", "truncation"]
         assert style.sample_parameters == ["n", "seed", "truncation", "mix_seed", "mix_layer"]
 
@@ -160,3 +161,50 @@ def test_encode_reconstruct_and_log_prob_are_not_supported(clients: tuple, model
         for call in (client.encode, client.reconstruct, client.log_prob):
             with pytest.raises(UnsupportedError, match="does not support"):
                 call(model, image)
+
+
+@pytest.mark.parametrize(("model", "truncation"), [("dcgan-tiny", 0.7), ("stylegan2-tiny", 0.5)])
+def test_interpolation_ends_are_exactly_the_images_sample_gives(
+    clients: tuple, model: str, truncation: float
+) -> None:
+    rest, grpc_client = clients
+    ends = [
+        pixels(rest.sample(model, n=1, seed=seed, truncation=truncation).images)[0]
+        for seed in (11, 12)
+    ]
+    strips = []
+    for client in (rest, grpc_client):
+        result = client.interpolate(model, 11, 12, 5, truncation=truncation)
+        assert result.model == f"{model}@1" and (result.seed_a, result.seed_b) == (11, 12)
+        frames = pixels(result.images)
+        assert frames.shape[0] == 5
+        np.testing.assert_array_equal(frames[0], ends[0])
+        np.testing.assert_array_equal(frames[-1], ends[1])
+        assert not np.array_equal(frames[2], frames[0])  # the middle is a frame of its own
+        strips.append(frames)
+    np.testing.assert_array_equal(strips[0], strips[1])
+    untruncated = pixels(rest.interpolate(model, 11, 12, 5).images)
+    assert not np.array_equal(untruncated[0], ends[0])  # truncation reaches every frame
+
+
+# the server's refusal, or the gRPC SDK's for a name InterpolateRequest has no field for
+NOT_A_PARAMETER = "not an interpolation parameter|not a parameter of InterpolateRequest"
+
+
+@pytest.mark.parametrize(
+    ("model", "params", "field", "message"),
+    [
+        ("dcgan-tiny", {"frames": 1}, "frames", "between 2 and 64"),
+        ("stylegan2-tiny", {"frames": 65}, "frames", "between 2 and 64"),
+        ("stylegan2-tiny", {"truncation": 1.5}, "truncation", "between 0 and 1"),
+        ("stylegan2-tiny", {"mix_seed": 2}, "mix_seed", NOT_A_PARAMETER),
+        ("dcgan-tiny", {"temperature": 0.5}, "temperature", NOT_A_PARAMETER),
+    ],
+)
+def test_bad_interpolation_parameters_are_refused_naming_the_field(
+    clients: tuple, model: str, params: dict, field: str, message: str
+) -> None:
+    for client in clients:
+        with pytest.raises(InvalidArgumentError, match=message) as caught:
+            client.interpolate(model, 1, 2, **params)
+        assert caught.value.field == field

@@ -207,7 +207,7 @@ class LogProbResponse(_message.Message):
     def __init__(self, model: _Optional[str] = ..., bits_per_dim: _Optional[_Iterable[float]] = ..., bound: _Optional[str] = ..., samples: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class InterpolateRequest(_message.Message):
-    __slots__ = ("model", "seed_a", "seed_b", "frames", "temperature", "steps", "guidance_scale", "class_label", "image_a", "image_b")
+    __slots__ = ("model", "seed_a", "seed_b", "frames", "temperature", "steps", "guidance_scale", "class_label", "image_a", "image_b", "truncation")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SEED_A_FIELD_NUMBER: _ClassVar[int]
     SEED_B_FIELD_NUMBER: _ClassVar[int]
@@ -218,6 +218,7 @@ class InterpolateRequest(_message.Message):
     CLASS_LABEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_A_FIELD_NUMBER: _ClassVar[int]
     IMAGE_B_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATION_FIELD_NUMBER: _ClassVar[int]
     model: str
     seed_a: int
     seed_b: int
@@ -228,7 +229,8 @@ class InterpolateRequest(_message.Message):
     class_label: int
     image_a: bytes
     image_b: bytes
-    def __init__(self, model: _Optional[str] = ..., seed_a: _Optional[int] = ..., seed_b: _Optional[int] = ..., frames: _Optional[int] = ..., temperature: _Optional[float] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., class_label: _Optional[int] = ..., image_a: _Optional[bytes] = ..., image_b: _Optional[bytes] = ...) -> None: ...
+    truncation: float
+    def __init__(self, model: _Optional[str] = ..., seed_a: _Optional[int] = ..., seed_b: _Optional[int] = ..., frames: _Optional[int] = ..., temperature: _Optional[float] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., class_label: _Optional[int] = ..., image_a: _Optional[bytes] = ..., image_b: _Optional[bytes] = ..., truncation: _Optional[float] = ...) -> None: ...
 
 class InterpolateFrame(_message.Message):
     __slots__ = ("model", "index", "image", "seed_a", "seed_b")
