@@ -14,25 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 from latentserve.clients import GrpcClient, RestClient
 from latentserve.clients.cli import key_value
 from latentserve.clients.local import LocalServer
-
-
-def median_seconds(call: Callable[[], object], repeats: int) -> float:
-    call()  # warm-up
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
+from timing import median_seconds
 
 
 def _streamed(client: GrpcClient, model: str, frames: int, params: dict) -> list:

@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +27,7 @@ from latentserve.clients.local import LocalServer
 from latentserve.exporters.export import export_run
 from latentserve.exporters.formats import export_onnx, export_torchscript
 from latentserve.training.checkpoint import load_run
+from timing import median_seconds
 
 from latentserve.manifest import GraphFile, GraphSpec, Manifest, TensorSpec, sha256_file
 
@@ -63,16 +61,6 @@ def map_variant(position_dir: Path, run: Path, target: Path) -> Path:
     )
     Manifest.model_validate(changed.model_dump()).save(target)
     return target
-
-
-def median_seconds(call: Callable[[], object], repeats: int) -> float:
-    call()  # warm-up
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
 
 
 def raw_step(version_dir: Path, batch: int, repeats: int, threads: int) -> float:
