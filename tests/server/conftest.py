@@ -1,7 +1,7 @@
 """Server-only fixtures (the shared ``tiny_repository`` comes from tests/conftest.py).
 
-``http`` and ``stub`` talk to whichever ``server`` the module uses: a module that serves
-another repository overrides ``server`` alone."""
+``http``, ``stub`` and ``clients`` talk to whichever ``server`` the module uses: a module
+that serves another repository overrides ``server`` alone."""
 
 from __future__ import annotations
 
@@ -34,3 +34,12 @@ def http(server: ServerProcess) -> Iterator[httpx.Client]:
 def stub(server: ServerProcess) -> Iterator[pb_grpc.GenerativeServiceStub]:
     with grpc.insecure_channel(server.grpc_url.removeprefix("grpc://")) as channel:
         yield pb_grpc.GenerativeServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def clients(server: ServerProcess) -> Iterator[tuple]:
+    """The SDK's REST and gRPC clients of the module's server, in that order."""
+    from latentserve.clients import connect
+
+    with connect(server.http_url) as rest, connect(server.grpc_url) as grpc_client:
+        yield rest, grpc_client

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
+import numpy as np
 from latentserve.clients.local import LocalServer
 from latentserve.clients.sse import parse_sse
 from prometheus_client.parser import text_string_to_metric_families
@@ -103,3 +104,8 @@ def until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.05)
+
+
+def pixels(images: list) -> np.ndarray:
+    """PIL images from the SDK as one uint8 array, to compare bit for bit."""
+    return np.stack([np.asarray(image) for image in images])

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from latentserve.clients import InvalidArgumentError, connect
-from server_process import ServerProcess
+from latentserve.clients import InvalidArgumentError
+from server_process import ServerProcess, pixels
 
 from latentserve.manifest import Manifest
 
@@ -30,16 +30,6 @@ def server(family_repository: Path, tmp_path_factory: pytest.TempPathFactory) ->
     process = ServerProcess(family_repository, tmp_path_factory.mktemp("families"))
     yield process
     assert process.stop() == 0, process.log()
-
-
-@pytest.fixture(scope="module")
-def clients(server: ServerProcess) -> Iterator[tuple]:
-    with connect(server.http_url) as rest, connect(server.grpc_url) as grpc:
-        yield rest, grpc
-
-
-def pixels(images: list) -> np.ndarray:
-    return np.stack([np.asarray(image) for image in images])
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -12,7 +12,7 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from latentserve.clients import InvalidArgumentError, UnsupportedError, connect
+from latentserve.clients import InvalidArgumentError, UnsupportedError
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
 from server_process import ServerProcess
@@ -29,12 +29,6 @@ def server(gan_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     process = ServerProcess(gan_repository, tmp_path_factory.mktemp("gans"))
     yield process
     assert process.stop() == 0, process.log()
-
-
-@pytest.fixture(scope="module")
-def clients(server: ServerProcess) -> Iterator[tuple]:
-    with connect(server.http_url) as rest, connect(server.grpc_url) as grpc_client:
-        yield rest, grpc_client
 
 
 def pixels(images: list) -> np.ndarray:

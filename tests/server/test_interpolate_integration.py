@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from latentserve.clients import InvalidArgumentError, UnsupportedError, connect
-from server_process import ServerProcess
+from server_process import ServerProcess, pixels
 
 pytestmark = pytest.mark.slow
 
@@ -36,10 +36,6 @@ def families(family_repository: Path, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="module")
 def ddpm(diffusion_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     yield from _serve(diffusion_repository, tmp_path_factory)
-
-
-def pixels(images: list) -> np.ndarray:
-    return np.stack([np.asarray(image) for image in images])
 
 
 # (server fixture, model, interpolation params, the sample params that give the same ends)

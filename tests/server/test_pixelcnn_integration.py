@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from latentserve.clients import InvalidArgumentError, UnsupportedError, connect
-from server_process import ServerProcess, metric
+from latentserve.clients import InvalidArgumentError, UnsupportedError
+from server_process import ServerProcess, metric, pixels
 
 pytestmark = pytest.mark.slow
 MODEL = "pixelcnn-tiny"
@@ -21,16 +21,6 @@ def server(family_repository: Path, tmp_path_factory: pytest.TempPathFactory) ->
     process = ServerProcess(family_repository, tmp_path_factory.mktemp("pixelcnn"))
     yield process
     assert process.stop() == 0, process.log()
-
-
-@pytest.fixture(scope="module")
-def clients(server: ServerProcess) -> Iterator[tuple]:
-    with connect(server.http_url) as rest, connect(server.grpc_url) as grpc:
-        yield rest, grpc
-
-
-def pixels(images: list) -> np.ndarray:
-    return np.stack([np.asarray(image) for image in images])
 
 
 def test_sampling_is_reproducible_across_transports_and_streaming(clients: tuple) -> None:
