@@ -3,7 +3,6 @@ classifier, the report against real scenes, and drawing one scene per caption.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,12 +31,7 @@ RED, BLUE = shapes.COLOURS.index("red"), shapes.COLOURS.index("blue")
 LEFT, RIGHT = shapes.POSITIONS.index("left"), shapes.POSITIONS.index("right")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
