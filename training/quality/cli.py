@@ -17,7 +17,6 @@ from latentserve.training.quality import DEFAULT_CLASSIFIER_DIR, DEFAULT_SCENE_C
 
 if TYPE_CHECKING:
     import numpy as np
-    from latentserve.training.quality.report import QualityReport
 
 DEFAULT_N = 500  # the size of the MNIST test split the FID is measured against
 
@@ -131,7 +130,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.grid is not None:
         _save_grid(images[:64], args.grid)
     if args.table is not None:
-        _append_row(args.table, report, name, params)
+        from latentserve.training.quality.report import TABLE_HEADER, markdown_row
+
+        _append_row(args.table, TABLE_HEADER, markdown_row(report, name, params))
     if args.json:
         print(json.dumps({"source": name, "params": params, **asdict(report)}, indent=2))
     else:
@@ -182,11 +183,7 @@ def _run_shapes(args: argparse.Namespace) -> int:
     if args.grid is not None:
         _save_grid(images[:64], args.grid)
     if args.table is not None:
-        new = not args.table.is_file() or args.table.stat().st_size == 0
-        with args.table.open("a") as f:
-            f.write(
-                (SCENE_TABLE_HEADER if new else "") + scene_markdown_row(report, args.model, shown)
-            )
+        _append_row(args.table, SCENE_TABLE_HEADER, scene_markdown_row(report, args.model, shown))
     if args.json:
         print(json.dumps({"source": args.model, "params": shown, **asdict(report)}, indent=2))
     else:
@@ -232,9 +229,8 @@ def _save_grid(images: np.ndarray, path: Path) -> None:
     make_grid(tiles, columns=8).save(path)
 
 
-def _append_row(path: Path, report: QualityReport, name: str, params: str) -> None:
-    from latentserve.training.quality.report import TABLE_HEADER, markdown_row
-
+def _append_row(path: Path, header: str, row: str) -> None:
+    """Append a Markdown table row, with the table's header when the file is new or empty."""
     new = not path.is_file() or path.stat().st_size == 0
     with path.open("a") as f:
-        f.write((TABLE_HEADER if new else "") + markdown_row(report, name, params))
+        f.write((header if new else "") + row)
