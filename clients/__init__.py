@@ -48,9 +48,12 @@ _EXPORTS = {
     "PermissionDeniedError": "errors",
     "ReloadResult": "results",
     "ServerError": "errors",
+    "Retry": "retry",
+    "NO_RETRY": "retry",
 }
 
 __all__ = [
+    "NO_RETRY",
     "Accepted",
     "Client",
     "ClientTLS",
@@ -77,6 +80,7 @@ __all__ = [
     "ReloadResult",
     "RestClient",
     "Result",
+    "Retry",
     "SampleChunk",
     "SampleResult",
     "ServerError",
@@ -121,6 +125,7 @@ if TYPE_CHECKING:
         SampleChunk,
         SampleResult,
     )
+    from latentserve.clients.retry import NO_RETRY, Retry
     from latentserve.clients.tls import ClientTLS
     from latentserve.clients.transport import Client, connect
 

@@ -37,6 +37,7 @@ from latentserve.clients.results import (
     SampleResult,
     single_group,
 )
+from latentserve.clients.retry import DEFAULT_RETRY, Retry
 from latentserve.clients.tls import ClientTLS, bearer
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
@@ -47,6 +48,17 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
+
+
+SERVICE = pb.DESCRIPTOR.services_by_name["GenerativeService"].full_name
+
+
+def channel_options(retry: Retry) -> list[tuple[str, object]]:
+    """The channel's options: message limits, and gRPC's own retries as ``retry`` says."""
+    config = retry.grpc_service_config(SERVICE)
+    if config is None:
+        return [*_CHANNEL_OPTIONS, ("grpc.enable_retries", 0)]
+    return [*_CHANNEL_OPTIONS, ("grpc.enable_retries", 1), ("grpc.service_config", config)]
 
 
 # Every sample parameter of any model kind is a SampleRequest field.
@@ -64,17 +76,21 @@ class GrpcClient:
         timeout: float = 60.0,
         token: str | None = None,
         tls: ClientTLS | None = None,
+        retry: Retry = DEFAULT_RETRY,
     ) -> None:
         """``token`` is sent as ``authorization`` metadata; with ``tls`` the channel is
-        secure (``ClientTLS()`` trusts the system's CAs)."""
+        secure (``ClientTLS()`` trusts the system's CAs); ``retry`` says how calls the
+        server refused for now are tried again (``NO_RETRY``: never)."""
         self.target = target
         self.timeout = timeout
+        self.retry = retry
         self._metadata = tuple(bearer(token).items())
+        options = channel_options(retry)
         if tls is None:
-            self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            self._channel = grpc.insecure_channel(target, options=options)
         else:
             credentials = tls.grpc_credentials()
-            self._channel = grpc.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
+            self._channel = grpc.secure_channel(target, credentials, options=options)
         self._stub = pb_grpc.GenerativeServiceStub(self._channel)
 
     def list_models(self) -> list[ModelInfo]:

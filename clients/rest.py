@@ -42,6 +42,7 @@ from latentserve.clients.results import (
     SampleResult,
     single_group,
 )
+from latentserve.clients.retry import DEFAULT_RETRY, Retry
 from latentserve.clients.sse import ServerSentEvent, parse_sse
 from latentserve.clients.tls import ClientTLS, bearer
 from PIL import Image
@@ -60,11 +61,14 @@ class RestClient:
         timeout: float = 60.0,
         token: str | None = None,
         tls: ClientTLS | None = None,
+        retry: Retry = DEFAULT_RETRY,
     ) -> None:
         """``token`` is sent as ``Authorization: Bearer``; ``tls`` says which CA signed an
-        ``https://`` server's certificate (default: the system's trusted CAs)."""
+        ``https://`` server's certificate (default: the system's trusted CAs); ``retry``
+        says how calls the server refused for now are tried again (``NO_RETRY``: never)."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.retry = retry
         if tls is not None and not self.base_url.startswith("https://"):
             raise ValueError(f"TLS options need an https:// URL, got {base_url!r}")
         self._http = httpx.Client(
@@ -272,6 +276,16 @@ class RestClient:
         not_found: type[LatentServeError] = ModelNotFoundError,
         headers: dict[str, str] | None = None,
     ) -> dict:
+        return self.retry.call(lambda: self._call_once(method, path, payload, not_found, headers))
+
+    def _call_once(
+        self,
+        method: str,
+        path: str,
+        payload: dict | None,
+        not_found: type[LatentServeError],
+        headers: dict[str, str] | None,
+    ) -> dict:
         try:
             response = self._http.request(method, path, json=payload, headers=headers)
         except httpx.TimeoutException as exc:
@@ -290,20 +304,34 @@ class RestClient:
         payload: dict | None,
         not_found: type[LatentServeError],
     ) -> Iterator[JobEvent]:
+        # A refusal comes before the first event, so opening the stream is what is retried.
+        response = self.retry.call(lambda: self._open_events(method, path, payload, not_found))
         try:
-            with self._http.stream(method, path, json=payload, headers=_EVENT_STREAM) as response:
-                if response.is_error:
-                    response.read()
-                    raise _error(response, _json_or_text(response), not_found)
-                for sse in parse_sse(response.iter_lines()):
-                    event = event_from_sse(sse)
-                    if event is not None:
-                        yield event
-                    if isinstance(event, Result):
-                        return
+            for sse in parse_sse(response.iter_lines()):
+                event = event_from_sse(sse)
+                if event is not None:
+                    yield event
+                if isinstance(event, Result):
+                    return
         except httpx.TransportError as exc:
             raise self._unavailable(exc) from exc
+        finally:
+            response.close()
         raise UnavailableError(f"{self.base_url}: event stream ended before the job did")
+
+    def _open_events(
+        self, method: str, path: str, payload: dict | None, not_found: type[LatentServeError]
+    ) -> httpx.Response:
+        request = self._http.build_request(method, path, json=payload, headers=_EVENT_STREAM)
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise self._unavailable(exc) from exc
+        if response.is_error:
+            response.read()
+            response.close()
+            raise _error(response, _json_or_text(response), not_found)
+        return response
 
     def _unavailable(self, exc: httpx.TransportError) -> UnavailableError:
         return UnavailableError(f"{self.base_url}: {exc}", code="unavailable")

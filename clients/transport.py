@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from latentserve.clients.grpc_client import GrpcClient
 from latentserve.clients.rest import RestClient
+from latentserve.clients.retry import DEFAULT_RETRY, Retry
 from latentserve.clients.tls import ClientTLS
 
 Client = RestClient | GrpcClient
@@ -21,13 +22,16 @@ def connect(
     ca_file: Path | str | None = None,
     client_cert: Path | str | None = None,
     client_key: Path | str | None = None,
+    retry: Retry = DEFAULT_RETRY,
 ) -> Client:
     """A client for ``url``: ``http(s)://host:port`` is REST, ``grpc://host:port`` gRPC and
     ``grpcs://host:port`` gRPC over TLS.
 
     ``token`` is the server's bearer token. Over TLS, ``ca_file`` is the CA that signed the
     server's certificate (default: the system's trusted CAs) and ``client_cert`` with
-    ``client_key`` the certificate a gRPC server may require of its clients.
+    ``client_key`` the certificate a gRPC server may require of its clients. ``retry``
+    bounds how calls refused for now (overloaded, unavailable) are tried again
+    (``NO_RETRY``: never).
     """
     parts = urlsplit(url)
     tls = None
@@ -36,11 +40,11 @@ def connect(
     elif any(option is not None for option in (ca_file, client_cert, client_key)):
         raise ValueError(f"TLS options need an https:// or grpcs:// URL, got {url!r}")
     if parts.scheme in ("http", "https"):
-        return RestClient(url, timeout=timeout, token=token, tls=tls)
+        return RestClient(url, timeout=timeout, token=token, tls=tls, retry=retry)
     if parts.scheme in ("grpc", "grpcs"):
         if not parts.netloc or parts.path not in ("", "/"):
             raise ValueError(f"expected {parts.scheme}://host:port, got {url!r}")
-        return GrpcClient(parts.netloc, timeout=timeout, token=token, tls=tls)
+        return GrpcClient(parts.netloc, timeout=timeout, token=token, tls=tls, retry=retry)
     raise ValueError(
         f"unsupported URL scheme in {url!r}: use http://, https://, grpc:// or grpcs://"
     )

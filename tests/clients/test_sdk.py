@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from latentserve.clients import (
+    NO_RETRY,
     GrpcClient,
     InvalidArgumentError,
     ModelNotFoundError,
@@ -149,10 +150,12 @@ def tight_server(tiny_repository, tmp_path_factory) -> Iterator[LocalServer]:
 def test_a_full_queue_raises_overloaded_with_a_retry_delay(
     tight_server: LocalServer, transport: str
 ) -> None:
+    # Without retries: the refusal itself is what is checked here (test_sdk_retry_integration
+    # covers a retry that is then served).
     if transport == "rest":
-        sdk_client = RestClient(tight_server.http_url)
+        sdk_client = RestClient(tight_server.http_url, retry=NO_RETRY)
     else:
-        sdk_client = GrpcClient(tight_server.grpc_target)
+        sdk_client = GrpcClient(tight_server.grpc_target, retry=NO_RETRY)
 
     def call(_: int) -> OverloadedError | None:
         try:

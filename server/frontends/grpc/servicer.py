@@ -66,6 +66,8 @@ async def _abort(
         metadata.append(("field", exc.field))
     if isinstance(exc, Overloaded):
         metadata.append(("retry-after", str(exc.retry_after_s)))
+        # The standard trailer: gRPC's own client retries wait this long before trying again.
+        metadata.append(("grpc-retry-pushback-ms", str(exc.retry_after_s * 1000)))
     code = GRPC_STATUS.get(type(exc), grpc.StatusCode.INTERNAL)
     await context.abort(code, exc.message, trailing_metadata=tuple(metadata))
 
