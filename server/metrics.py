@@ -167,6 +167,12 @@ class ServerMetrics:
             ["model", "state"],
             registry=registry,
         )
+        self.model_warmup = Gauge(
+            "latentserve_model_warmup_seconds",
+            "How long a version's warm-up took (each capability run once before it served).",
+            ["model"],
+            registry=registry,
+        )
         self.model_reloads = Counter(
             "latentserve_model_reloads",
             "Versions a repository reload acted on, by outcome: loaded, refused (broken: "

@@ -29,6 +29,7 @@ from latentserve.server.params import RequestParams, resolve_seed
 from latentserve.server.pipelines import build_pipeline
 from latentserve.server.repository.reload import ReloadResult, RepositoryReloader
 from latentserve.server.repository.store import Lease, LoadedModel, ModelRepository
+from latentserve.server.repository.warmup import warm_up
 from latentserve.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,9 @@ class GenerativeService:
         return self._repository is not None and not self._draining
 
     async def load(self) -> None:
-        """Load the repository off the event loop (graph sessions take a while to build)."""
+        """Load the repository off the event loop (graph sessions take a while to build),
+        then warm every version up; ``ready`` turns true only after that. A version that
+        fails its warm-up stops the start with ``WarmUpFailed`` naming it."""
         repository = await asyncio.to_thread(
             ModelRepository.load,
             self.settings.repository,
@@ -162,6 +165,8 @@ class GenerativeService:
             build_pipeline,
             self.metrics,
         )
+        for model in repository.models():  # before ready: no client meets a cold graph
+            await warm_up(model, self.metrics)
         self._repository = repository
         self._reloader = self._reloader_for(repository)
         if self.settings.repository_poll_interval_s is not None:

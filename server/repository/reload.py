@@ -140,7 +140,7 @@ class RepositoryReloader:
             self._opener,
         )
         try:
-            await warm_up(model)
+            await warm_up(model, self._metrics)
         except BaseException:
             await model.pipeline.close()
             raise
