@@ -149,6 +149,18 @@ class ServerMetrics:
             ["model", "queue", "reason"],
             registry=registry,
         )
+        self.ready = Gauge(
+            "latentserve_ready",
+            "1 while the server serves (models loaded and warmed up, not draining), else 0: "
+            "what /readyz and gRPC health say.",
+            registry=registry,
+        )
+        self.max_jobs = Gauge(
+            "latentserve_max_jobs",
+            "Jobs the server admits at once (queued + running, the max_jobs setting): the "
+            "limit latentserve_jobs_active is measured against.",
+            registry=registry,
+        )
         self.models_loaded = Gauge(
             "latentserve_models_loaded",
             "Model versions loaded and ready to serve.",

@@ -169,6 +169,7 @@ class GenerativeService:
             await warm_up(model, self.metrics)
         self._repository = repository
         self._reloader = self._reloader_for(repository)
+        self.metrics.ready.set(0 if self._draining else 1)
         if self.settings.repository_poll_interval_s is not None:
             polling = self._reloader.poll(self.settings.repository_poll_interval_s)
             self._polling = asyncio.get_running_loop().create_task(polling)
@@ -186,6 +187,7 @@ class GenerativeService:
 
     def start_draining(self) -> None:
         self._draining = True
+        self.metrics.ready.set(0)
 
     async def close(self) -> None:
         if self._polling is not None:
