@@ -16,7 +16,7 @@ import openai
 import pytest
 from latentserve.server.codecs import encode_png
 from PIL import Image
-from server_process import ServerProcess
+from server_process import ServerProcess, metric, sse, until
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +38,10 @@ def server(text_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 def client(server: ServerProcess) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=f"{server.http_url}/v1", api_key="none", max_retries=0) as c:
         yield c
+
+
+def cancelled(http: httpx.Client) -> float:
+    return metric(http, "latentserve_jobs_total", model=f"{MODEL}@1", state="cancelled")
 
 
 def two_bars() -> np.ndarray:
@@ -139,6 +143,35 @@ def test_stream_sends_partial_images_then_the_completed_ones(
     # the partial images are the job's previews: estimates on the way, not the result
     assert events[0].b64_json != events[-1].b64_json
     decoded(events[0].b64_json)
+
+
+def test_closing_the_stream_cancels_the_job(client: openai.OpenAI, http: httpx.Client) -> None:
+    before = cancelled(http)
+    stream = client.images.generate(
+        model=MODEL, prompt="a 9", stream=True, partial_images=3, extra_body={"steps": 1000}
+    )
+    first = next(iter(stream))
+    assert first.type == "image_generation.partial_image"
+    stream.close()
+    until(lambda: cancelled(http) == before + 1)
+
+
+def test_a_job_image_is_there_only_once_the_job_is_done(http: httpx.Client) -> None:
+    params = {"prompt": "a 0", "steps": 1000}
+    job_id = http.post(
+        "/v1/jobs", json={"model": MODEL, "method": "text_to_image", "params": params}
+    ).json()["job_id"]
+    with http.stream("GET", f"/v1/jobs/{job_id}/events") as response:
+        for name, data in sse(response):
+            if name == "progress" and data["step"] >= 2:
+                break
+    running = http.get(f"/v1/jobs/{job_id}/images/0")
+    assert running.status_code == 409 and running.json()["error"]["code"] == "not_ready"
+    http.delete(f"/v1/jobs/{job_id}")
+    with http.stream("GET", f"/v1/jobs/{job_id}/events") as response:
+        assert list(sse(response))[-1][0] == "error"
+    gone = http.get(f"/v1/jobs/{job_id}/images/0")
+    assert gone.status_code == 409 and gone.json()["error"]["code"] == "cancelled"
 
 
 def test_edit_without_a_mask_is_img2img(client: openai.OpenAI, http: httpx.Client) -> None:
