@@ -15,6 +15,8 @@ import numpy as np
 import openai
 import pytest
 from latentserve.server.codecs import encode_png
+from latentserve.v1 import generative_pb2 as pb
+from latentserve.v1 import generative_pb2_grpc as pb_grpc
 from PIL import Image
 from server_process import ServerProcess, metric, sse, until
 
@@ -184,7 +186,9 @@ def test_edit_without_a_mask_is_img2img(client: openai.OpenAI, http: httpx.Clien
     assert [result.data[0].b64_json] == native(http, prompt="a 1", image=image, **own)
 
 
-def test_edit_with_a_mask_keeps_the_opaque_area(client: openai.OpenAI, http: httpx.Client) -> None:
+def test_edit_with_a_mask_keeps_the_opaque_area(
+    client: openai.OpenAI, http: httpx.Client, stub: pb_grpc.GenerativeServiceStub
+) -> None:
     source = png(two_bars())
     rebuilt = http.post(
         f"/v1/models/{MODEL}/reconstruct", json={"images": [base64.b64encode(source).decode()]}
@@ -221,9 +225,12 @@ def test_edit_with_a_mask_keeps_the_opaque_area(client: openai.OpenAI, http: htt
     inner = np.zeros_like(keep)
     inner[:, :12] = True  # the kept area away from the mask's edge
     masked, unmasked = edit(keep), edit(None, strength=1.0)
-    # latentserve's own route inpaints the same with the same mask
+    # latentserve's own routes inpaint the same with the same mask
     same = {"prompt": "a handwritten 8", "n": 4, "seed": 2, "steps": 10}
     assert native(http, image=source, mask=mask_keeping(keep), **same) == masked
+    request = pb.TextToImageRequest(model=MODEL, image=source, mask=mask_keeping(keep), **same)
+    over_grpc = stub.TextToImage(request, timeout=60).images
+    assert [base64.b64encode(image).decode() for image in over_grpc] == masked
     masked, unmasked = pixels(masked), pixels(unmasked)
     kept, repainted, redrawn = error(masked, inner), error(masked, ~keep), error(unmasked, inner)
     print(f"inpainting error: kept {kept:.3f} repainted {repainted:.3f} unmasked {redrawn:.3f}")
