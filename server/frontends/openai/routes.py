@@ -16,6 +16,7 @@ from latentserve.server.frontends.openai.errors import PROTOCOL, OpenAIRoute
 from latentserve.server.frontends.openai.forms import EDIT_BODY, read_form
 from latentserve.server.frontends.openai.schemas import EditRequest, GenerationRequest
 from latentserve.server.frontends.openai.streaming import image_events, sse_response
+from starlette.datastructures import URL
 
 router = APIRouter(tags=["OpenAI Images API"], route_class=OpenAIRoute)
 METHOD = "text_to_image"
@@ -88,6 +89,6 @@ def _size(asked: str | None, model: ModelDescription) -> str:
     return own
 
 
-def _image_url(request: Request, job_id: str, index: int) -> Any:
+def _image_url(request: Request, job_id: str, index: int) -> URL:
     # the REST jobs route that serves a finished job's PNGs, found by its name
     return request.url_for("job_image", job_id=job_id, index=str(index))
