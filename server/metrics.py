@@ -6,7 +6,7 @@ transports, the service and the batcher record into the one ``ServerMetrics`` th
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -18,6 +18,9 @@ _STAGE_BUCKETS = _LATENCY_BUCKETS + _JOB_BUCKETS[_JOB_BUCKETS.index(30.0) :]
 class ServerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # latentserve_process_resident_memory_bytes, _cpu_seconds_total, ...: the server's
+        # own, so dashboards and alerts need not know how the scrape job is named.
+        ProcessCollector(namespace="latentserve", registry=registry)
         self.requests = Counter(
             "latentserve_requests",
             "Requests answered, by model, method, protocol and status.",
