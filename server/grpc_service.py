@@ -28,7 +28,7 @@ from latentserve.server.errors import (
     Unavailable,
     Unsupported,
 )
-from latentserve.server.grpc_guard import CallGuard
+from latentserve.server.grpc_guard import CallGuard, method_name
 from latentserve.server.grpc_limits import ConcurrencyLimit, core_backlog_options
 from latentserve.server.jobs import Cancelled, Job, JobEvent, JobNotFound
 from latentserve.server.service import GenerativeService, ModelDescription
@@ -341,6 +341,8 @@ def create_grpc_server(
     def undecodable(method: str) -> None:
         service.record_rejection("", method, PROTOCOL, InvalidArgument.code)
 
+    rpcs = pb.DESCRIPTOR.services_by_name["GenerativeService"].methods
+    service.metrics.allow_methods(method_name(rpc.name) for rpc in rpcs)
     limit = service.settings.max_grpc_concurrent_rpcs
     overload = ConcurrencyLimit(SERVICE_NAME, limit, functools.partial(_abort, service))
     server = grpc.aio.server(

@@ -550,6 +550,7 @@ def create_rest_app(service: GenerativeService) -> FastAPI:
         result = await service.reload_repository(request.headers.get("authorization"), PROTOCOL)
         return _json(ReloadResponse.model_validate(dataclasses.asdict(result)))
 
+    service.metrics.allow_methods(route.name for route in app.routes)
     return app
 
 

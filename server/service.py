@@ -21,7 +21,13 @@ from typing import Any, TypeVar
 import numpy as np
 from latentserve.server import codecs, deadlines
 from latentserve.server.admin import AdminTokens
-from latentserve.server.errors import DeadlineExceeded, InvalidArgument, ServingError, Unavailable
+from latentserve.server.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    ServingError,
+    Unavailable,
+    shown,
+)
 from latentserve.server.heavy_work import HeavyWorkLimit
 from latentserve.server.jobs import Job, JobManager, Work
 from latentserve.server.metrics import ServerMetrics
@@ -35,6 +41,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: What a job can do: the generating methods.
 JOB_METHODS = ("sample", "text_to_image")
+#: The names the service records its calls under (the requests' ``method`` label):
+#: ``submit_job`` is a job submission naming no known method.
+CALLS = (
+    *JOB_METHODS,
+    *(f"submit_{method}" for method in JOB_METHODS),
+    "submit_job",
+    "stream_sample",
+    "interpolate",
+    "encode",
+    "log_prob",
+    "reconstruct",
+    "reload_repository",
+)
 _OFFLOAD_PIXELS = 1 << 20  # past this many pixels, PNG work moves off the event loop
 
 
@@ -134,6 +153,7 @@ class GenerativeService:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        metrics.allow_methods(CALLS)
         self._repository = repository
         self._draining = False
         self._admins = AdminTokens.from_file(settings.admin_tokens_file)
@@ -238,7 +258,7 @@ class GenerativeService:
 
     def record_rejection(self, ref: str, method: str, protocol: str, status: str) -> None:
         """Count a request a transport refused before it reached the service."""
-        self.metrics.requests.labels(self.model_label(ref), method, protocol, status).inc()
+        self.metrics.record_request(self.model_label(ref), method, protocol, status)
 
     # -- inference -----------------------------------------------------------------------
 
@@ -258,10 +278,13 @@ class GenerativeService:
         self, ref: str, method: str, params: Mapping[str, Any], protocol: str
     ) -> Job:
         """Admit a job that clients follow by its id (events, ``GET``, ``DELETE``)."""
-        async with self._track(f"submit_{method}", protocol) as call:
-            if method not in JOB_METHODS:
-                known = ", ".join(JOB_METHODS)
-                raise InvalidArgument("method", f"unknown job method {method!r}; known: {known}")
+        known = method in JOB_METHODS
+        async with self._track(f"submit_{method}" if known else "submit_job", protocol) as call:
+            if not known:
+                methods = ", ".join(JOB_METHODS)
+                raise InvalidArgument(
+                    "method", f"unknown job method {shown(method)!r}; known: {methods}"
+                )
             return self._submit(ref, method, params, call, retain=True)
 
     def get_job(self, job_id: str) -> Job:
@@ -484,10 +507,8 @@ class GenerativeService:
             for lease in call.leases:
                 lease.release()
             in_flight.dec()
-            self.metrics.requests.labels(call.model, method, protocol, status).inc()
-            self.metrics.request_latency.labels(call.model, method, protocol).observe(
-                time.perf_counter() - started
-            )
+            seconds = time.perf_counter() - started
+            self.metrics.record_request(call.model, method, protocol, status, seconds)
 
 
 def _sample_result(result: dict[str, Any]) -> SampleResult:
