@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse
+from latentserve.server.errors import shown
 from latentserve.server.settings import Settings
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
@@ -68,7 +69,7 @@ def add_offline_docs(app: FastAPI) -> None:
     async def docs_asset(name: str) -> FileResponse:
         path = ASSETS.get(name)
         if path is None:
-            raise HTTPException(404, f"no docs asset {name!r}")
+            raise HTTPException(404, f"no docs asset {shown(name)!r}")
         return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
 
 

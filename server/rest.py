@@ -20,6 +20,7 @@ from latentserve.server import codecs, deadlines
 from latentserve.server.body_limit import BodyLimitMiddleware
 from latentserve.server.browser import add_offline_docs
 from latentserve.server.errors import (
+    MAX_MESSAGE_CHARS,
     DeadlineExceeded,
     InvalidArgument,
     ModelNotFound,
@@ -29,6 +30,7 @@ from latentserve.server.errors import (
     Unauthenticated,
     Unavailable,
     Unsupported,
+    shown,
 )
 from latentserve.server.jobs import Cancelled, Job, JobEvent, JobNotFound
 from latentserve.server.params import MAX_SEED
@@ -573,15 +575,17 @@ def _add_error_handlers(app: FastAPI, service: GenerativeService) -> None:
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
         field = "body" if first["type"] == "json_invalid" else _field(tuple(first["loc"]))
-        message = _MESSAGES.get(first["type"], first["msg"])
-        record(request, "invalid_argument")
-        return error_response(422, "invalid_argument", f"{field}: {message}", field)
+        # As a domain error, so the field (a client's JSON key) is cut like every other.
+        return await serving_error(
+            request, InvalidArgument(field, _MESSAGES.get(first["type"], first["msg"]))
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         if code is not None:
-            return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+            message = shown(str(exc.detail), MAX_MESSAGE_CHARS)
+            return error_response(exc.status_code, code, message, headers=exc.headers)
         # Any other refusal by the framework means it could not read the body.
         reason = _UNREADABLE.get(type(exc.__cause__), "cannot be read as JSON")
         record(request, "invalid_argument")

@@ -421,7 +421,9 @@ class GenerativeService:
             samples = 1 if samples is None else samples
             limit = self.settings.max_log_prob_samples
             if not 1 <= samples <= limit:
-                raise InvalidArgument("samples", f"must be between 1 and {limit}, got {samples}")
+                raise InvalidArgument(
+                    "samples", f"must be between 1 and {limit}, got {shown(samples)}"
+                )
             bound = model.pipeline.log_prob_kind(samples)
             self._check_log_prob_work(len(images), samples)
             seed = resolve_seed(seed) if model.pipeline.log_prob_is_sampled else None

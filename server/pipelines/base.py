@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from latentserve.server.batcher import Batcher
-from latentserve.server.errors import InvalidArgument, Unsupported
+from latentserve.server.errors import InvalidArgument, Unsupported, shown
 from latentserve.server.jobs import Progress
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.params import RequestParams, SampleParams, TemperatureParams
@@ -157,7 +157,7 @@ class GraphPipeline(ABC):
                 raise InvalidArgument(
                     "samples",
                     f"model {self.label} computes its log-probability ({kind}) without "
-                    f"sampling, so samples must be 1, got {samples}",
+                    f"sampling, so samples must be 1, got {shown(samples)}",
                 )
             return kind
         return "importance_weighted" if samples > 1 else kind
