@@ -12,7 +12,7 @@ from latentserve.server.engine.service import GenerativeService
 from latentserve.server.frontends.rest import health, jobs, models, repository, sampling
 from latentserve.server.frontends.rest.dependencies import client_deadline
 from latentserve.server.frontends.rest.docs import add_offline_docs
-from latentserve.server.frontends.rest.errors import add_error_handlers
+from latentserve.server.frontends.rest.errors import add_error_handlers, path_methods
 from latentserve.server.frontends.rest.schemas import ErrorBody
 from latentserve.server.security.admin import AdminTokens
 from latentserve.server.security.body_limit import BodyLimitMiddleware
@@ -42,6 +42,8 @@ def create_rest_app(service: GenerativeService, admins: AdminTokens | None = Non
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=service.settings.max_body_bytes)
     add_error_handlers(app, service)
+    routes = [*app.routes, *(route for router in ROUTERS for route in router.routes)]
     # the routes' names are the REST requests' ``method`` labels
-    service.metrics.allow_methods(route.name for route in app.routes)
+    service.metrics.allow_methods(name for route in routes if (name := getattr(route, "name", "")))
+    app.state.path_methods = path_methods(routes)
     return app

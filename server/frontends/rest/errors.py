@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from latentserve.server.engine.jobs import Cancelled, JobNotFound
 from latentserve.server.engine.service import GenerativeService
 from latentserve.server.errors import (
@@ -23,6 +26,7 @@ from latentserve.server.errors import (
 )
 from latentserve.server.frontends.rest.dependencies import PROTOCOL
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Route
 
 HTTP_STATUS: dict[type[ServingError], int] = {
     ModelNotFound: 404,
@@ -63,6 +67,26 @@ def _field(loc: tuple) -> str:
     return out
 
 
+def path_methods(routes: Iterable[BaseRoute]) -> list[tuple[re.Pattern[str], frozenset[str]]]:
+    """Each route's path pattern and methods: what ``Allow`` is built from."""
+    return [
+        (route.path_regex, frozenset(route.methods))
+        for route in routes
+        if isinstance(route, Route) and route.methods
+    ]
+
+
+def _allowed(request: Request) -> str:
+    """Every method the request's path answers (Starlette's own 405 names only the first
+    route that matched the path, e.g. GET but not DELETE of /v1/jobs/{id}), and OPTIONS."""
+    methods = {"OPTIONS"}
+    path = request.scope["path"].removeprefix(request.scope.get("root_path", ""))
+    for pattern, route_methods in request.app.state.path_methods:
+        if pattern.match(path):
+            methods |= route_methods
+    return ", ".join(sorted(methods))
+
+
 def add_error_handlers(app: FastAPI, service: GenerativeService) -> None:
     def record(request: Request, status: str) -> None:
         method = getattr(request.scope.get("route"), "name", "unknown")
@@ -88,8 +112,16 @@ def add_error_handlers(app: FastAPI, service: GenerativeService) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            # The path exists but not with this method. OPTIONS asks which methods it has
+            # (RFC 9110 9.3.7; with CORS on, browsers' preflights are answered before here).
+            allow = {"Allow": _allowed(request)}
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers=allow)
+            message = f"{shown(request.method)} is not allowed here; allowed: {allow['Allow']}"
+            return error_response(405, "method_not_allowed", message, headers=allow)
+        code = {404: "not_found"}.get(exc.status_code)
         if code is not None:
             message = shown(str(exc.detail), MAX_MESSAGE_CHARS)
             return error_response(exc.status_code, code, message, headers=exc.headers)
