@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from latentserve.server.engine.jobs import Cancelled, JobNotFound
 from latentserve.server.engine.service import GenerativeService
 from latentserve.server.errors import (
@@ -78,8 +78,8 @@ def path_methods(routes: Iterable[BaseRoute]) -> list[tuple[re.Pattern[str], fro
 
 def _allowed(request: Request) -> str:
     """Every method the request's path answers (Starlette's own 405 names only the first
-    route that matched the path, e.g. GET but not DELETE of /v1/jobs/{id}), and OPTIONS."""
-    methods = {"OPTIONS"}
+    route that matched the path, e.g. GET but not DELETE of /v1/jobs/{id})."""
+    methods: set[str] = set()
     path = request.scope["path"].removeprefix(request.scope.get("root_path", ""))
     for pattern, route_methods in request.app.state.path_methods:
         if pattern.match(path):
@@ -112,13 +112,12 @@ def add_error_handlers(app: FastAPI, service: GenerativeService) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 405:
-            # The path exists but not with this method. OPTIONS asks which methods it has
-            # (RFC 9110 9.3.7; with CORS on, browsers' preflights are answered before here).
+            # The path exists but not with this method; OPTIONS included: with CORS on, the
+            # CORS middleware answers browsers' preflights before here, and with it off a
+            # preflight must fail plainly. Allow names what the path does take (RFC 9110).
             allow = {"Allow": _allowed(request)}
-            if request.method == "OPTIONS":
-                return Response(status_code=204, headers=allow)
             message = f"{shown(request.method)} is not allowed here; allowed: {allow['Allow']}"
             return error_response(405, "method_not_allowed", message, headers=allow)
         code = {404: "not_found"}.get(exc.status_code)
