@@ -55,8 +55,8 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
         grpc_port = tls.add_grpc_port(grpc_server, address, server_tls)
     except RuntimeError as exc:
         raise ValueError(f"cannot listen for gRPC on {address}: port in use?") from exc
-    rest_app = create_rest_app(service, admins)
-    rest_app.include_router(openai_images.router)  # the OpenAI Images API, same app and port
+    # the OpenAI Images API: same app and port
+    rest_app = create_rest_app(service, admins, other_routers=(openai_images.router,))
     auth.protect_rest(rest_app, authenticator)
     cors.allow_cross_origin(rest_app, settings)  # outermost: preflights need no token
     config = uvicorn.Config(

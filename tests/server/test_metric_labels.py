@@ -107,8 +107,15 @@ def rest_calls(http: httpx.Client, value: str) -> None:
     http.get(f"/v1/jobs/{in_path}")
     http.get(f"/v1/jobs/{in_path}/events")
     http.delete(f"/v1/jobs/{in_path}")
+    http.get(f"/v1/jobs/{in_path}/images/0")
     http.get("/v1/models/vae-tiny", headers={"X-Request-Timeout": header_value(value)})
     http.get(f"/{in_path}")
+    # the OpenAI Images API on the same port
+    http.post("/v1/images/generations", json={"model": value, "prompt": "a 7"})
+    for field in ("size", "sampler", "user", "response_format"):
+        http.post("/v1/images/generations", json={"model": "vae-tiny", "prompt": "7", field: value})
+    edit = {"model": value, "prompt": "a 7"}
+    http.post("/v1/images/edits", data=edit, files={"image": ("a.png", png(), "image/png")})
 
 
 def grpc_calls(channel: grpc.Channel, value: str) -> None:
