@@ -95,10 +95,12 @@ lint: $(STAMP_DEV)
 	$(BIN)/ruff format --check .
 	$(BIN)/python tools/check_imports.py
 
-## proto: regenerate the gRPC stubs after editing proto/latentserve/v1/generative.proto.
+## proto: regenerate the gRPC stubs after editing proto/latentserve/v1/generative.proto or
+## proto/latentserve/inference/grpc_predict_v2.proto (the Open Inference Protocol).
 proto: $(STAMP_DEV)
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto \
-		--grpc_python_out=proto proto/latentserve/v1/generative.proto
+		--grpc_python_out=proto proto/latentserve/v1/generative.proto \
+		proto/latentserve/inference/grpc_predict_v2.proto
 
 ## docker: build the serving image (GPU-capable runtime, default repository baked in).
 docker:

@@ -27,7 +27,7 @@ from latentserve.server.errors import DeadlineExceeded, InvalidArgument, Serving
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.params import RequestParams, resolve_seed
 from latentserve.server.pipelines import build_pipeline
-from latentserve.server.repository.reload import ReloadResult, RepositoryReloader
+from latentserve.server.repository.reload import IndexEntry, ReloadResult, RepositoryReloader
 from latentserve.server.repository.store import Lease, LoadedModel, ModelRepository
 from latentserve.server.settings import Settings
 
@@ -175,9 +175,26 @@ class GenerativeService:
         """Serve what the repository holds now (see ``repository/reload.py``); the frontends
         let only admins call it."""
         async with self._track("reload_repository", protocol):
-            if self._reloader is None or self._draining:
-                raise Unavailable("models are still loading, or the server is shutting down")
-            return await self._reloader.reload()
+            return await self._live_reloader().reload()
+
+    async def load_model(self, name: str, protocol: str) -> ReloadResult:
+        """Serve ``name`` from the repository (again, after ``unload_model``); admins only."""
+        async with self._track("load_model", protocol):
+            return await self._live_reloader().load(name)
+
+    async def unload_model(self, name: str, protocol: str) -> list[str]:
+        """Stop serving every version of ``name`` until it is loaded again; admins only."""
+        async with self._track("unload_model", protocol):
+            return await self._live_reloader().unload(name)
+
+    def repository_index(self) -> list[IndexEntry]:
+        """Every version on disk or served, and whether it serves."""
+        return self._live_reloader().index()
+
+    def _live_reloader(self) -> RepositoryReloader:
+        if self._reloader is None or self._draining:
+            raise Unavailable("models are still loading, or the server is shutting down")
+        return self._reloader
 
     def start_draining(self) -> None:
         self._draining = True
