@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -58,6 +58,9 @@ class ModelDescription:
     max_batch_size: int
     max_n: int
     versions: list[str]
+    # The JSON schema of each generating method's parameters the model takes: what typed
+    # protocols (the Open Inference Protocol's named tensors) declare per model.
+    parameter_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -178,9 +181,14 @@ class GenerativeService:
             return await self._live_reloader().reload()
 
     async def load_model(self, name: str, protocol: str) -> ReloadResult:
-        """Serve ``name`` from the repository (again, after ``unload_model``); admins only."""
+        """Serve ``name`` from the repository (again, after ``unload_model``); admins only.
+        A version that cannot be served is refused with its reason."""
         async with self._track("load_model", protocol):
-            return await self._live_reloader().load(name)
+            result = await self._live_reloader().load(name)
+            if result.refused:
+                reasons = "; ".join(f"{r.model}: {r.error}" for r in result.refused)
+                raise InvalidArgument("name", f"cannot load {name}: {reasons}")
+            return result
 
     async def unload_model(self, name: str, protocol: str) -> list[str]:
         """Stop serving every version of ``name`` until it is loaded again; admins only."""
@@ -248,6 +256,11 @@ class GenerativeService:
             max_batch_size=model.serving.max_batch_size,
             max_n=model.serving.max_n,
             versions=self._repository.versions(m.name) if self._repository else [],
+            parameter_schemas={
+                method: params.model_json_schema()
+                for method, params in model.pipeline.params_for.items()
+                if method in JOB_METHODS and method in m.capabilities
+            },
         )
 
     def model_label(self, ref: str) -> str:
