@@ -10,6 +10,7 @@ job (``latentserve.server.engine.jobs``), admitted once and then never refused.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -257,7 +258,7 @@ class GenerativeService:
             max_n=model.serving.max_n,
             versions=self._repository.versions(m.name) if self._repository else [],
             parameter_schemas={
-                method: params.model_json_schema()
+                method: _schema(params)
                 for method, params in model.pipeline.params_for.items()
                 if method in JOB_METHODS and method in m.capabilities
             },
@@ -522,6 +523,12 @@ class GenerativeService:
             self.metrics.request_latency.labels(call.model, method, protocol).observe(
                 time.perf_counter() - started
             )
+
+
+@functools.cache
+def _schema(params: type[RequestParams]) -> dict[str, Any]:
+    """A parameter model's JSON schema, built once: models are described on every call."""
+    return params.model_json_schema()
 
 
 def _sample_result(result: dict[str, Any]) -> SampleResult:
