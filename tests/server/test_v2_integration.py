@@ -242,6 +242,11 @@ def test_repository_index_load_and_unload_need_the_admin_token(
         "state": "UNAVAILABLE",
         "reason": "unloaded",
     } in index
+    # a reload of the whole repository leaves an unloaded model out until it is loaded
+    with httpx.Client(base_url=server.http_url, timeout=60) as http:
+        reload = http.post("/v1/repository/reload", headers=ADMIN)
+    assert reload.status_code == 200 and reload.json()["loaded"] == []
+    assert not http_client.is_model_ready("ae-tiny")
     http_client.load_model("ae-tiny", headers=ADMIN)
     assert http_client.is_model_ready("ae-tiny")
 
