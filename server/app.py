@@ -1,4 +1,5 @@
-"""Composition root: settings -> repository -> service -> REST + gRPC, in one process.
+"""Composition root: settings -> repository -> service -> REST (with the OpenAI Images API)
++ gRPC, in one process.
 
 Both ports also speak the Open Inference Protocol (``frontends/v2``): its routes join the
 REST app and its service the gRPC server, under the same security.
@@ -20,6 +21,7 @@ import socket
 import uvicorn
 from grpc_health.v1 import health, health_pb2
 from latentserve.server.engine.service import GenerativeService
+from latentserve.server.frontends import openai as openai_images
 from latentserve.server.frontends.grpc.servicer import SERVICE_NAME, create_grpc_server
 from latentserve.server.frontends.rest import create_rest_app
 from latentserve.server.frontends.v2 import grpc_service as v2_grpc
@@ -60,6 +62,7 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
     except RuntimeError as exc:
         raise ValueError(f"cannot listen for gRPC on {address}: port in use?") from exc
     rest_app = create_rest_app(service, admins)
+    rest_app.include_router(openai_images.router)  # the OpenAI Images API, same app and port
     rest_app.include_router(v2_rest.router)  # the Open Inference Protocol beside /v1
     auth.protect_rest(rest_app, authenticator)
     cors.allow_cross_origin(rest_app, settings)  # outermost: preflights need no token

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -59,6 +60,7 @@ class ModelDescription:
     max_batch_size: int
     max_n: int
     versions: list[str]
+    created: int  # Unix seconds of the export (the manifest's provenance), 0 if unreadable
     # The JSON schema of each generating method's parameters the model takes: what typed
     # protocols (the Open Inference Protocol's named tensors) declare per model.
     parameter_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -257,6 +259,7 @@ class GenerativeService:
             max_batch_size=model.serving.max_batch_size,
             max_n=model.serving.max_n,
             versions=self._repository.versions(m.name) if self._repository else [],
+            created=_unix_seconds(m.provenance.created_at),
             parameter_schemas={
                 method: _schema(params)
                 for method, params in model.pipeline.params_for.items()
@@ -529,6 +532,13 @@ class GenerativeService:
 def _schema(params: type[RequestParams]) -> dict[str, Any]:
     """A parameter model's JSON schema, built once: models are described on every call."""
     return params.model_json_schema()
+
+
+def _unix_seconds(iso: str) -> int:
+    try:
+        return int(datetime.fromisoformat(iso).timestamp())
+    except ValueError:
+        return 0
 
 
 def _sample_result(result: dict[str, Any]) -> SampleResult:

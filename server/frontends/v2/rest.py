@@ -25,6 +25,7 @@ from latentserve.server.errors import (
     Unavailable,
     Unsupported,
 )
+from latentserve.server.frontends.disconnect import unless_disconnected
 from latentserve.server.frontends.v2 import methods, wire
 from latentserve.server.frontends.v2.server_info import server_metadata
 from latentserve.server.security.admin import AdminTokens
@@ -150,7 +151,7 @@ async def _config(request: Request, name: str, version: str | None = None) -> Re
 
 async def _infer(request: Request, name: str, version: str | None = None) -> Response:
     parsed = wire.parse_request(await request.body(), request.headers.get(wire.HEADER_LENGTH))
-    outcome = await methods.infer(
+    work = methods.infer(
         _service(request),
         _ref(name, version),
         parsed.method,
@@ -158,6 +159,7 @@ async def _infer(request: Request, name: str, version: str | None = None) -> Res
         parsed.outputs,
         PROTOCOL,
     )
+    outcome = await unless_disconnected(request, work)
     body, header_length = wire.encode_response(parsed, outcome)
     if header_length is None:
         return Response(body, media_type="application/json")
