@@ -11,6 +11,7 @@ warm-up: the same label values, however many distinct values clients sent.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import random
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ from urllib.parse import quote
 import grpc
 import httpx
 import pytest
+from latentserve.inference import grpc_predict_v2_pb2 as v2
+from latentserve.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
 from PIL import Image
@@ -116,6 +119,13 @@ def rest_calls(http: httpx.Client, value: str) -> None:
         http.post("/v1/images/generations", json={"model": "vae-tiny", "prompt": "7", field: value})
     edit = {"model": value, "prompt": "a 7"}
     http.post("/v1/images/edits", data=edit, files={"image": ("a.png", png(), "image/png")})
+    # the Open Inference Protocol on the same port
+    for suffix in ("", "/ready", "/config"):
+        http.get(f"/v2/models/{in_path}{suffix}")
+        http.get(f"/v2/models/vae-tiny/versions/{in_path}{suffix}")
+    http.post(f"/v2/models/{in_path}/infer", json={"inputs": []})
+    http.post("/v2/models/vae-tiny/infer", json={"inputs": [], "parameters": {"method": value}})
+    http.post(f"/v2/repository/models/{in_path}/load")
 
 
 def grpc_calls(channel: grpc.Channel, value: str) -> None:
@@ -156,6 +166,15 @@ def grpc_calls(channel: grpc.Channel, value: str) -> None:
         raw = channel.unary_unary(f"{SERVICE}/{name}")
         with pytest.raises(grpc.RpcError):
             raw(garbage, timeout=30)
+    inference = v2_grpc.GRPCInferenceServiceStub(channel)
+    for call, request in [
+        (inference.ModelMetadata, v2.ModelMetadataRequest(name=value)),
+        (inference.ModelReady, v2.ModelReadyRequest(name=value)),
+        (inference.ModelInfer, v2.ModelInferRequest(model_name=value)),
+        (inference.ModelInfer, v2.ModelInferRequest(model_name="vae-tiny", model_version=value)),
+    ]:
+        with contextlib.suppress(grpc.RpcError):  # an unknown model may just be "not ready"
+            call(request, timeout=30)
     unknown = channel.unary_unary(f"{SERVICE}/{quote(value, safe='')[:100]}")
     with pytest.raises(grpc.RpcError):
         unknown(b"", timeout=30)
