@@ -20,8 +20,6 @@ from urllib.parse import quote
 import grpc
 import httpx
 import pytest
-from latentserve.inference import grpc_predict_v2_pb2 as v2
-from latentserve.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
 from PIL import Image
@@ -29,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from server_process import ServerProcess
 
 SERVICE = "/latentserve.v1.GenerativeService"
+V2_SERVICE = "/inference.GRPCInferenceService"
 # Characters a client may put in a field: control characters, quotes, separators that mean
 # something in URLs, label syntax and model references, and non-ASCII.
 ALPHABET = (
@@ -52,6 +51,16 @@ def random_values(seed: int, count: int) -> list[str]:
 def header_value(value: str) -> str:
     """``value`` as printable ASCII an HTTP header can carry; never a number of seconds."""
     return "t" + "".join(c for c in value if " " <= c <= "~")[:200]
+
+
+def string_field(number: int, text: str) -> bytes:
+    """One protobuf string field: its tag, its length as a varint, its UTF-8 bytes."""
+    data = text.encode()
+    length, size = b"", len(data)
+    while size > 0x7F:
+        length += bytes([size & 0x7F | 0x80])
+        size >>= 7
+    return bytes([number << 3 | 2]) + length + bytes([size]) + data
 
 
 def png() -> bytes:
@@ -166,13 +175,15 @@ def grpc_calls(channel: grpc.Channel, value: str) -> None:
         raw = channel.unary_unary(f"{SERVICE}/{name}")
         with pytest.raises(grpc.RpcError):
             raw(garbage, timeout=30)
-    inference = v2_grpc.GRPCInferenceServiceStub(channel)
-    for call, request in [
-        (inference.ModelMetadata, v2.ModelMetadataRequest(name=value)),
-        (inference.ModelReady, v2.ModelReadyRequest(name=value)),
-        (inference.ModelInfer, v2.ModelInferRequest(model_name=value)),
-        (inference.ModelInfer, v2.ModelInferRequest(model_name="vae-tiny", model_version=value)),
+    # The Open Inference Protocol's service, its requests encoded here: importing its stubs
+    # beside tritonclient's (other modules) registers package "inference" twice.
+    for rpc, request in [
+        ("ModelMetadata", string_field(1, value)),
+        ("ModelReady", string_field(1, value)),
+        ("ModelInfer", string_field(1, value)),
+        ("ModelInfer", string_field(1, "vae-tiny") + string_field(2, value)),
     ]:
+        call = channel.unary_unary(f"{V2_SERVICE}/{rpc}")
         with contextlib.suppress(grpc.RpcError):  # an unknown model may just be "not ready"
             call(request, timeout=30)
     unknown = channel.unary_unary(f"{SERVICE}/{quote(value, safe='')[:100]}")
