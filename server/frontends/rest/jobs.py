@@ -75,11 +75,13 @@ async def event_stream(
             pending = None
             yield _sse(event)
     finally:
+        # Nothing may wait before the cancel: a disconnect cancels this stream's scope, and
+        # under anyio every later await in it raises again.
         if pending is not None:
             pending.cancel()
-        await events.aclose()
         if cancel_on_close:  # the client went away: free the compute at the next step
             job.cancel()
+        await events.aclose()
 
 
 def sse_response(events: AsyncIterator[str]) -> StreamingResponse:
