@@ -38,7 +38,15 @@ def container(objects: list[dict]) -> dict:
 
 
 def settings_of(main: dict, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The settings the server in this container would run with: its env over defaults."""
+    """The settings the server in this container would run with: its env over defaults.
+
+    Every LATENTSERVE_* variable must name a setting (the server ignores one that does not)."""
+    named = {
+        var["name"].removeprefix("LATENTSERVE_").lower()
+        for var in main.get("env", [])
+        if var["name"].startswith("LATENTSERVE_")
+    }
+    assert named <= set(Settings.model_fields), named - set(Settings.model_fields)
     for name in [n for n in os.environ if n.startswith("LATENTSERVE_")]:
         monkeypatch.delenv(name)
     for var in main.get("env", []):
