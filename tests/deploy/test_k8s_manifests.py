@@ -14,6 +14,7 @@ import pytest
 from k8s_render import K8S, K8S_VERSIONS, ROOT, kustomize_command, load, one, render, validate
 from latentserve.server.frontends.grpc.servicer import SERVICE_NAME
 from latentserve.server.frontends.rest.health import router as health_router
+from latentserve.server.frontends.v2.rest import router as v2_router
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.settings import Settings, load_settings
 from prometheus_client import CollectorRegistry
@@ -225,6 +226,9 @@ def test_kserve_runtime_serves_what_the_inference_service_asks_for(
     formats = {fmt["name"] for fmt in runtime["spec"]["supportedModelFormats"]}
     assert model["modelFormat"]["name"] in formats
     assert re.match(r"^(s3|gs|pvc|https?)://", model["storageUri"])
+    # The Open Inference Protocol the runtime declares is one the server speaks.
+    assert model["protocolVersion"] in runtime["spec"]["protocolVersions"] == ["v2"]
+    assert "/v2/health/ready" in {route.path for route in v2_router.routes}
 
     (main,) = runtime["spec"]["containers"]
     settings = settings_of(main, monkeypatch)
