@@ -20,6 +20,8 @@ Dataset specs (the ``dataset`` key of a training config):
   and a held-out split of unseen phrasings (``latentserve.training.captions``).
 - ``shapes``: 32×32 RGB scenes of coloured shapes with compositional captions, 8,000
   train / 1,000 test / 1,000 held-out colour-shape pairs (``latentserve.training.shapes``).
+- ``fashion-mnist``, ``fashion-mnist-captions``: Fashion-MNIST's published 60,000 / 10,000
+  split, with labels, and captioned (``latentserve.training.fashion``).
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ def _fixed_loader(spec: str) -> Callable[[], ImageDataset]:
         "mnist": load_mnist,
         "mnist-captions": captions.load_mnist_captions,
         "shapes": shapes.load_shapes,
+        **{name: loader for name, (_, loader) in fashion.DATASETS.items()},
     }[spec]
 
 
@@ -198,4 +201,7 @@ def load_imagefolder(root: Path, height: int, width: int, channels: int) -> Imag
 
 # The captioned datasets build on the MNIST loader and ``ImageDataset`` above, so they are
 # imported once those exist.
-from latentserve.training import captions, shapes  # noqa: E402
+from latentserve.training import captions, fashion, shapes  # noqa: E402
+
+# Fashion-MNIST's dataset specs, registered from its own module.
+FIXED_SIZE.update({name: size for name, (size, _) in fashion.DATASETS.items()})
