@@ -119,8 +119,21 @@ def _fixed_loader(spec: str) -> Callable[[], ImageDataset]:
         "mnist": load_mnist,
         "mnist-captions": captions.load_mnist_captions,
         "shapes": shapes.load_shapes,
-        **{name: loader for name, (_, loader) in fashion.DATASETS.items()},
+        **_REGISTERED_LOADERS,
     }[spec]
+
+
+_REGISTERED_LOADERS: dict[str, Callable[[], ImageDataset]] = {}
+
+
+def register_dataset(
+    name: str, size: tuple[int, int, int], loader: Callable[[], ImageDataset]
+) -> None:
+    """Add a built-in dataset of fixed (height, width, channels) from its own module."""
+    if name in FIXED_SIZE:
+        raise ValueError(f"dataset {name!r} is already registered")
+    FIXED_SIZE[name] = size
+    _REGISTERED_LOADERS[name] = loader
 
 
 def mnist_csv_path() -> Path:
@@ -201,7 +214,4 @@ def load_imagefolder(root: Path, height: int, width: int, channels: int) -> Imag
 
 # The captioned datasets build on the MNIST loader and ``ImageDataset`` above, so they are
 # imported once those exist.
-from latentserve.training import captions, fashion, shapes  # noqa: E402
-
-# Fashion-MNIST's dataset specs, registered from its own module.
-FIXED_SIZE.update({name: size for name, (size, _) in fashion.DATASETS.items()})
+from latentserve.training import captions, fashion, shapes  # noqa: E402, F401  (fashion registers)

@@ -20,13 +20,18 @@ from __future__ import annotations
 
 import functools
 import gzip
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from latentserve.training.data import SPLIT_SEED, CaptionedDataset, CaptionedSplit, ImageDataset
+from latentserve.training.data import (
+    SPLIT_SEED,
+    CaptionedDataset,
+    CaptionedSplit,
+    ImageDataset,
+    register_dataset,
+)
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
@@ -178,8 +183,10 @@ def load_fashion_mnist_captions(folder: Path = FASHION_MNIST_DIR) -> CaptionedDa
     )
 
 
-#: The built-in dataset specs this module adds, with their fixed size and loader.
-DATASETS: dict[str, tuple[tuple[int, int, int], Callable[[], ImageDataset]]] = {
-    "fashion-mnist": ((28, 28, 1), load_fashion_mnist),
-    "fashion-mnist-captions": ((28, 28, 1), load_fashion_mnist_captions),
-}
+# The built-in dataset specs this module adds (it is imported by ``data``, so they exist
+# whenever a dataset is loaded).
+for _name, _loader in (
+    ("fashion-mnist", load_fashion_mnist),
+    ("fashion-mnist-captions", load_fashion_mnist_captions),
+):
+    register_dataset(_name, (28, 28, 1), _loader)
