@@ -280,7 +280,7 @@ def _train_step(
         if isinstance(model, PhasedModel):
             phases = _autocast_each(model.training_phases(x, generator, labels), compute)
             for out, optimizer in zip(phases, optimizers, strict=True):
-                _minimise(model, out, [optimizer], config, step, loop)
+                _minimise(out, [optimizer], config, step, loop)
                 metrics.update(out.metrics)
         else:
             with compute.autocast():
@@ -289,7 +289,7 @@ def _train_step(
                     out = model.training_step(x, generator, labels, batch_captions)
                 else:
                     out = model.training_step(x, generator, labels)
-            _minimise(model, out, optimizers, config, step, loop)
+            _minimise(out, optimizers, config, step, loop)
             metrics = out.metrics
         model.after_optimizer_step()
     loop.scaler.update()
@@ -303,7 +303,6 @@ def _train_step(
 
 
 def _minimise(
-    model: ImageModel,
     out: StepOutput,
     optimizers: list[torch.optim.Optimizer],
     config: RunConfig,
@@ -311,7 +310,12 @@ def _minimise(
     loop: _Loop,
 ) -> None:
     """One backward pass of ``out.loss``, the gradients averaged over the ranks, and a
-    step of each of ``optimizers`` that received gradients (through the loss scaler)."""
+    step of each of ``optimizers`` that received gradients (through the loss scaler).
+
+    Clipping sees only these optimisers' parameters: another phase's gradients are left
+    over from its own step (in fp16, possibly the infinities of a step the scaler skipped)
+    and are no part of this loss's norm.
+    """
     for optimizer in optimizers:
         optimizer.zero_grad(set_to_none=True)
     loop.scaler.scale(out.loss).backward()
@@ -321,7 +325,7 @@ def _minimise(
     if config.train.grad_clip is not None:
         for optimizer in stepped:
             loop.scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, config.train.grad_clip)
     for optimizer in stepped:
         loop.scaler.step(optimizer)
     if not math.isfinite(out.loss.item()):

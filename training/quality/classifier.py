@@ -66,7 +66,7 @@ def default_config(dataset: str = "mnist") -> ClassifierConfig:
     epochs than MNIST's 4,500 and less translation (its items are centred and fill the
     frame)."""
     if dataset == "fashion-mnist":
-        return ClassifierConfig(dataset=dataset, epochs=8, max_shift=1)
+        return ClassifierConfig(dataset=dataset, epochs=4, max_shift=1)
     if dataset not in LABELLED_DATASETS:
         raise ValueError(f"no classifier for dataset {dataset!r}: {', '.join(LABELLED_DATASETS)}")
     return ClassifierConfig(dataset=dataset)
