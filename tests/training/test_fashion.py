@@ -24,6 +24,8 @@ from latentserve.training.fashion import (
     load_fashion_mnist_captions,
     read_idx,
 )
+from latentserve.training.quality.classifier import ClassifierConfig, load_or_train_classifier
+from latentserve.training.quality.report import score_images
 
 ALL_CLASSES = range(10)
 
@@ -125,3 +127,32 @@ def test_idx_reader_reads_the_format_and_refuses_what_is_not(tmp_path: Path) -> 
 def test_a_missing_install_names_the_package(tmp_path: Path) -> None:
     with pytest.raises(FashionMnistMissing, match=DEBIAN_PACKAGE):
         load_fashion_mnist(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def tiny_fashion_classifier(installed: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few seconds of training on 3,000 training images: enough to tell items apart."""
+    config = ClassifierConfig(
+        widths=(8, 16), hidden=32, epochs=2, train_limit=3000, lr=5e-3, dataset="fashion-mnist"
+    )
+    folder = tmp_path_factory.mktemp("fashion_classifier")
+    load_or_train_classifier(folder, config)
+    return folder
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_classifier_code_serves_fashion_mnist(tiny_fashion_classifier: Path) -> None:
+    classifier = load_or_train_classifier(tiny_fashion_classifier, dataset="fashion-mnist")
+    assert classifier.info["data"]["dataset"] == "fashion-mnist"
+    assert classifier.info["data"]["test_images"] == 10_000
+    assert classifier.test_accuracy > 0.6  # chance is 0.1
+    data = load_fashion_mnist()
+    report = score_images(data.test[:500], classifier)
+    assert report.dataset == "fashion-mnist" and report.reference_n == 10_000
+    assert report.floor_n == 500
+    assert sum(report.histogram) == 500 and min(report.histogram) > 0  # every class seen
+
+
+def test_a_cached_classifier_of_another_dataset_is_refused(tiny_fashion_classifier: Path) -> None:
+    with pytest.raises(ValueError, match="holds a fashion-mnist classifier, not a mnist one"):
+        load_or_train_classifier(tiny_fashion_classifier)
