@@ -5,6 +5,8 @@ the arithmetic of the forward passes: ``bf16`` and ``fp16`` run them under
 ``torch.autocast`` (weights, optimiser state and backward stay float32, as mixed
 precision should); ``fp16`` also scales the loss with a ``GradScaler``, because its
 small exponent range would flush small gradients to zero, which bfloat16's does not.
+The scaler's state is not checkpointed: a resumed fp16 run starts from the initial scale,
+which the scaler lowers again within a few steps if it overflows (those steps are skipped).
 
 Families draw their noise as ``torch.randn(shape, generator=g)`` without naming a
 device. ``on_device`` makes that land beside the weights: it sets the default device for
