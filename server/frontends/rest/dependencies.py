@@ -1,10 +1,9 @@
-"""What every REST route shares: the engine (one dependency), the client's deadline, and
-cancelling work whose HTTP client went away."""
+"""What every REST route shares: the engine (one dependency) and the client's deadline
+(cancelling work whose HTTP client went away is ``frontends/disconnect.py``)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
@@ -13,7 +12,7 @@ from latentserve.server import codecs
 from latentserve.server.engine import deadlines
 from latentserve.server.engine.service import GenerativeService
 from latentserve.server.security.admin import AdminTokens
-from pydantic import BaseModel
+from pydantic import BaseModel, WithJsonSchema
 
 PROTOCOL = "rest"
 T = TypeVar("T")
@@ -31,13 +30,21 @@ Service = Annotated[GenerativeService, Depends(get_service)]
 Admins = Annotated[AdminTokens, Depends(get_admins)]
 
 
+# What ``deadlines.parse_timeout`` accepts, declared as such: a header is never null, and a
+# number out of range is refused (422) like any other invalid value.
+_TIMEOUT_SCHEMA = {"type": "number", "exclusiveMinimum": 0, "maximum": deadlines.MAX_TIMEOUT_S}
+
+
 async def client_deadline(
-    timeout: str | None = Header(
-        default=None,
-        alias=deadlines.TIMEOUT_HEADER,
-        description="seconds the client waits for the answer: work still queued when they "
-        "have passed is dropped uncomputed, and the answer is 504 deadline_exceeded",
-    ),
+    timeout: Annotated[
+        str | None,
+        Header(
+            alias=deadlines.TIMEOUT_HEADER,
+            description="seconds the client waits for the answer: work still queued when "
+            "they have passed is dropped uncomputed, and the answer is 504 deadline_exceeded",
+        ),
+        WithJsonSchema(_TIMEOUT_SCHEMA),
+    ] = None,
 ) -> None:
     if timeout is not None:
         deadlines.begin(deadlines.parse_timeout(timeout))
@@ -51,25 +58,6 @@ def json_response(model: BaseModel, status_code: int = 200) -> Response:
 
 def b64(pngs: list[bytes]) -> list[str]:
     return [codecs.encode_base64(p) for p in pngs]
-
-
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """``work``'s result; if the HTTP client disconnects first, cancel ``work`` (and so
-    the job behind it) instead of computing for nobody."""
-    task = asyncio.ensure_future(work)
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-    return await task
 
 
 async def collect(chunks: AsyncIterator[T]) -> list[T]:
