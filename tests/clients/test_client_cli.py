@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.server_process import ServerProcess
 from latentserve.clients import RestClient
-from latentserve.clients.local import LocalServer
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def _tiles(grid: Image.Image, count: int, columns: int, size: tuple[int, int]) -
 
 @pytest.mark.parametrize("transport", ["rest", "grpc"])
 def test_sample_writes_a_grid_of_the_seeded_samples(
-    live_server: LocalServer, tmp_path: Path, transport: str
+    live_server: ServerProcess, tmp_path: Path, transport: str
 ) -> None:
     url = live_server.http_url if transport == "rest" else live_server.grpc_url
     out = tmp_path / "grid.png"
@@ -54,7 +54,7 @@ def test_sample_writes_a_grid_of_the_seeded_samples(
 
 
 @pytest.mark.parametrize("transport", ["rest", "grpc"])
-def test_sample_with_progress_and_params(vq_server: LocalServer, tmp_path, transport) -> None:
+def test_sample_with_progress_and_params(vq_server: ServerProcess, tmp_path, transport) -> None:
     url = vq_server.http_url if transport == "rest" else vq_server.grpc_url
     out = tmp_path / "grid.png"
     done = _latentserve(
@@ -80,14 +80,14 @@ def test_sample_refuses_a_parameter_the_model_does_not_take(live_server, tmp_pat
     assert "steps" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_models_lists_every_model(live_server: LocalServer) -> None:
+def test_models_lists_every_model(live_server: ServerProcess) -> None:
     done = _latentserve("models", "--url", live_server.grpc_url)
     assert done.returncode == 0, done.stderr
     assert "vae-tiny@2" in done.stdout and "ae-tiny@" in done.stdout
     assert "1,2" in done.stdout  # the versions column
 
 
-def test_sample_reports_server_errors_in_one_line(live_server: LocalServer, tmp_path) -> None:
+def test_sample_reports_server_errors_in_one_line(live_server: ServerProcess, tmp_path) -> None:
     done = _latentserve(
         "sample", "--url", live_server.http_url, "--model", "nope", "--out", str(tmp_path / "x.png")
     )

@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 import pytest
+from helpers.fakes import items
 from latentserve.server.batcher import Batcher, BatchFailed
 from latentserve.server.errors import Unavailable
-from server_fakes import items
 
 
 class SlowProbe:

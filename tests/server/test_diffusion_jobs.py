@@ -11,6 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.fakes import (
+    SIZE,
+    FakeDenoiser,
+    fake_diffusion_manifest,
+    fake_manifest,
+    fake_repository,
+)
 from latentserve.server.errors import InvalidArgument, Overloaded
 from latentserve.server.jobs import Cancelled, Job, JobNotFound
 from latentserve.server.metrics import ServerMetrics
@@ -18,13 +25,6 @@ from latentserve.server.service import GenerativeService
 from latentserve.server.settings import Settings
 from PIL import Image
 from prometheus_client import CollectorRegistry
-from server_fakes import (
-    SIZE,
-    FakeDenoiser,
-    fake_diffusion_manifest,
-    fake_manifest,
-    fake_repository,
-)
 
 
 def make_service(

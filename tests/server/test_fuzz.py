@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from server_process import ServerProcess
+from helpers.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
 

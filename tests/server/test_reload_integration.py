@@ -19,8 +19,8 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+from helpers.server_process import ServerFactory, ServerProcess, metric, until
 from latentserve.clients import (
-    LocalServer,
     ModelNotFoundError,
     PermissionDeniedError,
     ReloadResult,
@@ -29,7 +29,6 @@ from latentserve.clients import (
 from latentserve.server.codecs import encode_base64, encode_png
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
-from server_process import ServerProcess, metric, until
 
 pytestmark = pytest.mark.slow
 
@@ -54,13 +53,13 @@ def repository(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="module")
-def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    workdir = tmp_path_factory.mktemp("reload-server")
-    tokens = workdir / "admin-tokens"
+def server(
+    repository: Path, tmp_path_factory: pytest.TempPathFactory, start_server: ServerFactory
+) -> Iterator[ServerProcess]:
+    tokens = tmp_path_factory.mktemp("reload-tokens") / "admin-tokens"
     tokens.write_text(f"# who may reload\n{TOKEN}\n")
-    process = ServerProcess(repository, workdir, SERVER_TOML.format(tokens=tokens))
-    yield process
-    assert process.stop() == 0, process.log()
+    with start_server(repository, "reload_server", SERVER_TOML.format(tokens=tokens)) as process:
+        yield process
 
 
 def latest(repository: Path, name: str) -> int:
@@ -280,12 +279,13 @@ def test_the_sdk_and_the_cli_reload(
 
 
 def test_polling_serves_new_versions_and_without_admin_tokens_no_one_may_reload(
-    tiny_repository: Path, tmp_path: Path
+    tiny_repository: Path, tmp_path: Path, start_server: ServerFactory
 ) -> None:
     repository = Path(shutil.copytree(tiny_repository, tmp_path / "models"))
     staging = tmp_path / "staging"
     staging.mkdir()
-    with LocalServer(repository, ["--repository-poll-interval", "0.2"]) as server:
+    polling = ["--repository-poll-interval", "0.2"]
+    with start_server(repository, "polling", "", extra_args=polling) as server:
         with connect(server.http_url) as client:
             new = latest(repository, "ae-tiny") + 1
             with pytest.raises(ModelNotFoundError):

@@ -7,9 +7,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from helpers.fakes import sample_params
 from latentserve.server.errors import ModelNotFound, Unavailable
 from latentserve.server.repository import ModelRepository
-from server_fakes import sample_params
 from test_service import make_service
 
 

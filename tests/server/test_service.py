@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.fakes import POISON, SIZE, fake_manifest, fake_repository, sample_params
 from latentserve.server.batcher import BatchFailed
 from latentserve.server.codecs import encode_png
 from latentserve.server.errors import InvalidArgument, ModelNotFound, Unavailable, Unsupported
@@ -16,7 +17,6 @@ from latentserve.server.service import GenerativeService
 from latentserve.server.settings import ModelOverrides, Settings
 from PIL import Image
 from prometheus_client import CollectorRegistry
-from server_fakes import POISON, SIZE, fake_manifest, fake_repository, sample_params
 
 
 def make_service(

@@ -11,14 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from latentserve.server.codecs import encode_png
-from latentserve.server.errors import InvalidArgument, Unsupported
-from latentserve.server.metrics import ServerMetrics
-from latentserve.server.service import GenerativeService
-from latentserve.server.settings import Settings
-from PIL import Image
-from prometheus_client import CollectorRegistry
-from server_fakes import (
+from helpers.fakes import (
     SIZE,
     TEXT_HIDDEN,
     TEXT_TOKENS,
@@ -26,6 +19,13 @@ from server_fakes import (
     fake_diffusion_manifest,
     fake_repository,
 )
+from latentserve.server.codecs import encode_png
+from latentserve.server.errors import InvalidArgument, Unsupported
+from latentserve.server.metrics import ServerMetrics
+from latentserve.server.service import GenerativeService
+from latentserve.server.settings import Settings
+from PIL import Image
+from prometheus_client import CollectorRegistry
 
 from latentserve.manifest import (
     AssetFile,

@@ -15,10 +15,10 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+from helpers.server_process import ServerFactory, ServerProcess, metric, sse
 from latentserve.server.codecs import encode_png
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
-from server_process import ServerProcess, metric, sse
 
 pytestmark = pytest.mark.slow
 
@@ -28,10 +28,9 @@ SSE = {"Accept": "text/event-stream"}
 
 
 @pytest.fixture(scope="module")
-def server(text_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    process = ServerProcess(text_repository, tmp_path_factory.mktemp("text_to_image"), config="")
-    yield process
-    assert process.stop() == 0, process.log()
+def server(text_repository: Path, start_server: ServerFactory) -> Iterator:
+    with start_server(text_repository, "text_to_image", config="") as process:
+        yield process
 
 
 def digit_png(size: int = 28) -> bytes:
