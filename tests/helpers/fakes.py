@@ -17,7 +17,9 @@ import numpy as np
 from latentserve.server.codecs import PNG_SIGNATURE
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.repository import ModelRepository
+from latentserve.server.service import GenerativeService
 from latentserve.server.settings import Settings
+from prometheus_client import CollectorRegistry
 
 from latentserve.manifest import (
     ClassConditioning,
@@ -35,10 +37,14 @@ from latentserve.manifest import (
 SIZE = 8  # tiny 8x8 grayscale images
 LATENT = 3
 POISON = 13.0  # a temperature that makes FakeSampler raise: the failing-batch trigger
+# What a failing fake graph raises: text no client may ever see (it stands for a runtime's
+# message, which names files, tensors and shapes).
+GRAPH_SECRET = "graph exploded at /srv/models/secret.onnx"
 
 
 class Recorder:
-    """Counts calls and batch sizes; can be slowed down or held at a gate."""
+    """Counts calls and batch sizes; can be slowed down, held at a gate, or made to raise
+    ``GRAPH_SECRET`` on chosen calls (``fail_calls``, numbered from 1)."""
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.batch_sizes: list[int] = []
@@ -46,6 +52,8 @@ class Recorder:
         self.gate: threading.Event | None = None
         self.entered = threading.Event()  # set once a batch is inside the graph
         self.lock = threading.Lock()
+        self.fail_calls: set[int] = set()
+        self.calls = 0
 
     def record(self, n: int) -> None:
         self.entered.set()
@@ -54,6 +62,9 @@ class Recorder:
         if self.delay_s:
             time.sleep(self.delay_s)
         with self.lock:
+            self.calls += 1
+            if self.calls in self.fail_calls:
+                raise RuntimeError(GRAPH_SECRET)
             self.batch_sizes.append(n)
 
 
@@ -295,6 +306,22 @@ def fake_repository(
         for name, source in (files or {}).items():
             shutil.copyfile(source, version_dir / name)
     return ModelRepository.load(settings.repository, settings, metrics, opener), graphs
+
+
+def fake_service(
+    tmp_path: Path,
+    manifests: list[Manifest],
+    delay_s: float = 0.0,
+    files: dict[str, Path] | None = None,
+    **settings: object,
+) -> tuple[GenerativeService, dict[str, dict[str, Recorder]]]:
+    """The real service over ``manifests`` served by fake graphs (see ``fake_repository``),
+    with ``settings`` and a fresh metrics registry; also returns the fakes by
+    ``name@version``."""
+    config = Settings(repository=tmp_path / "repo", **settings)
+    metrics = ServerMetrics(CollectorRegistry())
+    repository, graphs = fake_repository(config, metrics, manifests, delay_s, files)
+    return GenerativeService(config, metrics, repository), graphs
 
 
 def header_only_png(width: int, height: int) -> bytes:

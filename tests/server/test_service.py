@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.fakes import POISON, SIZE, fake_manifest, fake_repository, sample_params
+from helpers.fakes import POISON, SIZE, fake_manifest, fake_service, sample_params
 from latentserve.server.batcher import BatchFailed
 from latentserve.server.codecs import encode_png
 from latentserve.server.errors import InvalidArgument, ModelNotFound, Unavailable, Unsupported
@@ -22,15 +22,12 @@ from prometheus_client import CollectorRegistry
 def make_service(
     tmp_path: Path, delay_s: float = 0.0, **settings: object
 ) -> tuple[GenerativeService, dict]:
-    config = Settings(repository=tmp_path / "repo", **settings)
-    metrics = ServerMetrics(CollectorRegistry())
     manifests = [
         fake_manifest("fake-vae", "1", max_n=16, max_queue_delay_ms=5),
         fake_manifest("fake-vae", "2", max_n=16, max_queue_delay_ms=5),
         fake_manifest("fake-ae", "1", sampler=False),
     ]
-    repository, graphs = fake_repository(config, metrics, manifests, delay_s)
-    return GenerativeService(config, metrics, repository), graphs
+    return fake_service(tmp_path, manifests, delay_s, **settings)
 
 
 def run(coro):  # noqa: ANN001, ANN201 - test helper
