@@ -108,7 +108,7 @@ def test_a_failing_batch_fails_only_its_own_requests() -> None:
         return out
 
     good, bad, good2 = asyncio.run(main())
-    assert isinstance(bad, BatchFailed) and "negative input" in str(bad)
+    assert isinstance(bad, BatchFailed) and "negative input" not in str(bad)  # log only
     assert float(good["y"][0, 0]) == 2.0 and float(good2["y"][0, 0]) == 4.0
 
 
