@@ -27,7 +27,8 @@ from latentserve.server.jobs import Job, JobManager, Work
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.params import RequestParams, resolve_seed
 from latentserve.server.reload import ReloadResult, RepositoryReloader
-from latentserve.server.repository import Lease, LoadedModel, ModelRepository
+from latentserve.server.repository import GraphOpener, Lease, LoadedModel, ModelRepository
+from latentserve.server.runtime import open_graph
 from latentserve.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -131,9 +132,12 @@ class GenerativeService:
         settings: Settings,
         metrics: ServerMetrics,
         repository: ModelRepository | None = None,
+        opener: GraphOpener = open_graph,
     ) -> None:
+        """``opener`` opens graph files for ``load`` and for reloads (tests pass fakes)."""
         self.settings = settings
         self.metrics = metrics
+        self._opener = opener
         self._repository = repository
         self._draining = False
         self._admins = AdminTokens.from_file(settings.admin_tokens_file)
@@ -155,8 +159,9 @@ class GenerativeService:
 
     async def load(self) -> None:
         """Load the repository off the event loop (graph sessions take a while to build)."""
+        settings = self.settings
         repository = await asyncio.to_thread(
-            ModelRepository.load, self.settings.repository, self.settings, self.metrics
+            ModelRepository.load, settings.repository, settings, self.metrics, self._opener
         )
         self._repository = repository
         self._reloader = self._reloader_for(repository)
@@ -165,7 +170,7 @@ class GenerativeService:
             self._polling = asyncio.get_running_loop().create_task(polling)
 
     def _reloader_for(self, repository: ModelRepository) -> RepositoryReloader:
-        return RepositoryReloader(repository, self.settings, self.metrics)
+        return RepositoryReloader(repository, self.settings, self.metrics, self._opener)
 
     async def reload_repository(self, authorization: str | None, protocol: str) -> ReloadResult:
         """Serve what the repository holds now (admins only; see ``reload.py``)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from latentserve.server.codecs import PNG_SIGNATURE
 from latentserve.server.metrics import ServerMetrics
-from latentserve.server.repository import ModelRepository
+from latentserve.server.repository import GraphOpener, ModelRepository
 from latentserve.server.service import GenerativeService
 from latentserve.server.settings import Settings
 from prometheus_client import CollectorRegistry
@@ -281,6 +281,19 @@ FAKES = {
 }
 
 
+def fake_opener(graphs: dict[str, dict[str, Recorder]], delay_s: float = 0.0) -> GraphOpener:
+    """Opens a fake graph for each graph file by its role (the file's stem), and files it
+    in ``graphs`` by ``name@version``: for loads and reloads alike."""
+
+    def opener(version_dir: Path, spec: GraphSpec, backend: str, threads: int) -> Recorder:
+        role = Path(spec.files["onnx"].path).stem
+        fake = FAKES[role](delay_s)
+        graphs.setdefault(f"{version_dir.parent.name}@{version_dir.name}", {})[role] = fake
+        return fake
+
+    return opener
+
+
 def fake_repository(
     settings: Settings,
     metrics: ServerMetrics,
@@ -292,13 +305,7 @@ def fake_repository(
     version folder by name) and load them with the real loader, opening fake graphs instead
     of ONNX files. Also returns the fakes by ``name@version``."""
     graphs: dict[str, dict[str, Recorder]] = {}
-
-    def opener(version_dir: Path, spec: GraphSpec, backend: str, threads: int) -> Recorder:
-        role = Path(spec.files["onnx"].path).stem
-        fake = FAKES[role](delay_s)
-        graphs.setdefault(f"{version_dir.parent.name}@{version_dir.name}", {})[role] = fake
-        return fake
-
+    opener = fake_opener(graphs, delay_s)
     for manifest in manifests:
         version_dir = settings.repository / manifest.name / manifest.version
         version_dir.mkdir(parents=True)
@@ -321,7 +328,8 @@ def fake_service(
     config = Settings(repository=tmp_path / "repo", **settings)
     metrics = ServerMetrics(CollectorRegistry())
     repository, graphs = fake_repository(config, metrics, manifests, delay_s, files)
-    return GenerativeService(config, metrics, repository), graphs
+    service = GenerativeService(config, metrics, repository, fake_opener(graphs, delay_s))
+    return service, graphs
 
 
 def header_only_png(width: int, height: int) -> bytes:
