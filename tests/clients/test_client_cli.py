@@ -94,3 +94,41 @@ def test_sample_reports_server_errors_in_one_line(live_server: ServerProcess, tm
     assert done.returncode == 1
     assert "nope" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_interpolate_writes_a_strip_and_exits_0(
+    live_server: ServerProcess, tmp_path: Path, transport: str
+) -> None:
+    url = live_server.http_url if transport == "rest" else live_server.grpc_url
+    out = tmp_path / "strip.png"
+    done = _latentserve(
+        "interpolate", "--url", url, "--model", "vae-tiny", "--seed-a", "1", "--seed-b", "2",
+        "--frames", "4", "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "4 frames from vae-tiny@" in done.stdout and "seeds 1 -> 2" in done.stdout
+    with RestClient(live_server.http_url) as client:
+        width, height = client.sample("vae-tiny", n=1, seed=1).images[0].size
+    assert Image.open(out).size == (4 * (width + 2) + 2, height + 4)
+
+
+@pytest.mark.parametrize(
+    ("model", "frames", "message"),
+    [
+        ("ae-tiny", "4", "interpolate"),  # no prior to interpolate in
+        ("no-such-model", "4", "no-such-model"),
+        ("vae-tiny", "1", "frames"),
+    ],
+)
+def test_interpolate_reports_server_errors_in_one_line_and_exits_1(
+    live_server: ServerProcess, tmp_path: Path, model: str, frames: str, message: str
+) -> None:
+    out = tmp_path / "strip.png"
+    done = _latentserve(
+        "interpolate", "--url", live_server.grpc_url, "--model", model, "--frames", frames,
+        "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.startswith("latentserve interpolate: ") and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not out.exists()

@@ -169,6 +169,7 @@ def test_log_prob_agrees_with_rest(
         ("Encode", pb.EncodeRequest(model="vae-tiny"), "images"),
         ("Encode", pb.EncodeRequest(model="vae-tiny", images=[GOOD, b"junk"]), "images[1]"),
         ("LogProb", pb.LogProbRequest(model="vae-tiny", images=[GOOD], samples=0), "samples"),
+        ("SubmitJob", pb.JobRequest(), "method"),  # neither sample nor text_to_image
         (
             "Reconstruct",
             pb.ReconstructRequest(model="vae-tiny", images=[png(np.zeros((28, 20), np.uint8))]),

@@ -278,6 +278,30 @@ def test_the_sdk_and_the_cli_reload(
     assert done.stdout.splitlines() == [f"loaded   vae-tiny@{new}"]
 
 
+def test_the_reload_cli_exit_codes(server: ServerProcess, repository: Path, tmp_path: Path) -> None:
+    """0 when all went well, 1 when the server refused the call or a version, 2 for no token."""
+
+    def reload_cli(token: str | None) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k != "LATENTSERVE_ADMIN_TOKEN"}
+        if token is not None:
+            env["LATENTSERVE_ADMIN_TOKEN"] = token
+        command = [sys.executable, "-m", "latentserve.cli", "reload", "--url", server.grpc_url]
+        return subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+
+    assert reload_cli(TOKEN).returncode == 0  # whatever earlier tests left is now served
+    no_token = reload_cli(None)
+    assert no_token.returncode == 2 and "LATENTSERVE_ADMIN_TOKEN" in no_token.stderr
+    wrong = reload_cli("not-the-token")
+    assert wrong.returncode == 1 and "latentserve reload:" in wrong.stderr
+    new = latest(repository, "vae-tiny") + 1
+    broken = publish(repository, "vae-tiny", new, tmp_path, break_it="manifest")
+    refused = reload_cli(TOKEN)
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stdout.startswith(f"refused  vae-tiny@{new}:")
+    shutil.rmtree(broken)
+    assert reload_cli(TOKEN).stdout.strip() == "nothing changed"
+
+
 def test_polling_serves_new_versions_and_without_admin_tokens_no_one_may_reload(
     tiny_repository: Path, tmp_path: Path, start_server: ServerFactory
 ) -> None:
