@@ -146,6 +146,25 @@ def test_encode_and_reconstruct(tmp_path: Path) -> None:
     np.testing.assert_array_equal(values, expected_pixels)
 
 
+def test_each_reconstruction_is_closer_to_its_own_input_than_to_the_others(
+    tmp_path: Path,
+) -> None:
+    # Eight images of different brightness in one batch: a reconstruction that comes back
+    # in another row, or ignores its input, is as close to the others as to its own.
+    service, graphs = make_service(tmp_path)
+    rng = np.random.default_rng(0)
+    levels = np.linspace(0.1, 0.9, 8)
+    inputs = np.clip(levels[:, None, None] + rng.normal(0, 0.03, (8, SIZE, SIZE)), 0, 1)
+    pngs = [encode_png(np.rint(image * 255).astype(np.uint8)[..., None]) for image in inputs]
+
+    rebuilt = run(service.reconstruct("fake-vae", pngs, "test"))
+    assert graphs["fake-vae@2"]["encoder"].batch_sizes == [8]  # one batch for all of them
+    out = np.stack([pixels(png).reshape(SIZE, SIZE) for png in rebuilt.images]) / 255
+    own = np.mean((out - inputs) ** 2)
+    shuffled = np.mean([np.mean((out - np.roll(inputs, k, axis=0)) ** 2) for k in range(1, 8)])
+    assert own < 0.1 * shuffled, (own, shuffled)
+
+
 def test_image_count_and_content_are_validated(tmp_path: Path) -> None:
     service, _ = make_service(tmp_path)
     good = encode_png(np.zeros((SIZE, SIZE, 1), np.uint8))
