@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 from latentserve.server.codecs import PNG_SIGNATURE
+from latentserve.server.engine.service import GenerativeService
 from latentserve.server.metrics import ServerMetrics
-from latentserve.server.repository import GraphOpener, ModelRepository
-from latentserve.server.service import GenerativeService
+from latentserve.server.pipelines import build_pipeline
+from latentserve.server.repository.store import GraphOpener, ModelRepository
 from latentserve.server.settings import Settings
 from prometheus_client import CollectorRegistry
 
@@ -123,7 +124,7 @@ class FakeDenoiser(Recorder):
     providers = ["FakeProvider"]
 
     def __init__(self, delay_s: float = 0.0) -> None:
-        from latentserve.server.schedulers import NoiseSchedule
+        from latentserve.server.samplers import NoiseSchedule
 
         super().__init__(delay_s)
         self.alphas_cumprod = NoiseSchedule.from_config("linear", TRAIN_STEPS).alphas_cumprod
@@ -312,7 +313,9 @@ def fake_repository(
         manifest.save(version_dir)
         for name, source in (files or {}).items():
             shutil.copyfile(source, version_dir / name)
-    return ModelRepository.load(settings.repository, settings, metrics, opener), graphs
+    return ModelRepository.load(
+        settings.repository, settings, build_pipeline, metrics, opener
+    ), graphs
 
 
 def fake_service(
@@ -330,6 +333,19 @@ def fake_service(
     repository, graphs = fake_repository(config, metrics, manifests, delay_s, files)
     service = GenerativeService(config, metrics, repository, fake_opener(graphs, delay_s))
     return service, graphs
+
+
+def vae_service(
+    tmp_path: Path, delay_s: float = 0.0, **settings: object
+) -> tuple[GenerativeService, dict[str, dict[str, Recorder]]]:
+    """The service over ``fake-vae`` versions 1 and 2 (sample, encode, reconstruct) and
+    ``fake-ae`` version 1 (no sampler): the common fixture of the service-level tests."""
+    manifests = [
+        fake_manifest("fake-vae", "1", max_n=16, max_queue_delay_ms=5),
+        fake_manifest("fake-vae", "2", max_n=16, max_queue_delay_ms=5),
+        fake_manifest("fake-ae", "1", sampler=False),
+    ]
+    return fake_service(tmp_path, manifests, delay_s, **settings)
 
 
 def header_only_png(width: int, height: int) -> bytes:

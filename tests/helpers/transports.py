@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import uvicorn
 from grpc_health.v1 import health
-from latentserve.server.grpc_service import create_grpc_server
-from latentserve.server.rest import create_rest_app
-from latentserve.server.service import GenerativeService
+from latentserve.server.engine.service import GenerativeService
+from latentserve.server.frontends.grpc.servicer import create_grpc_server
+from latentserve.server.frontends.rest import create_rest_app
 
 
 @dataclass(frozen=True)

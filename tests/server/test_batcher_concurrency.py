@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 from helpers.fakes import items
-from latentserve.server.batcher import Batcher, BatchFailed
+from latentserve.server.engine.batcher import Batcher, BatchFailed
 from latentserve.server.errors import Unavailable
 
 

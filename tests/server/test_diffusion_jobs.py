@@ -18,9 +18,9 @@ from helpers.fakes import (
     fake_manifest,
     fake_service,
 )
+from latentserve.server.engine.jobs import Cancelled, Job, JobNotFound
+from latentserve.server.engine.service import GenerativeService
 from latentserve.server.errors import InvalidArgument, Overloaded
-from latentserve.server.jobs import Cancelled, Job, JobNotFound
-from latentserve.server.service import GenerativeService
 from PIL import Image
 
 

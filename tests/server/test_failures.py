@@ -16,10 +16,10 @@ from helpers.fakes import (
     fake_service,
     sample_params,
 )
+from latentserve.server.engine.jobs import JobManager, JobNotFound, JobState
+from latentserve.server.engine.stepping import Arrays, StepEngine
 from latentserve.server.errors import INTERNAL_MESSAGE, ServingError
-from latentserve.server.jobs import JobManager, JobNotFound, JobState
 from latentserve.server.metrics import ServerMetrics
-from latentserve.server.pipelines.stepping import Arrays, StepEngine
 from prometheus_client import CollectorRegistry
 
 ADVANCE_SECRET = "advance blew up with state 0x7f3a"

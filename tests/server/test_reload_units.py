@@ -10,23 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.fakes import fake_manifest, fake_service
-from latentserve.server.admin import AdminTokens
+from helpers.fakes import fake_manifest
+from helpers.fakes import vae_service as make_service
 from latentserve.server.errors import PermissionDenied, Unauthenticated, Unavailable
-from latentserve.server.warmup import WarmUpFailed, warm_up
-
-TOKEN = "reload-admin"
-
-
-def make_service(tmp_path: Path, **settings: object) -> tuple:
-    admins = tmp_path / "admins"
-    admins.write_text(f"{TOKEN}\n")
-    manifests = [
-        fake_manifest("fake-vae", "1"),
-        fake_manifest("fake-vae", "2"),
-        fake_manifest("fake-ae", "1", sampler=False),
-    ]
-    return fake_service(tmp_path, manifests, admin_tokens_file=admins, **settings)
+from latentserve.server.repository.warmup import WarmUpFailed, warm_up
+from latentserve.server.security.admin import AdminTokens
 
 
 def publish(tmp_path: Path, version: str) -> Path:
@@ -116,10 +104,10 @@ def test_a_refused_version_is_tried_again_once_its_files_change(tmp_path: Path) 
     manifest.write_text(good.replace('"family"', '"no_such_field"'))  # fails validation
 
     async def main() -> list:
-        first = await service.reload_repository(f"Bearer {TOKEN}", "test")
-        again = await service.reload_repository(f"Bearer {TOKEN}", "test")
+        first = await service.reload_repository("test")
+        again = await service.reload_repository("test")
         manifest.write_text(good)  # the copy finished: other bytes, other size
-        fixed = await service.reload_repository(f"Bearer {TOKEN}", "test")
+        fixed = await service.reload_repository("test")
         served = service.get_model("fake-vae").version
         await service.close()
         return [first, again, fixed, served]
@@ -165,7 +153,7 @@ def test_no_reload_while_draining(tmp_path: Path) -> None:
     async def main() -> None:
         service.start_draining()
         with pytest.raises(Unavailable, match="shutting down"):
-            await service.reload_repository(f"Bearer {TOKEN}", "test")
+            await service.reload_repository("test")
         assert ("fake-vae", "3") not in service._repository.served()
         await service.close()
 

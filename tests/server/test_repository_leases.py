@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from helpers.fakes import sample_params
+from helpers.fakes import vae_service as make_service
 from latentserve.server.errors import ModelNotFound, Unavailable
-from latentserve.server.repository import ModelRepository
-from test_service import make_service
+from latentserve.server.repository.store import ModelRepository
 
 
 def state(repository: ModelRepository, label: str) -> str | None:

@@ -8,26 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.fakes import POISON, SIZE, fake_manifest, fake_service, sample_params
-from latentserve.server.batcher import BatchFailed
+from helpers.fakes import POISON, SIZE, sample_params
+from helpers.fakes import vae_service as make_service
 from latentserve.server.codecs import encode_png
+from latentserve.server.engine.batcher import BatchFailed
+from latentserve.server.engine.service import GenerativeService
 from latentserve.server.errors import InvalidArgument, ModelNotFound, Unavailable, Unsupported
 from latentserve.server.metrics import ServerMetrics
-from latentserve.server.service import GenerativeService
 from latentserve.server.settings import ModelOverrides, Settings
 from PIL import Image
 from prometheus_client import CollectorRegistry
-
-
-def make_service(
-    tmp_path: Path, delay_s: float = 0.0, **settings: object
-) -> tuple[GenerativeService, dict]:
-    manifests = [
-        fake_manifest("fake-vae", "1", max_n=16, max_queue_delay_ms=5),
-        fake_manifest("fake-vae", "2", max_n=16, max_queue_delay_ms=5),
-        fake_manifest("fake-ae", "1", sampler=False),
-    ]
-    return fake_service(tmp_path, manifests, delay_s, **settings)
 
 
 def run(coro):  # noqa: ANN001, ANN201 - test helper

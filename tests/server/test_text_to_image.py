@@ -20,8 +20,8 @@ from helpers.fakes import (
     fake_service,
 )
 from latentserve.server.codecs import encode_png
+from latentserve.server.engine.service import GenerativeService
 from latentserve.server.errors import InvalidArgument, Unsupported
-from latentserve.server.service import GenerativeService
 from PIL import Image
 
 from latentserve.manifest import (
