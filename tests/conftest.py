@@ -33,7 +33,9 @@ def _no_settings_env_for_servers() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _no_settings_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test starts without ``LATENTSERVE_*`` variables, whatever ran before it."""
+    """Every test starts without ``LATENTSERVE_*`` variables, whatever ran before it.
+    (Knobs of the suite itself, such as ``LATENTSERVE_SOAK_S``, are read when modules are
+    collected, before any fixture runs.)"""
     _clear_settings_env(monkeypatch)
 
 
