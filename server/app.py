@@ -1,4 +1,5 @@
-"""Composition root: settings -> repository -> service -> REST + gRPC, in one process.
+"""Composition root: settings -> repository -> service -> REST (with the OpenAI Images API)
++ gRPC, in one process.
 
 Both transports share one asyncio loop (uvloop when installed). The listeners open first so
 liveness probes answer while models load; readiness (``/readyz``, gRPC health) turns on
@@ -19,6 +20,7 @@ from pathlib import Path
 import uvicorn
 from grpc_health.v1 import health, health_pb2
 from latentserve.server.engine.service import GenerativeService
+from latentserve.server.frontends import openai as openai_images
 from latentserve.server.frontends.grpc.servicer import SERVICE_NAME, create_grpc_server
 from latentserve.server.frontends.rest import create_rest_app
 from latentserve.server.metrics import ServerMetrics
@@ -59,6 +61,7 @@ async def serve(
     except RuntimeError as exc:
         raise ValueError(f"cannot listen for gRPC on {address}: port in use?") from exc
     rest_app = create_rest_app(service, admins)
+    rest_app.include_router(openai_images.router)  # the OpenAI Images API, same app and port
     auth.protect_rest(rest_app, authenticator)
     cors.allow_cross_origin(rest_app, settings)  # outermost: preflights need no token
     config = uvicorn.Config(

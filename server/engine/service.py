@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -59,6 +60,7 @@ class ModelDescription:
     max_batch_size: int
     max_n: int
     versions: list[str]
+    created: int  # Unix seconds of the export (the manifest's provenance), 0 if unreadable
 
 
 @dataclass(frozen=True)
@@ -236,6 +238,7 @@ class GenerativeService:
             max_batch_size=model.serving.max_batch_size,
             max_n=model.serving.max_n,
             versions=self._repository.versions(m.name) if self._repository else [],
+            created=_unix_seconds(m.provenance.created_at),
         )
 
     def model_label(self, ref: str) -> str:
@@ -497,6 +500,13 @@ class GenerativeService:
             self.metrics.request_latency.labels(call.model, method, protocol).observe(
                 time.perf_counter() - started
             )
+
+
+def _unix_seconds(iso: str) -> int:
+    try:
+        return int(datetime.fromisoformat(iso).timestamp())
+    except ValueError:
+        return 0
 
 
 def _sample_result(result: dict[str, Any]) -> SampleResult:
