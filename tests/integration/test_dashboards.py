@@ -9,7 +9,6 @@ import base64
 import io
 import json
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,18 +17,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from helpers.prometheus import get, query, running_prometheus
+from helpers.server_process import ServerFactory, ServerProcess
+from helpers.tools import require_tool
 from latentserve.clients import GrpcClient
-from latentserve.clients.local import LocalServer
 from PIL import Image
-from prometheus_process import get, query, running_prometheus
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        shutil.which("prometheus") is None or shutil.which("promtool") is None,
-        reason="prometheus/promtool not installed (make test installs them via apt)",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "latentserve-dashboard.json"
@@ -57,9 +51,10 @@ def expression(target: dict) -> str:
 
 
 def test_the_alert_rules_pass_their_unit_tests() -> None:
+    promtool = require_tool("promtool")
     for command in (
-        ["promtool", "check", "rules", RULES.name],
-        ["promtool", "test", "rules", "latentserve-rules.test.yml"],
+        [promtool, "check", "rules", RULES.name],
+        [promtool, "test", "rules", "latentserve-rules.test.yml"],
     ):
         done = subprocess.run(command, cwd=RULES.parent, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -77,15 +72,18 @@ def test_the_dashboard_declares_its_variables_and_panels() -> None:
 
 @pytest.fixture(scope="module")
 def server(
-    tiny_repository: Path, text_repository: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LocalServer]:
+    tiny_repository: Path,
+    text_repository: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    start_server: ServerFactory,
+) -> Iterator[ServerProcess]:
     """One server with a VAE family (sample, encode, reconstruct, log-prob, interpolate)
     and a text-to-image model (jobs, steps, stages)."""
     repository = tmp_path_factory.mktemp("ops_repository")
     for source in (tiny_repository, text_repository):
         for model in source.iterdir():
             (repository / model.name).symlink_to(model)
-    with LocalServer(repository) as running:
+    with start_server(repository, "ops", "") as running:
         yield running
 
 
@@ -96,7 +94,7 @@ def _png(seed: int) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _every_method(server: LocalServer) -> None:
+def _every_method(server: ServerProcess) -> None:
     """One call of each method over REST, a sample over gRPC, and a refused request."""
     with httpx.Client(base_url=server.http_url, timeout=60) as http:
         model = "/v1/models/vae-tiny"
@@ -119,11 +117,13 @@ def _every_method(server: LocalServer) -> None:
 
 
 def test_every_panel_and_rule_runs_on_real_prometheus_with_data_for_the_core_panels(
-    server: LocalServer, tmp_path: Path
+    server: ServerProcess, tmp_path: Path
 ) -> None:
+    binary = require_tool("prometheus")
     targets = [(p["title"], expression(t)) for p in panels() for t in p["targets"]]
     core = {title for title, _ in targets} - QUIET_PANELS
-    with running_prometheus([f"127.0.0.1:{server.http_port}"], tmp_path, [RULES]) as prom:
+    address = [f"127.0.0.1:{server.http_port}"]
+    with running_prometheus(binary, address, tmp_path, [RULES]) as prom:
         # Traffic between scrapes until each core panel has data (rate() needs two
         # scrapes that differ); bounded.
         deadline = time.monotonic() + 120

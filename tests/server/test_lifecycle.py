@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from helpers.server_process import BLOCK_TORCH, ServerFactory, ServerProcess, metric, until
 from latentserve.server.codecs import encode_base64, encode_png
-from server_process import BLOCK_TORCH, ServerProcess, metric, until
 
 pytestmark = pytest.mark.slow
 
@@ -83,22 +83,22 @@ def test_a_tampered_graph_stops_startup_with_a_clear_error(
 
 
 def test_every_model_is_warmed_up_before_the_server_turns_ready(
-    tiny_repository: Path, tmp_path: Path
+    tiny_repository: Path, start_server: ServerFactory
 ) -> None:
-    server = ServerProcess(tiny_repository, tmp_path)  # returns once /readyz answers 200
-    try:
-        with httpx.Client(base_url=server.http_url, timeout=30) as http:
-            assert http.get("/readyz").status_code == 200
-            models = [
-                f"{m['name']}@{v}"
-                for m in http.get("/v1/models").json()["models"]
-                for v in m["versions"]
-            ]
-            # No client has called yet, but every version's graphs already ran a batch,
-            # and its warm-up time is reported.
-            for model in models:
-                assert metric(http, "latentserve_batch_items_count", model=model) > 0, model
-                assert metric(http, "latentserve_model_warmup_seconds", model=model) > 0, model
-            assert metric(http, "latentserve_requests_total") == 0
-    finally:
-        assert server.stop() == 0, server.log()
+    # start_server returns once /readyz answers 200.
+    with (
+        start_server(tiny_repository, "warm_start") as server,
+        httpx.Client(base_url=server.http_url, timeout=30) as http,
+    ):
+        assert http.get("/readyz").status_code == 200
+        models = [
+            f"{m['name']}@{v}"
+            for m in http.get("/v1/models").json()["models"]
+            for v in m["versions"]
+        ]
+        # No client has called yet, but every version's graphs already ran a batch, and its
+        # warm-up time is reported.
+        for model in models:
+            assert metric(http, "latentserve_batch_items_count", model=model) > 0, model
+            assert metric(http, "latentserve_model_warmup_seconds", model=model) > 0, model
+        assert metric(http, "latentserve_requests_total", method="sample") == 0

@@ -22,10 +22,10 @@ def get(url: str, timeout: float = 5.0) -> str:
 
 @contextmanager
 def running_prometheus(
-    targets: Sequence[str], workdir: Path, rule_files: Sequence[Path] = ()
+    binary: str, targets: Sequence[str], workdir: Path, rule_files: Sequence[Path] = ()
 ) -> Iterator[str]:
-    """Prometheus scraping ``targets`` (``host:port``) every second, evaluating
-    ``rule_files`` every second; yields its base URL once it is ready."""
+    """Prometheus (the program ``binary``) scraping ``targets`` (``host:port``) every second
+    and evaluating ``rule_files`` every second; yields its base URL once it is ready."""
     port = free_port()
     config = workdir / "prometheus.yml"
     rules = "".join(f"  - {path}\n" for path in rule_files)
@@ -39,7 +39,7 @@ def running_prometheus(
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
-                "prometheus",
+                binary,
                 f"--config.file={config}",
                 f"--storage.tsdb.path={workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{port}",
