@@ -87,9 +87,14 @@ def test_a_submitted_job_can_be_watched_and_read_back(client) -> None:
 
 
 def test_unknown_job_ids_raise_job_not_found(client) -> None:
+    unknown = "0123456789abcdef" * 2  # of the job-id form: named in the error
     for call in (client.get_job, client.cancel_job, lambda job: list(client.watch_job(job))):
-        with pytest.raises(JobNotFoundError, match="no-such-job"):
+        with pytest.raises(JobNotFoundError, match=unknown):
+            call(unknown)
+        # Not of the form: refused without being repeated back.
+        with pytest.raises(JobNotFoundError, match="32 lowercase hexadecimal") as refused:
             call("no-such-job")
+        assert "no-such-job" not in str(refused.value)
 
 
 def test_an_autoregressive_job_reports_progress(vq_client) -> None:
