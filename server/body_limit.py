@@ -6,8 +6,7 @@ replayed, so no handler ever holds more than ``max_bytes`` of a request in memor
 
 from __future__ import annotations
 
-import json
-
+from latentserve.server.errors import error_body
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -54,15 +53,8 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "payload_too_large",
-                    "message": f"request body exceeds {self.max_bytes} bytes",
-                    "field": None,
-                }
-            }
-        ).encode()
+        message = f"request body exceeds {self.max_bytes} bytes"
+        body = error_body("payload_too_large", message)
         await send(
             {
                 "type": "http.response.start",

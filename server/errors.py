@@ -7,6 +7,14 @@ reported differently over HTTP and gRPC.
 
 from __future__ import annotations
 
+import json
+
+
+def error_body(code: str, message: str, field: str | None = None) -> bytes:
+    """The JSON body of every HTTP error, whichever layer refuses the request."""
+    body = {"error": {"code": code, "message": message, "field": field}}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
 
 class ServingError(Exception):
     """Base of every error a client is meant to see. ``code`` is the stable wire name."""

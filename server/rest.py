@@ -29,6 +29,7 @@ from latentserve.server.errors import (
     Unauthenticated,
     Unavailable,
     Unsupported,
+    error_body,
 )
 from latentserve.server.jobs import Cancelled, Job, JobEvent, JobNotFound
 from latentserve.server.params import MAX_SEED
@@ -230,9 +231,9 @@ class ErrorBody(BaseModel):
 
 def error_response(
     status: int, code: str, message: str, field: str | None = None, headers: dict | None = None
-) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "field": field}}
-    return JSONResponse(body, status_code=status, headers=headers)
+) -> Response:
+    body = error_body(code, message, field)
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 def _json(model: BaseModel) -> Response:
@@ -559,7 +560,7 @@ def _add_error_handlers(app: FastAPI, service: GenerativeService) -> None:
         service.record_rejection(request.path_params.get("model", ""), method, PROTOCOL, status)
 
     @app.exception_handler(ServingError)
-    async def serving_error(request: Request, exc: ServingError) -> JSONResponse:
+    async def serving_error(request: Request, exc: ServingError) -> Response:
         if not exc.recorded:
             record(request, exc.code)
         headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
@@ -569,7 +570,7 @@ def _add_error_handlers(app: FastAPI, service: GenerativeService) -> None:
         return error_response(status, exc.code, exc.message, getattr(exc, "field", None), headers)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0]
         field = "body" if first["type"] == "json_invalid" else _field(tuple(first["loc"]))
         message = _MESSAGES.get(first["type"], first["msg"])
@@ -577,7 +578,7 @@ def _add_error_handlers(app: FastAPI, service: GenerativeService) -> None:
         return error_response(422, "invalid_argument", f"{field}: {message}", field)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         if code is not None:
             return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
@@ -587,5 +588,5 @@ def _add_error_handlers(app: FastAPI, service: GenerativeService) -> None:
         return error_response(422, "invalid_argument", f"body: {reason}", "body")
 
     @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+    async def internal_error(request: Request, exc: Exception) -> Response:
         return error_response(500, "internal", "internal server error")
