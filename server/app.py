@@ -2,8 +2,9 @@
 
 Both transports share one asyncio loop (uvloop when installed). The listeners open first so
 liveness probes answer while models load; readiness (``/readyz``, gRPC health) turns on
-only once every model is loaded. SIGTERM/SIGINT stop accepting, drain what was accepted,
-then close the batchers.
+only once every model is loaded. SIGTERM/SIGINT stop accepting, drain what was accepted
+(jobs still running at the drain deadline end failed, ``unavailable``, and their watchers
+are told), then close the batchers.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from latentserve.server.settings import Settings
 from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
+
+#: How long the transports stay open past the drain deadline, for the final events of the
+#: jobs it ended to reach their watchers.
+FINAL_EVENTS_S = 2.0
 
 
 class _UvicornServer(uvicorn.Server):
@@ -62,7 +67,7 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
         lifespan="off",
         access_log=False,
         log_level="warning",
-        timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
+        timeout_graceful_shutdown=settings.drain_timeout_s + FINAL_EVENTS_S,  # type: ignore[arg-type]
         **(server_tls.uvicorn_options() if server_tls else {}),
     )
     http_server = _UvicornServer(config)
@@ -93,11 +98,18 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
         service.start_draining()
         await health_servicer.enter_graceful_shutdown()
         http_server.should_exit = True
-        await asyncio.gather(
-            grpc_server.stop(grace=settings.drain_timeout_s), http_task, return_exceptions=True
+        # The transports outlast the jobs' drain by FINAL_EVENTS_S: a job failed at the
+        # deadline still tells its watchers, and its stream ends before the connection does.
+        transports = asyncio.gather(
+            grpc_server.stop(grace=settings.drain_timeout_s + FINAL_EVENTS_S),
+            http_task,
+            return_exceptions=True,
         )
+        ended = await service.drain(settings.drain_timeout_s)
+        await transports
         await service.close()
-        log.info("stopped: %s", service.metrics.shutdown_summary())
+        summary = service.metrics.shutdown_summary()
+        log.info("stopped: %s; jobs ended by the shutdown: %d", summary, ended)
 
 
 async def _load(

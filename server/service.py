@@ -178,6 +178,12 @@ class GenerativeService:
     def start_draining(self) -> None:
         self._draining = True
 
+    async def drain(self, timeout_s: float) -> int:
+        """Let running jobs finish within ``timeout_s``; fail the rest (see ``JobManager.drain``)
+        and return how many were failed so."""
+        self.start_draining()
+        return await self.jobs.drain(timeout_s)
+
     async def close(self) -> None:
         if self._polling is not None:
             self._polling.cancel()
