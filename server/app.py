@@ -15,9 +15,11 @@ import logging
 import signal
 import socket
 
+import grpc
 import uvicorn
 from grpc_health.v1 import health, health_pb2
 from latentserve.server import auth, browser, tls
+from latentserve.server.grpc_limits import DrainGate
 from latentserve.server.grpc_service import SERVICE_NAME, create_grpc_server
 from latentserve.server.http_limits import http_options
 from latentserve.server.metrics import ServerMetrics
@@ -28,8 +30,8 @@ from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
-#: How long the transports stay open past the drain deadline, for the final events of the
-#: jobs it ended to reach their watchers.
+#: How long the transports stay open past the drain, for the final events of the jobs it
+#: failed to reach their watchers.
 FINAL_EVENTS_S = 2.0
 
 
@@ -48,8 +50,9 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
     server_tls = tls.server_tls(settings)
     authenticator = auth.BearerAuth.from_settings(settings, service.metrics)
     health_servicer = health.aio.HealthServicer()
+    drain_gate = DrainGate(SERVICE_NAME)
     grpc_server = create_grpc_server(
-        service, health_servicer, auth.grpc_interceptors(authenticator)
+        service, health_servicer, (*auth.grpc_interceptors(authenticator), drain_gate)
     )
     address = f"{settings.host}:{settings.grpc_port}"
     try:
@@ -67,6 +70,7 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
         lifespan="off",
         access_log=False,
         log_level="warning",
+        # counted from the drain's start: the drain itself, then the final events
         timeout_graceful_shutdown=settings.drain_timeout_s + FINAL_EVENTS_S,  # type: ignore[arg-type]
         **(server_tls.uvicorn_options() if server_tls else {}),
     )
@@ -96,20 +100,28 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
     finally:
         log.info("shutting down: draining accepted requests")
         service.start_draining()
+        drain_gate.start()
         await health_servicer.enter_graceful_shutdown()
         http_server.should_exit = True
-        # The transports outlast the jobs' drain by FINAL_EVENTS_S: a job failed at the
-        # deadline still tells its watchers, and its stream ends before the connection does.
-        transports = asyncio.gather(
-            grpc_server.stop(grace=settings.drain_timeout_s + FINAL_EVENTS_S),
-            http_task,
-            return_exceptions=True,
-        )
         ended = await service.drain(settings.drain_timeout_s)
-        await transports
+        await _stop_grpc(grpc_server, drain_gate)
+        await asyncio.gather(http_task, return_exceptions=True)
         await service.close()
         summary = service.metrics.shutdown_summary()
         log.info("stopped: %s; jobs ended by the shutdown: %d", summary, ended)
+
+
+async def _stop_grpc(grpc_server: grpc.aio.Server, drain_gate: DrainGate) -> None:
+    """Shut gRPC down after the drain so that no call the server did not accept is
+    cancelled: the calls held by ``drain_gate`` are refused with UNAVAILABLE once core's
+    shutdown has begun, and started calls (the final events of jobs the drain failed) get
+    FINAL_EVENTS_S to end."""
+    await drain_gate.quiet(period_s=0.25, at_most_s=FINAL_EVENTS_S)
+    stopping = asyncio.ensure_future(grpc_server.stop(grace=FINAL_EVENTS_S))
+    # The stop task's first step (core's shutdown call) runs before this one resumes.
+    await asyncio.sleep(0)
+    drain_gate.release()
+    await stopping
 
 
 async def _load(

@@ -10,6 +10,7 @@ job (``latentserve.server.jobs``), admitted once and then never refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -136,6 +137,9 @@ class GenerativeService:
         self.metrics = metrics
         self._repository = repository
         self._draining = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()  # set while no request is in progress
+        self._idle.set()
         self._admins = AdminTokens.from_file(settings.admin_tokens_file)
         self._reloader = None if repository is None else self._reloader_for(repository)
         self._polling: asyncio.Task[None] | None = None
@@ -179,10 +183,14 @@ class GenerativeService:
         self._draining = True
 
     async def drain(self, timeout_s: float) -> int:
-        """Let running jobs finish within ``timeout_s``; fail the rest (see ``JobManager.drain``)
-        and return how many were failed so."""
+        """Let the requests and jobs in progress finish within ``timeout_s``; fail the jobs
+        still running then (see ``JobManager.drain``) and return how many were failed so."""
         self.start_draining()
-        return await self.jobs.drain(timeout_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        return await self.jobs.drain(max(0.0, deadline - loop.time()))
 
     async def close(self) -> None:
         if self._polling is not None:
@@ -469,6 +477,8 @@ class GenerativeService:
         call = _Call()
         in_flight = self.metrics.in_flight.labels(protocol)
         in_flight.inc()
+        self._in_flight += 1
+        self._idle.clear()
         started = time.perf_counter()
         status = "ok"
         try:
@@ -490,6 +500,9 @@ class GenerativeService:
             for lease in call.leases:
                 lease.release()
             in_flight.dec()
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
             self.metrics.requests.labels(call.model, method, protocol, status).inc()
             self.metrics.request_latency.labels(call.model, method, protocol).observe(
                 time.perf_counter() - started
