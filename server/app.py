@@ -2,9 +2,10 @@
 
 Both transports share one asyncio loop (uvloop when installed). The listeners open first so
 liveness probes answer while models load; readiness (``/readyz``, gRPC health) turns on
-only once every model is loaded. SIGTERM/SIGINT stop accepting, drain what was accepted
-(jobs still running at the drain deadline end failed, ``unavailable``, and their watchers
-are told), then close the batchers.
+only once every model is loaded. SIGTERM/SIGINT turn readiness off and refuse new work
+(REST 503, gRPC UNAVAILABLE) while what was accepted drains; jobs still running at the
+drain deadline end failed, ``unavailable``, and their watchers are told; then the
+listeners close and the batchers stop.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from latentserve.server.grpc_limits import DrainGate
 from latentserve.server.grpc_service import SERVICE_NAME, create_grpc_server
 from latentserve.server.http_limits import http_options
 from latentserve.server.metrics import ServerMetrics
+from latentserve.server.repository import GraphOpener
 from latentserve.server.rest import create_rest_app
+from latentserve.server.runtime import open_graph
 from latentserve.server.service import GenerativeService
 from latentserve.server.settings import Settings
 from prometheus_client import CollectorRegistry
@@ -42,11 +45,17 @@ class _UvicornServer(uvicorn.Server):
         yield
 
 
-async def serve(settings: Settings, registry: CollectorRegistry | None = None) -> None:
-    """Serve until SIGTERM/SIGINT, then drain and return."""
+async def serve(
+    settings: Settings,
+    registry: CollectorRegistry | None = None,
+    opener: GraphOpener = open_graph,
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain and return. ``opener`` opens the graph
+    files (tests inject one to hold loading until they let it go on)."""
     if not settings.repository.is_dir():
         raise FileNotFoundError(f"model repository not found: {settings.repository}")
-    service = GenerativeService(settings, ServerMetrics(registry or CollectorRegistry()))
+    metrics = ServerMetrics(registry or CollectorRegistry())
+    service = GenerativeService(settings, metrics, opener=opener)
     server_tls = tls.server_tls(settings)
     authenticator = auth.BearerAuth.from_settings(settings, service.metrics)
     health_servicer = health.aio.HealthServicer()
@@ -70,8 +79,8 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
         lifespan="off",
         access_log=False,
         log_level="warning",
-        # counted from the drain's start: the drain itself, then the final events
-        timeout_graceful_shutdown=settings.drain_timeout_s + FINAL_EVENTS_S,  # type: ignore[arg-type]
+        # the grace past the drain, for the final events of the jobs it failed
+        timeout_graceful_shutdown=FINAL_EVENTS_S,  # type: ignore[arg-type]
         **(server_tls.uvicorn_options() if server_tls else {}),
     )
     http_server = _UvicornServer(config)
@@ -82,6 +91,8 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    # grpc_health reports the server as a whole SERVING unless told otherwise: not while loading
+    await _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
     await grpc_server.start()
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
     try:
@@ -99,11 +110,11 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
         await _wait_first(stop.wait(), http_task)
     finally:
         log.info("shutting down: draining accepted requests")
-        service.start_draining()
+        service.start_draining()  # readiness off; REST refuses new requests with 503
         drain_gate.start()
         await health_servicer.enter_graceful_shutdown()
-        http_server.should_exit = True
         ended = await service.drain(settings.drain_timeout_s)
+        http_server.should_exit = True
         await _stop_grpc(grpc_server, drain_gate)
         await asyncio.gather(http_task, return_exceptions=True)
         await service.close()
@@ -131,10 +142,14 @@ async def _load(
     await _wait_first(loading, stop.wait())
     if loading.done():
         loading.result()  # a broken repository stops the server with its error
-        for name in ("", SERVICE_NAME):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
     else:
         loading.cancel()
+
+
+async def _set_health(health_servicer: health.aio.HealthServicer, status: int) -> None:
+    for name in ("", SERVICE_NAME):  # the server as a whole, and the generative service
+        await health_servicer.set(name, status)
 
 
 async def _wait_first(*aws: object) -> None:
@@ -160,11 +175,11 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, opener: GraphOpener = open_graph) -> None:
     """Blocking entry point: one event loop (uvloop when available) for both transports."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, opener=opener))
     else:
-        uvloop.run(serve(settings))
+        uvloop.run(serve(settings, opener=opener))

@@ -38,6 +38,7 @@ from latentserve.server.service import GenerativeService, ModelDescription
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from latentserve import __version__
 
@@ -236,6 +237,25 @@ def error_response(
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
+class _RefuseWhileDraining:
+    """Once the server drains, new requests get 503 (retry elsewhere) while the accepted
+    ones finish; health and metrics still answer, so ``/readyz`` tells balancers to go."""
+
+    _ALWAYS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+    def __init__(self, app: ASGIApp, service: GenerativeService) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.service.draining and scope["path"] not in self._ALWAYS:
+            message = "the server is shutting down"
+            refusal = error_response(503, "unavailable", message, headers={"Connection": "close"})
+            await refusal(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def _json(model: BaseModel) -> Response:
     return Response(model.model_dump_json(), media_type="application/json")
 
@@ -388,6 +408,7 @@ def create_rest_app(service: GenerativeService) -> FastAPI:
     )
     add_offline_docs(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=service.settings.max_body_bytes)
+    app.add_middleware(_RefuseWhileDraining, service=service)
     _add_error_handlers(app, service)
 
     @app.get("/healthz", tags=["health"])

@@ -28,7 +28,8 @@ from latentserve.server.jobs import Job, JobManager, Work
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.params import RequestParams, resolve_seed
 from latentserve.server.reload import ReloadResult, RepositoryReloader
-from latentserve.server.repository import Lease, LoadedModel, ModelRepository
+from latentserve.server.repository import GraphOpener, Lease, LoadedModel, ModelRepository
+from latentserve.server.runtime import open_graph
 from latentserve.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -132,8 +133,11 @@ class GenerativeService:
         settings: Settings,
         metrics: ServerMetrics,
         repository: ModelRepository | None = None,
+        opener: GraphOpener = open_graph,
     ) -> None:
+        """``opener`` opens each graph file (tests inject one to watch or gate loading)."""
         self.settings = settings
+        self._opener = opener
         self.metrics = metrics
         self._repository = repository
         self._draining = False
@@ -154,13 +158,22 @@ class GenerativeService:
         )
 
     @property
+    def draining(self) -> bool:
+        """The server is shutting down: new work is refused, accepted work finishes."""
+        return self._draining
+
+    @property
     def ready(self) -> bool:
         return self._repository is not None and not self._draining
 
     async def load(self) -> None:
         """Load the repository off the event loop (graph sessions take a while to build)."""
         repository = await asyncio.to_thread(
-            ModelRepository.load, self.settings.repository, self.settings, self.metrics
+            ModelRepository.load,
+            self.settings.repository,
+            self.settings,
+            self.metrics,
+            self._opener,
         )
         self._repository = repository
         self._reloader = self._reloader_for(repository)
@@ -169,7 +182,7 @@ class GenerativeService:
             self._polling = asyncio.get_running_loop().create_task(polling)
 
     def _reloader_for(self, repository: ModelRepository) -> RepositoryReloader:
-        return RepositoryReloader(repository, self.settings, self.metrics)
+        return RepositoryReloader(repository, self.settings, self.metrics, self._opener)
 
     async def reload_repository(self, authorization: str | None, protocol: str) -> ReloadResult:
         """Serve what the repository holds now (admins only; see ``reload.py``)."""
