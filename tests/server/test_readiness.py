@@ -34,7 +34,7 @@ GATED_SERVER = """
 import logging, sys, threading
 from pathlib import Path
 from latentserve.server import app
-from latentserve.server.runtime import open_graph
+from latentserve.server.repository.runtime import open_graph
 from latentserve.server.settings import load_settings
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
