@@ -1,4 +1,8 @@
-"""Composition root: settings -> repository -> service -> REST + gRPC, in one process.
+"""Composition root: settings -> repository -> service -> REST (with the OpenAI Images API)
++ gRPC, in one process.
+
+Both ports also speak the Open Inference Protocol (``frontends/v2``): its routes join the
+REST app and its service the gRPC server, under the same security.
 
 Both transports share one asyncio loop (uvloop when installed). The listeners open first so
 liveness probes answer while models load; readiness (``/readyz``, gRPC health) turns on
@@ -19,9 +23,13 @@ import socket
 import grpc
 import uvicorn
 from grpc_health.v1 import health, health_pb2
+from grpc_reflection.v1alpha import reflection
 from latentserve.server.engine.service import GenerativeService
+from latentserve.server.frontends import openai as openai_images
 from latentserve.server.frontends.grpc.servicer import SERVICE_NAME, create_grpc_server
 from latentserve.server.frontends.rest import create_rest_app
+from latentserve.server.frontends.v2 import grpc_service as v2_grpc
+from latentserve.server.frontends.v2 import rest as v2_rest
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.repository.runtime import open_graph
 from latentserve.server.repository.store import GraphOpener
@@ -34,6 +42,7 @@ from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
+_HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 #: How long the transports stay open past the drain, for the final events of the jobs it
 #: failed to reach their watchers.
 FINAL_EVENTS_S = 2.0
@@ -61,16 +70,19 @@ async def serve(
     authenticator = auth.BearerAuth.from_settings(settings, service.metrics)
     health_servicer = health.aio.HealthServicer()
     admins = AdminTokens.from_file(settings.admin_tokens_file)
-    drain_gate = DrainGate(SERVICE_NAME)
+    drain_gate = DrainGate(answered=(_HEALTH_SERVICE, reflection.SERVICE_NAME))
     grpc_server = create_grpc_server(
         service, health_servicer, (*auth.grpc_interceptors(authenticator), drain_gate), admins
     )
+    v2_grpc.add_inference_service(grpc_server, service, admins)
     address = f"{settings.host}:{settings.grpc_port}"
     try:
         grpc_port = tls.add_grpc_port(grpc_server, address, server_tls)
     except RuntimeError as exc:
         raise ValueError(f"cannot listen for gRPC on {address}: port in use?") from exc
     rest_app = create_rest_app(service, admins)
+    rest_app.include_router(openai_images.router)  # the OpenAI Images API, same app and port
+    rest_app.include_router(v2_rest.router)  # the Open Inference Protocol beside /v1
     auth.protect_rest(rest_app, authenticator)
     cors.allow_cross_origin(rest_app, settings)  # outermost: preflights need no token
     config = uvicorn.Config(

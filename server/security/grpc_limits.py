@@ -121,7 +121,7 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):
 
 
 class DrainGate(grpc.aio.ServerInterceptor):
-    """Calls of ``service`` that arrive once the server drains wait here, and are refused
+    """Calls that arrive once the server drains wait here, and are refused
     with UNAVAILABLE (retry elsewhere) only after gRPC core has begun to shut down.
 
     Core cancels (CANCELLED, not UNAVAILABLE) every call it holds but the server has not
@@ -131,8 +131,9 @@ class DrainGate(grpc.aio.ServerInterceptor):
     empties (``quiet``), and core shuts down with nothing in it; the held calls are then
     answered (``release``) while core lets started calls finish."""
 
-    def __init__(self, service: str) -> None:
-        self._prefix = f"/{service}/"
+    def __init__(self, answered: tuple[str, ...]) -> None:
+        """``answered``: services whose calls are still answered (health, reflection)."""
+        self._answered = tuple(f"/{service}/" for service in answered)
         self._draining = False
         self._released: asyncio.Event | None = None
         self._last_arrival = 0.0
@@ -161,7 +162,7 @@ class DrainGate(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if not self._draining or handler is None or not details.method.startswith(self._prefix):
+        if not self._draining or handler is None or details.method.startswith(self._answered):
             return handler
         return _rewrap(handler, self._held, self._held_stream, _method_label(details.method))
 

@@ -11,7 +11,7 @@ class RefuseWhileDraining:
     """Once the server drains, new requests get 503 (retry elsewhere) while the accepted
     ones finish; health and metrics still answer, so ``/readyz`` tells balancers to go."""
 
-    _ALWAYS = frozenset({"/healthz", "/readyz", "/metrics"})
+    _ALWAYS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 
     def __init__(self, app: ASGIApp, service: GenerativeService) -> None:
         self.app = app
