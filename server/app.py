@@ -6,8 +6,10 @@ REST app and its service the gRPC server, under the same security.
 
 Both transports share one asyncio loop (uvloop when installed). The listeners open first so
 liveness probes answer while models load; readiness (``/readyz``, gRPC health) turns on
-only once every model is loaded. SIGTERM/SIGINT stop accepting, drain what was accepted,
-then close the batchers.
+only once every model is loaded. SIGTERM/SIGINT turn readiness off and refuse new work
+(REST 503, gRPC UNAVAILABLE) while what was accepted drains; jobs still running at the
+drain deadline end failed, ``unavailable``, and their watchers are told; then the
+listeners close and the batchers stop.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import signal
 import socket
 from pathlib import Path
 
+import grpc
 import uvicorn
 from grpc_health.v1 import health, health_pb2
+from grpc_reflection.v1alpha import reflection
 from latentserve.server.engine.service import GenerativeService
 from latentserve.server.frontends import openai as openai_images
 from latentserve.server.frontends.grpc.servicer import SERVICE_NAME, create_grpc_server
@@ -29,13 +33,21 @@ from latentserve.server.frontends.rest import create_rest_app
 from latentserve.server.frontends.v2 import grpc_service as v2_grpc
 from latentserve.server.frontends.v2 import rest as v2_rest
 from latentserve.server.metrics import ServerMetrics
+from latentserve.server.repository.runtime import open_graph
+from latentserve.server.repository.store import GraphOpener
 from latentserve.server.security import auth, cors, tls
 from latentserve.server.security.admin import AdminTokens
+from latentserve.server.security.grpc_limits import DrainGate
 from latentserve.server.security.http_limits import http_options
 from latentserve.server.settings import Settings
 from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
+
+_HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+#: How long the transports stay open past the drain, for the final events of the jobs it
+#: failed to reach their watchers.
+FINAL_EVENTS_S = 2.0
 
 
 class _UvicornServer(uvicorn.Server):
@@ -46,19 +58,26 @@ class _UvicornServer(uvicorn.Server):
 
 
 async def serve(
-    settings: Settings, registry: CollectorRegistry | None = None, port_file: Path | None = None
+    settings: Settings,
+    registry: CollectorRegistry | None = None,
+    port_file: Path | None = None,
+    opener: GraphOpener = open_graph,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then drain and return. ``port_file`` receives the ports
-    actually listened on (port 0 in the settings picks a free one) as soon as both listen."""
+    actually listened on (port 0 in the settings picks a free one) as soon as both listen;
+    ``opener`` opens the graph files (tests inject one to hold loading until they let it
+    go on)."""
     if not settings.repository.is_dir():
         raise FileNotFoundError(f"model repository not found: {settings.repository}")
-    service = GenerativeService(settings, ServerMetrics(registry or CollectorRegistry()))
+    metrics = ServerMetrics(registry or CollectorRegistry())
+    service = GenerativeService(settings, metrics, opener=opener)
     server_tls = tls.server_tls(settings)
     authenticator = auth.BearerAuth.from_settings(settings, service.metrics)
     health_servicer = health.aio.HealthServicer()
     admins = AdminTokens.from_file(settings.admin_tokens_file)
+    drain_gate = DrainGate(answered=(_HEALTH_SERVICE, reflection.SERVICE_NAME))
     grpc_server = create_grpc_server(
-        service, health_servicer, auth.grpc_interceptors(authenticator), admins
+        service, health_servicer, (*auth.grpc_interceptors(authenticator), drain_gate), admins
     )
     v2_grpc.add_inference_service(grpc_server, service, admins)
     address = f"{settings.host}:{settings.grpc_port}"
@@ -81,7 +100,8 @@ async def serve(
         lifespan="off",
         access_log=False,
         log_level="warning",
-        timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
+        # the grace past the drain, for the final events of the jobs it failed
+        timeout_graceful_shutdown=FINAL_EVENTS_S,  # type: ignore[arg-type]
         **(server_tls.uvicorn_options() if server_tls else {}),
     )
     http_server = _UvicornServer(config)
@@ -93,6 +113,8 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    # grpc_health reports the server as a whole SERVING unless told otherwise: not while loading
+    await _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
     await grpc_server.start()
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
     if port_file is not None:
@@ -112,14 +134,29 @@ async def serve(
         await _wait_first(stop.wait(), http_task)
     finally:
         log.info("shutting down: draining accepted requests")
-        service.start_draining()
+        service.start_draining()  # readiness off; REST refuses new requests with 503
+        drain_gate.start()
         await health_servicer.enter_graceful_shutdown()
+        ended = await service.drain(settings.drain_timeout_s)
         http_server.should_exit = True
-        await asyncio.gather(
-            grpc_server.stop(grace=settings.drain_timeout_s), http_task, return_exceptions=True
-        )
+        await _stop_grpc(grpc_server, drain_gate)
+        await asyncio.gather(http_task, return_exceptions=True)
         await service.close()
-        log.info("stopped: %s", service.metrics.shutdown_summary())
+        summary = service.metrics.shutdown_summary()
+        log.info("stopped: %s; jobs ended by the shutdown: %d", summary, ended)
+
+
+async def _stop_grpc(grpc_server: grpc.aio.Server, drain_gate: DrainGate) -> None:
+    """Shut gRPC down after the drain so that no call the server did not accept is
+    cancelled: the calls held by ``drain_gate`` are refused with UNAVAILABLE once core's
+    shutdown has begun, and started calls (the final events of jobs the drain failed) get
+    FINAL_EVENTS_S to end."""
+    await drain_gate.quiet(period_s=0.25, at_most_s=FINAL_EVENTS_S)
+    stopping = asyncio.ensure_future(grpc_server.stop(grace=FINAL_EVENTS_S))
+    # The stop task's first step (core's shutdown call) runs before this one resumes.
+    await asyncio.sleep(0)
+    drain_gate.release()
+    await stopping
 
 
 async def _load(
@@ -129,10 +166,14 @@ async def _load(
     await _wait_first(loading, stop.wait())
     if loading.done():
         loading.result()  # a broken repository stops the server with its error
-        for name in ("", SERVICE_NAME):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
     else:
         loading.cancel()
+
+
+async def _set_health(health_servicer: health.aio.HealthServicer, status: int) -> None:
+    for name in ("", SERVICE_NAME):  # the server as a whole, and the generative service
+        await health_servicer.set(name, status)
 
 
 async def _wait_first(*aws: object) -> None:
@@ -165,11 +206,13 @@ def _write_ports(path: Path, http_port: int, grpc_port: int) -> None:
     partial.replace(path)
 
 
-def run(settings: Settings, port_file: Path | None = None) -> None:
+def run(
+    settings: Settings, port_file: Path | None = None, opener: GraphOpener = open_graph
+) -> None:
     """Blocking entry point: one event loop (uvloop when available) for both transports."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(settings, port_file=port_file))
+        asyncio.run(serve(settings, port_file=port_file, opener=opener))
     else:
-        uvloop.run(serve(settings, port_file=port_file))
+        uvloop.run(serve(settings, port_file=port_file, opener=opener))

@@ -6,7 +6,9 @@ streaming) or polls it (``/v1/jobs``). Admission is decided once, at submission:
 ``max_jobs`` jobs are queued or running, and a job that was admitted is never refused
 half-way through. A job's work is one asyncio task; cancelling it (``DELETE``, a gRPC
 cancellation or deadline, an HTTP client that went away) cancels the task, which stops
-the pipeline at its next step boundary. Finished jobs stay readable for ``ttl_s``.
+the pipeline at its next step boundary. Finished jobs stay readable for ``ttl_s``. At
+shutdown, jobs still running when the drain deadline passes end ``failed`` with
+``unavailable``, so no watcher is left without a final event.
 """
 
 from __future__ import annotations
@@ -144,6 +146,7 @@ class Job:
         self._listeners: list[asyncio.Queue[JobEvent]] = []
         self._done = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._ended_by: ServingError | None = None  # why the server stopped it, if it did
 
     def _update(self, state: JobState, **fields: Any) -> None:
         if not self.state.finished:
@@ -266,10 +269,33 @@ class JobManager:
             )
         return job
 
+    async def drain(self, timeout_s: float) -> int:
+        """Give the active jobs ``timeout_s`` to finish, then end the rest as failed
+        (``unavailable``: the server shut down) so that each watcher hears a final event
+        while its connection is still open. Returns how many jobs were ended so."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._active and (left := deadline - loop.time()) > 0:
+            # jobs admitted meanwhile (a call accepted just before the drain) are waited for too
+            await asyncio.wait(self._tasks(), timeout=left)
+        late = list(self._active.values())
+        for job in late:
+            job._ended_by = Unavailable("the server shut down before the job finished")
+            if job._task is not None:
+                job._task.cancel()
+        await asyncio.gather(*self._tasks(late), return_exceptions=True)
+        if late:
+            log.warning("drain deadline passed: %d running jobs ended as failed", len(late))
+        return len(late)
+
+    def _tasks(self, jobs: list[Job] | None = None) -> list[asyncio.Task[None]]:
+        jobs = list(self._active.values()) if jobs is None else jobs
+        return [job._task for job in jobs if job._task is not None]
+
     async def close(self) -> None:
         """Refuse new jobs and cancel the running ones (after the server drained)."""
         self._closed = True
-        tasks = [job._task for job in self._active.values() if job._task is not None]
+        tasks = self._tasks()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -283,11 +309,14 @@ class JobManager:
             job.result = result
             self._finish(job, JobState.DONE, JobEvent("result", result))
         except asyncio.CancelledError:
-            self._finish(job, JobState.CANCELLED, _error_event("cancelled", "job was cancelled"))
+            if job._ended_by is None:
+                self._finish(
+                    job, JobState.CANCELLED, _error_event("cancelled", "job was cancelled")
+                )
+            else:
+                self._fail(job, job._ended_by)
         except ServingError as exc:
-            job.error = exc
-            field = getattr(exc, "field", None)
-            self._finish(job, JobState.FAILED, _error_event(exc.code, exc.message, field))
+            self._fail(job, exc)
         except Exception as exc:  # noqa: BLE001 - a job's failure must not take the server down
             log.exception("job %s (%s %s) failed", job.id, job.model, job.method)
             job.error = for_client(exc)
@@ -299,6 +328,11 @@ class JobManager:
             return
         self._finished[job.id] = job
         self._expire()
+
+    def _fail(self, job: Job, exc: ServingError) -> None:
+        job.error = exc
+        field = getattr(exc, "field", None)
+        self._finish(job, JobState.FAILED, _error_event(exc.code, exc.message, field))
 
     def _finish(self, job: Job, state: JobState, event: JobEvent) -> None:
         if state is JobState.CANCELLED:

@@ -10,6 +10,7 @@ job (``latentserve.server.engine.jobs``), admitted once and then never refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -168,6 +169,9 @@ class GenerativeService:
         self._opener = opener
         self._repository = repository
         self._draining = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()  # set while no request is in progress
+        self._idle.set()
         self._reloader = None if repository is None else self._reloader_for(repository)
         self._polling: asyncio.Task[None] | None = None
         self.jobs = JobManager(
@@ -179,6 +183,11 @@ class GenerativeService:
         self._log_prob_limit = HeavyWorkLimit(
             settings.max_concurrent_log_prob, settings.max_waiting_log_prob, "log-prob"
         )
+
+    @property
+    def draining(self) -> bool:
+        """The server is shutting down: new work is refused, accepted work finishes."""
+        return self._draining
 
     @property
     def ready(self) -> bool:
@@ -241,6 +250,16 @@ class GenerativeService:
     def start_draining(self) -> None:
         self._draining = True
         self.metrics.ready.set(0)
+
+    async def drain(self, timeout_s: float) -> int:
+        """Let the requests and jobs in progress finish within ``timeout_s``; fail the jobs
+        still running then (see ``JobManager.drain``) and return how many were failed so."""
+        self.start_draining()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        return await self.jobs.drain(max(0.0, deadline - loop.time()))
 
     async def close(self) -> None:
         if self._polling is not None:
@@ -538,6 +557,8 @@ class GenerativeService:
         call = _Call()
         in_flight = self.metrics.in_flight.labels(protocol)
         in_flight.inc()
+        self._in_flight += 1
+        self._idle.clear()
         started = time.perf_counter()
         status = "ok"
         try:
@@ -559,6 +580,9 @@ class GenerativeService:
             for lease in call.leases:
                 lease.release()
             in_flight.dec()
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
             seconds = time.perf_counter() - started
             self.metrics.record_request(call.model, method, protocol, status, seconds)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from latentserve.server.errors import error_body
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -54,15 +55,8 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "payload_too_large",
-                    "message": f"request body exceeds {self.max_bytes} bytes",
-                    "field": None,
-                }
-            }
-        ).encode()
+        message = f"request body exceeds {self.max_bytes} bytes"
+        body = json.dumps(error_body("payload_too_large", message)).encode()
         await send(
             {
                 "type": "http.response.start",

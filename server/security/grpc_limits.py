@@ -6,11 +6,13 @@ default) it drops them at random with CANCELLED: the client learns nothing usefu
 handler ever counts them. So the core may hold ``grpc_max_pending_calls`` (a backlog the
 server works through quickly, since refusing is cheap), and this interceptor refuses calls
 past ``max_grpc_concurrent_rpcs`` itself with RESOURCE_EXHAUSTED, ``retry-after`` metadata
-and a count in the request metrics.
+and a count in the request metrics. While the server drains, ``DrainGate`` holds new
+calls and refuses them with UNAVAILABLE once they can no longer be cancelled by core.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -29,6 +31,26 @@ def core_backlog_options(max_pending: int) -> list[tuple[str, int]]:
         ("grpc.server.max_pending_requests", max_pending),
         ("grpc.server.max_pending_requests_hard_limit", 2 * max_pending),
     ]
+
+
+def _rewrap(
+    handler: grpc.RpcMethodHandler, unary: Callable, stream: Callable, method: str
+) -> grpc.RpcMethodHandler:
+    """``handler`` with its behaviour wrapped by ``unary`` or ``stream`` (``(behaviour,
+    method) -> behaviour``); handlers of streaming requests are returned as they are."""
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            unary(handler.unary_unary, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            stream(handler.unary_stream, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
 
 
 class ConcurrencyLimit(grpc.aio.ServerInterceptor):
@@ -55,21 +77,9 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):
         if handler is None or not details.method.startswith(self._prefix):
             return handler  # health checks and reflection stay answerable under overload
         method = method_name(details.method)
-        if handler.unary_unary is not None:
-            wrapped = grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        elif handler.unary_stream is not None:
-            wrapped = grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        else:
-            return handler
-        self._wrapped[details.method] = wrapped
+        wrapped = _rewrap(handler, self._unary, self._stream, method)
+        if wrapped is not handler:
+            self._wrapped[details.method] = wrapped
         return wrapped
 
     def _full(self) -> Overloaded | None:
@@ -102,3 +112,69 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):
                 self._active -= 1
 
         return limited
+
+
+class DrainGate(grpc.aio.ServerInterceptor):
+    """Calls that arrive once the server drains wait here, and are refused
+    with UNAVAILABLE (retry elsewhere) only after gRPC core has begun to shut down.
+
+    Core cancels (CANCELLED, not UNAVAILABLE) every call it holds but the server has not
+    yet picked up at the moment it shuts down. Refusing new calls at once would not help:
+    a client that is refused sends its next call straight away, so some call is always in
+    that backlog. Held here instead, each client waits on its own call, the backlog
+    empties (``quiet``), and core shuts down with nothing in it; the held calls are then
+    answered (``release``) while core lets started calls finish."""
+
+    def __init__(self, answered: tuple[str, ...]) -> None:
+        """``answered``: services whose calls are still answered (health, reflection)."""
+        self._answered = tuple(f"/{service}/" for service in answered)
+        self._draining = False
+        self._released: asyncio.Event | None = None
+        self._last_arrival = 0.0
+
+    def start(self) -> None:
+        """From now on new calls are held; those in progress go on."""
+        self._draining = True
+        self._released = asyncio.Event()
+        self._last_arrival = asyncio.get_running_loop().time()
+
+    async def quiet(self, period_s: float, at_most_s: float) -> None:
+        """Return once no call has arrived for ``period_s`` (or after ``at_most_s``)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + at_most_s
+        while (wait := self._last_arrival + period_s - loop.time()) > 0 and loop.time() < give_up:
+            await asyncio.sleep(min(wait, give_up - loop.time()))
+
+    def release(self) -> None:
+        """Refuse the held calls (call once core's shutdown has begun)."""
+        if self._released is not None:
+            self._released.set()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if not self._draining or handler is None or details.method.startswith(self._answered):
+            return handler
+        return _rewrap(handler, self._held, self._held_stream, method_name(details.method))
+
+    async def _refuse_when_released(self, context: grpc.aio.ServicerContext) -> None:
+        assert self._released is not None
+        self._last_arrival = asyncio.get_running_loop().time()
+        await self._released.wait()
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+
+    def _held(self, behaviour: Callable, method: str) -> Callable:
+        async def held(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await self._refuse_when_released(context)
+
+        return held
+
+    def _held_stream(self, behaviour: Callable, method: str) -> Callable:
+        async def held(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
+            await self._refuse_when_released(context)
+            yield  # never reached: makes this an async generator like the behaviour
+
+        return held

@@ -86,6 +86,42 @@ def test_an_oversized_head_is_refused_without_reading_it_all(server: ServerProce
     assert ok.status_code == 200
 
 
+LONG_HEADER = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+LONG_URL = b"GET /healthz?q=" + b"a" * 66_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def send_in_one_write(sock: socket.socket, request: bytes) -> None:
+    sock.sendall(request)
+
+
+def send_byte_by_byte(sock: socket.socket, request: bytes) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one segment per byte
+    try:
+        for i in range(len(request)):
+            sock.send(request[i : i + 1])
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused and closed while we were still sending
+
+
+@pytest.mark.parametrize("request_", [LONG_HEADER, LONG_URL], ids=["long-header", "long-url"])
+@pytest.mark.parametrize("send", [send_in_one_write, send_byte_by_byte], ids=["one-write", "bytes"])
+def test_an_oversized_head_is_refused_however_it_arrives(
+    server: ServerProcess, request_: bytes, send: object
+) -> None:
+    with connect(server) as sock:
+        send(sock, request_)  # type: ignore[operator]
+        status, body = read_response(sock)
+    assert status == 431 and body["error"]["code"] == "headers_too_large", body
+    assert "8192 bytes" in body["error"]["message"]
+
+
+def test_an_unparsable_request_gets_a_json_400(server: ServerProcess) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        status, body = read_response(sock)
+    assert status == 400 and body["error"]["code"] == "invalid_request", body
+
+
 def test_slowloris_connections_are_closed(server: ServerProcess) -> None:
     slow = [connect(server) for _ in range(50)]
     try:
@@ -144,13 +180,12 @@ def test_connections_past_the_cap_get_503_until_some_close(server: ServerProcess
         while time.monotonic() < deadline:
             with connect(server) as sock:
                 sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                data = b""
-                while chunk := sock.recv(65536):
-                    data += chunk
-            statuses.append(int(data.split()[1]))
-            if statuses[-1] == 503:
+                status, body = read_response(sock)
+            statuses.append(status)
+            if status == 503:
                 break
         assert statuses[-1] == 503, statuses
+        assert body["error"]["code"] == "unavailable", body
     finally:
         for sock in idle:
             sock.close()

@@ -10,10 +10,14 @@ import asyncio
 import re
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 
+import grpc
 import pytest
 from helpers.server_process import ServerProcess
+from latentserve.v1 import generative_pb2 as pb
+from latentserve.v1 import generative_pb2_grpc as pb_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
@@ -67,3 +71,50 @@ def test_sigterm_under_load_loses_no_accepted_request(
     others = set(report.outcomes) - {"rest:200", "grpc:OK"}
     assert others <= REFUSED_BEFORE_ACCEPTANCE, report.outcomes
     print(f"sigterm under load: client saw {dict(report.outcomes)}; server {stopped.group(0)}")
+
+
+async def grpc_calls_back_to_back(target: str, stop: asyncio.Event, outcomes: Counter) -> None:
+    """One client that sends its next call as soon as the last one is answered."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.GenerativeServiceStub(channel)
+        while not stop.is_set():
+            try:
+                await stub.GetModel(pb.GetModelRequest(model="vae-tiny"), timeout=30)
+            except grpc.aio.AioRpcError as error:
+                outcomes[error.code().name] += 1
+            else:
+                outcomes["OK"] += 1
+
+
+async def sigterm_under_back_to_back_calls(server: ServerProcess, clients: int) -> Counter:
+    stop = asyncio.Event()
+    outcomes: Counter = Counter()
+    callers = [
+        asyncio.ensure_future(grpc_calls_back_to_back(server.grpc_target, stop, outcomes))
+        for _ in range(clients)
+    ]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while outcomes["OK"] < 200:  # every client is calling
+        assert loop.time() < deadline, outcomes
+        await asyncio.sleep(0.05)
+    server.process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.process.wait, 60) == 0
+    stop.set()
+    await asyncio.gather(*callers)
+    return outcomes
+
+
+def test_calls_arriving_during_shutdown_are_refused_not_cancelled(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
+    """gRPC core cancels the calls it holds but has not handed to the server when it shuts
+    down: with clients calling back to back some call is always there. Each must be refused
+    with UNAVAILABLE (retry elsewhere) instead."""
+    server = ServerProcess(tiny_repository, tmp_path)
+    try:
+        outcomes = asyncio.run(sigterm_under_back_to_back_calls(server, clients=16))
+    finally:
+        server.stop()
+    assert set(outcomes) <= {"OK", "UNAVAILABLE"}, outcomes
+    assert outcomes["UNAVAILABLE"] >= 16, outcomes  # each client met the shutdown

@@ -14,6 +14,7 @@ from latentserve.server.engine.service import GenerativeService
 from latentserve.server.frontends.rest import health, jobs, models, repository, sampling
 from latentserve.server.frontends.rest.dependencies import client_deadline
 from latentserve.server.frontends.rest.docs import add_offline_docs
+from latentserve.server.frontends.rest.draining import RefuseWhileDraining
 from latentserve.server.frontends.rest.errors import add_error_handlers, path_methods
 from latentserve.server.frontends.rest.schemas import ErrorBody
 from latentserve.server.security.admin import AdminTokens
@@ -50,6 +51,7 @@ def create_rest_app(
     for router in routers:
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=service.settings.max_body_bytes)
+    app.add_middleware(RefuseWhileDraining, service=service)
     add_error_handlers(app, service)
     routes = [*app.routes, *(route for router in routers for route in router.routes)]
     # the routes' names are the REST requests' ``method`` labels
