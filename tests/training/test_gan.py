@@ -10,7 +10,7 @@ import pytest
 import torch
 from latentserve.training import checkpoint as ckpt
 from latentserve.training.families import ImageShape
-from latentserve.training.families.dcgan import DCGAN, DCGANConfig
+from latentserve.training.families.dcgan import DCGAN, STANDING_STATS_SEED, DCGANConfig
 from latentserve.training.families.gan import r1_penalty
 from latentserve.training.families.stylegan2 import StyleGAN2, StyleGAN2Config
 from latentserve.training.trainer import train
@@ -161,3 +161,25 @@ def test_stylegan_keeps_w_avg_and_an_ema_generator(tmp_path: Path) -> None:
     assert int(weights["ema.updates"]) == 6
     const = "synthesis.const"
     assert not torch.equal(weights[f"ema.shadow.{const}"], weights[f"generator.{const}"])
+
+
+def test_dcgan_averages_its_generator_and_gives_the_average_its_own_bn_statistics(
+    tmp_path: Path,
+) -> None:
+    train(tiny_config("dcgan-tiny", steps=6), tmp_path / "run", progress=False)
+    model = ckpt.load_run(tmp_path / "run").model
+    assert isinstance(model, DCGAN) and int(model.ema.updates) == 6
+    live, shadow = model.generator, model.ema.shadow
+    assert not torch.equal(live.project.weight, shadow.project.weight)
+    # standing statistics: the first norm's mean is that of the shadow's own projections
+    # of the calibration batches, not the running mean copied from the trained generator
+    batch, batches = 500, model.config.standing_stat_batches
+    generator = torch.Generator().manual_seed(STANDING_STATS_SEED)
+    with torch.no_grad():
+        z = torch.randn(batch * batches, model.config.z_dim, generator=generator)
+        h = shadow.project(z).view(-1, shadow.width0, shadow.h0, shadow.w0)
+    expected = h.mean((0, 2, 3))
+    norm = shadow.body[0]
+    assert torch.allclose(norm.running_mean, expected, atol=1e-5)
+    assert not torch.allclose(live.body[0].running_mean, expected, atol=1e-3)
+    assert norm.momentum == 0.1 and not shadow.training

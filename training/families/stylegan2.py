@@ -40,7 +40,6 @@ class StyleGAN2Config(GANConfig):
     g_widths: list[int] = Field(default_factory=lambda: [64, 64, 32], min_length=1)
     d_widths: list[int] = Field(default_factory=lambda: [32, 64, 64], min_length=1)
     mixing_prob: float = Field(default=0.9, ge=0, le=1)
-    ema_decay: float = Field(default=0.999, ge=0, lt=1)
     beta1: float = Field(default=0.0, ge=0, lt=1)
     beta2: float = Field(default=0.99, ge=0, lt=1)
     r1_gamma: float = Field(default=1.0, ge=0)
@@ -103,10 +102,6 @@ class StyleGAN2(AdversarialModel):
     @property
     def d(self) -> nn.Module:
         return self.discriminator
-
-    def after_optimizer_step(self) -> None:
-        super().after_optimizer_step()
-        self.ema.update(self.generator)
 
     def fake_batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Draw order: z, the mixing z, whether to mix, the cutoff, the noise row."""
