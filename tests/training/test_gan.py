@@ -11,7 +11,7 @@ import torch
 from latentserve.training import checkpoint as ckpt
 from latentserve.training.families import ImageShape
 from latentserve.training.families.dcgan import DCGAN, STANDING_STATS_SEED, DCGANConfig
-from latentserve.training.families.gan import r1_penalty
+from latentserve.training.families.gan import pack_images, r1_penalty
 from latentserve.training.families.stylegan2 import StyleGAN2, StyleGAN2Config
 from latentserve.training.trainer import train
 from safetensors.torch import load_file
@@ -183,3 +183,31 @@ def test_dcgan_averages_its_generator_and_gives_the_average_its_own_bn_statistic
     assert torch.allclose(norm.running_mean, expected, atol=1e-5)
     assert not torch.allclose(live.body[0].running_mean, expected, atol=1e-3)
     assert norm.momentum == 0.1 and not shadow.training
+
+
+def test_packs_stack_consecutive_images_along_channels() -> None:
+    images = torch.arange(6 * 2 * 3 * 3, dtype=torch.float32).reshape(6, 2, 3, 3)
+    packed = pack_images(images, 3)
+    assert packed.shape == (2, 6, 3, 3)
+    assert torch.equal(packed[1, 2:4], images[4]) and torch.equal(packed[0, :2], images[0])
+    assert torch.equal(pack_images(images, 1), images)
+    with pytest.raises(ValueError, match="packs of 4"):
+        pack_images(images, 4)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        lambda: DCGAN(DCGANConfig(z_dim=8, g_widths=[8, 8], d_widths=[8, 8], pack=2), MNIST),
+        lambda: tiny_style(pack=2),
+    ],
+)
+def test_a_packing_discriminator_scores_one_logit_per_pack(model) -> None:
+    model = model()
+    x = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
+    seen: list[tuple[int, ...]] = []
+    model.d.register_forward_hook(lambda _, args, out: seen.append((*args[0].shape, *out.shape)))
+    phases = model.training_phases(x, torch.Generator().manual_seed(0))
+    next(phases).loss.backward()
+    next(phases)
+    assert seen and all(shape == (3, 2, 28, 28, 3) for shape in seen)

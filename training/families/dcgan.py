@@ -71,13 +71,14 @@ class DCGenerator(nn.Module):
 
 
 class DCDiscriminator(nn.Module):
-    """Image (B, C, H, W) in [-1, 1] → one logit per image."""
+    """Image (B, C, H, W) in [-1, 1] → one logit per image (per pack of ``pack`` images
+    stacked along C, see ``gan.pack_images``)."""
 
-    def __init__(self, widths: list[int], image: ImageShape) -> None:
+    def __init__(self, widths: list[int], image: ImageShape, pack: int = 1) -> None:
         super().__init__()
         h, w = start_size(image, len(widths))
         layers: list[nn.Module] = []
-        width_in = image.channels
+        width_in = image.channels * pack
         for i, width in enumerate(widths):
             layers.append(nn.Conv2d(width_in, width, 4, 2, 1, bias=i == 0))
             if i > 0:
@@ -95,7 +96,7 @@ class DCGAN(AdversarialModel):
         super().__init__(config, image)
         self.config = config
         self.generator = DCGenerator(config.z_dim, config.g_widths, image)
-        self.discriminator = DCDiscriminator(config.d_widths, image)
+        self.discriminator = DCDiscriminator(config.d_widths, image, config.pack)
         self.ema = EMA(self.generator, config.ema_decay)
 
     @property

@@ -18,6 +18,12 @@ images — reals and fakes, in both phases, and in R1, whose gradient is taken w
 to the un-augmented real image as in StyleGAN2-ADA — which is what keeps it from
 memorising a small training set.
 
+With ``pack`` > 1 the discriminator judges ``pack`` images at a time, stacked along the
+channel axis (PacGAN; Lin et al., 2018): a generator that draws one glyph for every ``z``
+hands it packs of near-identical images, which no real pack looks like, so collapse is
+penalised directly instead of through a statistic the discriminator may learn to ignore.
+Batches must be a multiple of ``pack``.
+
 Both families sample from an exponential moving average of the generator's weights
 (``ema``, Karras et al. 2018; Yazıcı et al. 2019): a short run's last iterate wobbles
 between the modes the discriminator last pushed it to, its average much less.
@@ -56,6 +62,7 @@ class GANConfig:
     # DiffAugment policies applied to every image the discriminator sees ([]: none)
     diffaugment: list[Policy] = Field(default_factory=list)
     ema_decay: float = Field(default=0.999, ge=0, lt=1)  # of the generator that is exported
+    pack: int = Field(default=1, gt=0)  # images per discriminator input (PacGAN)
 
 
 def r1_penalty(
@@ -66,6 +73,14 @@ def r1_penalty(
     real = real.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(discriminator(real).sum(), real, create_graph=True)
     return grad.square().flatten(1).sum(1)
+
+
+def pack_images(images: torch.Tensor, pack: int) -> torch.Tensor:
+    """(B, C, H, W) → (B / pack, pack * C, H, W): consecutive images side by side in C."""
+    b, c, h, w = images.shape
+    if b % pack:
+        raise ValueError(f"a batch of {b} images cannot be split into packs of {pack}")
+    return images.reshape(b // pack, pack * c, h, w)
 
 
 class AdversarialModel(PhasedModel):
@@ -122,7 +137,8 @@ class AdversarialModel(PhasedModel):
         fake = self.fake_batch(real.shape[0], generator)
 
         def critic(images: torch.Tensor) -> torch.Tensor:
-            return self.d(diff_augment(images, self.gan_config.diffaugment, generator))
+            augmented = diff_augment(images, self.gan_config.diffaugment, generator)
+            return self.d(pack_images(augmented, self.gan_config.pack))
 
         # discriminator phase: the generator's graph is kept for the next phase
         self.d.requires_grad_(True)

@@ -91,7 +91,7 @@ class StyleGAN2(AdversarialModel):
         self.generator = StyleGenerator(config, image)
         start_size(image, len(config.d_widths) - 1)  # refuses sizes the D cannot halve
         self.discriminator = StyleDiscriminator(
-            config.d_widths, image.channels, (image.height, image.width)
+            config.d_widths, image.channels * config.pack, (image.height, image.width)
         )
         self.ema = EMA(self.generator, config.ema_decay)
 
