@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from latentserve.server.codecs import PNG_SIGNATURE
 from latentserve.server.metrics import ServerMetrics
-from latentserve.server.repository import ModelRepository
+from latentserve.server.pipelines import build_pipeline
+from latentserve.server.repository.store import ModelRepository
 from latentserve.server.settings import Settings
 
 from latentserve.manifest import (
@@ -112,7 +113,7 @@ class FakeDenoiser(Recorder):
     providers = ["FakeProvider"]
 
     def __init__(self, delay_s: float = 0.0) -> None:
-        from latentserve.server.schedulers import NoiseSchedule
+        from latentserve.server.samplers import NoiseSchedule
 
         super().__init__(delay_s)
         self.alphas_cumprod = NoiseSchedule.from_config("linear", TRAIN_STEPS).alphas_cumprod
@@ -294,7 +295,9 @@ def fake_repository(
         manifest.save(version_dir)
         for name, source in (files or {}).items():
             shutil.copyfile(source, version_dir / name)
-    return ModelRepository.load(settings.repository, settings, metrics, opener), graphs
+    return ModelRepository.load(
+        settings.repository, settings, build_pipeline, metrics, opener
+    ), graphs
 
 
 def header_only_png(width: int, height: int) -> bytes:

@@ -1,0 +1,306 @@
+"""Dynamic batching in front of one graph.
+
+Requests queue (bounded: a full queue refuses with ``Overloaded``), a batch forms from
+requests with the same compatibility key until ``max_batch_size`` items or until the oldest
+waited ``max_queue_delay_ms``, and runs in one of the batcher's worker threads so the event
+loop keeps serving. Up to ``max_concurrent_batches`` batches run at once: while one batch's
+results are encoded and answered and the next requests arrive, another batch computes, so
+the graph is not left idle between batches. A request of n items may be split across
+batches; its parts are joined by offset, whichever batch finishes first. A failing batch
+fails only the requests in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from latentserve.server.engine import deadlines
+from latentserve.server.errors import Overloaded, ServingError, Unavailable
+from latentserve.server.metrics import ServerMetrics
+from latentserve.server.repository.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Arrays = dict[str, np.ndarray]
+
+
+class BatchFailed(ServingError):
+    """The graph raised or broke the one-output-per-input contract for this batch."""
+
+
+@dataclass(eq=False, slots=True)
+class _Request:
+    key: Hashable
+    inputs: Arrays
+    n: int
+    future: asyncio.Future[Arrays]
+    enqueued: float
+    deadline: float | None  # the client's (``deadlines``): past it, the request is dropped
+    dispatched: int = 0  # items already handed to a batch
+    received: int = 0  # items whose outputs came back
+    parts: dict[int, Arrays] = field(default_factory=dict)  # by start offset
+
+
+@dataclass(slots=True)
+class _Segment:
+    request: _Request
+    start: int
+    stop: int
+
+
+def compatibility_key(inputs: Arrays) -> Hashable:
+    """Per-item shapes and dtypes: only requests that agree can be concatenated."""
+    return tuple((name, a.shape[1:], a.dtype.str) for name, a in sorted(inputs.items()))
+
+
+class Batcher:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        max_batch_size: int,
+        max_queue_delay_ms: float,
+        max_queue_size: int,
+        max_concurrent_batches: int = 1,
+        balance: bool = False,
+        model: str = "",
+        graph: str = "",
+        metrics: ServerMetrics | None = None,
+    ) -> None:
+        self._runtime = runtime
+        self._max_batch = max_batch_size
+        self._delay = max_queue_delay_ms / 1000.0
+        self._max_queue = max_queue_size
+        if max_concurrent_batches < 1:
+            raise ValueError(f"max_concurrent_batches must be >= 1, got {max_concurrent_batches}")
+        self._max_running = max_concurrent_batches
+        self._balance = balance
+        self._slots = asyncio.Semaphore(max_concurrent_batches)
+        self._running: set[asyncio.Task[None]] = set()
+        self._queue: deque[_Request] = deque()
+        self._queued_items = 0
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(
+            max_workers=max_concurrent_batches, thread_name_prefix=f"batch-{graph}"
+        )
+        self._avg_batch_s = 0.01
+        self._closed = False
+        self._m = None
+        self._drops = None
+        if metrics is not None:
+            self._drops = functools.partial(metrics.queue_drops.labels, model, graph)
+            self._m = (
+                metrics.queue_wait.labels(model, graph),
+                metrics.batch_size.labels(model, graph),
+                metrics.compute_time.labels(model, graph),
+                metrics.batch_failures.labels(model, graph),
+            )
+
+    async def submit(self, inputs: Arrays) -> Arrays:
+        """Run ``inputs`` (each with the same leading item count) and return its outputs."""
+        if self._closed:
+            raise Unavailable("server is shutting down")
+        n = next(iter(inputs.values())).shape[0]
+        if n == 0:
+            raise ValueError("empty request")
+        if len(self._queue) >= self._max_queue:
+            raise Overloaded("queue is full, retry later", self.retry_after_s())
+        loop = asyncio.get_running_loop()
+        request = _Request(
+            compatibility_key(inputs),
+            inputs,
+            n,
+            loop.create_future(),
+            loop.time(),
+            deadlines.current(),
+        )
+        if self._dropped(request, request.enqueued):
+            return await request.future  # its deadline passed before it was queued
+        self._queue.append(request)
+        self._queued_items += n
+        if self._worker is None:
+            self._worker = loop.create_task(self._work())
+        self._wakeup.set()
+        return await request.future
+
+    def retry_after_s(self) -> int:
+        """A rough time for the current queue to drain, rounded up to whole seconds."""
+        batches = self._queued_items / self._max_batch + 1
+        return max(1, math.ceil(batches * self._avg_batch_s / self._max_running))
+
+    async def close(self) -> None:
+        """Refuse new work, fail what is queued or running, and wait for the worker threads."""
+        self._closed = True
+        tasks = [t for t in (self._worker, *self._running) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for request in self._queue:
+            if not request.future.done():
+                request.future.set_exception(Unavailable("server is shutting down"))
+        self._queue.clear()
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._drop_abandoned_head()
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            # Hold a slot before forming the batch: while every slot is busy the queue keeps
+            # filling, so the next batch is as large as the backlog allows.
+            await self._slots.acquire()
+            self._drop_abandoned_head()
+            if not self._queue:
+                self._slots.release()
+                continue
+            deadline = self._queue[0].enqueued + self._delay
+            while self._queued_items < self._max_batch and loop.time() < deadline:
+                self._wakeup.clear()
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await self._wakeup.wait()
+                except TimeoutError:
+                    break
+            self._drop_abandoned_head()
+            if not self._queue:
+                self._slots.release()
+                continue
+            task = loop.create_task(self._execute(self._take_batch(loop.time(), self._room())))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
+
+    def _drop_abandoned_head(self) -> None:
+        # A request whose caller went away, whose deadline passed (or whose earlier part
+        # failed) needs no compute.
+        now = asyncio.get_running_loop().time()
+        while self._queue and self._dropped(self._queue[0], now):
+            dropped = self._queue.popleft()
+            self._queued_items -= dropped.n - dropped.dispatched
+
+    def _dropped(self, request: _Request, now: float) -> bool:
+        """Whether ``request`` leaves the queue uncomputed; counts it by reason if so."""
+        reason = deadlines.drop_reason(request.future, request.deadline, now)
+        if reason is not None and self._drops is not None:
+            self._drops(reason).inc()
+        return reason is not None
+
+    def _room(self) -> int:
+        """Items the next batch may take. Balanced, the backlog is shared evenly among the
+        free batch slots (20 queued, 2 free: 10 now, 10 in the next), so the parts of one
+        large call finish together instead of one full batch leaving the other cores idle."""
+        if not self._balance:
+            return self._max_batch
+        free = self._max_running - len(self._running)  # the slot being filled included
+        return max(1, min(self._max_batch, math.ceil(self._queued_items / free)))
+
+    def _take_batch(self, now: float, room: int) -> list[_Segment]:
+        key = self._queue[0].key
+        segments: list[_Segment] = []
+        kept: deque[_Request] = deque()
+        while self._queue and room > 0:
+            request = self._queue.popleft()
+            left = request.n - request.dispatched
+            if self._dropped(request, now):
+                self._queued_items -= left
+                continue
+            if request.key != key:
+                kept.append(request)
+                continue
+            if request.dispatched == 0 and self._m is not None:
+                self._m[0].observe(now - request.enqueued)
+            take = min(left, room)
+            segments.append(_Segment(request, request.dispatched, request.dispatched + take))
+            request.dispatched += take
+            self._queued_items -= take
+            room -= take
+            if take < left:
+                kept.append(request)  # the rest goes into a later batch, still in order
+        kept.extend(self._queue)
+        self._queue = kept
+        return segments
+
+    async def _execute(self, segments: list[_Segment]) -> None:
+        total = sum(s.stop - s.start for s in segments)
+        started = time.perf_counter()
+        try:
+            inputs = self._assemble(segments)
+            outputs = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._runtime.run, inputs
+            )
+            bad = {k: v.shape for k, v in outputs.items() if v.shape[:1] != (total,)}
+            if bad or not outputs:
+                raise BatchFailed(f"graph returned {bad or 'nothing'} for a batch of {total}")
+        except asyncio.CancelledError:
+            self._fail(segments, Unavailable("server is shutting down"))
+            raise
+        except Exception as exc:  # noqa: BLE001 - any graph failure fails this batch only
+            log.warning("batch of %d failed: %s", total, exc)
+            if self._m is not None:
+                self._m[3].inc()
+            if not isinstance(exc, ServingError):
+                exc = BatchFailed(f"inference failed: {exc}")
+            self._fail(segments, exc)
+            return
+        elapsed = time.perf_counter() - started
+        self._avg_batch_s = 0.8 * self._avg_batch_s + 0.2 * elapsed
+        if self._m is not None:
+            self._m[1].observe(total)
+            self._m[2].observe(elapsed)
+        self._distribute(segments, outputs)
+
+    @staticmethod
+    def _fail(segments: list[_Segment], error: BaseException) -> None:
+        for s in segments:
+            if not s.request.future.done():
+                s.request.future.set_exception(error)
+
+    @staticmethod
+    def _assemble(segments: list[_Segment]) -> Arrays:
+        if len(segments) == 1:
+            s = segments[0]
+            if s.start == 0 and s.stop == s.request.n:
+                return s.request.inputs
+            return {k: v[s.start : s.stop] for k, v in s.request.inputs.items()}
+        names = segments[0].request.inputs.keys()
+        return {
+            k: np.concatenate([s.request.inputs[k][s.start : s.stop] for s in segments])
+            for k in names
+        }
+
+    @staticmethod
+    def _distribute(segments: list[_Segment], outputs: Arrays) -> None:
+        offset = 0
+        for s in segments:
+            count = s.stop - s.start
+            request = s.request
+            part = {k: v[offset : offset + count] for k, v in outputs.items()}
+            offset += count
+            if request.future.done():
+                continue
+            request.parts[s.start] = part
+            request.received += count
+            if request.received == request.n:
+                parts = [request.parts[start] for start in sorted(request.parts)]
+                result = (
+                    parts[0]
+                    if len(parts) == 1
+                    else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+                )
+                request.future.set_result(result)

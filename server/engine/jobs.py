@@ -1,0 +1,301 @@
+"""Jobs: the unit the service admits, tracks, streams and cancels.
+
+Every sample request is a job, whichever transport it came by and whether the client waits
+for the answer (``POST .../sample``), follows its events (Server-Sent Events, gRPC
+streaming) or polls it (``/v1/jobs``). Admission is decided once, at submission: at most
+``max_jobs`` jobs are queued or running, and a job that was admitted is never refused
+half-way through. A job's work is one asyncio task; cancelling it (``DELETE``, a gRPC
+cancellation or deadline, an HTTP client that went away) cancels the task, which stops
+the pipeline at its next step boundary. Finished jobs stay readable for ``ttl_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from latentserve.server.engine import deadlines
+from latentserve.server.errors import Overloaded, ServingError, Unavailable
+from latentserve.server.metrics import ServerMetrics
+
+log = logging.getLogger(__name__)
+
+
+class JobNotFound(ServingError):
+    code = "not_found"
+
+
+class Cancelled(ServingError):
+    """The job was cancelled before it finished (by its client or a ``DELETE``)."""
+
+    code = "cancelled"
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One event of a job, the same for every transport.
+
+    ``kind`` is ``accepted``, ``queued``, ``progress``, ``preview``, ``result`` or
+    ``error``; ``data`` holds its fields (PNG bytes for previews and results).
+    """
+
+    kind: str
+    data: dict[str, Any]
+
+
+class Progress:
+    """What a pipeline reports into while it works for a job; it knows nothing of wires."""
+
+    def __init__(
+        self,
+        job: Job,
+        render: Callable[[np.ndarray], Awaitable[list[bytes]]],
+        metrics: ServerMetrics,
+    ) -> None:
+        self._job = job
+        self._render = render
+        self._metrics = metrics
+        self._previews: set[asyncio.Task[None]] = set()
+
+    def queued(self, position: int) -> None:
+        """The job waits for a place among the running ones; ``position`` 0 is next."""
+        self._job._update(JobState.QUEUED, position=position)
+        self._job._emit(JobEvent("queued", {"position": position}))
+
+    def started(self, steps: int) -> None:
+        self._job._update(JobState.RUNNING, position=None, steps=steps)
+
+    def step(self, step: int, steps: int) -> None:
+        if step == 1:
+            waited = time.perf_counter() - self._job._submitted
+            self._metrics.time_to_first_step.labels(self._job.model).observe(waited)
+        self._job._update(JobState.RUNNING, step=step, steps=steps)
+        self._job._emit(JobEvent("progress", {"step": step, "steps": steps}))
+
+    def preview(self, step: int, images: Awaitable[np.ndarray]) -> None:
+        """Render the current estimate off the pipeline's path; the latest one is kept."""
+        task = asyncio.get_running_loop().create_task(self._send_preview(step, images))
+        self._previews.add(task)
+        task.add_done_callback(self._previews.discard)
+
+    async def _send_preview(self, step: int, images: Awaitable[np.ndarray]) -> None:
+        pngs = await self._render(await images)
+        self._job.preview = pngs
+        self._job._emit(JobEvent("preview", {"step": step, "images": pngs}))
+
+    async def flush(self) -> None:
+        """Let previews being rendered go out before the result does."""
+        if self._previews:
+            await asyncio.gather(*self._previews, return_exceptions=True)
+
+
+Work = Callable[[Progress], Awaitable[dict[str, Any]]]
+
+
+class Job:
+    """One admitted request: its state, progress, latest preview and result."""
+
+    def __init__(self, model: str, method: str, params: dict[str, Any], deadline_s: float) -> None:
+        self.id = uuid.uuid4().hex
+        self.model = model
+        self.method = method
+        self.params = params
+        self.state = JobState.QUEUED
+        self.position: int | None = None
+        self.step = 0
+        self.steps = 0
+        self.preview: list[bytes] | None = None
+        self.result: dict[str, Any] | None = None
+        self.error: ServingError | None = None
+        self.created = time.time()
+        self.finished_at: float | None = None
+        self.deadline_s = deadline_s
+        self._submitted = time.perf_counter()
+        self._history: list[JobEvent] = []
+        self._listeners: list[asyncio.Queue[JobEvent]] = []
+        self._done = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def _update(self, state: JobState, **fields: Any) -> None:
+        if not self.state.finished:
+            self.state = state
+            for name, value in fields.items():
+                setattr(self, name, value)
+
+    def _emit(self, event: JobEvent) -> None:
+        # Only what a late listener needs to catch up is kept: the latest of each kind.
+        self._history = [e for e in self._history if e.kind != event.kind] + [event]
+        for queue in self._listeners:
+            queue.put_nowait(event)
+
+    def cancel(self) -> bool:
+        """Stop the job at its next step boundary; False if it had already finished."""
+        if self.state.finished or self._task is None:
+            return False
+        self._task.cancel()
+        return True
+
+    def on_finished(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` once the job's work has ended, however it ended."""
+        assert self._task is not None, "the job has not started"
+        self._task.add_done_callback(lambda _: callback())
+
+    async def wait(self) -> dict[str, Any]:
+        """The result, or the job's error raised; cancelling the waiter cancels the job."""
+        try:
+            await self._done.wait()
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+    async def events(self) -> AsyncIterator[JobEvent]:
+        """``accepted``, what happened so far (latest of each kind), then live events up to
+        the final ``result`` or ``error``."""
+        queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        for event in self._history:
+            queue.put_nowait(event)
+        self._listeners.append(queue)
+        try:
+            while True:
+                event = await queue.get()
+                yield event
+                if event.kind in ("result", "error"):
+                    return
+        finally:
+            self._listeners.remove(queue)
+
+
+class JobManager:
+    """Admission, bookkeeping and expiry of jobs (one per server, shared by all models)."""
+
+    def __init__(
+        self, metrics: ServerMetrics, *, max_jobs: int, ttl_s: float, max_finished: int
+    ) -> None:
+        self._metrics = metrics
+        self._max_jobs = max_jobs
+        self._ttl_s = ttl_s
+        self._max_finished = max_finished
+        self._active: dict[str, Job] = {}
+        self._finished: OrderedDict[str, Job] = OrderedDict()
+        self._closed = False
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    def submit(
+        self,
+        model: str,
+        method: str,
+        params: dict[str, Any],
+        work: Work,
+        render: Callable[[np.ndarray], Awaitable[list[bytes]]],
+        *,
+        deadline_s: float,
+        retain: bool,
+    ) -> Job:
+        """Admit and start a job, or refuse it now with ``Overloaded``."""
+        if self._closed:
+            raise Unavailable("server is shutting down")
+        if len(self._active) >= self._max_jobs:
+            self._metrics.jobs.labels(model, method, "refused").inc()
+            raise Overloaded(f"{self._max_jobs} jobs are queued or running, retry later")
+        job = Job(model, method, params, deadline_s)
+        job._emit(JobEvent("accepted", {"job_id": job.id, "model": model, **params}))
+        self._active[job.id] = job
+        self._metrics.jobs_active.labels(model).inc()
+        job._task = asyncio.get_running_loop().create_task(self._run(job, work, render, retain))
+        return job
+
+    def get(self, job_id: str) -> Job:
+        self._expire()
+        job = self._active.get(job_id) or self._finished.get(job_id)
+        if job is None:
+            raise JobNotFound(
+                f"no job {job_id!r} (unknown, or finished more than {self._ttl_s:g}s ago)"
+            )
+        return job
+
+    async def close(self) -> None:
+        """Refuse new jobs and cancel the running ones (after the server drained)."""
+        self._closed = True
+        tasks = [job._task for job in self._active.values() if job._task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self, job: Job, work: Work, render: Any, retain: bool) -> None:
+        progress = Progress(job, render, self._metrics)
+        try:
+            async with deadlines.within(job.deadline_s, "job"):
+                result = await work(progress)
+            await progress.flush()
+            job.result = result
+            self._finish(job, JobState.DONE, JobEvent("result", result))
+        except asyncio.CancelledError:
+            self._finish(job, JobState.CANCELLED, _error_event("cancelled", "job was cancelled"))
+        except ServingError as exc:
+            job.error = exc
+            field = getattr(exc, "field", None)
+            self._finish(job, JobState.FAILED, _error_event(exc.code, exc.message, field))
+        except Exception:  # noqa: BLE001 - a job's failure must not take the server down
+            log.exception("job %s (%s %s) failed", job.id, job.model, job.method)
+            job.error = ServingError("internal error")
+            self._finish(job, JobState.FAILED, _error_event("internal", "internal error"))
+        finally:
+            for task in progress._previews:
+                task.cancel()
+        if not retain:
+            return
+        self._finished[job.id] = job
+        self._expire()
+
+    def _finish(self, job: Job, state: JobState, event: JobEvent) -> None:
+        if state is JobState.CANCELLED:
+            job.error = Cancelled("job was cancelled")
+        job.state = state
+        job.position = None
+        job.finished_at = time.time()
+        job._emit(event)
+        job._done.set()
+        self._active.pop(job.id, None)
+        m = self._metrics
+        m.jobs_active.labels(job.model).dec()
+        m.jobs.labels(job.model, job.method, state.value).inc()
+        m.job_latency.labels(job.model, job.method).observe(time.perf_counter() - job._submitted)
+
+    def _expire(self) -> None:
+        cutoff = time.time() - self._ttl_s
+        while self._finished:
+            oldest = next(iter(self._finished.values()))
+            if len(self._finished) <= self._max_finished and (oldest.finished_at or 0) > cutoff:
+                break
+            self._finished.popitem(last=False)
+
+
+def _error_event(code: str, message: str, field: str | None = None) -> JobEvent:
+    return JobEvent("error", {"code": code, "message": message, "field": field})

@@ -1,0 +1,508 @@
+"""The one service layer both transports call: resolve, validate, run, measure.
+
+REST and gRPC only translate wire types to these calls and map the domain errors they
+raise. Sample parameters arrive as the mapping the client sent and are checked by the
+model's pipeline kind (``latentserve.server.params``); every other rule about what a request
+may ask (image count, seeds, log-prob samples) lives here once. Every sample request is a
+job (``latentserve.server.engine.jobs``), admitted once and then never refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from operator import attrgetter
+from typing import Any, TypeVar
+
+import numpy as np
+from latentserve.server import codecs
+from latentserve.server.engine import deadlines
+from latentserve.server.engine.heavy_work import HeavyWorkLimit
+from latentserve.server.engine.jobs import Job, JobManager, Work
+from latentserve.server.errors import DeadlineExceeded, InvalidArgument, ServingError, Unavailable
+from latentserve.server.metrics import ServerMetrics
+from latentserve.server.params import RequestParams, resolve_seed
+from latentserve.server.pipelines import build_pipeline
+from latentserve.server.repository.reload import ReloadResult, RepositoryReloader
+from latentserve.server.repository.store import Lease, LoadedModel, ModelRepository
+from latentserve.server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: What a job can do: the generating methods.
+JOB_METHODS = ("sample", "text_to_image")
+_OFFLOAD_PIXELS = 1 << 20  # past this many pixels, PNG work moves off the event loop
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    name: str
+    version: str
+    family: str
+    description: str
+    capabilities: list[str]
+    height: int
+    width: int
+    channels: int
+    latent_shape: list[int]
+    likelihood: str | None
+    pipeline: str
+    sample_parameters: list[str]
+    backend: str
+    execution_providers: list[str]
+    max_batch_size: int
+    max_n: int
+    versions: list[str]
+    created: int  # Unix seconds of the export (the manifest's provenance), 0 if unreadable
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    model: str  # resolved name@version
+    seed: int
+    images: list[bytes]  # PNG
+
+
+@dataclass(frozen=True)
+class SampleChunk:
+    model: str
+    seed: int
+    offset: int
+    images: list[bytes]
+
+
+@dataclass(frozen=True)
+class InterpolateChunk:
+    model: str
+    seed_a: int | None  # None when interpolating between images
+    seed_b: int | None
+    offset: int  # index of images[0] among the frames
+    images: list[bytes]
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    model: str
+    groups: dict[str, np.ndarray]  # group name -> (n, *shape), float32 or int64 codes
+
+
+@dataclass(frozen=True)
+class LogProbResult:
+    model: str
+    bits_per_dim: list[float]
+    bound: str  # "exact", "elbo" or "importance_weighted"
+    samples: int
+    seed: int | None  # the noise seed, for sampled bounds
+
+
+@dataclass(frozen=True)
+class ReconstructResult:
+    model: str
+    images: list[bytes]
+
+
+class _Call:
+    """Labels of one request, filled in as it is resolved; read when it is recorded. It
+    also holds the leases on the model versions it uses until it ends."""
+
+    __slots__ = ("model", "leases")
+
+    def __init__(self) -> None:
+        self.model = "unknown"
+        self.leases: list[Lease] = []
+
+    def use(self, lease: Lease) -> LoadedModel:
+        self.leases.append(lease)
+        self.model = lease.model.label
+        return lease.model
+
+    def hand_over(self, job: Job) -> None:
+        """The job may outlive the call: it holds the versions until it finishes."""
+        for lease in self.leases:
+            job.on_finished(lease.share().release)
+
+
+class GenerativeService:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: ServerMetrics,
+        repository: ModelRepository | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._repository = repository
+        self._draining = False
+        self._reloader = None if repository is None else self._reloader_for(repository)
+        self._polling: asyncio.Task[None] | None = None
+        self.jobs = JobManager(
+            metrics,
+            max_jobs=settings.max_jobs,
+            ttl_s=settings.job_ttl_s,
+            max_finished=settings.max_finished_jobs,
+        )
+        self._log_prob_limit = HeavyWorkLimit(
+            settings.max_concurrent_log_prob, settings.max_waiting_log_prob, "log-prob"
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self._repository is not None and not self._draining
+
+    async def load(self) -> None:
+        """Load the repository off the event loop (graph sessions take a while to build)."""
+        repository = await asyncio.to_thread(
+            ModelRepository.load,
+            self.settings.repository,
+            self.settings,
+            build_pipeline,
+            self.metrics,
+        )
+        self._repository = repository
+        self._reloader = self._reloader_for(repository)
+        if self.settings.repository_poll_interval_s is not None:
+            polling = self._reloader.poll(self.settings.repository_poll_interval_s)
+            self._polling = asyncio.get_running_loop().create_task(polling)
+
+    def _reloader_for(self, repository: ModelRepository) -> RepositoryReloader:
+        return RepositoryReloader(repository, self.settings, self.metrics)
+
+    async def reload_repository(self, protocol: str) -> ReloadResult:
+        """Serve what the repository holds now (see ``repository/reload.py``); the frontends
+        let only admins call it."""
+        async with self._track("reload_repository", protocol):
+            if self._reloader is None or self._draining:
+                raise Unavailable("models are still loading, or the server is shutting down")
+            return await self._reloader.reload()
+
+    def start_draining(self) -> None:
+        self._draining = True
+
+    async def close(self) -> None:
+        if self._polling is not None:
+            self._polling.cancel()
+            await asyncio.gather(self._polling, return_exceptions=True)
+        await self.jobs.close()
+        if self._repository is not None:
+            await self._repository.close()
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def _resolve(self, ref: str) -> LoadedModel:
+        if self._repository is None:
+            raise Unavailable("models are still loading")
+        return self._repository.resolve(ref)
+
+    def _lease(self, ref: str) -> Lease:
+        """The version ``ref`` names, held (kept loaded) for the call that uses it."""
+        if self._repository is None:
+            raise Unavailable("models are still loading")
+        return self._repository.lease(ref)
+
+    def list_models(self) -> list[ModelDescription]:
+        if self._repository is None:
+            raise Unavailable("models are still loading")
+        return [self._describe(m) for m in self._repository.models()]
+
+    def get_model(self, ref: str) -> ModelDescription:
+        return self._describe(self._resolve(ref))
+
+    def _describe(self, model: LoadedModel) -> ModelDescription:
+        m = model.manifest
+        return ModelDescription(
+            name=m.name,
+            version=m.version,
+            family=m.family,
+            description=m.description,
+            capabilities=list(m.capabilities),
+            height=m.image.height,
+            width=m.image.width,
+            channels=m.image.channels,
+            latent_shape=list(m.latent.shape),
+            likelihood=m.likelihood,
+            pipeline=m.pipeline,
+            sample_parameters=list(model.pipeline.params_for["sample"].model_fields),
+            backend=model.backend,
+            execution_providers=model.providers,
+            max_batch_size=model.serving.max_batch_size,
+            max_n=model.serving.max_n,
+            versions=self._repository.versions(m.name) if self._repository else [],
+            created=_unix_seconds(m.provenance.created_at),
+        )
+
+    def model_label(self, ref: str) -> str:
+        """``name@version`` for metric labels, ``unknown`` for anything unresolvable."""
+        try:
+            return self._resolve(ref).label
+        except ServingError:
+            return "unknown"
+
+    def record_rejection(self, ref: str, method: str, protocol: str, status: str) -> None:
+        """Count a request a transport refused before it reached the service."""
+        self.metrics.requests.labels(self.model_label(ref), method, protocol, status).inc()
+
+    # -- inference -----------------------------------------------------------------------
+
+    async def sample(self, ref: str, params: Mapping[str, Any], protocol: str) -> SampleResult:
+        """Run a sample job and wait for it; the caller going away cancels the job."""
+        return await self.generate(ref, "sample", params, protocol)
+
+    async def generate(
+        self, ref: str, method: str, params: Mapping[str, Any], protocol: str
+    ) -> SampleResult:
+        """Run a generating job (``sample``, ``text_to_image``) and wait for its images."""
+        async with self._track(method, protocol) as call:
+            job = self._submit(ref, method, params, call, retain=False)
+            return _sample_result(await job.wait())
+
+    async def submit_job(
+        self, ref: str, method: str, params: Mapping[str, Any], protocol: str
+    ) -> Job:
+        """Admit a job that clients follow by its id (events, ``GET``, ``DELETE``)."""
+        async with self._track(f"submit_{method}", protocol) as call:
+            if method not in JOB_METHODS:
+                known = ", ".join(JOB_METHODS)
+                raise InvalidArgument("method", f"unknown job method {method!r}; known: {known}")
+            return self._submit(ref, method, params, call, retain=True)
+
+    def get_job(self, job_id: str) -> Job:
+        return self.jobs.get(job_id)
+
+    def cancel_job(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        job.cancel()
+        return job
+
+    def _submit(
+        self, ref: str, method: str, raw: Mapping[str, Any], call: _Call, *, retain: bool
+    ) -> Job:
+        model = call.use(self._lease(ref))
+        params = model.pipeline.prepare(raw, method)
+
+        async def work(progress: Any) -> dict[str, Any]:
+            images = await model.pipeline.sample(params, progress)
+            pngs = await self._to_pngs(model, images)
+            return {"model": model.label, "seed": params.resolved_seed, "images": pngs}
+
+        return self._start_job(call, model, method, params, work, retain=retain)
+
+    def _start_job(
+        self,
+        call: _Call,
+        model: LoadedModel,
+        method: str,
+        params: RequestParams,
+        work: Work,
+        *,
+        retain: bool,
+    ) -> Job:
+        async def render(images: np.ndarray) -> list[bytes]:
+            return await self._to_pngs(model, images)
+
+        # the job's params as JSON-ready values: input images are not echoed back
+        echoed = {
+            k: v
+            for k, v in params.model_dump(exclude_none=True).items()
+            if not isinstance(v, bytes)
+        }
+        job = self.jobs.submit(
+            model.label,
+            method,
+            echoed,
+            work,
+            render,
+            deadline_s=self.settings.job_timeout_s,
+            retain=retain,
+        )
+        call.hand_over(job)
+        return job
+
+    async def sample_stream(
+        self, ref: str, raw: Mapping[str, Any], protocol: str
+    ) -> AsyncIterator[SampleChunk]:
+        """Chunks as they are produced; the first arrives before the last image is computed."""
+        stream = attrgetter("sample_stream")
+        chunks = self._stream(ref, "sample", "stream_sample", stream, raw, protocol)
+        async for model, params, offset, pngs in chunks:
+            yield SampleChunk(model, params.resolved_seed, offset, pngs)
+
+    async def interpolate(
+        self, ref: str, raw: Mapping[str, Any], protocol: str
+    ) -> AsyncIterator[InterpolateChunk]:
+        """Frames from ``seed_a``'s image to ``seed_b``'s (or between two encoded images), in
+        chunks as they are made; models without a continuous prior refuse."""
+        stream = attrgetter("interpolate")
+        chunks = self._stream(ref, "interpolate", "interpolate", stream, raw, protocol)
+        async for model, params, offset, pngs in chunks:
+            # seeds stay unset between images
+            yield InterpolateChunk(model, params.seed_a, params.seed_b, offset, pngs)
+
+    async def _stream(
+        self,
+        ref: str,
+        method: str,
+        label: str,
+        stream_of: Callable[[Any], Callable[[Any, int], AsyncIterator[tuple[int, np.ndarray]]]],
+        raw: Mapping[str, Any],
+        protocol: str,
+    ) -> AsyncIterator[tuple[str, Any, int, list[bytes]]]:
+        """``(model, params, offset, PNGs)`` of the chunks ``stream_of(pipeline)`` makes for
+        ``method``'s parameters (recorded as ``label``). The stream is a job too (admitted,
+        cancellable, bounded by the job deadline); its chunks pass through a one-slot queue,
+        so computing runs at most a chunk ahead."""
+        async with self._track(label, protocol) as call:
+            model = call.use(self._lease(ref))
+            params = model.pipeline.prepare(raw, method)
+            chunk = min(self.settings.stream_chunk_size, model.serving.max_batch_size)
+            stream = stream_of(model.pipeline)
+            chunks: asyncio.Queue[tuple[int, list[bytes]] | None] = asyncio.Queue(maxsize=1)
+
+            async def work(progress: Any) -> dict[str, Any]:
+                try:
+                    async for offset, images in stream(params, chunk):
+                        await chunks.put((offset, await self._to_pngs(model, images)))
+                except BaseException:
+                    # the stream fails: unsent chunks are moot, the reader must wake up
+                    while not chunks.empty():
+                        chunks.get_nowait()
+                    chunks.put_nowait(None)
+                    raise
+                await chunks.put(None)
+                return {"model": model.label, "seed": getattr(params, "seed", None), "images": []}
+
+            job = self._start_job(call, model, label, params, work, retain=False)
+            try:
+                while (item := await chunks.get()) is not None:
+                    yield (model.label, params, *item)
+                await job.wait()
+            finally:
+                job.cancel()
+
+    async def encode(self, ref: str, images: list[bytes], protocol: str) -> EncodeResult:
+        async with self._track("encode", protocol) as call:
+            model = call.use(self._lease(ref))
+            model.pipeline.require("encode")
+            batch = await self._from_pngs(model, images)
+            return EncodeResult(model.label, await self._timed(model.pipeline.encode(batch)))
+
+    async def log_prob(
+        self,
+        ref: str,
+        images: list[bytes],
+        samples: int | None,
+        seed: int | None,
+        protocol: str,
+    ) -> LogProbResult:
+        """Bits/dim per image; says whether it is exact, an ELBO or an IW bound."""
+        async with self._track("log_prob", protocol) as call:
+            model = call.use(self._lease(ref))
+            samples = 1 if samples is None else samples
+            limit = self.settings.max_log_prob_samples
+            if not 1 <= samples <= limit:
+                raise InvalidArgument("samples", f"must be between 1 and {limit}, got {samples}")
+            bound = model.pipeline.log_prob_kind(samples)
+            self._check_log_prob_work(len(images), samples)
+            seed = resolve_seed(seed) if model.pipeline.log_prob_is_sampled else None
+            async with self._log_prob_limit.slot():
+                batch = await self._from_pngs(model, images)
+                work = model.pipeline.log_prob(
+                    batch, samples, seed or 0, self.settings.log_prob_chunk_work
+                )
+                bits = await self._timed(work)
+            return LogProbResult(model.label, bits.astype(float).tolist(), bound, samples, seed)
+
+    def _check_log_prob_work(self, images: int, samples: int) -> None:
+        limit = self.settings.max_log_prob_work
+        if images * samples > limit:
+            raise InvalidArgument(
+                "samples" if samples > 1 else "images",
+                f"images x samples = {images} x {samples} = {images * samples} exceeds this "
+                f"server's limit of {limit} (max_log_prob_work): send fewer images or samples",
+            )
+
+    async def reconstruct(self, ref: str, images: list[bytes], protocol: str) -> ReconstructResult:
+        async with self._track("reconstruct", protocol) as call:
+            model = call.use(self._lease(ref))
+            model.pipeline.require("reconstruct")
+            batch = await self._from_pngs(model, images)
+            out = await self._timed(model.pipeline.reconstruct(batch))
+            return ReconstructResult(model.label, await self._to_pngs(model, out))
+
+    # -- helpers -------------------------------------------------------------------------
+
+    async def _from_pngs(self, model: LoadedModel, images: list[bytes]) -> np.ndarray:
+        max_n = model.serving.max_n
+        if not 1 <= len(images) <= max_n:
+            raise InvalidArgument("images", f"must hold 1 to {max_n} images, got {len(images)}")
+        spec = model.manifest.image
+        return await self._offload(
+            len(images) * spec.height * spec.width,
+            codecs.pngs_to_batch,
+            images,
+            spec,
+            self.settings.max_image_pixels,
+        )
+
+    async def _to_pngs(self, model: LoadedModel, images: np.ndarray) -> list[bytes]:
+        spec = model.manifest.image
+        return await self._offload(images.size, codecs.batch_to_pngs, images, spec)
+
+    @staticmethod
+    async def _offload(pixels: int, fn: Callable[..., T], *args: object) -> T:
+        # Small images encode faster than a thread hop costs; big ones must not stall the loop.
+        if pixels < _OFFLOAD_PIXELS:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
+    async def _timed(self, work: Awaitable[T]) -> T:
+        async with deadlines.within(self.settings.request_timeout_s, "request"):
+            return await work
+
+    @asynccontextmanager
+    async def _track(self, method: str, protocol: str) -> AsyncIterator[_Call]:
+        """Count the request with its final status and time it; keep the in-flight gauge."""
+        call = _Call()
+        in_flight = self.metrics.in_flight.labels(protocol)
+        in_flight.inc()
+        started = time.perf_counter()
+        status = "ok"
+        try:
+            yield call
+        except ServingError as exc:
+            status = exc.code
+            exc.recorded = True
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            # a gRPC deadline cancels the call: counted as what it is
+            late = deadlines.passed(deadlines.current(), asyncio.get_running_loop().time())
+            status = DeadlineExceeded.code if late else "cancelled"
+            raise
+        except Exception:
+            status = "internal"
+            log.exception("%s %s failed", protocol, method)
+            raise
+        finally:
+            for lease in call.leases:
+                lease.release()
+            in_flight.dec()
+            self.metrics.requests.labels(call.model, method, protocol, status).inc()
+            self.metrics.request_latency.labels(call.model, method, protocol).observe(
+                time.perf_counter() - started
+            )
+
+
+def _unix_seconds(iso: str) -> int:
+    try:
+        return int(datetime.fromisoformat(iso).timestamp())
+    except ValueError:
+        return 0
+
+
+def _sample_result(result: dict[str, Any]) -> SampleResult:
+    return SampleResult(result["model"], result["seed"], result["images"])
