@@ -13,6 +13,7 @@ from latentserve.training.families import ImageShape
 from latentserve.training.families.dcgan import DCGAN, STANDING_STATS_SEED, DCGANConfig
 from latentserve.training.families.gan import pack_images, r1_penalty
 from latentserve.training.families.stylegan2 import StyleGAN2, StyleGAN2Config
+from latentserve.training.families.stylegan2_nets import minibatch_std
 from latentserve.training.trainer import train
 from safetensors.torch import load_file
 from tiny_runs import tiny_config
@@ -211,3 +212,19 @@ def test_a_packing_discriminator_scores_one_logit_per_pack(model) -> None:
     next(phases).loss.backward()
     next(phases)
     assert seen and all(shape == (3, 2, 28, 28, 3) for shape in seen)
+
+
+def test_minibatch_std_groups_images_i_and_i_plus_b_over_g() -> None:
+    x = torch.randn(8, 3, 2, 2)
+    x[4:] = x[:4]  # groups of 2 pair image i with i + 4: identical pairs
+    x[5] += 1.0  # except the second group, whose two images differ by 1 everywhere
+    grouped = minibatch_std(x, 2)
+    assert grouped.shape == (8, 4, 2, 2) and torch.equal(grouped[:, :3], x)
+    spread = grouped[:, 3, 0, 0]
+    assert spread[[0, 2, 3, 4, 6, 7]].max() < 1e-3
+    assert spread[1].item() == pytest.approx(0.5, abs=1e-3) and spread[5] == spread[1]
+    whole = minibatch_std(x, 0)[:, 3]  # one spread for the whole batch, as before
+    expected = (x.var(0, unbiased=False) + 1e-8).sqrt().mean()
+    assert torch.allclose(whole, expected.expand_as(whole))
+    with pytest.raises(ValueError, match="groups of 3"):
+        minibatch_std(x, 3)

@@ -39,6 +39,7 @@ class StyleGAN2Config(GANConfig):
     w_avg_beta: float = Field(default=0.995, ge=0, lt=1)
     g_widths: list[int] = Field(default_factory=lambda: [64, 64, 32], min_length=1)
     d_widths: list[int] = Field(default_factory=lambda: [32, 64, 64], min_length=1)
+    mbstd_group: int = Field(default=0, ge=0)  # minibatch-std group size (0: whole batch)
     mixing_prob: float = Field(default=0.9, ge=0, le=1)
     beta1: float = Field(default=0.0, ge=0, lt=1)
     beta2: float = Field(default=0.99, ge=0, lt=1)
@@ -91,7 +92,10 @@ class StyleGAN2(AdversarialModel):
         self.generator = StyleGenerator(config, image)
         start_size(image, len(config.d_widths) - 1)  # refuses sizes the D cannot halve
         self.discriminator = StyleDiscriminator(
-            config.d_widths, image.channels * config.pack, (image.height, image.width)
+            config.d_widths,
+            image.channels * config.pack,
+            (image.height, image.width),
+            config.mbstd_group,
         )
         self.ema = EMA(self.generator, config.ema_decay)
 
