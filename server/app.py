@@ -1,6 +1,9 @@
 """Composition root: settings -> repository -> service -> REST (with the OpenAI Images API)
 + gRPC, in one process.
 
+Both ports also speak the Open Inference Protocol (``frontends/v2``): its routes join the
+REST app and its service the gRPC server, under the same security.
+
 Both transports share one asyncio loop (uvloop when installed). The listeners open first so
 liveness probes answer while models load; readiness (``/readyz``, gRPC health) turns on
 only once every model is loaded. SIGTERM/SIGINT stop accepting, drain what was accepted,
@@ -11,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import socket
+from pathlib import Path
 
 import uvicorn
 from grpc_health.v1 import health, health_pb2
@@ -21,6 +26,8 @@ from latentserve.server.engine.service import GenerativeService
 from latentserve.server.frontends import openai as openai_images
 from latentserve.server.frontends.grpc.servicer import SERVICE_NAME, create_grpc_server
 from latentserve.server.frontends.rest import create_rest_app
+from latentserve.server.frontends.v2 import grpc_service as v2_grpc
+from latentserve.server.frontends.v2 import rest as v2_rest
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.security import auth, cors, tls
 from latentserve.server.security.admin import AdminTokens
@@ -38,8 +45,11 @@ class _UvicornServer(uvicorn.Server):
         yield
 
 
-async def serve(settings: Settings, registry: CollectorRegistry | None = None) -> None:
-    """Serve until SIGTERM/SIGINT, then drain and return."""
+async def serve(
+    settings: Settings, registry: CollectorRegistry | None = None, port_file: Path | None = None
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain and return. ``port_file`` receives the ports
+    actually listened on (port 0 in the settings picks a free one) as soon as both listen."""
     if not settings.repository.is_dir():
         raise FileNotFoundError(f"model repository not found: {settings.repository}")
     service = GenerativeService(settings, ServerMetrics(registry or CollectorRegistry()))
@@ -50,13 +60,17 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
     grpc_server = create_grpc_server(
         service, health_servicer, auth.grpc_interceptors(authenticator), admins
     )
+    v2_grpc.add_inference_service(grpc_server, service, admins)
     address = f"{settings.host}:{settings.grpc_port}"
     try:
         grpc_port = tls.add_grpc_port(grpc_server, address, server_tls)
     except RuntimeError as exc:
         raise ValueError(f"cannot listen for gRPC on {address}: port in use?") from exc
-    rest_app = create_rest_app(service, admins)
-    rest_app.include_router(openai_images.router)  # the OpenAI Images API, same app and port
+    # the OpenAI Images API and the Open Inference Protocol beside /v1: same app and port
+    rest_app = create_rest_app(
+        service, admins, other_routers=(openai_images.router, v2_rest.router)
+    )
+    service.metrics.allow_methods(v2_rest.CALLS)
     auth.protect_rest(rest_app, authenticator)
     cors.allow_cross_origin(rest_app, settings)  # outermost: preflights need no token
     config = uvicorn.Config(
@@ -72,6 +86,7 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
     )
     http_server = _UvicornServer(config)
     http_socket = _bind(settings.host, settings.http_port)
+    http_socket.listen(config.backlog)  # connections queue from now, before uvicorn runs
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -80,6 +95,8 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
 
     await grpc_server.start()
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
+    if port_file is not None:
+        _write_ports(port_file, http_socket.getsockname()[1], grpc_port)
     try:
         await _load(service, health_servicer, stop)
         if not stop.is_set():
@@ -141,11 +158,18 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(settings: Settings) -> None:
+def _write_ports(path: Path, http_port: int, grpc_port: int) -> None:
+    # Written whole then renamed, so a reader polling for the file never sees half of it.
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps({"http": http_port, "grpc": grpc_port}))
+    partial.replace(path)
+
+
+def run(settings: Settings, port_file: Path | None = None) -> None:
     """Blocking entry point: one event loop (uvloop when available) for both transports."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, port_file=port_file))
     else:
-        uvloop.run(serve(settings))
+        uvloop.run(serve(settings, port_file=port_file))

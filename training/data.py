@@ -20,6 +20,8 @@ Dataset specs (the ``dataset`` key of a training config):
   and a held-out split of unseen phrasings (``latentserve.training.captions``).
 - ``shapes``: 32×32 RGB scenes of coloured shapes with compositional captions, 8,000
   train / 1,000 test / 1,000 held-out colour-shape pairs (``latentserve.training.shapes``).
+- ``fashion-mnist``, ``fashion-mnist-captions``: Fashion-MNIST's published 60,000 / 10,000
+  split, with labels, and captioned (``latentserve.training.fashion``).
 """
 
 from __future__ import annotations
@@ -117,7 +119,21 @@ def _fixed_loader(spec: str) -> Callable[[], ImageDataset]:
         "mnist": load_mnist,
         "mnist-captions": captions.load_mnist_captions,
         "shapes": shapes.load_shapes,
+        **_REGISTERED_LOADERS,
     }[spec]
+
+
+_REGISTERED_LOADERS: dict[str, Callable[[], ImageDataset]] = {}
+
+
+def register_dataset(
+    name: str, size: tuple[int, int, int], loader: Callable[[], ImageDataset]
+) -> None:
+    """Add a built-in dataset of fixed (height, width, channels) from its own module."""
+    if name in FIXED_SIZE:
+        raise ValueError(f"dataset {name!r} is already registered")
+    FIXED_SIZE[name] = size
+    _REGISTERED_LOADERS[name] = loader
 
 
 def mnist_csv_path() -> Path:
@@ -198,4 +214,4 @@ def load_imagefolder(root: Path, height: int, width: int, channels: int) -> Imag
 
 # The captioned datasets build on the MNIST loader and ``ImageDataset`` above, so they are
 # imported once those exist.
-from latentserve.training import captions, shapes  # noqa: E402
+from latentserve.training import captions, fashion, shapes  # noqa: E402, F401  (fashion registers)

@@ -10,11 +10,12 @@ job (``latentserve.server.engine.jobs``), admitted once and then never refused.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter
 from typing import Any, TypeVar
@@ -24,12 +25,19 @@ from latentserve.server import codecs
 from latentserve.server.engine import deadlines
 from latentserve.server.engine.heavy_work import HeavyWorkLimit
 from latentserve.server.engine.jobs import Job, JobManager, Work
-from latentserve.server.errors import DeadlineExceeded, InvalidArgument, ServingError, Unavailable
+from latentserve.server.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    ServingError,
+    Unavailable,
+    shown,
+)
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.params import RequestParams, resolve_seed
 from latentserve.server.pipelines import build_pipeline
-from latentserve.server.repository.reload import ReloadResult, RepositoryReloader
-from latentserve.server.repository.store import Lease, LoadedModel, ModelRepository
+from latentserve.server.repository.reload import IndexEntry, ReloadResult, RepositoryReloader
+from latentserve.server.repository.runtime import open_graph
+from latentserve.server.repository.store import GraphOpener, Lease, LoadedModel, ModelRepository
 from latentserve.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,6 +45,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: What a job can do: the generating methods.
 JOB_METHODS = ("sample", "text_to_image")
+#: The names the service records its calls under (the requests' ``method`` label):
+#: ``submit_job`` is a job submission naming no known method.
+CALLS = (
+    *JOB_METHODS,
+    *(f"submit_{method}" for method in JOB_METHODS),
+    "submit_job",
+    "stream_sample",
+    "interpolate",
+    "encode",
+    "log_prob",
+    "reconstruct",
+    "reload_repository",
+)
 _OFFLOAD_PIXELS = 1 << 20  # past this many pixels, PNG work moves off the event loop
 
 
@@ -60,6 +81,9 @@ class ModelDescription:
     max_n: int
     versions: list[str]
     created: int  # Unix seconds of the export (the manifest's provenance), 0 if unreadable
+    # The JSON schema of each generating method's parameters the model takes: what typed
+    # protocols (the Open Inference Protocol's named tensors) declare per model.
+    parameter_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -134,9 +158,13 @@ class GenerativeService:
         settings: Settings,
         metrics: ServerMetrics,
         repository: ModelRepository | None = None,
+        opener: GraphOpener = open_graph,
     ) -> None:
+        """``opener`` opens graph files for ``load`` and for reloads (tests pass fakes)."""
         self.settings = settings
         self.metrics = metrics
+        metrics.allow_methods(CALLS)
+        self._opener = opener
         self._repository = repository
         self._draining = False
         self._reloader = None if repository is None else self._reloader_for(repository)
@@ -163,6 +191,7 @@ class GenerativeService:
             self.settings,
             build_pipeline,
             self.metrics,
+            self._opener,
         )
         self._repository = repository
         self._reloader = self._reloader_for(repository)
@@ -171,15 +200,37 @@ class GenerativeService:
             self._polling = asyncio.get_running_loop().create_task(polling)
 
     def _reloader_for(self, repository: ModelRepository) -> RepositoryReloader:
-        return RepositoryReloader(repository, self.settings, self.metrics)
+        return RepositoryReloader(repository, self.settings, self.metrics, self._opener)
 
     async def reload_repository(self, protocol: str) -> ReloadResult:
         """Serve what the repository holds now (see ``repository/reload.py``); the frontends
         let only admins call it."""
         async with self._track("reload_repository", protocol):
-            if self._reloader is None or self._draining:
-                raise Unavailable("models are still loading, or the server is shutting down")
-            return await self._reloader.reload()
+            return await self._live_reloader().reload()
+
+    async def load_model(self, name: str, protocol: str) -> ReloadResult:
+        """Serve ``name`` from the repository (again, after ``unload_model``); admins only.
+        A version that cannot be served is refused with its reason."""
+        async with self._track("load_model", protocol):
+            result = await self._live_reloader().load(name)
+            if result.refused:
+                reasons = "; ".join(f"{r.model}: {r.error}" for r in result.refused)
+                raise InvalidArgument("name", f"cannot load {name}: {reasons}")
+            return result
+
+    async def unload_model(self, name: str, protocol: str) -> list[str]:
+        """Stop serving every version of ``name`` until it is loaded again; admins only."""
+        async with self._track("unload_model", protocol):
+            return await self._live_reloader().unload(name)
+
+    def repository_index(self) -> list[IndexEntry]:
+        """Every version on disk or served, and whether it serves."""
+        return self._live_reloader().index()
+
+    def _live_reloader(self) -> RepositoryReloader:
+        if self._reloader is None or self._draining:
+            raise Unavailable("models are still loading, or the server is shutting down")
+        return self._reloader
 
     def start_draining(self) -> None:
         self._draining = True
@@ -234,6 +285,11 @@ class GenerativeService:
             max_n=model.serving.max_n,
             versions=self._repository.versions(m.name) if self._repository else [],
             created=_unix_seconds(m.provenance.created_at),
+            parameter_schemas={
+                method: _schema(params)
+                for method, params in model.pipeline.params_for.items()
+                if method in JOB_METHODS and method in m.capabilities
+            },
         )
 
     def model_label(self, ref: str) -> str:
@@ -245,7 +301,7 @@ class GenerativeService:
 
     def record_rejection(self, ref: str, method: str, protocol: str, status: str) -> None:
         """Count a request a transport refused before it reached the service."""
-        self.metrics.requests.labels(self.model_label(ref), method, protocol, status).inc()
+        self.metrics.record_request(self.model_label(ref), method, protocol, status)
 
     # -- inference -----------------------------------------------------------------------
 
@@ -265,10 +321,13 @@ class GenerativeService:
         self, ref: str, method: str, params: Mapping[str, Any], protocol: str
     ) -> Job:
         """Admit a job that clients follow by its id (events, ``GET``, ``DELETE``)."""
-        async with self._track(f"submit_{method}", protocol) as call:
-            if method not in JOB_METHODS:
-                known = ", ".join(JOB_METHODS)
-                raise InvalidArgument("method", f"unknown job method {method!r}; known: {known}")
+        known = method in JOB_METHODS
+        async with self._track(f"submit_{method}" if known else "submit_job", protocol) as call:
+            if not known:
+                methods = ", ".join(JOB_METHODS)
+                raise InvalidArgument(
+                    "method", f"unknown job method {shown(method)!r}; known: {methods}"
+                )
             return self._submit(ref, method, params, call, retain=True)
 
     def get_job(self, job_id: str) -> Job:
@@ -405,7 +464,9 @@ class GenerativeService:
             samples = 1 if samples is None else samples
             limit = self.settings.max_log_prob_samples
             if not 1 <= samples <= limit:
-                raise InvalidArgument("samples", f"must be between 1 and {limit}, got {samples}")
+                raise InvalidArgument(
+                    "samples", f"must be between 1 and {limit}, got {shown(samples)}"
+                )
             bound = model.pipeline.log_prob_kind(samples)
             self._check_log_prob_work(len(images), samples)
             seed = resolve_seed(seed) if model.pipeline.log_prob_is_sampled else None
@@ -491,10 +552,14 @@ class GenerativeService:
             for lease in call.leases:
                 lease.release()
             in_flight.dec()
-            self.metrics.requests.labels(call.model, method, protocol, status).inc()
-            self.metrics.request_latency.labels(call.model, method, protocol).observe(
-                time.perf_counter() - started
-            )
+            seconds = time.perf_counter() - started
+            self.metrics.record_request(call.model, method, protocol, status, seconds)
+
+
+@functools.cache
+def _schema(params: type[RequestParams]) -> dict[str, Any]:
+    """A parameter model's JSON schema, built once: models are described on every call."""
+    return params.model_json_schema()
 
 
 def _unix_seconds(iso: str) -> int:

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.fakes import fake_manifest
 from pydantic import ValidationError
-from server_fakes import fake_manifest
 
 from latentserve.manifest import SCHEMA_VERSION, Manifest
 
@@ -89,9 +89,9 @@ def test_a_missing_or_altered_asset_is_refused_at_load(tmp_path: Path) -> None:
 
 
 def test_a_graph_off_its_pipeline_contract_is_refused_at_load() -> None:
+    from helpers.fakes import FakeDecoder, _spec
     from latentserve.server.pipelines import LatentDecoderPipeline
     from latentserve.server.settings import ServingOptions
-    from server_fakes import FakeDecoder, _spec
 
     manifest = fake_manifest()
     odd = _spec({"image": ["batch", 1, 8, 8], "junk": ["batch"]}, {"bits_per_dim": ["batch"]}, "lp")
