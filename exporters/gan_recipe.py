@@ -75,7 +75,7 @@ def plan_dcgan(model: DCGAN) -> ExportPlan:
     z_dim = model.config.z_dim
     sampler = GraphPlan(
         "sampler",
-        DCGANSamplerGraph(model.generator),
+        DCGANSamplerGraph(model.ema.shadow),
         [_vector("z", z_dim), _truncation()],
         [image_spec(model)],
     )

@@ -10,9 +10,10 @@ import pytest
 import torch
 from latentserve.training import checkpoint as ckpt
 from latentserve.training.families import ImageShape
-from latentserve.training.families.dcgan import DCGAN, DCGANConfig
-from latentserve.training.families.gan import r1_penalty
+from latentserve.training.families.dcgan import DCGAN, STANDING_STATS_SEED, DCGANConfig
+from latentserve.training.families.gan import pack_images, r1_penalty
 from latentserve.training.families.stylegan2 import StyleGAN2, StyleGAN2Config
+from latentserve.training.families.stylegan2_nets import minibatch_std
 from latentserve.training.trainer import train
 from safetensors.torch import load_file
 from tiny_runs import tiny_config
@@ -161,3 +162,69 @@ def test_stylegan_keeps_w_avg_and_an_ema_generator(tmp_path: Path) -> None:
     assert int(weights["ema.updates"]) == 6
     const = "synthesis.const"
     assert not torch.equal(weights[f"ema.shadow.{const}"], weights[f"generator.{const}"])
+
+
+def test_dcgan_averages_its_generator_and_gives_the_average_its_own_bn_statistics(
+    tmp_path: Path,
+) -> None:
+    train(tiny_config("dcgan-tiny", steps=6), tmp_path / "run", progress=False)
+    model = ckpt.load_run(tmp_path / "run").model
+    assert isinstance(model, DCGAN) and int(model.ema.updates) == 6
+    live, shadow = model.generator, model.ema.shadow
+    assert not torch.equal(live.project.weight, shadow.project.weight)
+    # standing statistics: the first norm's mean is that of the shadow's own projections
+    # of the calibration batches, not the running mean copied from the trained generator
+    batch, batches = 500, model.config.standing_stat_batches
+    generator = torch.Generator().manual_seed(STANDING_STATS_SEED)
+    with torch.no_grad():
+        z = torch.randn(batch * batches, model.config.z_dim, generator=generator)
+        h = shadow.project(z).view(-1, shadow.width0, shadow.h0, shadow.w0)
+    expected = h.mean((0, 2, 3))
+    norm = shadow.body[0]
+    assert torch.allclose(norm.running_mean, expected, atol=1e-5)
+    assert not torch.allclose(live.body[0].running_mean, expected, atol=1e-3)
+    assert norm.momentum == 0.1 and not shadow.training
+
+
+def test_packs_stack_consecutive_images_along_channels() -> None:
+    images = torch.arange(6 * 2 * 3 * 3, dtype=torch.float32).reshape(6, 2, 3, 3)
+    packed = pack_images(images, 3)
+    assert packed.shape == (2, 6, 3, 3)
+    assert torch.equal(packed[1, 2:4], images[4]) and torch.equal(packed[0, :2], images[0])
+    assert torch.equal(pack_images(images, 1), images)
+    with pytest.raises(ValueError, match="packs of 4"):
+        pack_images(images, 4)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        lambda: DCGAN(DCGANConfig(z_dim=8, g_widths=[8, 8], d_widths=[8, 8], pack=2), MNIST),
+        lambda: tiny_style(pack=2),
+    ],
+)
+def test_a_packing_discriminator_scores_one_logit_per_pack(model) -> None:
+    model = model()
+    x = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
+    seen: list[tuple[int, ...]] = []
+    model.d.register_forward_hook(lambda _, args, out: seen.append((*args[0].shape, *out.shape)))
+    phases = model.training_phases(x, torch.Generator().manual_seed(0))
+    next(phases).loss.backward()
+    next(phases)
+    assert seen and all(shape == (3, 2, 28, 28, 3) for shape in seen)
+
+
+def test_minibatch_std_groups_images_i_and_i_plus_b_over_g() -> None:
+    x = torch.randn(8, 3, 2, 2)
+    x[4:] = x[:4]  # groups of 2 pair image i with i + 4: identical pairs
+    x[5] += 1.0  # except the second group, whose two images differ by 1 everywhere
+    grouped = minibatch_std(x, 2)
+    assert grouped.shape == (8, 4, 2, 2) and torch.equal(grouped[:, :3], x)
+    spread = grouped[:, 3, 0, 0]
+    assert spread[[0, 2, 3, 4, 6, 7]].max() < 1e-3
+    assert spread[1].item() == pytest.approx(0.5, abs=1e-3) and spread[5] == spread[1]
+    whole = minibatch_std(x, 0)[:, 3]  # one spread for the whole batch, as before
+    expected = (x.var(0, unbiased=False) + 1e-8).sqrt().mean()
+    assert torch.allclose(whole, expected.expand_as(whole))
+    with pytest.raises(ValueError, match="groups of 3"):
+        minibatch_std(x, 3)

@@ -6,19 +6,25 @@ convolutions (batch norm and ReLU between, tanh at the end). The discriminator m
 with 4×4 stride-2 convolutions and leaky ReLUs (batch norm on all but the first) and a
 linear logit. Trained by the shared non-saturating game (``gan.AdversarialModel``).
 
-The exported generator is the trained one in eval mode (batch norm with its running
-statistics), so an image depends on its own ``z`` only, never on its batch.
+The exported generator is the EMA one (``gan.AdversarialModel``) in eval mode, so an image
+depends on its own ``z`` only, never on its batch. Its batch-norm statistics are
+re-estimated once training ends (``calibrate``: "standing statistics", as BigGAN does for
+its averaged generator): the running statistics it copies from the trained generator
+belong to other weights than the averaged ones.
 """
 
 from __future__ import annotations
 
 import torch
+from latentserve.training.families.ema import EMA
 from latentserve.training.families.gan import AdversarialModel, GANConfig
 from latentserve.training.families.layers import ImageShape
 from latentserve.training.families.registry import Family, register_family
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as config_dataclass
 from torch import nn
+
+STANDING_STATS_SEED = 0
 
 
 @config_dataclass(config=ConfigDict(extra="forbid"))
@@ -27,6 +33,7 @@ class DCGANConfig(GANConfig):
 
     g_widths: list[int] = Field(default_factory=lambda: [128, 64], min_length=1)
     d_widths: list[int] = Field(default_factory=lambda: [64, 128], min_length=1)
+    standing_stat_batches: int = Field(default=20, gt=0)  # z batches for the EMA's BN stats
 
 
 def start_size(image: ImageShape, doublings: int) -> tuple[int, int]:
@@ -64,13 +71,14 @@ class DCGenerator(nn.Module):
 
 
 class DCDiscriminator(nn.Module):
-    """Image (B, C, H, W) in [-1, 1] → one logit per image."""
+    """Image (B, C, H, W) in [-1, 1] → one logit per image (per pack of ``pack`` images
+    stacked along C, see ``gan.pack_images``)."""
 
-    def __init__(self, widths: list[int], image: ImageShape) -> None:
+    def __init__(self, widths: list[int], image: ImageShape, pack: int = 1) -> None:
         super().__init__()
         h, w = start_size(image, len(widths))
         layers: list[nn.Module] = []
-        width_in = image.channels
+        width_in = image.channels * pack
         for i, width in enumerate(widths):
             layers.append(nn.Conv2d(width_in, width, 4, 2, 1, bias=i == 0))
             if i > 0:
@@ -88,7 +96,8 @@ class DCGAN(AdversarialModel):
         super().__init__(config, image)
         self.config = config
         self.generator = DCGenerator(config.z_dim, config.g_widths, image)
-        self.discriminator = DCDiscriminator(config.d_widths, image)
+        self.discriminator = DCDiscriminator(config.d_widths, image, config.pack)
+        self.ema = EMA(self.generator, config.ema_decay)
 
     @property
     def g(self) -> nn.Module:
@@ -100,6 +109,24 @@ class DCGAN(AdversarialModel):
 
     def fake_batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return self.generator(torch.randn(n, self.config.z_dim, generator=generator))
+
+    @torch.no_grad()
+    def calibrate(self, train_images: torch.Tensor, batch_size: int) -> dict[str, float]:
+        """Standing statistics: the EMA generator's batch-norm mean and variance, averaged
+        over ``standing_stat_batches`` batches of its own activations (fixed seed)."""
+        shadow = self.ema.shadow
+        norms = [m for m in shadow.modules() if isinstance(m, nn.BatchNorm2d)]
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average over the batches below
+        shadow.train()
+        generator = torch.Generator().manual_seed(STANDING_STATS_SEED)
+        for _ in range(self.config.standing_stat_batches):
+            shadow(torch.randn(batch_size, self.config.z_dim, generator=generator))
+        for norm in norms:
+            norm.momentum = 0.1
+        shadow.train(self.training)
+        return {"standing_stat_images": float(batch_size * self.config.standing_stat_batches)}
 
 
 register_family(Family(name="dcgan", config_cls=DCGANConfig, build=DCGAN))

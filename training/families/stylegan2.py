@@ -39,8 +39,8 @@ class StyleGAN2Config(GANConfig):
     w_avg_beta: float = Field(default=0.995, ge=0, lt=1)
     g_widths: list[int] = Field(default_factory=lambda: [64, 64, 32], min_length=1)
     d_widths: list[int] = Field(default_factory=lambda: [32, 64, 64], min_length=1)
+    mbstd_group: int = Field(default=0, ge=0)  # minibatch-std group size (0: whole batch)
     mixing_prob: float = Field(default=0.9, ge=0, le=1)
-    ema_decay: float = Field(default=0.999, ge=0, lt=1)
     beta1: float = Field(default=0.0, ge=0, lt=1)
     beta2: float = Field(default=0.99, ge=0, lt=1)
     r1_gamma: float = Field(default=1.0, ge=0)
@@ -92,7 +92,10 @@ class StyleGAN2(AdversarialModel):
         self.generator = StyleGenerator(config, image)
         start_size(image, len(config.d_widths) - 1)  # refuses sizes the D cannot halve
         self.discriminator = StyleDiscriminator(
-            config.d_widths, image.channels, (image.height, image.width)
+            config.d_widths,
+            image.channels * config.pack,
+            (image.height, image.width),
+            config.mbstd_group,
         )
         self.ema = EMA(self.generator, config.ema_decay)
 
@@ -103,10 +106,6 @@ class StyleGAN2(AdversarialModel):
     @property
     def d(self) -> nn.Module:
         return self.discriminator
-
-    def after_optimizer_step(self) -> None:
-        super().after_optimizer_step()
-        self.ema.update(self.generator)
 
     def fake_batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Draw order: z, the mixing z, whether to mix, the cutoff, the noise row."""

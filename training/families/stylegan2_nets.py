@@ -203,11 +203,28 @@ class ResidualBlock(nn.Module):
         return (y + F.avg_pool2d(self.skip(x), 2)) / SQRT2
 
 
+def minibatch_std(x: torch.Tensor, group: int) -> torch.Tensor:
+    """Append one feature map: the feature spread across the image's group of ``group``
+    images (StyleGAN2: 4; 0 or more than the batch: the whole batch). Images ``i`` and
+    ``i + B / group`` share a group, as in StyleGAN2."""
+    b, c, h, w = x.shape
+    size = b if group <= 0 or group > b else group
+    if b % size:
+        raise ValueError(f"a batch of {b} cannot be split into minibatch-std groups of {size}")
+    grouped = x.reshape(size, b // size, c, h, w)
+    spread = (grouped.var(0, unbiased=False) + 1e-8).sqrt().mean((1, 2, 3))  # (B / size,)
+    feature = spread.repeat(size).reshape(b, 1, 1, 1).expand(b, 1, h, w)
+    return torch.cat([x, feature], dim=1)
+
+
 class StyleDiscriminator(nn.Module):
     """Image in [-1, 1] → logit; ``widths`` run from the full resolution down."""
 
-    def __init__(self, widths: list[int], channels: int, image_size: tuple[int, int]) -> None:
+    def __init__(
+        self, widths: list[int], channels: int, image_size: tuple[int, int], mbstd_group: int = 0
+    ) -> None:
         super().__init__()
+        self.mbstd_group = mbstd_group
         self.from_rgb = EqualConv2d(channels, widths[0], 1)
         self.blocks = nn.Sequential(
             *(ResidualBlock(a, b) for a, b in zip(widths, widths[1:], strict=False))
@@ -219,9 +236,6 @@ class StyleDiscriminator(nn.Module):
         self.out = EqualLinear(widths[-1], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(lrelu(self.from_rgb(x)))
-        # minibatch standard deviation: one feature map of the batch's average spread
-        spread = (x.var(0, unbiased=False) + 1e-8).sqrt().mean()
-        x = torch.cat([x, spread.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
+        x = minibatch_std(self.blocks(lrelu(self.from_rgb(x))), self.mbstd_group)
         x = lrelu(self.conv(x)).flatten(1)
         return self.out(lrelu(self.fc(x))).squeeze(1)
