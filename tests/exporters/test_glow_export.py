@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import latentserve.exporters.glow_recipe  # noqa: F401  (registers the glow recipe)
 import latentserve.training.families.glow  # noqa: F401  (registers the glow family)
 import numpy as np
 import onnx
@@ -13,9 +12,9 @@ import pytest
 import torch
 from latentserve.exporters.export import export_run
 from latentserve.exporters.formats import export_onnx, export_torchscript
-from latentserve.exporters.glow_recipe import frozen_flow
 from latentserve.exporters.parity import TOLERANCE, check_parity
 from latentserve.exporters.recipes import get_recipe
+from latentserve.exporters.recipes.glow import frozen_flow
 from latentserve.training.checkpoint import load_run
 from latentserve.training.data import load_mnist
 from latentserve.training.families.glow import Glow

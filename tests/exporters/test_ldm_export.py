@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 from latentserve.exporters.export import export_run
-from latentserve.exporters.ldm_recipe import denoiser_plan
 from latentserve.exporters.parity import check_parity
+from latentserve.exporters.recipes.ldm import denoiser_plan
 from latentserve.server.repository import load_model
 from latentserve.server.settings import Settings
 from latentserve.training.checkpoint import load_run

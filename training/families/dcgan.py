@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 from latentserve.training.families.gan import AdversarialModel, GANConfig
 from latentserve.training.families.layers import ImageShape
-from latentserve.training.families.registry import Family, register_family
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as config_dataclass
 from torch import nn
@@ -100,6 +99,3 @@ class DCGAN(AdversarialModel):
 
     def fake_batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return self.generator(torch.randn(n, self.config.z_dim, generator=generator))
-
-
-register_family(Family(name="dcgan", config_cls=DCGANConfig, build=DCGAN))

@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from latentserve.training.families.base import ImageModel, StepOutput
 from latentserve.training.families.ema import EMA
 from latentserve.training.families.layers import ImageShape
-from latentserve.training.families.registry import Family, register_family
 from latentserve.training.families.unet import UNet
 from latentserve.training.likelihood import LEVELS
 from pydantic import ConfigDict, Field, model_validator
@@ -164,6 +163,3 @@ class DDPM(ImageModel):
         There is no likelihood bound to tighten, so ``iw_k`` is ignored (as for VQ models),
         which lets one ``latentserve eval --iw-k`` cover every family's runs."""
         return {"denoising_mse": self._losses(self.ema.shadow, x, generator, labels, 0.0)}
-
-
-register_family(Family(name="ddpm", config_cls=DDPMConfig, build=DDPM))

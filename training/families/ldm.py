@@ -27,7 +27,6 @@ from latentserve.training.families.ddpm import BetaSchedule, PredictionType, bet
 from latentserve.training.families.ema import EMA
 from latentserve.training.families.klae import KLAEConfig, KLAutoencoder
 from latentserve.training.families.layers import ImageShape
-from latentserve.training.families.registry import Family, register_family
 from latentserve.training.families.unet import UNet
 from latentserve.training.likelihood import to_unit
 from latentserve.training.text_encoder import TextEncoder
@@ -201,6 +200,3 @@ class LatentDiffusion(CaptionedModel):
         scores = self.autoencoder.evaluate(x, generator)
         scores["denoising_mse"] = self._losses(self.ema.shadow, x, generator, captions, 0.0)
         return scores
-
-
-register_family(Family(name="ldm", config_cls=LDMConfig, build=LatentDiffusion))

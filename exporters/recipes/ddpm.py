@@ -10,7 +10,7 @@ section, which names the schedule the network was trained with.
 from __future__ import annotations
 
 from latentserve.exporters.graphs import MethodGraph
-from latentserve.exporters.recipes import ExportPlan, ExportRecipe, GraphPlan, register_recipe
+from latentserve.exporters.plans import ExportPlan, GraphPlan
 from latentserve.training.families.ddpm import DDPM
 from latentserve.training.families.unet import UNet
 
@@ -64,6 +64,3 @@ def plan_ddpm(model: DDPM) -> ExportPlan:
         scheduler=scheduler,
         conditioning=conditioning,
     )
-
-
-register_recipe(ExportRecipe("ddpm", ["sample", "interpolate"], plan_ddpm))

@@ -18,8 +18,8 @@ draws saturated blobs; clipped, the later, well-conditioned steps draw the digit
 from __future__ import annotations
 
 from latentserve.exporters.graphs import MethodGraph
-from latentserve.exporters.klae_recipe import decoder_plan, encoder_plan
-from latentserve.exporters.recipes import ExportPlan, ExportRecipe, GraphPlan, register_recipe
+from latentserve.exporters.plans import ExportPlan, GraphPlan
+from latentserve.exporters.recipes.klae import decoder_plan, encoder_plan
 from latentserve.exporters.text_encoder import (
     text_conditioning,
     text_encoder_graph,
@@ -87,6 +87,3 @@ def plan_ldm(model: LatentDiffusion) -> ExportPlan:
         assets=dict([tokenizer_asset()]),
         metrics={"latent_scale": model.latent_scale},
     )
-
-
-register_recipe(ExportRecipe("ldm", ["text_to_image", "encode", "reconstruct"], plan_ldm))
