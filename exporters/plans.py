@@ -23,8 +23,8 @@ from latentserve.manifest import (
     GraphRole,
     LatentSpec,
     LikelihoodKind,
+    NoiseScheduleSpec,
     PipelineKind,
-    SchedulerSpec,
     TensorSpec,
     TextConditioning,
 )
@@ -83,7 +83,7 @@ class ExportPlan:
     pipeline: PipelineKind = "latent_decoder"
     codes: list[CodeMap] = field(default_factory=list)
     likelihood: LikelihoodKind | None = None
-    scheduler: SchedulerSpec | None = None  # diffusion only
+    noise_schedule: NoiseScheduleSpec | None = None  # diffusion only
     conditioning: ClassConditioning | None = None  # class-conditional models only
     text: TextConditioning | None = None  # text-to-image models only
     generator: GeneratorSpec | None = None  # GANs only

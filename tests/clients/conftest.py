@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from latentserve.clients import GrpcClient, RestClient
 from latentserve.clients.local import LocalServer
+
+if TYPE_CHECKING:
+    from tiny_runs import TinyRuns
 
 
 def connect_to(server: LocalServer, transport: str) -> RestClient | GrpcClient:
@@ -31,15 +35,15 @@ def client(request: pytest.FixtureRequest, live_server: LocalServer) -> Iterator
 
 
 @pytest.fixture(scope="session")
-def vq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+def vq_server(
+    tmp_path_factory: pytest.TempPathFactory, tiny_runs: TinyRuns
+) -> Iterator[LocalServer]:
     """``vqvae-tiny`` alone, the cheapest model that reports progress (one step per code
     position). Its decoder waits 1 s to fill a batch, so every job is still running for
     about a second after its last progress event: time to cancel it."""
-    from latentserve.exporters.default_repository import build_repository, builtin_entry
-
-    repository = tmp_path_factory.mktemp("vq_repository")
-    entry = builtin_entry("vqvae-tiny", "vqvae-tiny", version="1", seed=0)
-    build_repository(repository, [entry], tmp_path_factory.mktemp("vq_runs"))
+    repository = tiny_runs.export(
+        tmp_path_factory.mktemp("vq_repository"), [("vqvae-tiny", "vqvae-tiny", "1", 0)]
+    )
     config = tmp_path_factory.mktemp("vq_settings") / "settings.toml"
     config.write_text("[models.vqvae-tiny]\nmax_queue_delay_ms = 1000\n")
     with LocalServer(repository, ["--config", str(config)]) as server:

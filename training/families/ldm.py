@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from latentserve.training.families.base import CaptionedModel, StepOutput
-from latentserve.training.families.ddpm import BetaSchedule, PredictionType, beta_schedule
+from latentserve.training.families.ddpm import PredictionType, register_noise_schedule
 from latentserve.training.families.ema import EMA
 from latentserve.training.families.klae import KLAEConfig, KLAutoencoder
 from latentserve.training.families.layers import ImageShape
@@ -32,6 +32,8 @@ from latentserve.training.likelihood import to_unit
 from latentserve.training.text_encoder import TextEncoder
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as config_dataclass
+
+from latentserve.noise_schedule import BetaSchedule
 
 UNCONDITIONAL = ""  # the prompt of classifier-free guidance's unconditional rows
 
@@ -95,13 +97,7 @@ class LatentDiffusion(CaptionedModel):
             cross_levels=config.cross_levels,
         )
         self.ema = EMA(self.unet, config.ema_decay)
-        betas = beta_schedule(
-            config.beta_schedule, config.num_train_timesteps, config.beta_start, config.beta_end
-        )
-        alpha_bar = torch.cumprod(1 - betas, dim=0)
-        # derived from the config, so not saved with the weights
-        self.register_buffer("signal", alpha_bar.sqrt().float(), persistent=False)
-        self.register_buffer("noise_scale", (1 - alpha_bar).sqrt().float(), persistent=False)
+        register_noise_schedule(self, config)
         # caption → (states, mask) of the frozen encoder: a cache, never weights
         self._prompt_states: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
