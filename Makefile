@@ -88,10 +88,12 @@ bench-wide: $(STAMP_TRAIN) load-tools
 	$(call bench_model,vae-mnist-wide)
 	$(BIN)/python bench/run.py --repository $(BENCH_REPOSITORY) --model vae-mnist-wide $(BENCH_ARGS)
 
-## lint: ruff check + format check over the whole tree.
+## lint: ruff check + format check over the whole tree, and the import contracts
+## (.importlinter: the server's layers, no torch on the serving path).
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python tools/check_imports.py
 
 ## proto: regenerate the gRPC stubs after editing proto/latentserve/v1/generative.proto.
 proto: $(STAMP_DEV)

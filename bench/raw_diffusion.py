@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from diffusion_sections import loadavg
-from latentserve.server.runtime import OnnxRuntime
+from latentserve.server.repository.runtime import OnnxRuntime
 
 from latentserve.manifest import Manifest
 from latentserve.text_tokens import PromptTokenizer

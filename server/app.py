@@ -16,12 +16,13 @@ import socket
 
 import uvicorn
 from grpc_health.v1 import health, health_pb2
-from latentserve.server import auth, browser, tls
-from latentserve.server.grpc_service import SERVICE_NAME, create_grpc_server
-from latentserve.server.http_limits import http_options
+from latentserve.server.engine.service import GenerativeService
+from latentserve.server.frontends.grpc.servicer import SERVICE_NAME, create_grpc_server
+from latentserve.server.frontends.rest import create_rest_app
 from latentserve.server.metrics import ServerMetrics
-from latentserve.server.rest import create_rest_app
-from latentserve.server.service import GenerativeService
+from latentserve.server.security import auth, cors, tls
+from latentserve.server.security.admin import AdminTokens
+from latentserve.server.security.http_limits import http_options
 from latentserve.server.settings import Settings
 from prometheus_client import CollectorRegistry
 
@@ -43,17 +44,18 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
     server_tls = tls.server_tls(settings)
     authenticator = auth.BearerAuth.from_settings(settings, service.metrics)
     health_servicer = health.aio.HealthServicer()
+    admins = AdminTokens.from_file(settings.admin_tokens_file)
     grpc_server = create_grpc_server(
-        service, health_servicer, auth.grpc_interceptors(authenticator)
+        service, health_servicer, auth.grpc_interceptors(authenticator), admins
     )
     address = f"{settings.host}:{settings.grpc_port}"
     try:
         grpc_port = tls.add_grpc_port(grpc_server, address, server_tls)
     except RuntimeError as exc:
         raise ValueError(f"cannot listen for gRPC on {address}: port in use?") from exc
-    rest_app = create_rest_app(service)
+    rest_app = create_rest_app(service, admins)
     auth.protect_rest(rest_app, authenticator)
-    browser.allow_cross_origin(rest_app, settings)  # outermost: preflights need no token
+    cors.allow_cross_origin(rest_app, settings)  # outermost: preflights need no token
     config = uvicorn.Config(
         rest_app,
         host=settings.host,

@@ -1,8 +1,8 @@
 """Domain errors of the serving path.
 
 The service and pipelines raise these; each transport maps them to its own status codes in
-exactly one place (``rest.py`` and ``grpc_service.py``), so a new error kind cannot be
-reported differently over HTTP and gRPC.
+exactly one place (``frontends/rest/errors.py`` and ``frontends/grpc/servicer.py``), so a
+new error kind cannot be reported differently over HTTP and gRPC.
 """
 
 from __future__ import annotations
@@ -72,3 +72,8 @@ class PermissionDenied(ServingError):
     PERMISSION_DENIED)."""
 
     code = "permission_denied"
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, dict]:
+    """The JSON body of every HTTP refusal, whichever layer sends it (routes, auth, limits)."""
+    return {"error": {"code": code, "message": message, "field": field}}

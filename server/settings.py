@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     backend: Backend = "onnxruntime"
     models: dict[str, ModelOverrides] = Field(default_factory=dict)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
-    # HTTP connections (server/http_limits.py): a request's head (request line + headers)
+    # HTTP connections (server/security/http_limits.py): a request's head (request line + headers)
     # may be max_header_bytes (431 past it) and must arrive within http_header_timeout_s
     # (408), its body within http_body_timeout_s; a kept-alive connection idle for
     # http_keep_alive_s is closed; past max_http_connections open connections a request
@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     http_keep_alive_s: float = Field(default=5.0, gt=0)
     max_http_connections: int = Field(default=1000, gt=0)
     http_backlog: int = Field(default=1024, gt=0)
-    # gRPC calls of the generative service in progress at once (server/grpc_limits.py);
+    # gRPC calls of the generative service in progress at once (server/security/grpc_limits.py);
     # the next is refused with RESOURCE_EXHAUSTED + retry-after, counted as "overloaded".
     max_grpc_concurrent_rpcs: int = Field(default=1000, gt=0)
     # gRPC calls that arrived but wait to be picked up; past it gRPC core drops calls at
@@ -145,15 +145,16 @@ class Settings(BaseSettings):
     # Prompts whose text-encoder states a text-to-image model keeps (LRU; 0: none). One
     # entry is max_tokens x hidden_size float32: 48 KiB at 32 x 384.
     text_cache_size: int = Field(default=1024, ge=0)
-    # Bearer tokens, one a line (server/auth.py); none: no authentication. Exempt paths are
+    # Bearer tokens, one a line (server/security/auth.py); none: no authentication. Exempt paths are
     # REST paths and gRPC methods ("/pkg.Service/Method"); each covers what lies under it.
     auth_tokens_file: Path | None = None
     auth_exempt_paths: tuple[str, ...] = AUTH_EXEMPT_PATHS
-    # TLS on both transports (server/tls.py); tls_client_ca makes gRPC require client certs.
+    # TLS on both transports (server/security/tls.py); tls_client_ca makes gRPC require
+    # client certificates.
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
-    # Browsers calling the REST API from other origins (server/browser.py); none: CORS off.
+    # Browsers calling the REST API from other origins (server/security/cors.py); none: CORS off.
     cors_allow_origins: tuple[str, ...] = ()
     cors_allow_methods: tuple[str, ...] = ("GET", "POST", "DELETE")
     cors_allow_headers: tuple[str, ...] = ("Authorization", "Content-Type", "Accept")

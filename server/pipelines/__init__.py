@@ -10,12 +10,19 @@ calls a generator's sampler graph with truncation and, for style-based ones, mix
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from latentserve.server.metrics import ServerMetrics
 from latentserve.server.pipelines.autoregressive import AutoregressivePriorPipeline
 from latentserve.server.pipelines.base import GraphPipeline
 from latentserve.server.pipelines.diffusion import DiffusionPipeline
 from latentserve.server.pipelines.gan import GanPipeline
 from latentserve.server.pipelines.latent_decoder import LatentDecoderPipeline
 from latentserve.server.pipelines.noise import draw_noise
+from latentserve.server.repository.runtime import Runtime
+from latentserve.server.settings import ServingOptions
+
+from latentserve.manifest import Manifest
 
 PIPELINES: dict[str, type[GraphPipeline]] = {
     LatentDecoderPipeline.kind: LatentDecoderPipeline,
@@ -24,8 +31,21 @@ PIPELINES: dict[str, type[GraphPipeline]] = {
     GanPipeline.kind: GanPipeline,
 }
 
+
+def build_pipeline(
+    manifest: Manifest,
+    graphs: dict[str, Runtime],
+    serving: ServingOptions,
+    metrics: ServerMetrics | None,
+    version_dir: Path,
+) -> GraphPipeline:
+    """The pipeline the manifest names, over the version's opened graphs."""
+    return PIPELINES[manifest.pipeline](manifest, graphs, serving, metrics, version_dir)
+
+
 __all__ = [
     "PIPELINES",
+    "build_pipeline",
     "AutoregressivePriorPipeline",
     "DiffusionPipeline",
     "GanPipeline",

@@ -14,7 +14,7 @@ request's seed, so the result does not depend on what shares a batch or on chunk
 from __future__ import annotations
 
 import numpy as np
-from latentserve.server.jobs import Progress
+from latentserve.server.engine.jobs import Progress
 from latentserve.server.params import TemperatureParams
 from latentserve.server.pipelines.base import Contract, GraphPipeline, ItemwisePipeline
 from latentserve.server.pipelines.noise import draw_uniform

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from latentserve.server.batcher import Batcher
+from latentserve.server.engine.batcher import Batcher
+from latentserve.server.engine.jobs import Progress
 from latentserve.server.errors import InvalidArgument, Unsupported
-from latentserve.server.jobs import Progress
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.params import RequestParams, SampleParams, TemperatureParams
 from latentserve.server.pipelines.noise import draw_noise
-from latentserve.server.runtime import Runtime
+from latentserve.server.repository.runtime import Runtime
 from latentserve.server.settings import ServingOptions
 
 from latentserve.manifest import Manifest

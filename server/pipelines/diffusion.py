@@ -1,6 +1,6 @@
 """The diffusion pipeline: a numpy sampler per job, denoiser steps batched across jobs.
 
-Each job keeps its own sampler state (``latentserve.server.schedulers``: stateless
+Each job keeps its own sampler state (``latentserve.server.samplers``: stateless
 samplers, immutable per-job state) and hands the model's ``StepEngine`` a trajectory, so
 jobs at different timesteps, with different step counts, samplers, guidance and prompts
 share one denoiser call per iteration. Classifier-free guidance puts a job's conditional
@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 from latentserve.server import codecs
+from latentserve.server.engine.jobs import Progress
+from latentserve.server.engine.stepping import StepEngine
 from latentserve.server.errors import InvalidArgument, Unsupported
-from latentserve.server.jobs import Progress
 from latentserve.server.params import SampleParams
 from latentserve.server.pipelines.base import Contract, GraphPipeline
 from latentserve.server.pipelines.diffusion_params import (
@@ -38,10 +39,9 @@ from latentserve.server.pipelines.diffusion_params import (
 from latentserve.server.pipelines.guidance import Guidance, guide
 from latentserve.server.pipelines.interpolation import slerp
 from latentserve.server.pipelines.noise import rng
-from latentserve.server.pipelines.stepping import StepEngine
-from latentserve.server.schedulers import SAMPLERS, NoiseSchedule, Sampler, make_sampler, result
-from latentserve.server.schedulers.base import SamplerState
-from latentserve.server.text import PromptEncoder
+from latentserve.server.pipelines.text import PromptEncoder
+from latentserve.server.samplers import SAMPLERS, NoiseSchedule, Sampler, make_sampler, result
+from latentserve.server.samplers.base import SamplerState
 
 from latentserve.manifest import Manifest
 

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from latentserve.server.engine.jobs import Progress
 from latentserve.server.errors import InvalidArgument
-from latentserve.server.jobs import Progress
 from latentserve.server.params import SampleParams, resolve_seed
 from latentserve.server.pipelines.base import Contract, GraphPipeline, ItemwisePipeline
 from latentserve.server.pipelines.gan_params import (

@@ -9,7 +9,7 @@ family of this kind needs an export recipe, not server code.
 from __future__ import annotations
 
 import numpy as np
-from latentserve.server.jobs import Progress
+from latentserve.server.engine.jobs import Progress
 from latentserve.server.params import TemperatureParams
 from latentserve.server.pipelines.base import Contract, GraphPipeline, ItemwisePipeline
 from latentserve.server.pipelines.interpolation import GaussianInterpolation, PriorInterpolateParams

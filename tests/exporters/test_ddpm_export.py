@@ -17,7 +17,7 @@ from latentserve.exporters.export import export_run
 from latentserve.exporters.formats import export_onnx, export_torchscript
 from latentserve.exporters.parity import check_parity
 from latentserve.exporters.recipes import get_recipe
-from latentserve.server.repository import load_model
+from latentserve.server.repository.store import load_model
 from latentserve.server.settings import Settings
 from latentserve.training.checkpoint import load_run
 from latentserve.training.trainer import train

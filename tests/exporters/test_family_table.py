@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from latentserve.exporters.export import export_run
 from latentserve.exporters.recipes import RECIPES
-from latentserve.server.repository import load_model
+from latentserve.server.repository.store import load_model
+from latentserve.server.repository.warmup import warm_up
 from latentserve.server.settings import Settings
-from latentserve.server.warmup import warm_up
 from latentserve.training.builtin_configs import builtin_config_names
 from latentserve.training.config import builtin_config_path
 from latentserve.training.families.registry import FAMILIES

@@ -13,7 +13,8 @@ import torch
 from latentserve.exporters.export import export_run
 from latentserve.exporters.parity import check_parity
 from latentserve.exporters.recipes.ldm import denoiser_plan
-from latentserve.server.repository import load_model
+from latentserve.server.pipelines import build_pipeline
+from latentserve.server.repository.store import load_model
 from latentserve.server.settings import Settings
 from latentserve.training.checkpoint import load_run
 from latentserve.training.families.ldm import LatentDiffusion
@@ -58,7 +59,7 @@ def test_the_server_loads_it_with_every_capability(exported: Path) -> None:
     """Loading checks every graph's I/O against the pipeline's contract and the assets."""
 
     async def load() -> None:
-        loaded = load_model(exported, Settings())
+        loaded = load_model(exported, Settings(), build_pipeline)
         for capability in ("text_to_image", "encode", "reconstruct"):
             loaded.pipeline.require(capability)
         await loaded.pipeline.close()

@@ -16,9 +16,9 @@ from latentserve.exporters.text_encoder import (
     text_encoder_graph,
     tokenizer_asset,
 )
-from latentserve.server.repository import verify_assets
-from latentserve.server.runtime import GraphIntegrityError, OnnxRuntime
-from latentserve.server.text import PromptEncoder
+from latentserve.server.pipelines.text import PromptEncoder
+from latentserve.server.repository.runtime import GraphIntegrityError, OnnxRuntime
+from latentserve.server.repository.store import verify_assets
 from latentserve.training.text_encoder import TextEncoder, packaged_model_dir
 from transformers import BertModel
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from latentserve.server.codecs import PNG_SIGNATURE
 from latentserve.server.metrics import ServerMetrics
-from latentserve.server.repository import ModelRepository
+from latentserve.server.pipelines import build_pipeline
+from latentserve.server.repository.store import ModelRepository
 from latentserve.server.settings import Settings
 
 from latentserve.manifest import (
@@ -293,7 +294,9 @@ def fake_repository(
         manifest.save(version_dir)
         for name, source in (files or {}).items():
             shutil.copyfile(source, version_dir / name)
-    return ModelRepository.load(settings.repository, settings, metrics, opener), graphs
+    return ModelRepository.load(
+        settings.repository, settings, build_pipeline, metrics, opener
+    ), graphs
 
 
 def header_only_png(width: int, height: int) -> bytes:

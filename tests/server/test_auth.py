@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from latentserve.server.auth import BearerAuth, is_exempt, read_tokens
 from latentserve.server.metrics import ServerMetrics
+from latentserve.server.security.auth import BearerAuth, is_exempt, read_tokens
 from latentserve.server.settings import AUTH_EXEMPT_PATHS, load_settings
 from prometheus_client import CollectorRegistry
 
@@ -95,8 +95,8 @@ def test_no_tokens_file_means_no_authentication_and_settings_name_the_file(
 def test_admin_tokens_also_pass_authentication_but_ordinary_ones_do_not_admin(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from latentserve.server.admin import AdminTokens
     from latentserve.server.errors import PermissionDenied
+    from latentserve.server.security.admin import AdminTokens
 
     users = tokens_file(tmp_path, "user-token\n")
     admins = tmp_path / "admins"

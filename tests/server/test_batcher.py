@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 import pytest
-from latentserve.server.batcher import Batcher, BatchFailed
+from latentserve.server.engine.batcher import Batcher, BatchFailed
 from latentserve.server.errors import Overloaded, Unavailable
 from latentserve.server.metrics import ServerMetrics
 from prometheus_client import CollectorRegistry

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from latentserve.server.batcher import Batcher, BatchFailed
+from latentserve.server.engine.batcher import Batcher, BatchFailed
 from latentserve.server.errors import Unavailable
 from server_fakes import items
 

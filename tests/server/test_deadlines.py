@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from latentserve.server import deadlines
-from latentserve.server.batcher import Batcher
+from latentserve.server.engine import deadlines
+from latentserve.server.engine.batcher import Batcher
+from latentserve.server.engine.stepping import StepEngine
 from latentserve.server.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from latentserve.server.metrics import ServerMetrics
-from latentserve.server.pipelines.stepping import StepEngine
 from prometheus_client import CollectorRegistry
 from server_fakes import EchoGraph, items, sample_params
 from test_service import make_service

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from latentserve.server.engine.jobs import Cancelled, Job, JobNotFound
+from latentserve.server.engine.service import GenerativeService
 from latentserve.server.errors import InvalidArgument, Overloaded
-from latentserve.server.jobs import Cancelled, Job, JobNotFound
 from latentserve.server.metrics import ServerMetrics
-from latentserve.server.service import GenerativeService
 from latentserve.server.settings import Settings
 from PIL import Image
 from prometheus_client import CollectorRegistry

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from latentserve.server.grpc_guard import INTERNAL_MESSAGE, CallGuard, method_name
+from latentserve.server.security.grpc_guard import INTERNAL_MESSAGE, CallGuard, method_name
 from latentserve.v1 import generative_pb2 as pb
 
 SECRET = "secret detail of a server bug"

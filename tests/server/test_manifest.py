@@ -142,7 +142,7 @@ def test_a_diffusion_manifest_needs_its_noise_schedule_and_only_it_has_one() -> 
 
 
 def test_a_missing_or_altered_asset_is_refused_at_load(tmp_path: Path) -> None:
-    from latentserve.server.repository import verify_assets
+    from latentserve.server.repository.store import verify_assets
 
     from latentserve.manifest import AssetFile, sha256_file
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from latentserve.server.admin import AdminTokens
 from latentserve.server.errors import PermissionDenied, Unauthenticated, Unavailable
-from latentserve.server.warmup import WarmUpFailed, warm_up
+from latentserve.server.repository.warmup import WarmUpFailed, warm_up
+from latentserve.server.security.admin import AdminTokens
 from test_service import make_service
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from latentserve.server.errors import ModelNotFound, Unavailable
-from latentserve.server.repository import ModelRepository
+from latentserve.server.repository.store import ModelRepository
 from server_fakes import sample_params
 from test_service import make_service
 

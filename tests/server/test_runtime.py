@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from latentserve.server.errors import ModelNotFound
-from latentserve.server.repository import ModelRepository
-from latentserve.server.runtime import (
+from latentserve.server.pipelines import build_pipeline
+from latentserve.server.repository.runtime import (
     GraphIntegrityError,
     OnnxRuntime,
     cuda_device_present,
     open_graph,
 )
+from latentserve.server.repository.store import ModelRepository
 from latentserve.server.settings import ModelOverrides, Settings
 
 from latentserve.manifest import GraphFile, GraphSpec, Manifest, TensorSpec, sha256_file
@@ -71,7 +72,9 @@ def test_a_backend_without_a_file_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_repository_loads_and_resolves_the_tiny_models(tiny_repository: Path) -> None:
-    repository = ModelRepository.load(tiny_repository, Settings(repository=tiny_repository))
+    repository = ModelRepository.load(
+        tiny_repository, Settings(repository=tiny_repository), build_pipeline
+    )
     assert [m.label for m in repository.models()] == ["ae-tiny@1", "vae-tiny@1", "vae-tiny@2"]
     assert repository.resolve("vae-tiny").label == "vae-tiny@2"
     assert repository.resolve("vae-tiny@1").label == "vae-tiny@1"
@@ -83,7 +86,7 @@ def test_repository_loads_and_resolves_the_tiny_models(tiny_repository: Path) ->
 def test_a_renamed_version_folder_is_refused(tiny_repository: Path, tmp_path: Path) -> None:
     shutil.copytree(tiny_repository / "ae-tiny" / "1", tmp_path / "ae-tiny" / "5")
     with pytest.raises(ValueError, match="folder says ae-tiny@5"):
-        ModelRepository.load(tmp_path, Settings(repository=tmp_path))
+        ModelRepository.load(tmp_path, Settings(repository=tmp_path), build_pipeline)
 
 
 @pytest.mark.slow
@@ -96,8 +99,10 @@ def test_torchscript_backend_matches_onnx(tiny_repository: Path) -> None:
     settings = Settings(
         repository=tiny_repository, models={"vae-tiny": ModelOverrides(backend="torchscript")}
     )
-    scripted = ModelRepository.load(tiny_repository, settings).resolve("vae-tiny@1")
-    onnx = ModelRepository.load(tiny_repository, Settings(repository=tiny_repository))
+    scripted = ModelRepository.load(tiny_repository, settings, build_pipeline).resolve("vae-tiny@1")
+    onnx = ModelRepository.load(
+        tiny_repository, Settings(repository=tiny_repository), build_pipeline
+    )
     assert scripted.backend == "torchscript"
 
     async def both() -> list[np.ndarray]:

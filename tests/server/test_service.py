@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from latentserve.server.batcher import BatchFailed
 from latentserve.server.codecs import encode_png
+from latentserve.server.engine.batcher import BatchFailed
+from latentserve.server.engine.service import GenerativeService
 from latentserve.server.errors import InvalidArgument, ModelNotFound, Unavailable, Unsupported
 from latentserve.server.metrics import ServerMetrics
-from latentserve.server.service import GenerativeService
 from latentserve.server.settings import ModelOverrides, Settings
 from PIL import Image
 from prometheus_client import CollectorRegistry

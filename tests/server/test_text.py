@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from latentserve.server.errors import InvalidArgument
 from latentserve.server.metrics import ServerMetrics
-from latentserve.server.text import PromptEncoder
+from latentserve.server.pipelines.text import PromptEncoder
 from prometheus_client import CollectorRegistry
 
 from latentserve.text_tokens import PromptTokenizer

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from latentserve.server.codecs import encode_png
+from latentserve.server.engine.service import GenerativeService
 from latentserve.server.errors import InvalidArgument, Unsupported
 from latentserve.server.metrics import ServerMetrics
-from latentserve.server.service import GenerativeService
 from latentserve.server.settings import Settings
 from PIL import Image
 from prometheus_client import CollectorRegistry

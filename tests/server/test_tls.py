@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 from certificates import CertificateAuthority
+from latentserve.server.security.tls import server_tls
 from latentserve.server.settings import load_settings
-from latentserve.server.tls import server_tls
 
 
 @pytest.fixture(scope="module")

@@ -24,16 +24,16 @@ from pathlib import Path
 
 from latentserve.server.errors import Unavailable
 from latentserve.server.metrics import ServerMetrics
-from latentserve.server.repository import (
+from latentserve.server.repository.runtime import open_graph
+from latentserve.server.repository.store import (
     GraphOpener,
     LoadedModel,
     ModelRepository,
     load_model,
     version_dirs,
 )
-from latentserve.server.runtime import open_graph
+from latentserve.server.repository.warmup import warm_up
 from latentserve.server.settings import Settings
-from latentserve.server.warmup import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,12 @@ class RepositoryReloader:
 
     async def _load(self, folder: Path) -> LoadedModel:
         model = await asyncio.to_thread(
-            load_model, folder, self._settings, self._metrics, self._opener
+            load_model,
+            folder,
+            self._settings,
+            self._repository.build,
+            self._metrics,
+            self._opener,
         )
         try:
             await warm_up(model)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from latentserve.server.schedulers.base import Sampler, SamplerState
-from latentserve.server.schedulers.schedule import NoiseSchedule
+from latentserve.server.samplers.base import Sampler, SamplerState
+from latentserve.server.samplers.schedule import NoiseSchedule
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""What browsers need of the REST API: CORS, and /docs that work offline.
+"""/docs that work offline: Swagger UI from the package's own files, under a strict CSP.
 
 Swagger UI's files come with the ``swagger-ui-bundle-v2`` package and are served from this
 server, and the page starts it from a script file rather than an inline script, so /docs
@@ -12,9 +12,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse
-from latentserve.server.settings import Settings
 from starlette.exceptions import HTTPException
-from starlette.middleware.cors import CORSMiddleware
 from swagger_ui_bundle import swagger_ui_path
 
 DOCS_PATH = "/docs"
@@ -32,8 +30,6 @@ DOCS_CSP = (
     "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'"
 )
-# Response headers a browser script may read: the overload delay and the auth challenge.
-EXPOSED_HEADERS = ("Retry-After", "WWW-Authenticate")
 
 
 def _page(title: str, root: str, openapi_url: str) -> str:
@@ -70,18 +66,3 @@ def add_offline_docs(app: FastAPI) -> None:
         if path is None:
             raise HTTPException(404, f"no docs asset {name!r}")
         return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
-
-
-def allow_cross_origin(app: FastAPI, settings: Settings) -> None:
-    """CORS for the origins in ``cors_allow_origins`` (none: off). Add it last, outermost,
-    so preflight requests are answered before authentication asks for a token."""
-    if not settings.cors_allow_origins:
-        return
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=list(settings.cors_allow_origins),
-        allow_methods=list(settings.cors_allow_methods),
-        allow_headers=list(settings.cors_allow_headers),
-        expose_headers=list(EXPOSED_HEADERS),
-        max_age=600,
-    )

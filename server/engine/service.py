@@ -4,7 +4,7 @@ REST and gRPC only translate wire types to these calls and map the domain errors
 raise. Sample parameters arrive as the mapping the client sent and are checked by the
 model's pipeline kind (``latentserve.server.params``); every other rule about what a request
 may ask (image count, seeds, log-prob samples) lives here once. Every sample request is a
-job (``latentserve.server.jobs``), admitted once and then never refused.
+job (``latentserve.server.engine.jobs``), admitted once and then never refused.
 """
 
 from __future__ import annotations
@@ -19,15 +19,16 @@ from operator import attrgetter
 from typing import Any, TypeVar
 
 import numpy as np
-from latentserve.server import codecs, deadlines
-from latentserve.server.admin import AdminTokens
+from latentserve.server import codecs
+from latentserve.server.engine import deadlines
+from latentserve.server.engine.heavy_work import HeavyWorkLimit
+from latentserve.server.engine.jobs import Job, JobManager, Work
 from latentserve.server.errors import DeadlineExceeded, InvalidArgument, ServingError, Unavailable
-from latentserve.server.heavy_work import HeavyWorkLimit
-from latentserve.server.jobs import Job, JobManager, Work
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.params import RequestParams, resolve_seed
-from latentserve.server.reload import ReloadResult, RepositoryReloader
-from latentserve.server.repository import Lease, LoadedModel, ModelRepository
+from latentserve.server.pipelines import build_pipeline
+from latentserve.server.repository.reload import ReloadResult, RepositoryReloader
+from latentserve.server.repository.store import Lease, LoadedModel, ModelRepository
 from latentserve.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,6 @@ class GenerativeService:
         self.metrics = metrics
         self._repository = repository
         self._draining = False
-        self._admins = AdminTokens.from_file(settings.admin_tokens_file)
         self._reloader = None if repository is None else self._reloader_for(repository)
         self._polling: asyncio.Task[None] | None = None
         self.jobs = JobManager(
@@ -156,7 +156,11 @@ class GenerativeService:
     async def load(self) -> None:
         """Load the repository off the event loop (graph sessions take a while to build)."""
         repository = await asyncio.to_thread(
-            ModelRepository.load, self.settings.repository, self.settings, self.metrics
+            ModelRepository.load,
+            self.settings.repository,
+            self.settings,
+            build_pipeline,
+            self.metrics,
         )
         self._repository = repository
         self._reloader = self._reloader_for(repository)
@@ -167,10 +171,10 @@ class GenerativeService:
     def _reloader_for(self, repository: ModelRepository) -> RepositoryReloader:
         return RepositoryReloader(repository, self.settings, self.metrics)
 
-    async def reload_repository(self, authorization: str | None, protocol: str) -> ReloadResult:
-        """Serve what the repository holds now (admins only; see ``reload.py``)."""
+    async def reload_repository(self, protocol: str) -> ReloadResult:
+        """Serve what the repository holds now (see ``repository/reload.py``); the frontends
+        let only admins call it."""
         async with self._track("reload_repository", protocol):
-            self._admins.check(authorization)
             if self._reloader is None or self._draining:
                 raise Unavailable("models are still loading, or the server is shutting down")
             return await self._reloader.reload()

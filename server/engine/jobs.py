@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from latentserve.server import deadlines
+from latentserve.server.engine import deadlines
 from latentserve.server.errors import Overloaded, ServingError, Unavailable
 from latentserve.server.metrics import ServerMetrics
 

@@ -1,4 +1,4 @@
-"""gRPC transport (grpc.aio): ``latentserve.v1.GenerativeService`` over the shared service.
+"""gRPC frontend (grpc.aio): ``latentserve.v1.GenerativeService`` over the engine.
 
 Domain errors map to status codes in one table; invalid-argument errors also carry the
 offending field in trailing metadata (``field``) and overload carries ``retry-after``.
@@ -16,7 +16,9 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from latentserve.server import deadlines
+from latentserve.server.engine import deadlines
+from latentserve.server.engine.jobs import Cancelled, Job, JobEvent, JobNotFound
+from latentserve.server.engine.service import GenerativeService, ModelDescription
 from latentserve.server.errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -28,10 +30,9 @@ from latentserve.server.errors import (
     Unavailable,
     Unsupported,
 )
-from latentserve.server.grpc_guard import CallGuard
-from latentserve.server.grpc_limits import ConcurrencyLimit, core_backlog_options
-from latentserve.server.jobs import Cancelled, Job, JobEvent, JobNotFound
-from latentserve.server.service import GenerativeService, ModelDescription
+from latentserve.server.security.admin import AdminTokens
+from latentserve.server.security.grpc_guard import CallGuard
+from latentserve.server.security.grpc_limits import ConcurrencyLimit, core_backlog_options
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
 
@@ -188,8 +189,9 @@ def _job_info(job: Job) -> pb.JobInfo:
 
 
 class GrpcGenerativeService(pb_grpc.GenerativeServiceServicer):
-    def __init__(self, service: GenerativeService) -> None:
+    def __init__(self, service: GenerativeService, admins: AdminTokens) -> None:
         self._service = service
+        self._admins = admins
 
     @_unary("list_models")
     async def ListModels(
@@ -325,8 +327,8 @@ class GrpcGenerativeService(pb_grpc.GenerativeServiceServicer):
     async def ReloadRepository(
         self, request: pb.ReloadRepositoryRequest, context: Any
     ) -> pb.ReloadRepositoryResponse:
-        authorization = dict(context.invocation_metadata() or ()).get("authorization")
-        r = await self._service.reload_repository(authorization, PROTOCOL)
+        self._admins.check(dict(context.invocation_metadata() or ()).get("authorization"))
+        r = await self._service.reload_repository(PROTOCOL)
         refused = [pb.RefusedVersion(model=v.model, error=v.error) for v in r.refused]
         return pb.ReloadRepositoryResponse(loaded=r.loaded, removed=r.removed, refused=refused)
 
@@ -335,6 +337,7 @@ def create_grpc_server(
     service: GenerativeService,
     health_servicer: health.aio.HealthServicer,
     interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (),
+    admins: AdminTokens | None = None,
 ) -> grpc.aio.Server:
     """A grpc.aio server with the generative service, health and reflection registered."""
 
@@ -353,7 +356,8 @@ def create_grpc_server(
             *core_backlog_options(service.settings.grpc_max_pending_calls),
         ],
     )
-    pb_grpc.add_GenerativeServiceServicer_to_server(GrpcGenerativeService(service), server)
+    servicer = GrpcGenerativeService(service, admins if admins is not None else AdminTokens())
+    pb_grpc.add_GenerativeServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
     reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)

@@ -26,9 +26,9 @@ from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol
 
 import numpy as np
-from latentserve.server import deadlines
+from latentserve.server.engine import deadlines
+from latentserve.server.engine.jobs import Progress
 from latentserve.server.errors import ServingError, Unavailable
-from latentserve.server.jobs import Progress
 from latentserve.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from latentserve.server.schedulers.base import Sampler, SamplerState, result
-from latentserve.server.schedulers.ddim import DDIMSampler
-from latentserve.server.schedulers.ddpm import DDPMSampler
-from latentserve.server.schedulers.dpmpp_2m import DPMSolverPP2MSampler
-from latentserve.server.schedulers.euler_a import EulerAncestralSampler
-from latentserve.server.schedulers.schedule import NoiseSchedule
+from latentserve.server.samplers.base import Sampler, SamplerState, result
+from latentserve.server.samplers.ddim import DDIMSampler
+from latentserve.server.samplers.ddpm import DDPMSampler
+from latentserve.server.samplers.dpmpp_2m import DPMSolverPP2MSampler
+from latentserve.server.samplers.euler_a import EulerAncestralSampler
+from latentserve.server.samplers.schedule import NoiseSchedule
 
 
 def _registry(*classes: type[Sampler]) -> Mapping[str, type[Sampler]]:

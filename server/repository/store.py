@@ -4,7 +4,7 @@ A model is addressed as ``name`` (its highest integer version) or ``name@version
 Loading verifies each graph's checksum and opens it with the configured backend, so a
 broken or tampered export fails at startup rather than at the first request.
 
-Versions can be added and removed while serving (``latentserve.server.reload``). Every
+Versions can be added and removed while serving (``latentserve.server.repository.reload``). Every
 request holds a ``Lease`` on the version it resolved, so a removed version stops resolving
 at once but is unloaded (its batchers closed) only when its last request or job is done.
 """
@@ -18,12 +18,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from latentserve.server.errors import ModelNotFound
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.model_ref import parse_model_ref, parse_version, shown
-from latentserve.server.pipelines import PIPELINES, GraphPipeline
-from latentserve.server.runtime import Runtime, open_graph, verify_checksum
+from latentserve.server.repository.runtime import Runtime, open_graph, verify_checksum
 from latentserve.server.settings import ServingOptions, Settings
 
 from latentserve.manifest import MANIFEST_FILENAME, GraphSpec, Manifest
@@ -33,13 +33,27 @@ log = logging.getLogger(__name__)
 GraphOpener = Callable[[Path, GraphSpec, str, int], Runtime]
 
 
+class Pipeline(Protocol):
+    """What the repository needs of the pipeline built over a version's graphs: closing it
+    when the version is unloaded. The engine, which builds and calls pipelines, knows more."""
+
+    async def close(self) -> None: ...
+
+
+# (manifest, graphs by role, serving options, metrics, version folder) -> pipeline. Injected
+# by the engine so that the repository, below the pipelines, never imports them.
+PipelineBuilder = Callable[
+    [Manifest, dict[str, Runtime], ServingOptions, ServerMetrics | None, Path], Any
+]
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     manifest: Manifest
     backend: str
     providers: list[str]
     serving: ServingOptions
-    pipeline: GraphPipeline
+    pipeline: Any  # what ``PipelineBuilder`` built: a ``Pipeline`` and more
 
     @property
     def label(self) -> str:
@@ -49,6 +63,7 @@ class LoadedModel:
 def load_model(
     version_dir: Path,
     settings: Settings,
+    build: PipelineBuilder,
     metrics: ServerMetrics | None = None,
     opener: GraphOpener = open_graph,
 ) -> LoadedModel:
@@ -65,7 +80,7 @@ def load_model(
         for role, spec in manifest.graphs.items()
     }
     serving = settings.serving_for(manifest.name, manifest.serving)
-    pipeline = PIPELINES[manifest.pipeline](manifest, graphs, serving, metrics, version_dir)
+    pipeline = build(manifest, graphs, serving, metrics, version_dir)
     providers = sorted({p for g in graphs.values() for p in g.providers})
     return LoadedModel(manifest, backend, providers, serving, pipeline)
 
@@ -107,7 +122,13 @@ class Lease:
 
 
 class ModelRepository:
-    def __init__(self, models: list[LoadedModel], metrics: ServerMetrics | None = None) -> None:
+    def __init__(
+        self,
+        models: list[LoadedModel],
+        build: PipelineBuilder,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
+        self.build = build  # how versions added later (reload) get their pipelines
         self._versions: dict[str, dict[int, LoadedModel]] = {}
         self._metrics = metrics
         self._users: Counter[int] = Counter()  # id(model) -> leases held on it
@@ -121,6 +142,7 @@ class ModelRepository:
         cls,
         root: Path,
         settings: Settings,
+        build: PipelineBuilder,
         metrics: ServerMetrics | None = None,
         opener: GraphOpener = open_graph,
     ) -> ModelRepository:
@@ -131,9 +153,9 @@ class ModelRepository:
             log.warning("skipping %s: version folders are numbers (no leading 0)", folder)
         models = []
         for folder in folders:
-            models.append(load_model(folder, settings, metrics, opener))
+            models.append(load_model(folder, settings, build, metrics, opener))
             log.info("loaded %s (%s)", models[-1].label, ", ".join(models[-1].providers))
-        return cls(models, metrics)
+        return cls(models, build, metrics)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._versions.values())

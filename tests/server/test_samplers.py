@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
-from latentserve.server.schedulers import (
+from latentserve.server.samplers import (
     SAMPLERS,
     NoiseSchedule,
     Sampler,
@@ -22,7 +22,7 @@ from latentserve.server.schedulers import (
     make_sampler,
     result,
 )
-from latentserve.server.schedulers.ddpm import DDPMSampler
+from latentserve.server.samplers.ddpm import DDPMSampler
 
 MU, S = 0.3, 0.5
 ITEMS, SHAPE = 512, (1, 8, 8)  # 32768 values: standard error 0.003 (mean), 0.8% (variance)

@@ -17,10 +17,11 @@ from typing import Any
 
 import grpc
 from fastapi import FastAPI
-from latentserve.server import grpc_service, rest
+from latentserve.server.errors import error_body
 from latentserve.server.metrics import ServerMetrics
+from latentserve.server.security.tokens import SCHEME, bearer_token, known_token, read_tokens
 from latentserve.server.settings import Settings
-from latentserve.server.tokens import SCHEME, bearer_token, known_token, read_tokens
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -111,12 +112,13 @@ class BearerAuthMiddleware:
             await self.app(scope, receive, send)
             return
         header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
-        refusal = self.auth.check(header.decode("latin-1") if header else None, rest.PROTOCOL)
+        refusal = self.auth.check(header.decode("latin-1") if header else None, "rest")
         if refusal is None:
             await self.app(scope, receive, send)
             return
         headers = {"WWW-Authenticate": refusal.challenge}
-        await rest.error_response(401, CODE, refusal.message, headers=headers)(scope, receive, send)
+        response = JSONResponse(error_body(CODE, refusal.message), status_code=401, headers=headers)
+        await response(scope, receive, send)
 
 
 class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
@@ -136,7 +138,7 @@ class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         metadata = handler_call_details.invocation_metadata or ()
         value = next((v for k, v in metadata if k == "authorization"), None)
-        refusal = self.auth.check(value if isinstance(value, str) else None, grpc_service.PROTOCOL)
+        refusal = self.auth.check(value if isinstance(value, str) else None, "grpc")
         return handler if refusal is None else _refusing(handler, refusal)
 
 

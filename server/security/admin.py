@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from latentserve.server.errors import PermissionDenied, Unauthenticated
-from latentserve.server.tokens import bearer_token, known_token, read_tokens
+from latentserve.server.security.tokens import bearer_token, known_token, read_tokens
 
 
 class AdminTokens:

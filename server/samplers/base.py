@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from latentserve.server.schedulers.schedule import NoiseSchedule
+from latentserve.server.samplers.schedule import NoiseSchedule
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from latentserve.server import deadlines
+from latentserve.server.engine import deadlines
 from latentserve.server.errors import InvalidArgument
 from latentserve.server.metrics import ServerMetrics
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 from latentserve.server import codecs
-from latentserve.server.repository import LoadedModel
+from latentserve.server.repository.store import LoadedModel
 
 # The cheapest request of each sampling kind: one image, one step where steps are asked.
 _SAMPLE = {"n": 1, "seed": 0}

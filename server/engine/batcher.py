@@ -23,10 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from latentserve.server import deadlines
+from latentserve.server.engine import deadlines
 from latentserve.server.errors import Overloaded, ServingError, Unavailable
 from latentserve.server.metrics import ServerMetrics
-from latentserve.server.runtime import Runtime
+from latentserve.server.repository.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

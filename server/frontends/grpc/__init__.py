@@ -1,0 +1,1 @@
+"""The gRPC frontend: ``latentserve.v1.GenerativeService`` over the engine."""

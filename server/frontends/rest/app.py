@@ -1,0 +1,45 @@
+"""The REST app: one router per resource over the engine, errors mapped in one place.
+
+Routes reach the engine through one dependency (``dependencies.Service``), set here on the
+app's state; security (auth, limits, CORS) is wrapped around the app by the composition
+root.
+"""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI
+from latentserve.server.engine.service import GenerativeService
+from latentserve.server.frontends.rest import health, jobs, models, repository, sampling
+from latentserve.server.frontends.rest.dependencies import client_deadline
+from latentserve.server.frontends.rest.docs import add_offline_docs
+from latentserve.server.frontends.rest.errors import add_error_handlers
+from latentserve.server.frontends.rest.schemas import ErrorBody
+from latentserve.server.security.admin import AdminTokens
+from latentserve.server.security.body_limit import BodyLimitMiddleware
+
+from latentserve import __version__
+
+ROUTERS = (health.router, models.router, sampling.router, jobs.router, repository.router)
+
+
+def create_rest_app(service: GenerativeService, admins: AdminTokens | None = None) -> FastAPI:
+    """The REST app over ``service``; loading models is the composition root's job."""
+    app = FastAPI(
+        title="latentserve",
+        version=__version__,
+        description="Sample, encode, reconstruct and score images with generative models.",
+        responses={
+            code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 422, 429, 503, 504)
+        },
+        dependencies=[Depends(client_deadline)],
+        docs_url=None,  # add_offline_docs serves /docs without a CDN
+        redoc_url=None,
+    )
+    app.state.service = service
+    app.state.admins = admins if admins is not None else AdminTokens()
+    add_offline_docs(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=service.settings.max_body_bytes)
+    add_error_handlers(app, service)
+    return app

@@ -1,0 +1,76 @@
+"""What every REST route shares: the engine (one dependency), the client's deadline, and
+cancelling work whose HTTP client went away."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Header, Request
+from fastapi.responses import Response
+from latentserve.server import codecs
+from latentserve.server.engine import deadlines
+from latentserve.server.engine.service import GenerativeService
+from latentserve.server.security.admin import AdminTokens
+from pydantic import BaseModel
+
+PROTOCOL = "rest"
+T = TypeVar("T")
+
+
+def get_service(request: Request) -> GenerativeService:
+    return request.app.state.service
+
+
+def get_admins(request: Request) -> AdminTokens:
+    return request.app.state.admins
+
+
+Service = Annotated[GenerativeService, Depends(get_service)]
+Admins = Annotated[AdminTokens, Depends(get_admins)]
+
+
+async def client_deadline(
+    timeout: str | None = Header(
+        default=None,
+        alias=deadlines.TIMEOUT_HEADER,
+        description="seconds the client waits for the answer: work still queued when they "
+        "have passed is dropped uncomputed, and the answer is 504 deadline_exceeded",
+    ),
+) -> None:
+    if timeout is not None:
+        deadlines.begin(deadlines.parse_timeout(timeout))
+
+
+def json_response(model: BaseModel, status_code: int = 200) -> Response:
+    # Skips FastAPI's re-validation: the engine already produced well-typed data, and
+    # per-request overhead is the throughput budget.
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
+
+
+def b64(pngs: list[bytes]) -> list[str]:
+    return [codecs.encode_base64(p) for p in pngs]
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result; if the HTTP client disconnects first, cancel ``work`` (and so
+    the job behind it) instead of computing for nobody."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    return await task
+
+
+async def collect(chunks: AsyncIterator[T]) -> list[T]:
+    return [chunk async for chunk in chunks]

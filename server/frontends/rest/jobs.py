@@ -1,0 +1,86 @@
+"""``/v1/jobs``: submit, poll, follow (Server-Sent Events) and cancel multi-step work."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter
+from fastapi.responses import Response, StreamingResponse
+from latentserve.server import codecs
+from latentserve.server.engine.jobs import Job, JobEvent
+from latentserve.server.frontends.rest.dependencies import PROTOCOL, Service, b64, json_response
+from latentserve.server.frontends.rest.schemas import JobError, JobInfo, JobRequest
+
+router = APIRouter(tags=["jobs"])
+
+
+def job_info(job: Job) -> JobInfo:
+    result = job.result or {}
+    error = job.error
+    return JobInfo.model_construct(
+        job_id=job.id,
+        model=job.model,
+        method=job.method,
+        state=job.state.value,
+        position=job.position,
+        step=job.step,
+        steps=job.steps,
+        params=job.params,
+        created_at=job.created,
+        preview=b64(job.preview) if job.preview else None,
+        seed=result.get("seed", job.params.get("seed")),
+        images=b64(result["images"]) if "images" in result else None,
+        error=(
+            JobError(code=error.code, message=error.message, field=getattr(error, "field", None))
+            if error is not None
+            else None
+        ),
+    )
+
+
+def _sse(event: JobEvent) -> str:
+    """One Server-Sent Event: its name and a JSON ``data:`` line (PNGs as base64)."""
+    data = {k: b64(v) if k == "images" else v for k, v in event.data.items()}
+    return f"event: {event.kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def event_stream(job: Job, cancel_on_close: bool) -> AsyncIterator[str]:
+    try:
+        async for event in job.events():
+            yield _sse(event)
+    finally:
+        if cancel_on_close:  # the client went away: free the compute at the next step
+            job.cancel()
+
+
+def sse_response(events: AsyncIterator[str]) -> StreamingResponse:
+    # Proxies must pass each event on as it comes, not buffer the stream.
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+
+@router.post("/v1/jobs", response_model=JobInfo, status_code=202)
+async def submit_job(service: Service, body: JobRequest) -> Response:
+    params = body.params
+    if isinstance(params.get("image"), str):
+        params = params | {"image": codecs.decode_base64(params["image"], "params.image")}
+    job = await service.submit_job(body.model, body.method, params, PROTOCOL)
+    return json_response(job_info(job), status_code=202)
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobInfo)
+async def get_job(service: Service, job_id: str) -> Response:
+    return json_response(job_info(service.get_job(job_id)))
+
+
+@router.get("/v1/jobs/{job_id}/events")
+async def job_events(service: Service, job_id: str) -> Response:
+    """Follow a job's events (SSE); closing this stream does not cancel the job."""
+    return sse_response(event_stream(service.get_job(job_id), False))
+
+
+@router.delete("/v1/jobs/{job_id}", response_model=JobInfo)
+async def cancel_job(service: Service, job_id: str) -> Response:
+    """Cancel a job: it stops at its next step boundary (its state says when)."""
+    return json_response(job_info(service.cancel_job(job_id)))
