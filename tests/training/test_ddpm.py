@@ -21,7 +21,7 @@ from latentserve.training.trainer import train
 from safetensors.torch import load_file
 from tiny_runs import tiny_config
 
-from latentserve.noise_schedule import alphas_cumprod, betas
+from latentserve.noise_schedule import alphas_cumprod
 
 TINY = {"widths": [8, 16], "groups": 4}
 
@@ -41,29 +41,6 @@ def test_conditional_unet_refuses_missing_labels() -> None:
     net = UNet(1, [8], depth=1, groups=4, num_classes=3)
     with pytest.raises(ValueError, match="needs labels"):
         net(torch.zeros(1, 1, 8, 8), torch.zeros(1))
-
-
-def test_linear_schedule() -> None:
-    linear = betas("linear", 5, 1e-4, 0.02)
-    assert linear.dtype == np.float64
-    expected = [1e-4 + i * (0.02 - 1e-4) / 4 for i in range(5)]
-    assert linear.tolist() == pytest.approx(expected, rel=1e-12)
-
-
-def test_cosine_schedule_by_hand() -> None:
-    def alpha_bar(t: float) -> float:
-        return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
-
-    T = 4
-    expected = [min(1 - alpha_bar((i + 1) / T) / alpha_bar(i / T), 0.999) for i in range(T)]
-    cosine = betas("cosine", T, 1e-4, 0.02)
-    assert cosine.tolist() == pytest.approx(expected, rel=1e-12)
-    assert cosine[-1] == 0.999  # ᾱ(1) is ~0: the last beta is clipped
-    long = betas("cosine", 1000, 1e-4, 0.02)
-    assert bool((long[1:] >= long[:-1]).all()) and long.max() == 0.999
-    assert np.array_equal(alphas_cumprod("cosine", 1000), np.cumprod(1 - long))
-    with pytest.raises(ValueError, match="beta_schedule"):
-        betas("sqrt", T)
 
 
 def test_the_model_trains_with_the_schedule_it_exports() -> None:
