@@ -199,10 +199,8 @@ class CodeMap(_Strict):
     step: Literal["map", "position"] = "map"
 
 
-class NoiseScheduleSpec(_Strict):
-    """The noise schedule a denoiser was trained with, written out: the server's samplers
-    step through ``alphas_cumprod`` (ᾱ_t for each training timestep t, decreasing in
-    (0, 1)) and never recompute it.
+class _HowToSample(_Strict):
+    """What a diffusion model's samplers need besides the schedule itself.
 
     ``sample_range`` is the value range of clean samples (pixels mapped to [-1, 1] for pixel
     diffusion): x0 estimates are clipped to it, and without a ``decoder`` graph it maps
@@ -210,13 +208,20 @@ class NoiseScheduleSpec(_Strict):
     decoder for latent diffusion (the autoencoder's latents were multiplied by it).
     """
 
-    alphas_cumprod: list[float] = Field(min_length=2)
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     sample_range: tuple[float, float] = (-1.0, 1.0)
     clip_sample: bool = True
     latent_scale: float = Field(default=1.0, gt=0)
     default_sampler: str = "ddim"
     default_steps: int = Field(default=50, gt=0)
+
+
+class NoiseScheduleSpec(_HowToSample):
+    """The noise schedule a denoiser was trained with, written out: the server's samplers
+    step through ``alphas_cumprod`` (ᾱ_t for each training timestep t, decreasing in
+    (0, 1)) and never recompute it."""
+
+    alphas_cumprod: list[float] = Field(min_length=2)
 
     @model_validator(mode="after")
     def _a_decreasing_schedule(self) -> NoiseScheduleSpec:
@@ -232,7 +237,7 @@ class NoiseScheduleSpec(_Strict):
         return len(self.alphas_cumprod)
 
 
-class SchemaThreeScheduler(_Strict):
+class SchemaThreeScheduler(_HowToSample):
     """Schema 3's ``scheduler`` section: the schedule named, not written out. Read only to
     load such manifests, as the ``noise_schedule`` its formula gives."""
 
@@ -240,19 +245,13 @@ class SchemaThreeScheduler(_Strict):
     num_train_timesteps: int = Field(gt=1)
     beta_start: float = Field(default=1e-4, gt=0)
     beta_end: float = Field(default=0.02, gt=0, lt=1)
-    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
-    sample_range: tuple[float, float] = (-1.0, 1.0)
-    clip_sample: bool = True
-    latent_scale: float = Field(default=1.0, gt=0)
-    default_sampler: str = "ddim"
-    default_steps: int = Field(default=50, gt=0)
 
-    def noise_schedule(self) -> dict[str, Any]:
-        named = ("beta_schedule", "num_train_timesteps", "beta_start", "beta_end")
+    def noise_schedule(self) -> NoiseScheduleSpec:
         schedule = alphas_cumprod(
             self.beta_schedule, self.num_train_timesteps, self.beta_start, self.beta_end
         )
-        return self.model_dump(exclude=set(named)) | {"alphas_cumprod": schedule.tolist()}
+        how = {name: getattr(self, name) for name in _HowToSample.model_fields}
+        return NoiseScheduleSpec(alphas_cumprod=schedule.tolist(), **how)
 
 
 class ClassConditioning(_Strict):
