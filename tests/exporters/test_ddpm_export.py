@@ -17,6 +17,7 @@ from latentserve.exporters.export import export_run
 from latentserve.exporters.formats import export_onnx, export_torchscript
 from latentserve.exporters.parity import check_parity
 from latentserve.exporters.recipes import get_recipe
+from latentserve.server.pipelines import build_pipeline
 from latentserve.server.repository.store import load_model
 from latentserve.server.settings import Settings
 from latentserve.training.checkpoint import load_run
@@ -213,7 +214,7 @@ def test_a_schema_3_copy_loads_in_the_server_and_samples_alike(
     assert Manifest.load(old).schema_version == 3
 
     async def sample(version_dir: Path) -> np.ndarray:
-        model = load_model(version_dir, Settings())
+        model = load_model(version_dir, Settings(), build_pipeline)
         try:
             pipeline = model.pipeline
             params = {"n": 2, "seed": 5, "steps": 4, "class_label": 3}

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from latentserve.exporters.export import export_run
 from latentserve.exporters.recipes import RECIPES
+from latentserve.server.pipelines import build_pipeline
 from latentserve.server.repository.store import load_model
 from latentserve.server.repository.warmup import warm_up
 from latentserve.server.settings import Settings
@@ -63,7 +64,9 @@ def test_family_trains_exports_loads_and_warms_up(
     assert (manifest.family, manifest.capabilities) == (family, RECIPES.get(family).capabilities)
 
     async def load_and_warm_up() -> None:
-        model = load_model(version_dir, Settings())  # refuses graphs off the contract
+        model = load_model(
+            version_dir, Settings(), build_pipeline
+        )  # refuses graphs off the contract
         try:
             await warm_up(model)  # every declared capability, finite outputs
         finally:
