@@ -223,5 +223,5 @@ def test_a_schema_3_copy_loads_in_the_server_and_samples_alike(
             await model.pipeline.close()
 
     new_images, old_images = asyncio.run(sample(exported)), asyncio.run(sample(old))
-    assert new_images.shape == (2, 28, 28, 1)
+    assert new_images.shape == (2, 1, 28, 28)
     np.testing.assert_array_equal(old_images, new_images)
