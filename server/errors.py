@@ -1,7 +1,7 @@
 """Domain errors of the serving path.
 
 The service and pipelines raise these; each transport maps them to its own status codes in
-exactly one place (``frontends/rest/errors.py`` and ``frontends/grpc/servicer.py``), so a
+exactly one place (``frontends/rest/errors.py`` for REST, ``frontends/status.py`` for gRPC), so a
 new error kind cannot be reported differently over HTTP and gRPC.
 """
 

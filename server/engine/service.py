@@ -10,11 +10,13 @@ job (``latentserve.server.engine.jobs``), admitted once and then never refused.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -27,7 +29,7 @@ from latentserve.server.errors import DeadlineExceeded, InvalidArgument, Serving
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.params import RequestParams, resolve_seed
 from latentserve.server.pipelines import build_pipeline
-from latentserve.server.repository.reload import ReloadResult, RepositoryReloader
+from latentserve.server.repository.reload import IndexEntry, ReloadResult, RepositoryReloader
 from latentserve.server.repository.store import Lease, LoadedModel, ModelRepository
 from latentserve.server.settings import Settings
 
@@ -58,6 +60,10 @@ class ModelDescription:
     max_batch_size: int
     max_n: int
     versions: list[str]
+    created: int  # Unix seconds of the export (the manifest's provenance), 0 if unreadable
+    # The JSON schema of each generating method's parameters the model takes: what typed
+    # protocols (the Open Inference Protocol's named tensors) declare per model.
+    parameter_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -175,9 +181,31 @@ class GenerativeService:
         """Serve what the repository holds now (see ``repository/reload.py``); the frontends
         let only admins call it."""
         async with self._track("reload_repository", protocol):
-            if self._reloader is None or self._draining:
-                raise Unavailable("models are still loading, or the server is shutting down")
-            return await self._reloader.reload()
+            return await self._live_reloader().reload()
+
+    async def load_model(self, name: str, protocol: str) -> ReloadResult:
+        """Serve ``name`` from the repository (again, after ``unload_model``); admins only.
+        A version that cannot be served is refused with its reason."""
+        async with self._track("load_model", protocol):
+            result = await self._live_reloader().load(name)
+            if result.refused:
+                reasons = "; ".join(f"{r.model}: {r.error}" for r in result.refused)
+                raise InvalidArgument("name", f"cannot load {name}: {reasons}")
+            return result
+
+    async def unload_model(self, name: str, protocol: str) -> list[str]:
+        """Stop serving every version of ``name`` until it is loaded again; admins only."""
+        async with self._track("unload_model", protocol):
+            return await self._live_reloader().unload(name)
+
+    def repository_index(self) -> list[IndexEntry]:
+        """Every version on disk or served, and whether it serves."""
+        return self._live_reloader().index()
+
+    def _live_reloader(self) -> RepositoryReloader:
+        if self._reloader is None or self._draining:
+            raise Unavailable("models are still loading, or the server is shutting down")
+        return self._reloader
 
     def start_draining(self) -> None:
         self._draining = True
@@ -231,6 +259,12 @@ class GenerativeService:
             max_batch_size=model.serving.max_batch_size,
             max_n=model.serving.max_n,
             versions=self._repository.versions(m.name) if self._repository else [],
+            created=_unix_seconds(m.provenance.created_at),
+            parameter_schemas={
+                method: _schema(params)
+                for method, params in model.pipeline.params_for.items()
+                if method in JOB_METHODS and method in m.capabilities
+            },
         )
 
     def model_label(self, ref: str) -> str:
@@ -492,6 +526,19 @@ class GenerativeService:
             self.metrics.request_latency.labels(call.model, method, protocol).observe(
                 time.perf_counter() - started
             )
+
+
+@functools.cache
+def _schema(params: type[RequestParams]) -> dict[str, Any]:
+    """A parameter model's JSON schema, built once: models are described on every call."""
+    return params.model_json_schema()
+
+
+def _unix_seconds(iso: str) -> int:
+    try:
+        return int(datetime.fromisoformat(iso).timestamp())
+    except ValueError:
+        return 0
 
 
 def _sample_result(result: dict[str, Any]) -> SampleResult:

@@ -11,7 +11,8 @@ shares the batch.
 
 One pipeline serves pixel diffusion (the sample is the image) and latent diffusion (a
 ``decoder`` graph turns the sample into the image, an ``encoder`` starts img2img), with
-no conditioning, class labels, or a prompt encoded by a frozen text encoder.
+no conditioning, class labels, or a prompt encoded by a frozen text encoder; with an image
+and a mask, text-to-image inpaints (``inpainting.py``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from latentserve.server.pipelines.diffusion_params import (
     TextToImageParams,
 )
 from latentserve.server.pipelines.guidance import Guidance, guide
+from latentserve.server.pipelines.inpainting import KeptRegion, latent_keep_mask
 from latentserve.server.pipelines.interpolation import slerp
 from latentserve.server.pipelines.noise import rng
 from latentserve.server.pipelines.text import PromptEncoder
@@ -60,8 +62,10 @@ class DiffusionTrajectory:
         generator: np.random.Generator,
         progress: Progress | None,
         preview_every: int,
+        kept: KeptRegion | None = None,
     ) -> None:
         self._pipeline = pipeline
+        self._kept = kept
         self._sampler = sampler
         self._schedule = pipeline.schedule
         self._guidance = guidance
@@ -86,12 +90,18 @@ class DiffusionTrajectory:
         if self._sampler.needs_noise():
             noise = self._rng.standard_normal(self.state.x.shape)
         self.state = self._sampler.step(self._schedule, self.state, prediction, noise)
+        if self._kept is not None:
+            self.state = self._kept.hold(self.state)
         if self.progress is None:
             return
         self.progress.step(self.state.index, self.steps)
         every = self._preview_every
         if every and self.state.index % every == 0 and not self.state.done:
-            self.progress.preview(self.state.index, self._pipeline.to_images(self.state.denoised))
+            denoised = self.state.denoised
+            assert denoised is not None  # set by every step
+            if self._kept is not None:
+                denoised = self._kept.over(denoised)
+            self.progress.preview(self.state.index, self._pipeline.to_images(denoised))
 
 
 class DiffusionPipeline(GraphPipeline):
@@ -216,17 +226,27 @@ class DiffusionPipeline(GraphPipeline):
         if params.image is None:
             if params.strength is not None:
                 raise InvalidArgument("strength", "only applies with an image (img2img)")
+            if params.mask is not None:
+                raise InvalidArgument("mask", "only applies with an image (inpainting)")
             return
         if "encoder" not in self.manifest.graphs:
             raise Unsupported(f"model {self.label} has no encoder: it cannot start from an image")
-        strength = 0.8 if params.strength is None else params.strength
+        strength = _strength(params)
         if not (np.isfinite(strength) and 0 < strength <= 1):
             raise InvalidArgument("strength", f"must be in (0, 1], got {strength}")
         self._decode_image(params.image)
+        if params.mask is not None:
+            self._keep_mask(params.mask)
 
     def _decode_image(self, png: bytes) -> np.ndarray:
         spec, limit = self.manifest.image, self.serving.max_image_pixels
         return codecs.pngs_to_batch([png], spec, limit, fields=["image"])
+
+    def _keep_mask(self, png: bytes) -> np.ndarray:
+        """The mask's kept pixels at the sample's resolution (``inpainting.py``)."""
+        spec, limit = self.manifest.image, self.serving.max_image_pixels
+        keep = codecs.decode_mask(png, "mask", spec, limit)
+        return latent_keep_mask(keep, tuple(self.manifest.latent.shape))
 
     # -- sampling --------------------------------------------------------------------------
 
@@ -267,14 +287,17 @@ class DiffusionPipeline(GraphPipeline):
         noise a stochastic sampler needs on the way."""
         sampler = make_sampler(str(params.sampler), params.eta)
         steps = int(params.steps or self.spec.default_steps)
+        kept: KeptRegion | None = None
         if isinstance(params, TextToImageParams):
             with self._stage("text_encode"):
                 guidance = await self._text_guidance(params)
             if params.image is not None:
-                strength = 0.8 if params.strength is None else params.strength
                 with self._stage("image_encode"):
                     x0 = await self._encode_image(params.image, params.n)
-                state = sampler.start_from(self.schedule, steps, strength, x0, noise)
+                state = sampler.start_from(self.schedule, steps, _strength(params), x0, noise)
+                if params.mask is not None:
+                    kept = KeptRegion(self.schedule, x0, noise, self._keep_mask(params.mask))
+                    state = kept.hold(state)
             else:
                 state = sampler.start(self.schedule, steps, noise)
         else:
@@ -282,7 +305,7 @@ class DiffusionPipeline(GraphPipeline):
             guidance = self._class_guidance(params)
             state = sampler.start(self.schedule, steps, noise)
         trajectory = DiffusionTrajectory(
-            self, sampler, state, guidance, generator, progress, params.preview_every
+            self, sampler, state, guidance, generator, progress, params.preview_every, kept
         )
         with self._stage("denoise"):
             await self.engine.run(trajectory)
@@ -350,3 +373,11 @@ class DiffusionPipeline(GraphPipeline):
     async def close(self) -> None:
         await self.engine.close()
         await super().close()
+
+
+def _strength(params: TextToImageParams) -> float:
+    """How much of the starting image is redrawn: by default most of it for img2img, and
+    all of the masked area for inpainting (the rest is held by the mask)."""
+    if params.strength is not None:
+        return params.strength
+    return 1.0 if params.mask is not None else 0.8

@@ -3,9 +3,9 @@
 
 Both generating methods share the sampler settings (``DenoisingParams``); class-conditional
 sampling adds a class label, text-to-image a prompt, a negative prompt and, for img2img, an
-image and a strength; ``interpolate`` takes the frames' step count and class (its sampler is
-DDIM). Checks that need the model (its step limit, its classes, whether it can encode an
-image) live in the pipeline, next to what they protect.
+image and a strength, for inpainting also a mask; ``interpolate`` takes the frames' step
+count and class (its sampler is DDIM). Checks that need the model (its step limit, its
+classes, whether it can encode an image) live in the pipeline, next to what they protect.
 """
 
 from __future__ import annotations
@@ -51,6 +51,11 @@ class TextToImageParams(DenoisingParams):
     image: bytes | None = Field(default=None, description="img2img: the PNG to start from")
     strength: float | None = Field(
         default=None, description="img2img: how much of the image to redraw, (0, 1]"
+    )
+    mask: bytes | None = Field(
+        default=None,
+        description="inpainting: a PNG whose transparent pixels (alpha 0) mark what to "
+        "repaint; the rest of the image comes back as it went in",
     )
 
 

@@ -88,3 +88,30 @@ def test_png_bytes_are_small_and_fast_to_make() -> None:
     data = codecs.encode_png(pixels)
     assert data.startswith(codecs.PNG_SIGNATURE) and len(data) < 200
     assert base64.b64decode(codecs.encode_base64(data)) == data
+
+
+def test_a_mask_keeps_what_is_not_transparent_in_any_png_transparency() -> None:
+    keep = np.zeros((28, 28), dtype=bool)
+    keep[:, :10] = True
+    alpha = np.where(keep, 255, 0).astype(np.uint8)
+    rgba = np.dstack([np.full((28, 28, 3), 99, np.uint8), alpha])
+    palette = Image.fromarray(np.where(keep, 1, 0).astype(np.uint8), mode="P")
+    palette.info["transparency"] = 0  # palette entry 0 is fully transparent
+    buffer = io.BytesIO()
+    palette.save(buffer, format="PNG", transparency=0)
+    for data in (png(np.dstack([alpha, alpha])), png(rgba), buffer.getvalue()):
+        np.testing.assert_array_equal(codecs.decode_mask(data, "mask", GRAY, LIMIT), keep)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (png(np.zeros((28, 28), np.uint8)), "needs transparency"),
+        (png(np.zeros((14, 28, 4), np.uint8)), "expected 28x28 pixels"),
+        (b"GIF89a....", "not a PNG"),
+    ],
+)
+def test_bad_masks_are_refused_naming_the_field(data: bytes, expected: str) -> None:
+    with pytest.raises(InvalidArgument, match=expected) as err:
+        codecs.decode_mask(data, "mask", GRAY, LIMIT)
+    assert err.value.field == "mask"

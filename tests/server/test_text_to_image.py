@@ -239,3 +239,40 @@ def test_models_without_the_capability_refuse_it(tmp_path: Path) -> None:
         asyncio.run(service.generate("fake-ddpm", "text_to_image", {"prompt": "x"}, "test"))
     with pytest.raises(Unsupported, match="does not support sample"):
         asyncio.run(service.sample(MODEL, {"n": 1}, "test"))
+
+
+def mask_png(keep: np.ndarray) -> bytes:
+    """An inpainting mask: opaque where ``keep`` (H, W) is True, transparent elsewhere."""
+    alpha = np.where(keep, 255, 0).astype(np.uint8)
+    return encode_png(np.stack([np.zeros_like(alpha), alpha], axis=-1))
+
+
+def test_inpainting_keeps_the_unmasked_region_and_repaints_the_rest(tmp_path: Path) -> None:
+    service, _ = make_service(tmp_path)
+    keep = np.zeros((SIZE, SIZE), dtype=bool)
+    keep[:, : SIZE // 2] = True
+    params = {"prompt": "", "image": png_of(0.9), "mask": mask_png(keep), "n": 8, "steps": 20}
+
+    async def main() -> tuple[list[int], np.ndarray]:
+        job = await service.submit_job(MODEL, "text_to_image", params, "test")
+        steps = [e.data["steps"] async for e in job.events() if e.kind == "progress"]
+        return steps, pixels(job.result["images"])
+
+    steps, images = asyncio.run(main())
+    assert steps == [20] * 20  # a mask repaints from noise: strength 1 by default
+    kept, repainted = images[:, keep], images[:, ~keep]
+    # this fake's autoencoder is exact: the kept half is the image to the PNG's rounding
+    assert np.abs(kept - 0.9).max() <= 1 / 255
+    # the repainted half is the model's (data mean 0: pixel 0.5), the image forgotten
+    assert abs(repainted.mean() - 0.5) < 0.05
+
+
+def test_a_mask_needs_an_image_and_transparency(tmp_path: Path) -> None:
+    service, _ = make_service(tmp_path)
+    keep = np.ones((SIZE, SIZE), dtype=bool)
+    with pytest.raises(InvalidArgument, match="only applies with an image") as err:
+        asyncio.run(t2i(service, prompt="x", mask=mask_png(keep)))
+    assert err.value.field == "mask"
+    with pytest.raises(InvalidArgument, match="needs transparency") as err:
+        asyncio.run(t2i(service, prompt="x", image=png_of(0.5), mask=png_of(1.0)))
+    assert err.value.field == "mask"

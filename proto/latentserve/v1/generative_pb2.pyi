@@ -247,7 +247,7 @@ class InterpolateFrame(_message.Message):
     def __init__(self, model: _Optional[str] = ..., index: _Optional[int] = ..., image: _Optional[bytes] = ..., seed_a: _Optional[int] = ..., seed_b: _Optional[int] = ...) -> None: ...
 
 class TextToImageRequest(_message.Message):
-    __slots__ = ("model", "prompt", "negative_prompt", "n", "seed", "steps", "sampler", "eta", "guidance_scale", "preview_every", "image", "strength")
+    __slots__ = ("model", "prompt", "negative_prompt", "n", "seed", "steps", "sampler", "eta", "guidance_scale", "preview_every", "image", "strength", "mask")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -260,6 +260,7 @@ class TextToImageRequest(_message.Message):
     PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     negative_prompt: str
@@ -272,7 +273,8 @@ class TextToImageRequest(_message.Message):
     preview_every: int
     image: bytes
     strength: float
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., sampler: _Optional[str] = ..., eta: _Optional[float] = ..., guidance_scale: _Optional[float] = ..., preview_every: _Optional[int] = ..., image: _Optional[bytes] = ..., strength: _Optional[float] = ...) -> None: ...
+    mask: bytes
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., n: _Optional[int] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., sampler: _Optional[str] = ..., eta: _Optional[float] = ..., guidance_scale: _Optional[float] = ..., preview_every: _Optional[int] = ..., image: _Optional[bytes] = ..., strength: _Optional[float] = ..., mask: _Optional[bytes] = ...) -> None: ...
 
 class JobRequest(_message.Message):
     __slots__ = ("sample", "text_to_image")

@@ -17,19 +17,13 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from latentserve.server.engine import deadlines
-from latentserve.server.engine.jobs import Cancelled, Job, JobEvent, JobNotFound
+from latentserve.server.engine.jobs import Job, JobEvent
 from latentserve.server.engine.service import GenerativeService, ModelDescription
 from latentserve.server.errors import (
-    DeadlineExceeded,
     InvalidArgument,
-    ModelNotFound,
-    Overloaded,
-    PermissionDenied,
     ServingError,
-    Unauthenticated,
-    Unavailable,
-    Unsupported,
 )
+from latentserve.server.frontends.status import error_metadata, grpc_status
 from latentserve.server.security.admin import AdminTokens
 from latentserve.server.security.grpc_guard import CallGuard
 from latentserve.server.security.grpc_limits import ConcurrencyLimit, core_backlog_options
@@ -38,18 +32,6 @@ from latentserve.v1 import generative_pb2_grpc as pb_grpc
 
 PROTOCOL = "grpc"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GenerativeService"].full_name
-GRPC_STATUS: dict[type[ServingError], grpc.StatusCode] = {
-    ModelNotFound: grpc.StatusCode.NOT_FOUND,
-    JobNotFound: grpc.StatusCode.NOT_FOUND,
-    Cancelled: grpc.StatusCode.CANCELLED,
-    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    Unsupported: grpc.StatusCode.UNIMPLEMENTED,
-    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-}
 
 
 async def _abort(
@@ -61,13 +43,7 @@ async def _abort(
 ) -> None:
     if not exc.recorded:
         service.record_rejection(model, method, PROTOCOL, exc.code)
-    metadata: list[tuple[str, str]] = []
-    if isinstance(exc, InvalidArgument):
-        metadata.append(("field", exc.field))
-    if isinstance(exc, Overloaded):
-        metadata.append(("retry-after", str(exc.retry_after_s)))
-    code = GRPC_STATUS.get(type(exc), grpc.StatusCode.INTERNAL)
-    await context.abort(code, exc.message, trailing_metadata=tuple(metadata))
+    await context.abort(grpc_status(exc), exc.message, trailing_metadata=error_metadata(exc))
 
 
 def _unary(method: str) -> Callable:

@@ -1,10 +1,9 @@
-"""What every REST route shares: the engine (one dependency), the client's deadline, and
-cancelling work whose HTTP client went away."""
+"""What every REST route shares: the engine (one dependency) and the client's deadline
+(cancelling work whose HTTP client went away is ``frontends/disconnect.py``)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
@@ -51,25 +50,6 @@ def json_response(model: BaseModel, status_code: int = 200) -> Response:
 
 def b64(pngs: list[bytes]) -> list[str]:
     return [codecs.encode_base64(p) for p in pngs]
-
-
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """``work``'s result; if the HTTP client disconnects first, cancel ``work`` (and so
-    the job behind it) instead of computing for nobody."""
-    task = asyncio.ensure_future(work)
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-    return await task
 
 
 async def collect(chunks: AsyncIterator[T]) -> list[T]:

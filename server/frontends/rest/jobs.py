@@ -1,4 +1,5 @@
-"""``/v1/jobs``: submit, poll, follow (Server-Sent Events) and cancel multi-step work."""
+"""``/v1/jobs``: submit, poll, follow (Server-Sent Events) and cancel multi-step work, and
+fetch a finished job's images one PNG at a time."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 from latentserve.server import codecs
 from latentserve.server.engine.jobs import Job, JobEvent
 from latentserve.server.frontends.rest.dependencies import PROTOCOL, Service, b64, json_response
+from latentserve.server.frontends.rest.errors import error_response
 from latentserve.server.frontends.rest.schemas import JobError, JobInfo, JobRequest
 
 router = APIRouter(tags=["jobs"])
@@ -63,8 +65,9 @@ def sse_response(events: AsyncIterator[str]) -> StreamingResponse:
 @router.post("/v1/jobs", response_model=JobInfo, status_code=202)
 async def submit_job(service: Service, body: JobRequest) -> Response:
     params = body.params
-    if isinstance(params.get("image"), str):
-        params = params | {"image": codecs.decode_base64(params["image"], "params.image")}
+    for key in ("image", "mask"):
+        if isinstance(params.get(key), str):
+            params = params | {key: codecs.decode_base64(params[key], f"params.{key}")}
     job = await service.submit_job(body.model, body.method, params, PROTOCOL)
     return json_response(job_info(job), status_code=202)
 
@@ -78,6 +81,27 @@ async def get_job(service: Service, job_id: str) -> Response:
 async def job_events(service: Service, job_id: str) -> Response:
     """Follow a job's events (SSE); closing this stream does not cancel the job."""
     return sse_response(event_stream(service.get_job(job_id), False))
+
+
+@router.get(
+    "/v1/jobs/{job_id}/images/{index}",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "the PNG"}},
+)
+async def job_image(service: Service, job_id: str, index: int) -> Response:
+    """Image ``index`` of a finished job, as ``image/png``, while the job is retained (what
+    the OpenAI Images API's ``response_format=url`` points at)."""
+    job = service.get_job(job_id)
+    if job.error is not None:
+        raise job.error
+    if job.result is None:
+        return error_response(409, "not_ready", f"job {job_id} is {job.state.value}: no images yet")
+    images = job.result["images"]
+    if not 0 <= index < len(images):
+        return error_response(
+            404, "not_found", f"job {job_id} has {len(images)} image(s), no {index}", "index"
+        )
+    return Response(images[index], media_type="image/png")
 
 
 @router.delete("/v1/jobs/{job_id}", response_model=JobInfo)

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from latentserve.server.engine.service import ModelDescription
 from latentserve.server.frontends.rest.dependencies import Service, json_response
-from latentserve.server.frontends.rest.schemas import ImageInfo, ModelInfo, ModelList
+from latentserve.server.frontends.rest.schemas import ImageInfo, ModelInfo, ModelList, OpenAIModel
 
 router = APIRouter(tags=["models"])
 
@@ -33,7 +33,13 @@ def model_info(d: ModelDescription) -> ModelInfo:
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(service: Service) -> Response:
-    return json_response(ModelList(models=[model_info(d) for d in service.list_models()]))
+    described = service.list_models()
+    return json_response(
+        ModelList(
+            models=[model_info(d) for d in described],
+            data=[OpenAIModel(id=d.name, created=d.created) for d in described],
+        )
+    )
 
 
 @router.get("/v1/models/{model}", response_model=ModelInfo)

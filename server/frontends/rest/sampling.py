@@ -8,13 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from latentserve.server import codecs
+from latentserve.server.frontends.disconnect import unless_disconnected
 from latentserve.server.frontends.rest.dependencies import (
     PROTOCOL,
     Service,
     b64,
     collect,
     json_response,
-    unless_disconnected,
 )
 from latentserve.server.frontends.rest.jobs import event_stream, sse_response
 from latentserve.server.frontends.rest.params_schema import params_body
@@ -77,14 +77,16 @@ async def sample(
     openapi_extra=params_body("text_to_image"),
     description=(
         "Images for a prompt (text-to-image models). `image` (base64 PNG) + `strength` "
-        "start from a picture (img2img). Server-Sent Events as for .../sample."
+        "start from a picture (img2img); a `mask` (base64 PNG, transparent where to repaint) "
+        "with it inpaints. Server-Sent Events as for .../sample."
     ),
 )
 async def text_to_image(
     request: Request, service: Service, model: str, body: dict[str, Any] = TEXT_TO_IMAGE_BODY
 ) -> Response:
-    if isinstance(body.get("image"), str):
-        body = body | {"image": codecs.decode_base64(body["image"], "image")}
+    for key in ("image", "mask"):
+        if isinstance(body.get(key), str):
+            body = body | {key: codecs.decode_base64(body[key], key)}
     return await _generate(request, service, model, "text_to_image", body)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Body
 from latentserve.server.params import MAX_SEED
@@ -33,7 +33,8 @@ TEXT_TO_IMAGE_BODY = Body(
     description=(
         "`prompt` (required), `negative_prompt`, `n`, `seed`, `steps`, `sampler`, `eta`, "
         "`guidance_scale`, `preview_every`; img2img: `image` (base64 PNG of the model's "
-        "size) and `strength` in (0, 1]."
+        "size) and `strength` in (0, 1]; inpainting: also `mask` (base64 PNG whose "
+        "transparent pixels mark what to repaint)."
     ),
     examples=[{"prompt": "a handwritten 7", "n": 4, "seed": 0, "guidance_scale": 5.0}],
 )
@@ -156,8 +157,20 @@ class ModelInfo(BaseModel):
     versions: list[str]
 
 
+class OpenAIModel(BaseModel):
+    """A model as the OpenAI API lists it (``GET /v1/models`` of that API)."""
+
+    id: str = Field(description="the model's name")
+    object: Literal["model"] = "model"
+    created: int = Field(description="Unix seconds of the model's export")
+    owned_by: str = "latentserve"
+
+
 class ModelList(BaseModel):
     models: list[ModelInfo]
+    # The same models in the OpenAI API's list shape, so its SDKs can list them too.
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel] = Field(description="the models as the OpenAI API lists them")
 
 
 class RefusedVersion(BaseModel):

@@ -1,0 +1,1 @@
+"""Generated stubs of the Open Inference Protocol (KServe V2) gRPC service (``make proto``)."""

@@ -1,0 +1,7 @@
+"""The OpenAI Images API (``/v1/images/generations``, ``/v1/images/edits``) over the engine,
+for every model that can do ``text_to_image``, so applications written against the
+``openai`` SDK need only a ``base_url``."""
+
+from latentserve.server.frontends.openai.routes import router
+
+__all__ = ["router"]
