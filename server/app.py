@@ -61,9 +61,11 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
         grpc_port = tls.add_grpc_port(grpc_server, address, server_tls)
     except RuntimeError as exc:
         raise ValueError(f"cannot listen for gRPC on {address}: port in use?") from exc
-    rest_app = create_rest_app(service, admins)
-    rest_app.include_router(openai_images.router)  # the OpenAI Images API, same app and port
-    rest_app.include_router(v2_rest.router)  # the Open Inference Protocol beside /v1
+    # the OpenAI Images API and the Open Inference Protocol beside /v1: same app and port
+    rest_app = create_rest_app(
+        service, admins, other_routers=(openai_images.router, v2_rest.router)
+    )
+    service.metrics.allow_methods(v2_rest.CALLS)
     auth.protect_rest(rest_app, authenticator)
     cors.allow_cross_origin(rest_app, settings)  # outermost: preflights need no token
     config = uvicorn.Config(

@@ -57,6 +57,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_serve)
 
+    h = subparsers.add_parser(
+        "healthcheck",
+        help="exit 0 if the local server's /healthz answers (a container HEALTHCHECK)",
+        description="GET /healthz of the server on this host, over https when TLS is "
+        "configured. Reads the same settings as `serve` (--config, LATENTSERVE_* env), so "
+        "it follows the server's port and TLS without flags of its own.",
+    )
+    h.add_argument("--config", type=Path, help="TOML settings file of the server")
+    h.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    h.set_defaults(func=_healthcheck)
+
 
 def _serve(args: argparse.Namespace) -> int:
     from latentserve.server.app import run
@@ -82,6 +93,36 @@ def _serve(args: argparse.Namespace) -> int:
         build_default_repository(settings.repository)
     run(settings)
     return 0
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    import ssl
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from latentserve.server.settings import load_settings
+
+    settings = load_settings(args.config)
+    # A wildcard listen address is reached on loopback.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
+    host = f"[{host}]" if ":" in host else host
+    context = None
+    if settings.tls_cert is not None:
+        # The check talks to its own server: the certificate names the public host, not
+        # the loopback address, so it is not verified here.
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    scheme = "https" if context else "http"
+    url = f"{scheme}://{host}:{settings.http_port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout, context=context) as response:
+            healthy = response.status == 200
+    except (OSError, urllib.error.URLError) as exc:
+        print(f"latentserve healthcheck: {url}: {exc}", file=sys.stderr)
+        return 1
+    return 0 if healthy else 1
 
 
 def _has_models(repository: Path) -> bool:

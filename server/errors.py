@@ -3,9 +3,26 @@
 The service and pipelines raise these; each transport maps them to its own status codes in
 exactly one place (``frontends/rest/errors.py`` for REST, ``frontends/status.py`` for gRPC), so a
 new error kind cannot be reported differently over HTTP and gRPC.
+
+Clients may send megabytes in any field: a message shows what was sent through ``shown``
+(64 characters and "…"), and every message and field name is cut to a bounded length here,
+where all of them are made, so no answer (nor gRPC's status details, which must fit the
+client's metadata limit) repeats a whole input.
 """
 
 from __future__ import annotations
+
+#: The most characters of a client's value an error message repeats.
+SHOWN_CHARS = 64
+#: The longest message or field name an error carries (a backstop: values go through
+#: ``shown``, so a message built from a few of them stays under this).
+MAX_MESSAGE_CHARS = 1024
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``value`` as text cut to ``limit`` characters and "…", fit for an error message."""
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 class ServingError(Exception):
@@ -15,6 +32,7 @@ class ServingError(Exception):
     recorded = False  # set once the service counted it, so transports never count twice
 
     def __init__(self, message: str) -> None:
+        message = shown(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
 
@@ -29,6 +47,7 @@ class InvalidArgument(ServingError):
     code = "invalid_argument"
 
     def __init__(self, field: str, message: str) -> None:
+        field = shown(field)  # a field may be named by the client (an unknown JSON key)
         super().__init__(f"{field}: {message}")
         self.field = field
 

@@ -2,11 +2,22 @@
 
 Tests pass a fresh ``CollectorRegistry`` so they never see each other's counts; the
 transports, the service and the batcher record into the one ``ServerMetrics`` they share.
+
+Every label value comes from a closed set, never from what a client sent: each series lives
+as long as the server, so one label value per distinct request field would grow /metrics
+without bound. Models are labelled with the ``name@version`` of a loaded version (or
+``unknown``), methods with a name the code registered (``allow_methods``, or ``other``),
+statuses with the domain errors' fixed codes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+#: The ``method`` label of a request whose call has no registered name.
+OTHER_METHOD = "other"
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -18,6 +29,7 @@ _STAGE_BUCKETS = _LATENCY_BUCKETS + _JOB_BUCKETS[_JOB_BUCKETS.index(30.0) :]
 class ServerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._methods: set[str] = set()
         self.requests = Counter(
             "latentserve_requests",
             "Requests answered, by model, method, protocol and status.",
@@ -174,6 +186,26 @@ class ServerMetrics:
             ["model", "outcome"],
             registry=registry,
         )
+
+    def allow_methods(self, names: Iterable[str]) -> None:
+        """Register call names the ``method`` label may take: the service's calls, the REST
+        routes and the gRPC methods, named by the code at start-up."""
+        self._methods.update(names)
+
+    def method_label(self, name: str) -> str:
+        """``name`` if the code registered it, else ``other``: a name built from a request
+        (an unknown job method, a route nobody declared) never becomes a label."""
+        return name if name in self._methods else OTHER_METHOD
+
+    def record_request(
+        self, model: str, method: str, protocol: str, status: str, seconds: float | None = None
+    ) -> None:
+        """Count one answered request (and time it when ``seconds`` is given). ``model`` is a
+        loaded version's label or ``unknown``; ``method`` is bounded here."""
+        method = self.method_label(method)
+        self.requests.labels(model, method, protocol, status).inc()
+        if seconds is not None:
+            self.request_latency.labels(model, method, protocol).observe(seconds)
 
     def shutdown_summary(self) -> str:
         """Requests answered by status and those still in flight, for the line a stopping

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import re
 
-from latentserve.server.errors import ModelNotFound
+from latentserve.server.errors import ModelNotFound, shown
 
 MAX_VERSION_DIGITS = 9
 _VERSION = re.compile(rf"0|[1-9][0-9]{{0,{MAX_VERSION_DIGITS - 1}}}")
-_SHOWN_CHARS = 80
 
 
 def parse_version(text: str) -> int | None:
@@ -34,8 +33,3 @@ def parse_model_ref(ref: str) -> tuple[str, int | None]:
             f"(at most {MAX_VERSION_DIGITS} digits)"
         )
     return name, version
-
-
-def shown(text: str) -> str:
-    """``text`` cut to a length fit for an error message (clients may send megabytes)."""
-    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…"

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
-from latentserve.server.errors import InvalidArgument
+from latentserve.server.errors import InvalidArgument, shown
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 MAX_SEED = 2**64 - 1
@@ -29,7 +29,7 @@ def resolve_seed(seed: int | None, field: str = "seed") -> int:
     if seed is None:
         return secrets.randbits(63)
     if not 0 <= seed <= MAX_SEED:
-        raise InvalidArgument(field, f"must be between 0 and {MAX_SEED}, got {seed}")
+        raise InvalidArgument(field, f"must be between 0 and {MAX_SEED}, got {shown(seed)}")
     return seed
 
 
@@ -76,7 +76,7 @@ class SampleParams(RequestParams):
     def check(self, max_n: int) -> Self:
         """Apply the model's limits; returns the parameters with the seed resolved."""
         if not 1 <= self.n <= max_n:
-            raise InvalidArgument("n", f"must be between 1 and {max_n}, got {self.n}")
+            raise InvalidArgument("n", f"must be between 1 and {max_n}, got {shown(self.n)}")
         return self.model_copy(update={"seed": resolve_seed(self.seed)})
 
     @property

@@ -25,6 +25,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--run-dir", type=Path, help="run folder to write (default runs/<name>)")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run folder")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument(
+        "--device",
+        default="auto",
+        help="auto (a GPU when present, default), cpu, cuda or cuda:N; under torchrun, "
+        "auto/cuda give each process the GPU of its LOCAL_RANK",
+    )
+    train.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="forward passes in mixed precision (autocast; fp16 adds loss scaling). "
+        "auto: bf16 on a GPU that has it, else fp16 on a GPU, fp32 on a CPU",
+    )
     train.set_defaults(func=_train)
 
     evaluate = subparsers.add_parser(
@@ -67,20 +80,35 @@ NO_LIKELIHOOD = "no likelihood: this family reports no bits/dim"
 
 
 def _train(args: argparse.Namespace) -> int:
+    from latentserve.training import distributed
     from latentserve.training.config import load_config, resolve_config_arg
+    from latentserve.training.devices import Compute
     from latentserve.training.evaluate import is_code_length
     from latentserve.training.trainer import resume, train
 
-    if args.resume is not None:
-        if args.config is not None:
-            raise ValueError("give either a CONFIG or --resume RUN_DIR, not both")
-        result = resume(args.resume, progress=not args.no_progress)
-    else:
-        if args.config is None:
-            raise ValueError("give a CONFIG (file or built-in name) or --resume RUN_DIR")
-        path = resolve_config_arg(args.config)
-        run_dir = args.run_dir or Path("runs") / path.stem
-        result = train(load_config(path), run_dir, progress=not args.no_progress)
+    if args.resume is not None and args.config is not None:
+        raise ValueError("give either a CONFIG or --resume RUN_DIR, not both")
+    if args.resume is None and args.config is None:
+        raise ValueError("give a CONFIG (file or built-in name) or --resume RUN_DIR")
+    ranks = distributed.ranks_from_env()
+    compute = Compute.from_args(args.device, args.precision, ranks.local_rank)
+    try:
+        if args.resume is not None:
+            result = resume(args.resume, progress=not args.no_progress, compute=compute)
+        else:
+            path = resolve_config_arg(args.config)
+            run_dir = args.run_dir or Path("runs") / path.stem
+            result = train(
+                load_config(path), run_dir, progress=not args.no_progress, compute=compute
+            )
+    finally:
+        distributed.shutdown()
+    if not ranks.is_main:
+        return 0
+    where = f"{compute.device}, {compute.precision}"
+    if ranks.distributed:
+        where += f", {ranks.world_size} processes"
+    print(f"trained on {where}")
     print(f"run folder: {result.run_dir} (step {result.step}, {result.seconds:.1f}s)")
     for name, value in result.test_metrics.items():
         print(f"test {name}: {value:.4f}")

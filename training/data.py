@@ -14,6 +14,8 @@ Dataset specs (the ``dataset`` key of a training config):
   and a held-out split of unseen phrasings (``latentserve.training.captions``).
 - ``shapes``: 32×32 RGB scenes of coloured shapes with compositional captions, 8,000
   train / 1,000 test / 1,000 held-out colour-shape pairs (``latentserve.training.shapes``).
+- ``fashion-mnist``, ``fashion-mnist-captions``: Fashion-MNIST's published 60,000 / 10,000
+  split, with labels, and captioned (``latentserve.training.fashion``).
 
 Each loader lives in its own module and knows nothing of this table, so the table imports
 them and none of them imports it. The loaders and the dataset types are also importable
@@ -34,6 +36,7 @@ from latentserve.training.dataset_types import (
     ImageDataset,
     captions_of,
 )
+from latentserve.training.fashion import load_fashion_mnist, load_fashion_mnist_captions
 from latentserve.training.imagefolder import find_images, load_imagefolder, read_image
 from latentserve.training.mnist import load_mnist
 from latentserve.training.registry import ClosedRegistry
@@ -63,6 +66,8 @@ DATASETS: ClosedRegistry[BuiltinDataset] = ClosedRegistry.table(
         BuiltinDataset("mnist", 28, 28, 1, load_mnist),
         BuiltinDataset("mnist-captions", 28, 28, 1, load_mnist_captions),
         BuiltinDataset("shapes", 32, 32, 3, load_shapes),
+        BuiltinDataset("fashion-mnist", 28, 28, 1, load_fashion_mnist),
+        BuiltinDataset("fashion-mnist-captions", 28, 28, 1, load_fashion_mnist_captions),
     ],
     name=lambda dataset: dataset.name,
 )

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 
-from latentserve.server.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from latentserve.server.errors import DeadlineExceeded, InvalidArgument, Unavailable, shown
 
 #: The REST header: seconds (a decimal number) the client waits for the answer.
 TIMEOUT_HEADER = "X-Request-Timeout"
@@ -67,7 +67,7 @@ def parse_timeout(text: str) -> float:
         seconds = math.nan
     if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT_S):
         raise InvalidArgument(
-            TIMEOUT_HEADER, f"must be seconds > 0 and <= {MAX_TIMEOUT_S:g}, got {text[:40]!r}"
+            TIMEOUT_HEADER, f"must be seconds > 0 and <= {MAX_TIMEOUT_S:g}, got {shown(text)!r}"
         )
     return seconds
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import re
 import time
 import uuid
 from collections import OrderedDict
@@ -27,6 +28,9 @@ from latentserve.server.errors import Overloaded, ServingError, Unavailable
 from latentserve.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
+
+#: A job id as ``Job`` makes them (a UUID4's hex); anything else names no job.
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class JobNotFound(ServingError):
@@ -116,7 +120,7 @@ class Job:
     """One admitted request: its state, progress, latest preview and result."""
 
     def __init__(self, model: str, method: str, params: dict[str, Any], deadline_s: float) -> None:
-        self.id = uuid.uuid4().hex
+        self.id = uuid.uuid4().hex  # the form _JOB_ID matches
         self.model = model
         self.method = method
         self.params = params
@@ -233,6 +237,8 @@ class JobManager:
 
     def get(self, job_id: str) -> Job:
         self._expire()
+        if not _JOB_ID.fullmatch(job_id):  # not an id this server makes: not echoed back
+            raise JobNotFound("no such job: a job id is 32 lowercase hexadecimal digits")
         job = self._active.get(job_id) or self._finished.get(job_id)
         if job is None:
             raise JobNotFound(

@@ -25,7 +25,13 @@ from latentserve.server import codecs
 from latentserve.server.engine import deadlines
 from latentserve.server.engine.heavy_work import HeavyWorkLimit
 from latentserve.server.engine.jobs import Job, JobManager, Work
-from latentserve.server.errors import DeadlineExceeded, InvalidArgument, ServingError, Unavailable
+from latentserve.server.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    ServingError,
+    Unavailable,
+    shown,
+)
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.params import RequestParams, resolve_seed
 from latentserve.server.pipelines import build_pipeline
@@ -38,6 +44,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: What a job can do: the generating methods.
 JOB_METHODS = ("sample", "text_to_image")
+#: The names the service records its calls under (the requests' ``method`` label):
+#: ``submit_job`` is a job submission naming no known method.
+CALLS = (
+    *JOB_METHODS,
+    *(f"submit_{method}" for method in JOB_METHODS),
+    "submit_job",
+    "stream_sample",
+    "interpolate",
+    "encode",
+    "log_prob",
+    "reconstruct",
+    "reload_repository",
+)
 _OFFLOAD_PIXELS = 1 << 20  # past this many pixels, PNG work moves off the event loop
 
 
@@ -141,6 +160,7 @@ class GenerativeService:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        metrics.allow_methods(CALLS)
         self._repository = repository
         self._draining = False
         self._reloader = None if repository is None else self._reloader_for(repository)
@@ -276,7 +296,7 @@ class GenerativeService:
 
     def record_rejection(self, ref: str, method: str, protocol: str, status: str) -> None:
         """Count a request a transport refused before it reached the service."""
-        self.metrics.requests.labels(self.model_label(ref), method, protocol, status).inc()
+        self.metrics.record_request(self.model_label(ref), method, protocol, status)
 
     # -- inference -----------------------------------------------------------------------
 
@@ -296,10 +316,13 @@ class GenerativeService:
         self, ref: str, method: str, params: Mapping[str, Any], protocol: str
     ) -> Job:
         """Admit a job that clients follow by its id (events, ``GET``, ``DELETE``)."""
-        async with self._track(f"submit_{method}", protocol) as call:
-            if method not in JOB_METHODS:
-                known = ", ".join(JOB_METHODS)
-                raise InvalidArgument("method", f"unknown job method {method!r}; known: {known}")
+        known = method in JOB_METHODS
+        async with self._track(f"submit_{method}" if known else "submit_job", protocol) as call:
+            if not known:
+                methods = ", ".join(JOB_METHODS)
+                raise InvalidArgument(
+                    "method", f"unknown job method {shown(method)!r}; known: {methods}"
+                )
             return self._submit(ref, method, params, call, retain=True)
 
     def get_job(self, job_id: str) -> Job:
@@ -436,7 +459,9 @@ class GenerativeService:
             samples = 1 if samples is None else samples
             limit = self.settings.max_log_prob_samples
             if not 1 <= samples <= limit:
-                raise InvalidArgument("samples", f"must be between 1 and {limit}, got {samples}")
+                raise InvalidArgument(
+                    "samples", f"must be between 1 and {limit}, got {shown(samples)}"
+                )
             bound = model.pipeline.log_prob_kind(samples)
             self._check_log_prob_work(len(images), samples)
             seed = resolve_seed(seed) if model.pipeline.log_prob_is_sampled else None
@@ -522,10 +547,8 @@ class GenerativeService:
             for lease in call.leases:
                 lease.release()
             in_flight.dec()
-            self.metrics.requests.labels(call.model, method, protocol, status).inc()
-            self.metrics.request_latency.labels(call.model, method, protocol).observe(
-                time.perf_counter() - started
-            )
+            seconds = time.perf_counter() - started
+            self.metrics.record_request(call.model, method, protocol, status, seconds)
 
 
 @functools.cache

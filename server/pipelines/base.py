@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from latentserve.server.engine.batcher import Batcher
 from latentserve.server.engine.jobs import Progress
-from latentserve.server.errors import InvalidArgument, Unsupported
+from latentserve.server.errors import InvalidArgument, Unsupported, shown
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.params import RequestParams, SampleParams, TemperatureParams
 from latentserve.server.pipelines.noise import draw_noise
@@ -157,7 +157,7 @@ class GraphPipeline(ABC):
                 raise InvalidArgument(
                     "samples",
                     f"model {self.label} computes its log-probability ({kind}) without "
-                    f"sampling, so samples must be 1, got {samples}",
+                    f"sampling, so samples must be 1, got {shown(samples)}",
                 )
             return kind
         return "importance_weighted" if samples > 1 else kind

@@ -27,7 +27,7 @@ import numpy as np
 from latentserve.server import codecs
 from latentserve.server.engine.jobs import Progress
 from latentserve.server.engine.stepping import StepEngine
-from latentserve.server.errors import InvalidArgument, Unsupported
+from latentserve.server.errors import InvalidArgument, Unsupported, shown
 from latentserve.server.params import SampleParams
 from latentserve.server.pipelines.base import Contract, GraphPipeline
 from latentserve.server.pipelines.diffusion_params import (
@@ -184,16 +184,18 @@ class DiffusionPipeline(GraphPipeline):
         steps = spec.default_steps if params.steps is None else params.steps
         limit = min(spec.num_train_timesteps, self.serving.max_steps)
         if not 1 <= steps <= limit:
-            raise InvalidArgument("steps", f"must be between 1 and {limit}, got {steps}")
+            raise InvalidArgument("steps", f"must be between 1 and {limit}, got {shown(steps)}")
         if sampler not in SAMPLERS:
             known = ", ".join(sorted(SAMPLERS))
-            raise InvalidArgument("sampler", f"unknown sampler {sampler!r}; known: {known}")
+            raise InvalidArgument("sampler", f"unknown sampler {shown(sampler)!r}; known: {known}")
         try:
             make_sampler(sampler, params.eta)
         except ValueError as exc:
             raise InvalidArgument("eta", str(exc)) from None
         if params.preview_every < 0:
-            raise InvalidArgument("preview_every", f"must be >= 0, got {params.preview_every}")
+            raise InvalidArgument(
+                "preview_every", f"must be >= 0, got {shown(params.preview_every)}"
+            )
         scale = params.guidance_scale
         if scale is not None and not (np.isfinite(scale) and 0 <= scale <= MAX_GUIDANCE):
             raise InvalidArgument(
@@ -216,7 +218,7 @@ class DiffusionPipeline(GraphPipeline):
         label = params.class_label
         if cond is not None and label is not None and not 0 <= label < cond.num_classes:
             raise InvalidArgument(
-                "class_label", f"must be between 0 and {cond.num_classes - 1}, got {label}"
+                "class_label", f"must be between 0 and {cond.num_classes - 1}, got {shown(label)}"
             )
 
     def _check_text(self, params: TextToImageParams) -> None:

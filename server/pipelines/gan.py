@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from latentserve.server.engine.jobs import Progress
-from latentserve.server.errors import InvalidArgument
+from latentserve.server.errors import InvalidArgument, shown
 from latentserve.server.params import SampleParams, resolve_seed
 from latentserve.server.pipelines.base import Contract, GraphPipeline, ItemwisePipeline
 from latentserve.server.pipelines.gan_params import (
@@ -79,7 +79,7 @@ class GanPipeline(GaussianInterpolation, ItemwisePipeline):
             raise InvalidArgument(
                 "mix_layer",
                 f"must be between 0 and {self.style_layers} (the model's style inputs), "
-                f"got {layer}",
+                f"got {shown(layer)}",
             )
         return params.model_copy(update={"mix_layer": layer})
 

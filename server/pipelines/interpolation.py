@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 from latentserve.server import codecs
-from latentserve.server.errors import InvalidArgument, Unsupported
+from latentserve.server.errors import InvalidArgument, Unsupported, shown
 from latentserve.server.params import RequestParams, SampleParams, Temperature, resolve_seed
 from latentserve.server.pipelines.base import stream_rows
 from pydantic import Field
@@ -66,7 +66,7 @@ class InterpolateParams(RequestParams):
     def check_frames(self) -> None:
         if not MIN_FRAMES <= self.frames <= MAX_FRAMES:
             raise InvalidArgument(
-                "frames", f"must be between {MIN_FRAMES} and {MAX_FRAMES}, got {self.frames}"
+                "frames", f"must be between {MIN_FRAMES} and {MAX_FRAMES}, got {shown(self.frames)}"
             )
 
     @property

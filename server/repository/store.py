@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from latentserve.server.errors import ModelNotFound
+from latentserve.server.errors import ModelNotFound, shown
 from latentserve.server.metrics import ServerMetrics
-from latentserve.server.model_ref import parse_model_ref, parse_version, shown
+from latentserve.server.model_ref import parse_model_ref, parse_version
 from latentserve.server.repository.runtime import Runtime, open_graph, verify_checksum
 from latentserve.server.settings import ServingOptions, Settings
 
@@ -170,7 +170,9 @@ class ModelRepository:
             return versions[max(versions)]
         if version not in versions:
             known = ", ".join(str(v) for v in sorted(versions))
-            raise ModelNotFound(f"model {name!r} has no version {version} (versions: {known})")
+            raise ModelNotFound(
+                f"model {shown(name)!r} has no version {version} (versions: {known})"
+            )
         return versions[version]
 
     def versions(self, name: str) -> list[str]:

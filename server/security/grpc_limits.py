@@ -11,12 +11,12 @@ and a count in the request metrics.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 from latentserve.server.errors import Overloaded
+from latentserve.server.security.grpc_guard import method_name
 
 # How a refusal reaches the client and the metrics: (context, method, model, error).
 Refuse = Callable[[grpc.aio.ServicerContext, str, str, Overloaded], Awaitable[None]]
@@ -29,12 +29,6 @@ def core_backlog_options(max_pending: int) -> list[tuple[str, int]]:
         ("grpc.server.max_pending_requests", max_pending),
         ("grpc.server.max_pending_requests_hard_limit", 2 * max_pending),
     ]
-
-
-def _method_label(full_method: str) -> str:
-    """``/latentserve.v1.GenerativeService/LogProb`` -> ``log_prob`` (the metrics' name)."""
-    name = full_method.rsplit("/", 1)[-1]
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 class ConcurrencyLimit(grpc.aio.ServerInterceptor):
@@ -60,7 +54,7 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or not details.method.startswith(self._prefix):
             return handler  # health checks and reflection stay answerable under overload
-        method = _method_label(details.method)
+        method = method_name(details.method)
         if handler.unary_unary is not None:
             wrapped = grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, method),

@@ -98,8 +98,8 @@ class LatentDiffusion(CaptionedModel):
         )
         self.ema = EMA(self.unet, config.ema_decay)
         register_noise_schedule(self, config)
-        # caption → (states, mask) of the frozen encoder: a cache, never weights
-        self._prompt_states: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        # (caption, device) → (states, mask) of the frozen encoder: a cache, never weights
+        self._prompt_states: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def latent_scale(self) -> float:
@@ -137,11 +137,13 @@ class LatentDiffusion(CaptionedModel):
         Each distinct prompt is encoded alone, once: its states then never depend on which
         other prompts shared a batch, so a resumed run sees bit-identical conditioning.
         """
+        device = self.signal.device
         for prompt in dict.fromkeys(prompts):
-            if prompt not in self._prompt_states:
-                states, mask = shared_text_encoder().encode([prompt], self.config.max_tokens)
-                self._prompt_states[prompt] = (states[0], mask[0])
-        rows = [self._prompt_states[p] for p in prompts]
+            if (prompt, device) not in self._prompt_states:
+                with torch.device("cpu"):  # the shared frozen encoder stays on the CPU
+                    states, mask = shared_text_encoder().encode([prompt], self.config.max_tokens)
+                self._prompt_states[prompt, device] = (states[0].to(device), mask[0].to(device))
+        rows = [self._prompt_states[p, device] for p in prompts]
         return torch.stack([s for s, _ in rows]), torch.stack([m for _, m in rows])
 
     @torch.no_grad()

@@ -1,6 +1,7 @@
-"""The in-project MNIST classifier that sample-quality scores are measured with.
+"""The in-project classifiers that sample-quality scores are measured with: one small CNN
+per 28×28 grayscale labelled dataset (MNIST digits, Fashion-MNIST items), one code path.
 
-A small CNN trained on the fixed MNIST *training* split only, so that the test split it
+A small CNN trained on the dataset's *training* split only, so that the test split it
 is scored against stays unseen. It is cached as safetensors plus a JSON of its config,
 data split and test accuracy: scores stay comparable across runs only while the same
 classifier measures them, so it is trained once, deterministically, and reused.
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from latentserve.training.data import SPLIT_SEED, ImageDataset, load_mnist
+from latentserve.training.fashion import load_fashion_mnist
 from latentserve.training.quality import DEFAULT_CLASSIFIER_DIR
 from latentserve.training.seeds import DATA_ORDER, TRAIN_NOISE, derive_seed, torch_generator
 from safetensors.torch import load_file, save_file
@@ -30,7 +32,12 @@ log = logging.getLogger(__name__)
 WEIGHTS = "classifier.safetensors"
 INFO = "classifier.json"
 FORMAT_VERSION = 1
-_MEAN, _STD = 0.1307, 0.3081  # MNIST pixel statistics, so inputs are roughly unit-scale
+#: The datasets a classifier is trained for: their loader and pixel mean and std (of the
+#: training split), which make the CNN's inputs roughly unit-scale.
+LABELLED_DATASETS: dict[str, tuple[Callable[[], ImageDataset], float, float]] = {
+    "mnist": (load_mnist, 0.1307, 0.3081),
+    "fashion-mnist": (load_fashion_mnist, 0.2860, 0.3530),
+}
 _INIT, _SUBSET = 3, 4  # seed purposes beside seeds.DATA_ORDER and seeds.TRAIN_NOISE
 
 
@@ -47,17 +54,36 @@ class ClassifierConfig:
     max_shift: int = 2  # random translation (pixels): more varied digits out of 4,500
     train_limit: int | None = None  # a seeded subset of the training split (tests)
     seed: int = 0
+    dataset: str = "mnist"  # a LABELLED_DATASETS key
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ClassifierConfig:
         return cls(**{**values, "widths": tuple(values["widths"])})
 
 
+def default_config(dataset: str = "mnist") -> ClassifierConfig:
+    """The classifier each dataset is scored with: Fashion-MNIST's 60,000 images need fewer
+    epochs than MNIST's 4,500 and less translation (its items are centred and fill the
+    frame)."""
+    if dataset == "fashion-mnist":
+        return ClassifierConfig(dataset=dataset, epochs=4, max_shift=1)
+    if dataset not in LABELLED_DATASETS:
+        raise ValueError(f"no classifier for dataset {dataset!r}: {', '.join(LABELLED_DATASETS)}")
+    return ClassifierConfig(dataset=dataset)
+
+
+def labelled_dataset(name: str) -> ImageDataset:
+    """The labelled dataset a classifier of ``name`` is trained and scored on."""
+    return LABELLED_DATASETS[name][0]()
+
+
 class DigitCNN(nn.Module):
-    """Two conv blocks, then a hidden layer whose activations are the features."""
+    """Two conv blocks, then a hidden layer whose activations are the features (for
+    digits or clothing alike: the dataset sets only the input normalisation)."""
 
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
+        _, self.mean, self.std = LABELLED_DATASETS[config.dataset]
         c1, c2 = config.widths
         self.conv1 = nn.Conv2d(1, c1, 3, padding=1)
         self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
@@ -66,7 +92,7 @@ class DigitCNN(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate activations of images in [0, 1], (N, hidden)."""
-        x = (x - _MEAN) / _STD
+        x = (x - self.mean) / self.std
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         return F.relu(self.hidden(x.flatten(1)))
@@ -141,7 +167,7 @@ def _training_images(
     config: ClassifierConfig, data: ImageDataset
 ) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = data.train, data.train_labels
-    assert labels is not None  # mnist is labelled
+    assert labels is not None  # classifier datasets are labelled
     if config.train_limit is not None:
         keep = torch.randperm(len(images), generator=torch_generator(config.seed, _SUBSET))
         images, labels = images[keep[: config.train_limit]], labels[keep[: config.train_limit]]
@@ -201,9 +227,9 @@ def fit(
 
 
 def train_classifier(config: ClassifierConfig = ClassifierConfig()) -> DigitClassifier:
-    """Train on the MNIST training split (deterministic given ``config.seed``)."""
+    """Train on the dataset's training split (deterministic given ``config.seed``)."""
     start = time.perf_counter()
-    data = load_mnist()
+    data = labelled_dataset(config.dataset)
     train_x, train_y = _training_images(config, data)
     model = seeded_init(config.seed, lambda: DigitCNN(config))
     fit(
@@ -221,12 +247,12 @@ def train_classifier(config: ClassifierConfig = ClassifierConfig()) -> DigitClas
         "format_version": FORMAT_VERSION,
         "config": asdict(config),
         "data": {
-            "dataset": "mnist",
+            "dataset": config.dataset,
             "trained_on": "train",
             "train_images": len(train_x),
             "evaluated_on": "test",
             "test_images": len(data.test),
-            "split_seed": SPLIT_SEED,
+            "split_seed": SPLIT_SEED if config.dataset == "mnist" else "published split",
         },
         "test_accuracy": accuracy,
         "train_seconds": round(time.perf_counter() - start, 1),
@@ -275,19 +301,27 @@ def load_classifier(folder: Path) -> DigitClassifier:
 
 
 def load_or_train_classifier(
-    folder: Path = DEFAULT_CLASSIFIER_DIR, config: ClassifierConfig | None = None
+    folder: Path = DEFAULT_CLASSIFIER_DIR,
+    config: ClassifierConfig | None = None,
+    dataset: str = "mnist",
 ) -> DigitClassifier:
     """The cached classifier in ``folder``; trained and saved there when absent.
 
     With a ``config`` that differs from the cached one, the cache is retrained: a score
-    is only meaningful together with the classifier that produced it.
+    is only meaningful together with the classifier that produced it. Without one, the
+    ``dataset``'s default config is trained, and a cache of another dataset is refused.
     """
     if read_info(folder, FORMAT_VERSION) is not None:
         cached = load_classifier(folder)
+        if config is None and cached.config.dataset != dataset:
+            raise ValueError(
+                f"{folder} holds a {cached.config.dataset} classifier, not a {dataset} one"
+            )
         if config is None or cached.config == config:
             return cached
         log.info("cached classifier in %s has another config: retraining", folder)
-    log.info("training the MNIST classifier into %s", folder)
-    classifier = train_classifier(config or ClassifierConfig())
+    config = config or default_config(dataset)
+    log.info("training the %s classifier into %s", config.dataset, folder)
+    classifier = train_classifier(config)
     save_classifier(classifier, folder)
     return classifier

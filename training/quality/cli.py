@@ -1,4 +1,5 @@
-"""``latentserve eval-samples``: sample-quality scores of generated MNIST digits.
+"""``latentserve eval-samples``: sample-quality scores of generated MNIST digits,
+Fashion-MNIST items and shapes scenes.
 
 Only argparse at module level: torch, the SDK and the classifier load inside the command.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from latentserve.clients.cli import add_connection_options
-from latentserve.training.quality import DEFAULT_CLASSIFIER_DIR, DEFAULT_SCENE_CLASSIFIER_DIR
+from latentserve.training.quality import CLASSIFIER_DIRS, DEFAULT_SCENE_CLASSIFIER_DIR
 
 if TYPE_CHECKING:
     import numpy as np
@@ -21,9 +22,10 @@ if TYPE_CHECKING:
 DEFAULT_N = 500  # the size of the MNIST test split the FID is measured against
 
 _HELP = (
-    "Score generated 28x28 digits with the in-project MNIST classifier (a small CNN trained "
-    "on the training split, cached in --classifier-dir and trained there on first use, "
-    "about a minute). Reports classifier-FID against the test split next to the "
+    "Score generated 28x28 digits (or, with --dataset fashion-mnist, clothing) with the "
+    "in-project classifier of that dataset (a small CNN trained on its training split, cached "
+    "in --classifier-dir and trained there on first use: about a minute for MNIST, several "
+    "for Fashion-MNIST). Reports classifier-FID against the test split next to the "
     "real-vs-real floor (training vs test digits, same count), the share of samples "
     "classified with p >= 0.9 next to that of real test digits, the predicted-digit "
     "histogram (dropped modes show there) and, with --class-labels, the share labelled as "
@@ -59,19 +61,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--class-labels",
         action="store_true",
-        help="draw n/10 per digit (class_label=k) and report conditional accuracy",
+        help="draw n/10 per class (class_label=k) and report conditional accuracy",
     )
     parser.add_argument(
         "--prompt-template",
         metavar="TEMPLATE",
-        help="text-to-image models, with --class-labels: ask for each digit by this prompt, "
-        '{n} the digit, {w} its word, {a_n} "a 7" / "an 8" (e.g. "the digit {w}")',
+        help="text-to-image models, with --class-labels: ask for each class by this prompt; "
+        'mnist: {n} the digit, {w} its word, {a_n} "a 7" / "an 8" (e.g. "the digit {w}"); '
+        'fashion-mnist: {item}, {a_item} ("a pair of trousers"), {attribute}, {category} '
+        '(e.g. "a photo of {a_item}")',
     )
     parser.add_argument(
         "--dataset",
-        choices=("mnist", "shapes"),
+        choices=("mnist", "fashion-mnist", "shapes"),
         default="mnist",
-        help="mnist: score digits (default); shapes: draw one scene per caption of --captions "
+        help="mnist: score digits (default); fashion-mnist: score clothing with the "
+        "Fashion-MNIST classifier (cached in runs/classifiers/fashion-mnist); shapes: draw "
+        "one scene per caption of --captions "
         "from a text-to-image model and score prompt accuracy and shapes-FID with the "
         "in-project shape + colour classifier (cached in runs/classifiers/shapes)",
     )
@@ -91,8 +97,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--classifier-dir",
         type=Path,
-        help=f"classifier cache folder (default {DEFAULT_CLASSIFIER_DIR}, with --dataset "
-        f"shapes {DEFAULT_SCENE_CLASSIFIER_DIR})",
+        help=f"classifier cache folder (default {CLASSIFIER_DIRS['mnist']}, with --dataset "
+        f"fashion-mnist {CLASSIFIER_DIRS['fashion-mnist']}, with --dataset shapes "
+        f"{DEFAULT_SCENE_CLASSIFIER_DIR})",
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: up to 2)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
@@ -125,7 +132,9 @@ def _run(args: argparse.Namespace) -> int:
             print(f"latentserve eval-samples: {exc}", file=sys.stderr)
             return 1
         name = args.model
-    classifier = load_or_train_classifier(args.classifier_dir or DEFAULT_CLASSIFIER_DIR)
+    classifier = load_or_train_classifier(
+        args.classifier_dir or CLASSIFIER_DIRS[args.dataset], dataset=args.dataset
+    )
     report = score_images(images, classifier, labels)
     if args.grid is not None:
         _save_grid(images[:64], args.grid)
@@ -201,18 +210,28 @@ def _read_folder(folder: Path, n: int | None) -> np.ndarray:
 
 def _draw(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None, str]:
     from latentserve.clients.cli import connect_from_args, quiet_http_logs
+    from latentserve.training.captions import digit_caption
+    from latentserve.training.fashion import item_caption
     from latentserve.training.quality.draw import draw_samples, parse_params
 
     quiet_http_logs()
     params = parse_params(args.param)
     n = args.n or DEFAULT_N
+    caption = item_caption if args.dataset == "fashion-mnist" else digit_caption
     with connect_from_args(args) as client:
         images, labels = draw_samples(
-            client, args.model, n, args.seed, params, args.class_labels, args.prompt_template
+            client,
+            args.model,
+            n,
+            args.seed,
+            params,
+            args.class_labels,
+            args.prompt_template,
+            caption,
         )
     shown = [f"{k}={v}" for k, v in params.items()] + [f"seed={args.seed}"]
     if args.prompt_template:
-        shown.append(f'prompt="{args.prompt_template}" for 0..9')
+        shown.append(f'prompt="{args.prompt_template}" for classes 0..9')
     elif args.class_labels:
         shown.append("class_label=0..9")
     return images, labels, " ".join(shown)

@@ -9,6 +9,7 @@ chunks repeat each other's noise.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -89,7 +90,7 @@ def to_digits(images: list[Image.Image]) -> np.ndarray:
     """PIL images from the server as uint8 (N, 1, 28, 28), the classifier's input."""
     arrays = [np.asarray(image.convert("L"), dtype=np.uint8) for image in images]
     if arrays and arrays[0].shape != (28, 28):
-        raise ValueError(f"the MNIST classifier scores 28x28 digits, got {arrays[0].shape}")
+        raise ValueError(f"the classifier scores 28x28 grayscale images, got {arrays[0].shape}")
     return np.stack(arrays)[:, None] if arrays else np.zeros((0, 1, 28, 28), np.uint8)
 
 
@@ -101,12 +102,14 @@ def draw_samples(
     params: dict[str, Param],
     class_labels: bool = False,
     prompt_template: str | None = None,
+    caption: Callable[[int, str], str] = digit_caption,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """``n`` samples as uint8 (N, 1, 28, 28), and the requested labels with ``class_labels``.
 
-    With ``prompt_template`` (text-to-image models) each digit is asked for by a prompt, the
-    template filled in by ``digit_caption`` ("the digit {w}" -> "the digit seven"), so the
-    conditional accuracy is the share of images that show the digit their prompt names.
+    With ``prompt_template`` (text-to-image models) each class is asked for by a prompt, the
+    template filled in by ``caption`` (``digit_caption``: "the digit {w}" -> "the digit
+    seven"; for Fashion-MNIST ``item_caption``), so the conditional accuracy is the share
+    of images that show the class their prompt names.
     """
     if class_labels and "class_label" in params:
         raise ValueError("give either --class-labels or --param class_label=K, not both")
@@ -120,7 +123,7 @@ def draw_samples(
     for chunk in chunks:
         if prompt_template is not None:
             assert chunk.class_label is not None
-            prompt = digit_caption(chunk.class_label, prompt_template)
+            prompt = caption(chunk.class_label, prompt_template)
             result = client.text_to_image(model, prompt, n=chunk.n, seed=chunk.seed, **params)
             images.append(to_digits(result.images))
             labels.extend([chunk.class_label] * chunk.n)

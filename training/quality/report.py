@@ -1,4 +1,5 @@
-"""Sample-quality report of generated MNIST digits, measured with the in-project classifier.
+"""Sample-quality report of generated MNIST digits or Fashion-MNIST items, measured with
+the in-project classifier of that dataset.
 
 Every number comes with the reference that gives it meaning: classifier-FID next to the
 real-vs-real floor at the same sample count, the confident share next to that of real
@@ -11,15 +12,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from latentserve.training.data import load_mnist
-from latentserve.training.quality.classifier import DigitClassifier
+from latentserve.training.quality.classifier import DigitClassifier, labelled_dataset
 from latentserve.training.quality.fid import fid
 
 CONFIDENCE = 0.9
 FLOOR_SEED = 0  # which training digits form the floor: fixed, so floors are comparable
 NOT_INCEPTION = (
     "classifier-FID: Fréchet distance between Gaussians fitted to the penultimate features "
-    "of the in-project MNIST classifier. It is NOT Inception FID and is not comparable "
+    "of the in-project classifier. It is NOT Inception FID and is not comparable "
     "with published FID numbers."
 )
 
@@ -30,7 +30,7 @@ def confident_share(probabilities: np.ndarray, threshold: float = CONFIDENCE) ->
 
 
 def class_histogram(probabilities: np.ndarray) -> list[int]:
-    """Images per predicted digit 0..9: a dropped mode shows as a near-empty bin."""
+    """Images per predicted class 0..9: a dropped mode shows as a near-empty bin."""
     predicted = np.asarray(probabilities).argmax(axis=1)
     return np.bincount(predicted, minlength=10).tolist()
 
@@ -46,9 +46,9 @@ class QualityReport:
 
     n: int
     fid: float
-    reference_n: int  # test digits the FID is measured against
-    floor_fid: float  # training digits vs the same test digits
-    floor_n: int  # training digits in the floor: n where the training split allows
+    reference_n: int  # test images the FID is measured against
+    floor_fid: float  # training images vs the same test images
+    floor_n: int  # training images in the floor: n where the training split allows
     confident_share: float
     real_confident_share: float  # of the real test digits, for reference
     histogram: list[int]
@@ -56,6 +56,7 @@ class QualityReport:
     conditional_accuracy: float | None = None
     threshold: float = CONFIDENCE
     note: str = field(default=NOT_INCEPTION)
+    dataset: str = "mnist"  # whose classifier and test split
 
 
 def score_images(
@@ -64,8 +65,9 @@ def score_images(
     labels: np.ndarray | None = None,
     threshold: float = CONFIDENCE,
 ) -> QualityReport:
-    """Score generated digits against the MNIST test split (``labels``: requested classes)."""
-    data = load_mnist()
+    """Score generated images against the test split of the classifier's dataset
+    (``labels``: requested classes)."""
+    data = labelled_dataset(classifier.config.dataset)
     probabilities = classifier.probabilities(images)
     test_features = classifier.features(data.test)
     floor_n = min(len(probabilities), len(data.train))
@@ -84,29 +86,30 @@ def score_images(
         if labels is None
         else conditional_accuracy(probabilities, labels),
         threshold=threshold,
+        dataset=classifier.config.dataset,
     )
 
 
 def format_report(report: QualityReport, source: str) -> str:
     """The report as aligned text lines for a terminal."""
     rows = [
-        (f"classifier-FID vs {report.reference_n} test digits", f"{report.fid:.3f}"),
+        (f"classifier-FID vs {report.reference_n} test images", f"{report.fid:.3f}"),
         (
-            f"floor: {report.floor_n} train vs {report.reference_n} test digits",
+            f"floor: {report.floor_n} train vs {report.reference_n} test images",
             f"{report.floor_fid:.3f}",
         ),
         (
             f"confident (p >= {report.threshold})",
-            f"{report.confident_share:.1%}  (real test digits: {report.real_confident_share:.1%})",
+            f"{report.confident_share:.1%}  (real test images: {report.real_confident_share:.1%})",
         ),
-        ("predicted digits 0..9", " ".join(str(count) for count in report.histogram)),
+        ("predicted classes 0..9", " ".join(str(count) for count in report.histogram)),
     ]
     if report.conditional_accuracy is not None:
         rows.append(("conditional accuracy", f"{report.conditional_accuracy:.1%}"))
     width = max(len(label) for label, _ in rows)
     return "\n".join(
         [
-            f"{report.n} images from {source}, scored by the MNIST classifier "
+            f"{report.n} images from {source}, scored by the {report.dataset} classifier "
             f"(test accuracy {report.classifier_test_accuracy:.2%})",
             *(f"  {label + ':':<{width + 1}}  {value}" for label, value in rows),
             f"  ({report.note})",

@@ -25,7 +25,7 @@ from latentserve.server.errors import (
 )
 from latentserve.server.frontends.status import error_metadata, grpc_status
 from latentserve.server.security.admin import AdminTokens
-from latentserve.server.security.grpc_guard import CallGuard
+from latentserve.server.security.grpc_guard import CallGuard, method_name
 from latentserve.server.security.grpc_limits import ConcurrencyLimit, core_backlog_options
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
@@ -320,6 +320,8 @@ def create_grpc_server(
     def undecodable(method: str) -> None:
         service.record_rejection("", method, PROTOCOL, InvalidArgument.code)
 
+    rpcs = pb.DESCRIPTOR.services_by_name["GenerativeService"].methods
+    service.metrics.allow_methods(method_name(rpc.name) for rpc in rpcs)
     limit = service.settings.max_grpc_concurrent_rpcs
     overload = ConcurrencyLimit(SERVICE_NAME, limit, functools.partial(_abort, service))
     server = grpc.aio.server(

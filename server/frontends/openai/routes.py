@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from latentserve.server import codecs
 from latentserve.server.engine.service import GenerativeService, ModelDescription
-from latentserve.server.errors import InvalidArgument
+from latentserve.server.errors import InvalidArgument, shown
 from latentserve.server.frontends.disconnect import unless_disconnected
 from latentserve.server.frontends.openai.errors import PROTOCOL, OpenAIRoute
 from latentserve.server.frontends.openai.forms import EDIT_BODY, read_form
@@ -85,7 +85,9 @@ def _size(asked: str | None, model: ModelDescription) -> str:
     """The model's own ``WIDTHxHEIGHT``: the only size it makes."""
     own = f"{model.width}x{model.height}"
     if asked not in (None, "auto", own):
-        raise InvalidArgument("size", f"model {model.name} makes {own} images only, not {asked!r}")
+        raise InvalidArgument(
+            "size", f"model {model.name} makes {own} images only, not {shown(asked)!r}"
+        )
     return own
 
 

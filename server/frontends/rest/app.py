@@ -7,12 +7,14 @@ root.
 
 from __future__ import annotations
 
-from fastapi import Depends, FastAPI
+from collections.abc import Sequence
+
+from fastapi import APIRouter, Depends, FastAPI
 from latentserve.server.engine.service import GenerativeService
 from latentserve.server.frontends.rest import health, jobs, models, repository, sampling
 from latentserve.server.frontends.rest.dependencies import client_deadline
 from latentserve.server.frontends.rest.docs import add_offline_docs
-from latentserve.server.frontends.rest.errors import add_error_handlers
+from latentserve.server.frontends.rest.errors import add_error_handlers, path_methods
 from latentserve.server.frontends.rest.schemas import ErrorBody
 from latentserve.server.security.admin import AdminTokens
 from latentserve.server.security.body_limit import BodyLimitMiddleware
@@ -22,8 +24,14 @@ from latentserve import __version__
 ROUTERS = (health.router, models.router, sampling.router, jobs.router, repository.router)
 
 
-def create_rest_app(service: GenerativeService, admins: AdminTokens | None = None) -> FastAPI:
-    """The REST app over ``service``; loading models is the composition root's job."""
+def create_rest_app(
+    service: GenerativeService,
+    admins: AdminTokens | None = None,
+    other_routers: Sequence[APIRouter] = (),
+) -> FastAPI:
+    """The REST app over ``service``; loading models is the composition root's job.
+    ``other_routers`` are other frontends served on the same app and port (the OpenAI Images
+    API): included here so their routes are named in metrics and ``Allow`` like ours."""
     app = FastAPI(
         title="latentserve",
         version=__version__,
@@ -38,8 +46,13 @@ def create_rest_app(service: GenerativeService, admins: AdminTokens | None = Non
     app.state.service = service
     app.state.admins = admins if admins is not None else AdminTokens()
     add_offline_docs(app)
-    for router in ROUTERS:
+    routers = (*ROUTERS, *other_routers)
+    for router in routers:
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=service.settings.max_body_bytes)
     add_error_handlers(app, service)
+    routes = [*app.routes, *(route for router in routers for route in router.routes)]
+    # the routes' names are the REST requests' ``method`` labels
+    service.metrics.allow_methods(name for route in routes if (name := getattr(route, "name", "")))
+    app.state.path_methods = path_methods(routes)
     return app

@@ -12,7 +12,7 @@ from latentserve.server import codecs
 from latentserve.server.engine import deadlines
 from latentserve.server.engine.service import GenerativeService
 from latentserve.server.security.admin import AdminTokens
-from pydantic import BaseModel
+from pydantic import BaseModel, WithJsonSchema
 
 PROTOCOL = "rest"
 T = TypeVar("T")
@@ -30,13 +30,21 @@ Service = Annotated[GenerativeService, Depends(get_service)]
 Admins = Annotated[AdminTokens, Depends(get_admins)]
 
 
+# What ``deadlines.parse_timeout`` accepts, declared as such: a header is never null, and a
+# number out of range is refused (422) like any other invalid value.
+_TIMEOUT_SCHEMA = {"type": "number", "exclusiveMinimum": 0, "maximum": deadlines.MAX_TIMEOUT_S}
+
+
 async def client_deadline(
-    timeout: str | None = Header(
-        default=None,
-        alias=deadlines.TIMEOUT_HEADER,
-        description="seconds the client waits for the answer: work still queued when they "
-        "have passed is dropped uncomputed, and the answer is 504 deadline_exceeded",
-    ),
+    timeout: Annotated[
+        str | None,
+        Header(
+            alias=deadlines.TIMEOUT_HEADER,
+            description="seconds the client waits for the answer: work still queued when "
+            "they have passed is dropped uncomputed, and the answer is 504 deadline_exceeded",
+        ),
+        WithJsonSchema(_TIMEOUT_SCHEMA),
+    ] = None,
 ) -> None:
     if timeout is not None:
         deadlines.begin(deadlines.parse_timeout(timeout))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse
+from latentserve.server.errors import shown
 from starlette.exceptions import HTTPException
 from swagger_ui_bundle import swagger_ui_path
 
@@ -64,5 +65,5 @@ def add_offline_docs(app: FastAPI) -> None:
     async def docs_asset(name: str) -> FileResponse:
         path = ASSETS.get(name)
         if path is None:
-            raise HTTPException(404, f"no docs asset {name!r}")
+            raise HTTPException(404, f"no docs asset {shown(name)!r}")
         return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})

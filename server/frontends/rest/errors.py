@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from latentserve.server.engine.jobs import Cancelled, JobNotFound
 from latentserve.server.engine.service import GenerativeService
 from latentserve.server.errors import (
+    MAX_MESSAGE_CHARS,
     DeadlineExceeded,
     InvalidArgument,
     ModelNotFound,
@@ -18,9 +22,11 @@ from latentserve.server.errors import (
     Unavailable,
     Unsupported,
     error_body,
+    shown,
 )
 from latentserve.server.frontends.rest.dependencies import PROTOCOL
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Route
 
 HTTP_STATUS: dict[type[ServingError], int] = {
     ModelNotFound: 404,
@@ -61,6 +67,26 @@ def _field(loc: tuple) -> str:
     return out
 
 
+def path_methods(routes: Iterable[BaseRoute]) -> list[tuple[re.Pattern[str], frozenset[str]]]:
+    """Each route's path pattern and methods: what ``Allow`` is built from."""
+    return [
+        (route.path_regex, frozenset(route.methods))
+        for route in routes
+        if isinstance(route, Route) and route.methods
+    ]
+
+
+def _allowed(request: Request) -> str:
+    """Every method the request's path answers (Starlette's own 405 names only the first
+    route that matched the path, e.g. GET but not DELETE of /v1/jobs/{id})."""
+    methods: set[str] = set()
+    path = request.scope["path"].removeprefix(request.scope.get("root_path", ""))
+    for pattern, route_methods in request.app.state.path_methods:
+        if pattern.match(path):
+            methods |= route_methods
+    return ", ".join(sorted(methods))
+
+
 def add_error_handlers(app: FastAPI, service: GenerativeService) -> None:
     def record(request: Request, status: str) -> None:
         method = getattr(request.scope.get("route"), "name", "unknown")
@@ -80,15 +106,24 @@ def add_error_handlers(app: FastAPI, service: GenerativeService) -> None:
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
         field = "body" if first["type"] == "json_invalid" else _field(tuple(first["loc"]))
-        message = _MESSAGES.get(first["type"], first["msg"])
-        record(request, "invalid_argument")
-        return error_response(422, "invalid_argument", f"{field}: {message}", field)
+        # As a domain error, so the field (a client's JSON key) is cut like every other.
+        return await serving_error(
+            request, InvalidArgument(field, _MESSAGES.get(first["type"], first["msg"]))
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        if exc.status_code == 405:
+            # The path exists but not with this method; OPTIONS included: with CORS on, the
+            # CORS middleware answers browsers' preflights before here, and with it off a
+            # preflight must fail plainly. Allow names what the path does take (RFC 9110).
+            allow = {"Allow": _allowed(request)}
+            message = f"{shown(request.method)} is not allowed here; allowed: {allow['Allow']}"
+            return error_response(405, "method_not_allowed", message, headers=allow)
+        code = {404: "not_found"}.get(exc.status_code)
         if code is not None:
-            return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+            message = shown(str(exc.detail), MAX_MESSAGE_CHARS)
+            return error_response(exc.status_code, code, message, headers=exc.headers)
         # Any other refusal by the framework means it could not read the body.
         reason = _UNREADABLE.get(type(exc.__cause__), "cannot be read as JSON")
         record(request, "invalid_argument")

@@ -93,6 +93,7 @@ async def text_to_image(
 @router.post(
     "/v1/models/{model}/interpolate",
     response_model=InterpolateResponse,
+    openapi_extra=params_body("interpolate"),
     description=(
         "Frames along a spherical interpolation between the latents of `seed_a` and "
         "`seed_b` (or of two base64 PNGs `image_a`, `image_b`, for models that encode); "

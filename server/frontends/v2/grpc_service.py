@@ -23,6 +23,7 @@ from latentserve.server.frontends.v2 import methods, tensors
 from latentserve.server.frontends.v2.server_info import server_metadata
 from latentserve.server.frontends.v2.tensors import Tensor
 from latentserve.server.security.admin import AdminTokens
+from latentserve.server.security.grpc_guard import method_name
 
 PROTOCOL = "v2-grpc"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -44,8 +45,13 @@ _CONTENTS = {
 _PARAMETERS = ("method",)
 
 
+#: The names refusals are counted under (the requests' ``method`` label).
+CALLS: set[str] = set()
+
+
 def _rpc(method: str) -> Callable:
     """Map one RPC's domain errors to its status (through the shared table), counted once."""
+    CALLS.add(method)
 
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -195,4 +201,6 @@ def add_inference_service(
 ) -> None:
     """Serve ``inference.GRPCInferenceService`` on ``server`` (before it starts)."""
     servicer = InferenceServicer(service, admins if admins is not None else AdminTokens())
+    rpcs = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods
+    service.metrics.allow_methods([*CALLS, *(method_name(rpc.name) for rpc in rpcs)])
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)

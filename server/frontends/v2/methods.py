@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from latentserve.server.codecs import encode_png
 from latentserve.server.engine.service import GenerativeService, ModelDescription
-from latentserve.server.errors import InvalidArgument, Unsupported
+from latentserve.server.errors import InvalidArgument, Unsupported, shown
 from latentserve.server.frontends.v2.tensors import Tensor
 from PIL import Image
 
@@ -81,7 +81,9 @@ def choose_method(model: ModelDescription, method: object) -> str:
     if method is None:
         return default_method(model)
     if method not in METHODS:
-        raise InvalidArgument("method", f"unknown method {method!r}; known: {', '.join(METHODS)}")
+        raise InvalidArgument(
+            "method", f"unknown method {shown(method)!r}; known: {', '.join(METHODS)}"
+        )
     if method not in model.capabilities:
         offered = ", ".join(methods_of(model)) or "none"
         raise Unsupported(f"model {model.name} cannot {method}: its methods are {offered}")

@@ -65,8 +65,13 @@ def _error(exc: ServingError) -> JSONResponse:
     return JSONResponse({"error": exc.message}, HTTP_STATUS.get(type(exc), 500), headers)
 
 
+#: The names refusals are counted under (the requests' ``method`` label).
+CALLS: set[str] = set()
+
+
 def _v2(method: str) -> Callable:
     """Answer the route's domain errors in the protocol's shape, counted once."""
+    CALLS.add(method)
 
     def wrap(route: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
         @wraps(route)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from latentserve.server.errors import InvalidArgument
+from latentserve.server.errors import InvalidArgument, shown
 
 DTYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
@@ -50,11 +50,11 @@ def check_header(name: object, datatype: object, shape: object) -> tuple[str, st
         raise InvalidArgument("inputs", "every input needs a name")
     if datatype not in DTYPES:
         known = ", ".join(DTYPES)
-        raise InvalidArgument(name, f"unknown datatype {datatype!r}; known: {known}")
+        raise InvalidArgument(name, f"unknown datatype {shown(datatype)!r}; known: {known}")
     if not isinstance(shape, Sequence) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
-        raise InvalidArgument(name, f"shape must be a list of sizes >= 0, got {shape!r}")
+        raise InvalidArgument(name, f"shape must be a list of sizes >= 0, got {shown(repr(shape))}")
     return name, str(datatype), [int(d) for d in shape]
 
 
@@ -93,9 +93,13 @@ def from_values(name: str, datatype: str, shape: list[int], values: Sequence) ->
     wanted = bool if datatype == "BOOL" else float if dtype.kind == "f" else int
     for value in flat:
         if isinstance(value, bool) != (wanted is bool) or not isinstance(value, int | float):
-            raise InvalidArgument(name, f"{datatype} elements must be numbers, got {value!r}")
+            raise InvalidArgument(
+                name, f"{datatype} elements must be numbers, got {shown(repr(value))}"
+            )
         if wanted is int and not float(value).is_integer():
-            raise InvalidArgument(name, f"{datatype} elements must be integers, got {value!r}")
+            raise InvalidArgument(
+                name, f"{datatype} elements must be integers, got {shown(repr(value))}"
+            )
     if wanted is int:
         info = np.iinfo(dtype)
         if flat and not info.min <= min(flat) <= max(flat) <= info.max:
