@@ -2,11 +2,14 @@
 
 Notebooks, benchmarks and tests need a real server without picking ports by hand or
 importing server code into their own process (the SDK never imports the server): this
-starts the real CLI as a child process, waits for ``/readyz`` and stops it on exit.
+starts the real CLI as a child process listening on port 0 (the system picks free ports,
+so two servers can never race for one), reads the ports it reports in its port file,
+waits for ``/readyz`` and stops it on exit.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import ssl
@@ -48,8 +51,8 @@ class LocalServer:
         self.repository = Path(repository)
         self.extra_args = list(extra_args or [])
         self.ready_timeout = ready_timeout
-        self.http_port = free_port()
-        self.grpc_port = free_port()
+        self.http_port: int | None = None  # known once the server listens
+        self.grpc_port: int | None = None
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="latentserve-", suffix=".log")[1])
         self.env = env
         self.ca_file = ca_file
@@ -69,17 +72,21 @@ class LocalServer:
         return f"{'grpcs' if self.ca_file else 'grpc'}://{self.grpc_target}"
 
     def start(self) -> LocalServer:
+        port_file = self.log_path.with_name(self.log_path.name + ".ports")
+        port_file.unlink(missing_ok=True)
         command = [
             sys.executable, "-m", "latentserve.cli", "serve",
             "--repository", str(self.repository), "--host", "127.0.0.1",
-            "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
+            "--http-port", "0", "--grpc-port", "0", "--port-file", str(port_file),
             *self.extra_args,
         ]  # fmt: skip
         env = {**os.environ, **(self.env or {})}
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            self._wait_ready()
+            deadline = time.monotonic() + self.ready_timeout
+            self._read_ports(port_file, deadline)
+            self._wait_ready(deadline)
         except BaseException:
             self.stop()
             raise
@@ -101,16 +108,32 @@ class LocalServer:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def _wait_ready(self) -> None:
+    def _exited(self) -> RuntimeError | None:
         assert self._process is not None
-        deadline = time.monotonic() + self.ready_timeout
+        if self._process.poll() is None:
+            return None
+        return RuntimeError(
+            f"latentserve serve exited with code {self._process.returncode}:\n" + self.log_tail()
+        )
+
+    def _read_ports(self, port_file: Path, deadline: float) -> None:
+        """The ports the server reports once both transports listen."""
+        while not port_file.exists():
+            if (exited := self._exited()) is not None:
+                raise exited
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"server not listening after {self.ready_timeout:.0f} s:\n" + self.log_tail()
+                )
+            time.sleep(0.05)
+        ports = json.loads(port_file.read_text())
+        self.http_port, self.grpc_port = int(ports["http"]), int(ports["grpc"])
+
+    def _wait_ready(self, deadline: float) -> None:
         context = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(
-                    f"latentserve serve exited with code {self._process.returncode}:\n"
-                    + self.log_tail()
-                )
+            if (exited := self._exited()) is not None:
+                raise exited
             try:
                 url = f"{self.http_url}/readyz"
                 with urllib.request.urlopen(url, timeout=2, context=context) as response:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import socket
+from pathlib import Path
 
 import uvicorn
 from grpc_health.v1 import health, health_pb2
@@ -43,8 +45,11 @@ class _UvicornServer(uvicorn.Server):
         yield
 
 
-async def serve(settings: Settings, registry: CollectorRegistry | None = None) -> None:
-    """Serve until SIGTERM/SIGINT, then drain and return."""
+async def serve(
+    settings: Settings, registry: CollectorRegistry | None = None, port_file: Path | None = None
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain and return. ``port_file`` receives the ports
+    actually listened on (port 0 in the settings picks a free one) as soon as both listen."""
     if not settings.repository.is_dir():
         raise FileNotFoundError(f"model repository not found: {settings.repository}")
     service = GenerativeService(settings, ServerMetrics(registry or CollectorRegistry()))
@@ -81,6 +86,7 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
     )
     http_server = _UvicornServer(config)
     http_socket = _bind(settings.host, settings.http_port)
+    http_socket.listen(config.backlog)  # connections queue from now, before uvicorn runs
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -89,6 +95,8 @@ async def serve(settings: Settings, registry: CollectorRegistry | None = None) -
 
     await grpc_server.start()
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
+    if port_file is not None:
+        _write_ports(port_file, http_socket.getsockname()[1], grpc_port)
     try:
         await _load(service, health_servicer, stop)
         if not stop.is_set():
@@ -150,11 +158,18 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(settings: Settings) -> None:
+def _write_ports(path: Path, http_port: int, grpc_port: int) -> None:
+    # Written whole then renamed, so a reader polling for the file never sees half of it.
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps({"http": http_port, "grpc": grpc_port}))
+    partial.replace(path)
+
+
+def run(settings: Settings, port_file: Path | None = None) -> None:
     """Blocking entry point: one event loop (uvloop when available) for both transports."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, port_file=port_file))
     else:
-        uvloop.run(serve(settings))
+        uvloop.run(serve(settings, port_file=port_file))

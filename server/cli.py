@@ -21,6 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--http-port", type=int, help="REST port (default 8000)")
     p.add_argument("--grpc-port", type=int, help="gRPC port (default 50051)")
+    p.add_argument(
+        "--port-file",
+        type=Path,
+        help='once listening, write the actual ports here as JSON {"http": N, "grpc": N} '
+        "(with --http-port 0 --grpc-port 0 the system picks free ones)",
+    )
     p.add_argument("--config", type=Path, help="TOML settings file ([models.NAME] tables)")
     p.add_argument(
         "--backend",
@@ -91,7 +97,7 @@ def _serve(args: argparse.Namespace) -> int:
         from latentserve.exporters.default_repository import build_default_repository
 
         build_default_repository(settings.repository)
-    run(settings)
+    run(settings, args.port_file)
     return 0
 
 

@@ -37,6 +37,16 @@ class ServingError(Exception):
         self.message = message
 
 
+INTERNAL_MESSAGE = "internal error"
+
+
+def for_client(exc: BaseException) -> ServingError:
+    """``exc`` as a client may see it: a ``ServingError`` as it is; anything else (a bug, a
+    graph runtime's message naming files and tensors) as a generic internal error. Log the
+    original where it is caught: its text goes to the log only, never over the wire."""
+    return exc if isinstance(exc, ServingError) else ServingError(INTERNAL_MESSAGE)
+
+
 class ModelNotFound(ServingError):
     code = "not_found"
 

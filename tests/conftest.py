@@ -1,11 +1,63 @@
-"""Shared fixtures. No torch import at module level: server tests run without torch."""
+"""Shared fixtures. No torch import at module level: server tests run without torch.
+
+Shared helpers that are not fixtures live in the ``helpers`` package and are imported
+explicitly; a conftest is never imported by name."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from helpers.server_process import SERVER_TOML, ServerFactory, ServerProcess
+
+ENV_PREFIX = "LATENTSERVE_"
+
+
+def _clear_settings_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_settings_env_for_servers() -> Iterator[None]:
+    """Servers started by session and module fixtures inherit no ``LATENTSERVE_*``
+    setting from the shell that runs the suite."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _clear_settings_env(monkeypatch)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _no_settings_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts without ``LATENTSERVE_*`` variables, whatever ran before it.
+    (Knobs of the suite itself, such as ``LATENTSERVE_SOAK_S``, are read when modules are
+    collected, before any fixture runs.)"""
+    _clear_settings_env(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def start_server(tmp_path_factory: pytest.TempPathFactory) -> ServerFactory:
+    """``with start_server(repository, "name", config=..., extra_args=..., env=...) as
+    server:`` runs a real server (torch blocked) in a fresh folder named after ``name``,
+    and checks on exit that it drained and exited with code 0."""
+
+    @contextlib.contextmanager
+    def start(
+        repository: Path, name: str = "server", config: str = SERVER_TOML, **options: Any
+    ) -> Iterator[ServerProcess]:
+        process = ServerProcess(repository, tmp_path_factory.mktemp(name), config, **options)
+        try:
+            yield process
+        finally:
+            code = process.stop()
+        assert code == 0, process.log()
+
+    return start
+
 
 if TYPE_CHECKING:
     from tiny_runs import TinyRuns

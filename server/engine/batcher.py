@@ -251,11 +251,11 @@ class Batcher:
             self._fail(segments, Unavailable("server is shutting down"))
             raise
         except Exception as exc:  # noqa: BLE001 - any graph failure fails this batch only
-            log.warning("batch of %d failed: %s", total, exc)
+            log.warning("batch of %d failed", total, exc_info=exc)
             if self._m is not None:
                 self._m[3].inc()
-            if not isinstance(exc, ServingError):
-                exc = BatchFailed(f"inference failed: {exc}")
+            if not isinstance(exc, ServingError):  # the runtime's text stays in the log
+                exc = BatchFailed("inference failed")
             self._fail(segments, exc)
             return
         elapsed = time.perf_counter() - started

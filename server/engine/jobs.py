@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 from latentserve.server.engine import deadlines
-from latentserve.server.errors import Overloaded, ServingError, Unavailable
+from latentserve.server.errors import Overloaded, ServingError, Unavailable, for_client
 from latentserve.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -197,9 +197,16 @@ class JobManager:
     """Admission, bookkeeping and expiry of jobs (one per server, shared by all models)."""
 
     def __init__(
-        self, metrics: ServerMetrics, *, max_jobs: int, ttl_s: float, max_finished: int
+        self,
+        metrics: ServerMetrics,
+        *,
+        max_jobs: int,
+        ttl_s: float,
+        max_finished: int,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._metrics = metrics
+        self._clock = clock
         self._max_jobs = max_jobs
         self._ttl_s = ttl_s
         self._max_finished = max_finished
@@ -268,10 +275,10 @@ class JobManager:
             job.error = exc
             field = getattr(exc, "field", None)
             self._finish(job, JobState.FAILED, _error_event(exc.code, exc.message, field))
-        except Exception:  # noqa: BLE001 - a job's failure must not take the server down
+        except Exception as exc:  # noqa: BLE001 - a job's failure must not take the server down
             log.exception("job %s (%s %s) failed", job.id, job.model, job.method)
-            job.error = ServingError("internal error")
-            self._finish(job, JobState.FAILED, _error_event("internal", "internal error"))
+            job.error = for_client(exc)
+            self._finish(job, JobState.FAILED, _error_event(job.error.code, job.error.message))
         finally:
             for task in progress._previews:
                 task.cancel()
@@ -285,7 +292,7 @@ class JobManager:
             job.error = Cancelled("job was cancelled")
         job.state = state
         job.position = None
-        job.finished_at = time.time()
+        job.finished_at = self._clock()
         job._emit(event)
         job._done.set()
         self._active.pop(job.id, None)
@@ -295,7 +302,7 @@ class JobManager:
         m.job_latency.labels(job.model, job.method).observe(time.perf_counter() - job._submitted)
 
     def _expire(self) -> None:
-        cutoff = time.time() - self._ttl_s
+        cutoff = self._clock() - self._ttl_s
         while self._finished:
             oldest = next(iter(self._finished.values()))
             if len(self._finished) <= self._max_finished and (oldest.finished_at or 0) > cutoff:

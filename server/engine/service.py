@@ -36,7 +36,8 @@ from latentserve.server.metrics import ServerMetrics
 from latentserve.server.params import RequestParams, resolve_seed
 from latentserve.server.pipelines import build_pipeline
 from latentserve.server.repository.reload import IndexEntry, ReloadResult, RepositoryReloader
-from latentserve.server.repository.store import Lease, LoadedModel, ModelRepository
+from latentserve.server.repository.runtime import open_graph
+from latentserve.server.repository.store import GraphOpener, Lease, LoadedModel, ModelRepository
 from latentserve.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -157,10 +158,13 @@ class GenerativeService:
         settings: Settings,
         metrics: ServerMetrics,
         repository: ModelRepository | None = None,
+        opener: GraphOpener = open_graph,
     ) -> None:
+        """``opener`` opens graph files for ``load`` and for reloads (tests pass fakes)."""
         self.settings = settings
         self.metrics = metrics
         metrics.allow_methods(CALLS)
+        self._opener = opener
         self._repository = repository
         self._draining = False
         self._reloader = None if repository is None else self._reloader_for(repository)
@@ -187,6 +191,7 @@ class GenerativeService:
             self.settings,
             build_pipeline,
             self.metrics,
+            self._opener,
         )
         self._repository = repository
         self._reloader = self._reloader_for(repository)
@@ -195,7 +200,7 @@ class GenerativeService:
             self._polling = asyncio.get_running_loop().create_task(polling)
 
     def _reloader_for(self, repository: ModelRepository) -> RepositoryReloader:
-        return RepositoryReloader(repository, self.settings, self.metrics)
+        return RepositoryReloader(repository, self.settings, self.metrics, self._opener)
 
     async def reload_repository(self, protocol: str) -> ReloadResult:
         """Serve what the repository holds now (see ``repository/reload.py``); the frontends

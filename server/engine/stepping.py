@@ -28,7 +28,7 @@ from typing import Literal, Protocol
 import numpy as np
 from latentserve.server.engine import deadlines
 from latentserve.server.engine.jobs import Progress
-from latentserve.server.errors import ServingError, Unavailable
+from latentserve.server.errors import Unavailable, for_client
 from latentserve.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,8 @@ class StepEngine:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a failed step fails its jobs only
-                error = exc if isinstance(exc, ServingError) else ServingError(str(exc))
-                log.warning("step of %d jobs failed: %s", len(batch), exc)
+                error = for_client(exc)
+                log.warning("step of %d jobs failed", len(batch), exc_info=exc)
                 for entry in batch:
                     if not entry.future.done():
                         entry.future.set_exception(error)
@@ -172,8 +172,8 @@ class StepEngine:
             try:
                 entry.trajectory.advance(part)
             except Exception as exc:  # noqa: BLE001 - one job's bad step fails that job
-                error = exc if isinstance(exc, ServingError) else ServingError(str(exc))
-                entry.future.set_exception(error)
+                log.warning("a job's step failed", exc_info=exc)
+                entry.future.set_exception(for_client(exc))
                 continue
             if entry.trajectory.done:
                 entry.future.set_result(None)

@@ -4,12 +4,12 @@ wrk's real report format."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers.tools import require_tool
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -41,8 +41,8 @@ def test_parse_wrk_counts_only_successes() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (make test installs it)")
 def test_bench_runs_end_to_end(tiny_repository: Path, tmp_path: Path) -> None:
+    require_tool("wrk")
     out = tmp_path / "bench.json"
     command = [
         sys.executable, str(BENCH / "run.py"), "--repository", str(tiny_repository),

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.server_process import ServerProcess
 from latentserve.clients import RestClient
-from latentserve.clients.local import LocalServer
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def _tiles(grid: Image.Image, count: int, columns: int, size: tuple[int, int]) -
 
 @pytest.mark.parametrize("transport", ["rest", "grpc"])
 def test_sample_writes_a_grid_of_the_seeded_samples(
-    live_server: LocalServer, tmp_path: Path, transport: str
+    live_server: ServerProcess, tmp_path: Path, transport: str
 ) -> None:
     url = live_server.http_url if transport == "rest" else live_server.grpc_url
     out = tmp_path / "grid.png"
@@ -54,7 +54,7 @@ def test_sample_writes_a_grid_of_the_seeded_samples(
 
 
 @pytest.mark.parametrize("transport", ["rest", "grpc"])
-def test_sample_with_progress_and_params(vq_server: LocalServer, tmp_path, transport) -> None:
+def test_sample_with_progress_and_params(vq_server: ServerProcess, tmp_path, transport) -> None:
     url = vq_server.http_url if transport == "rest" else vq_server.grpc_url
     out = tmp_path / "grid.png"
     done = _latentserve(
@@ -80,17 +80,55 @@ def test_sample_refuses_a_parameter_the_model_does_not_take(live_server, tmp_pat
     assert "steps" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_models_lists_every_model(live_server: LocalServer) -> None:
+def test_models_lists_every_model(live_server: ServerProcess) -> None:
     done = _latentserve("models", "--url", live_server.grpc_url)
     assert done.returncode == 0, done.stderr
     assert "vae-tiny@2" in done.stdout and "ae-tiny@" in done.stdout
     assert "1,2" in done.stdout  # the versions column
 
 
-def test_sample_reports_server_errors_in_one_line(live_server: LocalServer, tmp_path) -> None:
+def test_sample_reports_server_errors_in_one_line(live_server: ServerProcess, tmp_path) -> None:
     done = _latentserve(
         "sample", "--url", live_server.http_url, "--model", "nope", "--out", str(tmp_path / "x.png")
     )
     assert done.returncode == 1
     assert "nope" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_interpolate_writes_a_strip_and_exits_0(
+    live_server: ServerProcess, tmp_path: Path, transport: str
+) -> None:
+    url = live_server.http_url if transport == "rest" else live_server.grpc_url
+    out = tmp_path / "strip.png"
+    done = _latentserve(
+        "interpolate", "--url", url, "--model", "vae-tiny", "--seed-a", "1", "--seed-b", "2",
+        "--frames", "4", "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "4 frames from vae-tiny@" in done.stdout and "seeds 1 -> 2" in done.stdout
+    with RestClient(live_server.http_url) as client:
+        width, height = client.sample("vae-tiny", n=1, seed=1).images[0].size
+    assert Image.open(out).size == (4 * (width + 2) + 2, height + 4)
+
+
+@pytest.mark.parametrize(
+    ("model", "frames", "message"),
+    [
+        ("ae-tiny", "4", "interpolate"),  # no prior to interpolate in
+        ("no-such-model", "4", "no-such-model"),
+        ("vae-tiny", "1", "frames"),
+    ],
+)
+def test_interpolate_reports_server_errors_in_one_line_and_exits_1(
+    live_server: ServerProcess, tmp_path: Path, model: str, frames: str, message: str
+) -> None:
+    out = tmp_path / "strip.png"
+    done = _latentserve(
+        "interpolate", "--url", live_server.grpc_url, "--model", model, "--frames", frames,
+        "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.startswith("latentserve interpolate: ") and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not out.exists()

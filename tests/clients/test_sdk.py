@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.server_process import ServerFactory, ServerProcess
 from latentserve.clients import (
     GrpcClient,
     InvalidArgumentError,
@@ -17,7 +19,7 @@ from latentserve.clients import (
     UnsupportedError,
     connect,
 )
-from latentserve.clients.local import LocalServer, free_port
+from latentserve.clients.local import free_port
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -58,7 +60,7 @@ def test_unseeded_sample_reports_the_seed_that_reproduces_it(client) -> None:
     np.testing.assert_array_equal(_pixels(replay.images), _pixels(drawn.images))
 
 
-def test_both_transports_draw_the_same_images(live_server: LocalServer) -> None:
+def test_both_transports_draw_the_same_images(live_server: ServerProcess) -> None:
     with RestClient(live_server.http_url) as rest, GrpcClient(live_server.grpc_target) as grpc:
         over_rest = rest.sample("vae-tiny@1", n=4, seed=123, temperature=0.7)
         over_grpc = grpc.sample("vae-tiny@1", n=4, seed=123, temperature=0.7)
@@ -137,17 +139,16 @@ def test_no_server_raises_unavailable(scheme: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def tight_server(tiny_repository, tmp_path_factory) -> Iterator[LocalServer]:
+def tight_server(tiny_repository: Path, start_server: ServerFactory) -> Iterator[ServerProcess]:
     """A server whose vae-tiny queue holds one item, so a burst must overflow it."""
-    config = tmp_path_factory.mktemp("tight") / "settings.toml"
-    config.write_text("[models.vae-tiny]\nmax_batch_size = 1\nmax_queue_size = 1\n")
-    with LocalServer(tiny_repository, ["--config", str(config)]) as server:
+    config = "[models.vae-tiny]\nmax_batch_size = 1\nmax_queue_size = 1\n"
+    with start_server(tiny_repository, "tight", config) as server:
         yield server
 
 
 @pytest.mark.parametrize("transport", ["rest", "grpc"])
 def test_a_full_queue_raises_overloaded_with_a_retry_delay(
-    tight_server: LocalServer, transport: str
+    tight_server: ServerProcess, transport: str
 ) -> None:
     if transport == "rest":
         sdk_client = RestClient(tight_server.http_url)

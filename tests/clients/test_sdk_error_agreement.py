@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import connect_to
+from helpers.server_process import ServerFactory, ServerProcess, connect_to
 from latentserve.clients import (
     InvalidArgumentError,
     JobNotFoundError,
@@ -17,7 +17,6 @@ from latentserve.clients import (
     UnsupportedError,
 )
 from latentserve.clients.images import to_png
-from latentserve.clients.local import LocalServer
 
 pytestmark = pytest.mark.slow
 
@@ -106,14 +105,14 @@ BAD_CALLS: dict[str, tuple[Callable, type[LatentServeError], str, str | None]] =
 
 
 @pytest.fixture(scope="module")
-def small_body_server(tiny_repository: Path, tmp_path_factory) -> Iterator[LocalServer]:
-    config = tmp_path_factory.mktemp("agreement") / "settings.toml"
-    config.write_text("max_body_bytes = 65536\n")
-    with LocalServer(tiny_repository, ["--config", str(config)]) as server:
+def small_body_server(
+    tiny_repository: Path, start_server: ServerFactory
+) -> Iterator[ServerProcess]:
+    with start_server(tiny_repository, "agreement", "max_body_bytes = 65536\n") as server:
         yield server
 
 
-def outcome(server: LocalServer, transport: str, call: Callable) -> tuple:
+def outcome(server: ServerProcess, transport: str, call: Callable) -> tuple:
     with connect_to(server, transport) as client, pytest.raises(LatentServeError) as caught:
         call(client)
     return type(caught.value), caught.value.code, caught.value.field
@@ -121,7 +120,7 @@ def outcome(server: LocalServer, transport: str, call: Callable) -> tuple:
 
 @pytest.mark.parametrize(("call", "cls", "code", "field"), BAD_CALLS.values(), ids=BAD_CALLS)
 def test_both_transports_raise_the_same_error(
-    small_body_server: LocalServer, call: Callable, cls: type, code: str, field: str | None
+    small_body_server: ServerProcess, call: Callable, cls: type, code: str, field: str | None
 ) -> None:
     over_rest = outcome(small_body_server, "rest", call)
     over_grpc = outcome(small_body_server, "grpc", call)

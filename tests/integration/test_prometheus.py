@@ -1,14 +1,14 @@
 """A real Prometheus scrapes a real latentserve process and answers a latency-quantile query.
 
 (``promtool check metrics`` runs once, in tests/server/test_rest_integration.py.) Needs the
-``prometheus`` binary (``make test`` installs it with apt); skipped only when it is absent.
+``prometheus`` binary (``make test`` installs it with apt); skipped only when it is absent,
+and failed instead when ``CI`` is set.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -17,28 +17,30 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.server_process import ServerFactory, ServerProcess
+from helpers.tools import require_tool
 from latentserve.clients import GrpcClient, RestClient
-from latentserve.clients.local import LocalServer, free_port
+from latentserve.clients.local import free_port
 
 LATENCY_HISTOGRAM = "latentserve_request_duration_seconds"
 P99_QUERY = f"histogram_quantile(0.99, sum(rate({LATENCY_HISTOGRAM}_bucket[1m])) by (le))"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        shutil.which("prometheus") is None,
-        reason="prometheus binary not installed (make test installs it via apt)",
-    ),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prometheus_binary() -> str:
+    """Checked before the module's server starts (autouse fixtures come first)."""
+    return require_tool("prometheus")
 
 
 @pytest.fixture(scope="module")
-def server(tiny_repository: Path) -> Iterator[LocalServer]:
-    with LocalServer(tiny_repository) as running:
+def server(tiny_repository: Path, start_server: ServerFactory) -> Iterator[ServerProcess]:
+    with start_server(tiny_repository, "scraped", "") as running:
         yield running
 
 
-def _traffic(server: LocalServer, rounds: int = 1) -> None:
+def _traffic(server: ServerProcess, rounds: int = 1) -> None:
     """A few requests over both transports, so every latency series has observations."""
     with RestClient(server.http_url) as rest, GrpcClient(server.grpc_target) as grpc_client:
         for _ in range(rounds):
@@ -53,7 +55,7 @@ def _get(url: str, timeout: float = 5.0) -> str:
 
 
 @pytest.fixture
-def prometheus(server: LocalServer, tmp_path: Path) -> Iterator[str]:
+def prometheus(server: ServerProcess, prometheus_binary: str, tmp_path: Path) -> Iterator[str]:
     """A Prometheus server scraping ``server`` every second; yields its base URL."""
     port = free_port()
     config = tmp_path / "prometheus.yml"
@@ -65,7 +67,7 @@ def prometheus(server: LocalServer, tmp_path: Path) -> Iterator[str]:
     log = (tmp_path / "prometheus.log").open("wb")
     process = subprocess.Popen(
         [
-            "prometheus",
+            prometheus_binary,
             f"--config.file={config}",
             f"--storage.tsdb.path={tmp_path / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
@@ -101,7 +103,7 @@ def _query(prometheus: str, expression: str) -> list[dict]:
     return body["data"]["result"]
 
 
-def test_prometheus_answers_the_p99_latency_query(server: LocalServer, prometheus: str) -> None:
+def test_prometheus_answers_the_p99_latency_query(server: ServerProcess, prometheus: str) -> None:
     # Keep traffic flowing between scrapes until rate() over the buckets has two samples
     # that differ; bounded at 60 s.
     deadline = time.monotonic() + 60

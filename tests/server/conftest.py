@@ -11,17 +11,14 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from helpers.server_process import ServerFactory, ServerProcess
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
-from server_process import ServerProcess
 
 
 @pytest.fixture(scope="module")
-def server(
-    tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    process = ServerProcess(tiny_repository, tmp_path_factory.mktemp("server"))
-    yield process
-    assert process.stop() == 0, process.log()
+def server(tiny_repository: Path, start_server: ServerFactory) -> Iterator[ServerProcess]:
+    with start_server(tiny_repository, "server") as process:
+        yield process
 
 
 @pytest.fixture(scope="module")

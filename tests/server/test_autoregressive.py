@@ -7,10 +7,10 @@ import asyncio
 
 import numpy as np
 import pytest
+from helpers.fakes import Recorder, sample_params
 from latentserve.server.pipelines import AutoregressivePriorPipeline
 from latentserve.server.pipelines.autoregressive import categorical
 from latentserve.server.settings import ServingOptions
-from server_fakes import Recorder, sample_params
 
 from latentserve.manifest import (
     CodeMap,

@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 import pytest
+from helpers.fakes import items
 from latentserve.server.engine.batcher import Batcher, BatchFailed
 from latentserve.server.errors import Unavailable
-from server_fakes import items
 
 
 class SlowProbe:
@@ -171,7 +171,7 @@ def test_a_failing_batch_fails_only_its_own_requests_while_others_run() -> None:
             await batcher.close()
 
     good, bad, good2 = asyncio.run(main())
-    assert isinstance(bad, BatchFailed) and "negative input" in str(bad)
+    assert isinstance(bad, BatchFailed) and "negative input" not in str(bad)  # log only
     np.testing.assert_array_equal(good["y"], items(1, 2)["x"] * 2)
     np.testing.assert_array_equal(good2["y"], items(7, 2)["x"] * 2)
 

@@ -7,10 +7,10 @@ import io
 
 import numpy as np
 import pytest
+from helpers.fakes import header_only_png
 from latentserve.server import codecs
 from latentserve.server.errors import InvalidArgument
 from PIL import Image
-from server_fakes import header_only_png
 
 from latentserve.manifest import ImageSpec
 

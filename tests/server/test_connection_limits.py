@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from server_process import SERVER_TOML, ServerProcess
+from helpers.server_process import SERVER_TOML, ServerFactory, ServerProcess
 
 LIMITS_TOML = SERVER_TOML.replace(
     "stream_chunk_size = 2\n",
@@ -30,10 +30,9 @@ DEADLINE_S = 30  # generous: the server must close well before this on a loaded 
 
 
 @pytest.fixture(scope="module")
-def server(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    process = ServerProcess(tiny_repository, tmp_path_factory.mktemp("limits"), LIMITS_TOML)
-    yield process
-    assert process.stop() == 0, process.log()
+def server(tiny_repository: Path, start_server: ServerFactory) -> Iterator:
+    with start_server(tiny_repository, "limits", LIMITS_TOML) as process:
+        yield process
 
 
 def connect(server: ServerProcess) -> socket.socket:

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.fakes import EchoGraph, items, sample_params
+from helpers.fakes import vae_service as make_service
 from latentserve.server.engine import deadlines
 from latentserve.server.engine.batcher import Batcher
 from latentserve.server.engine.stepping import StepEngine
 from latentserve.server.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from latentserve.server.metrics import ServerMetrics
 from prometheus_client import CollectorRegistry
-from server_fakes import EchoGraph, items, sample_params
-from test_service import make_service
 
 
 def drops(metrics: ServerMetrics, model: str, queue: str, reason: str) -> float:

@@ -12,11 +12,11 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+from helpers.server_process import ServerFactory, ServerProcess, metric, until
 from latentserve.clients import DeadlineExceededError, connect
 from latentserve.server.codecs import encode_base64, encode_png
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
-from server_process import ServerProcess, metric, until
 
 pytestmark = pytest.mark.slow
 
@@ -38,12 +38,9 @@ ENCODE = "/v1/models/ae-tiny/encode"
 
 
 @pytest.fixture(scope="module")
-def server(
-    tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    process = ServerProcess(tiny_repository, tmp_path_factory.mktemp("deadlines"), SERVER_TOML)
-    yield process
-    assert process.stop() == 0, process.log()
+def server(tiny_repository: Path, start_server: ServerFactory) -> Iterator[ServerProcess]:
+    with start_server(tiny_repository, "deadlines", SERVER_TOML) as process:
+        yield process
 
 
 def computed(http: httpx.Client, model: str, graph: str) -> float:

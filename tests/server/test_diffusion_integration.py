@@ -12,9 +12,9 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from helpers.server_process import ServerFactory, ServerProcess, metric, sse, until
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
-from server_process import ServerProcess, metric, sse, until
 
 pytestmark = pytest.mark.slow
 
@@ -30,11 +30,9 @@ max_concurrent_batches = 1
 
 
 @pytest.fixture(scope="module")
-def server(diffusion_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    workdir = tmp_path_factory.mktemp("diffusion")
-    process = ServerProcess(diffusion_repository, workdir, config=SERVER_TOML)
-    yield process
-    assert process.stop() == 0, process.log()
+def server(diffusion_repository: Path, start_server: ServerFactory) -> Iterator:
+    with start_server(diffusion_repository, "diffusion", SERVER_TOML) as process:
+        yield process
 
 
 def cancelled(http: httpx.Client) -> float:

@@ -11,20 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from latentserve.server.engine.jobs import Cancelled, Job, JobNotFound
-from latentserve.server.engine.service import GenerativeService
-from latentserve.server.errors import InvalidArgument, Overloaded
-from latentserve.server.metrics import ServerMetrics
-from latentserve.server.settings import Settings
-from PIL import Image
-from prometheus_client import CollectorRegistry
-from server_fakes import (
+from helpers.fakes import (
     SIZE,
     FakeDenoiser,
     fake_diffusion_manifest,
     fake_manifest,
-    fake_repository,
+    fake_service,
 )
+from latentserve.server.engine.jobs import Cancelled, Job, JobNotFound
+from latentserve.server.engine.service import GenerativeService
+from latentserve.server.errors import InvalidArgument, Overloaded
+from PIL import Image
 
 
 def make_service(
@@ -32,15 +29,12 @@ def make_service(
 ) -> tuple[GenerativeService, FakeDenoiser, FakeDenoiser]:
     # one batch slot: each iteration is one denoiser call, so calls show what shared a step
     settings = {"max_concurrent_batches": 1} | settings
-    config = Settings(repository=tmp_path / "repo", **settings)
-    metrics = ServerMetrics(CollectorRegistry())
     manifests = [
         fake_diffusion_manifest("fake-ddpm"),
         fake_diffusion_manifest("fake-cddpm", conditional=True),
         fake_manifest("fake-vae"),
     ]
-    repository, graphs = fake_repository(config, metrics, manifests, delay_s)
-    service = GenerativeService(config, metrics, repository)
+    service, graphs = fake_service(tmp_path, manifests, delay_s, **settings)
     return service, graphs["fake-ddpm@1"]["denoiser"], graphs["fake-cddpm@1"]["denoiser"]
 
 

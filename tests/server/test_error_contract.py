@@ -10,9 +10,9 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from helpers.server_process import ServerProcess, metric
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
-from server_process import ServerProcess, metric
 
 pytestmark = pytest.mark.slow
 

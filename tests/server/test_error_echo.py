@@ -14,9 +14,9 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from helpers.server_process import SERVER_TOML, ServerFactory, ServerProcess
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
-from server_process import SERVER_TOML, ServerProcess
 
 SHOWN = 64
 # Requests up to 4 MiB, so a 1 MB field reaches the handlers instead of gRPC's size limit.
@@ -25,12 +25,9 @@ SMALL = 400  # bytes: more than any error body or status details this module pro
 
 
 @pytest.fixture(scope="module")
-def server(
-    tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    process = ServerProcess(tiny_repository, tmp_path_factory.mktemp("server"), config=CONFIG)
-    yield process
-    assert process.stop() == 0, process.log()
+def server(tiny_repository: Path, start_server: ServerFactory) -> Iterator[ServerProcess]:
+    with start_server(tiny_repository, "error_echo", config=CONFIG) as process:
+        yield process
 
 
 def cut(text: str) -> str:

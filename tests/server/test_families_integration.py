@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.server_process import ServerFactory, ServerProcess, pixels
 from latentserve.clients import InvalidArgumentError
-from server_process import ServerProcess, pixels
 
 from latentserve.manifest import Manifest
 
@@ -26,10 +26,9 @@ MODELS = ["glow-tiny", "nvae-tiny", "vqvae-tiny", "vqvae2-tiny"]
 
 
 @pytest.fixture(scope="module")
-def server(family_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    process = ServerProcess(family_repository, tmp_path_factory.mktemp("families"))
-    yield process
-    assert process.stop() == 0, process.log()
+def server(family_repository: Path, start_server: ServerFactory) -> Iterator:
+    with start_server(family_repository, "families") as process:
+        yield process
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server_process import ServerProcess
+from helpers.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow
 

@@ -12,10 +12,10 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+from helpers.server_process import ServerFactory, ServerProcess
 from latentserve.clients import InvalidArgumentError, UnsupportedError
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
-from server_process import ServerProcess
 
 from latentserve.manifest import Manifest
 
@@ -25,10 +25,9 @@ MODELS = ["dcgan-tiny", "stylegan2-tiny"]  # the gan_repository fixture's models
 
 
 @pytest.fixture(scope="module")
-def server(gan_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    process = ServerProcess(gan_repository, tmp_path_factory.mktemp("gans"))
-    yield process
-    assert process.stop() == 0, process.log()
+def server(gan_repository: Path, start_server: ServerFactory) -> Iterator:
+    with start_server(gan_repository, "gans") as process:
+        yield process
 
 
 def pixels(images: list) -> np.ndarray:

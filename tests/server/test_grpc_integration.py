@@ -13,10 +13,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from helpers.server_process import ServerProcess, metric, until
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
 from PIL import Image
-from server_process import ServerProcess, metric, until
 
 pytestmark = pytest.mark.slow
 
@@ -169,6 +169,7 @@ def test_log_prob_agrees_with_rest(
         ("Encode", pb.EncodeRequest(model="vae-tiny"), "images"),
         ("Encode", pb.EncodeRequest(model="vae-tiny", images=[GOOD, b"junk"]), "images[1]"),
         ("LogProb", pb.LogProbRequest(model="vae-tiny", images=[GOOD], samples=0), "samples"),
+        ("SubmitJob", pb.JobRequest(), "method"),  # neither sample nor text_to_image
         (
             "Reconstruct",
             pb.ReconstructRequest(model="vae-tiny", images=[png(np.zeros((28, 20), np.uint8))]),

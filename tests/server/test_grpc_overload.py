@@ -12,9 +12,9 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers.server_process import SERVER_TOML, ServerFactory, ServerProcess, metric
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
-from server_process import SERVER_TOML, ServerProcess, metric
 
 LIMIT = 4
 CALLS = 1500  # past gRPC core's default backlog of 1000, where calls used to be CANCELLED
@@ -33,10 +33,9 @@ max_batch_size = 64
 
 
 @pytest.fixture(scope="module")
-def server(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    process = ServerProcess(tiny_repository, tmp_path_factory.mktemp("overload"), OVERLOAD_TOML)
-    yield process
-    assert process.stop() == 0, process.log()
+def server(tiny_repository: Path, start_server: ServerFactory) -> Iterator:
+    with start_server(tiny_repository, "overload", OVERLOAD_TOML) as process:
+        yield process
 
 
 async def flood(target: str) -> tuple[collections.Counter, list, str]:

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from certificates import CertificateAuthority
-from server_process import ServerProcess
+from helpers.certificates import CertificateAuthority
+from helpers.server_process import ServerProcess
 
 
 def healthcheck(env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -14,9 +14,9 @@ import httpx
 import numpy as np
 import psutil
 import pytest
+from helpers.server_process import SERVER_TOML, ServerFactory, ServerProcess, metric
 from latentserve.v1 import generative_pb2 as pb
 from PIL import Image
-from server_process import SERVER_TOML, ServerProcess, metric
 
 MODEL = "vae-tiny"
 # The shipped defaults for the work one request may ask for and one graph call computes,
@@ -38,10 +38,9 @@ GROWTH_PEAK_MB = 500
 
 
 @pytest.fixture(scope="module")
-def server(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    process = ServerProcess(tiny_repository, tmp_path_factory.mktemp("heavy"), HEAVY_TOML)
-    yield process
-    assert process.stop() == 0, process.log()
+def server(tiny_repository: Path, start_server: ServerFactory) -> Iterator:
+    with start_server(tiny_repository, "heavy", HEAVY_TOML) as process:
+        yield process
 
 
 def pngs(count: int, seed: int = 0) -> list[str]:

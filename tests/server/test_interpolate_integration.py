@@ -10,32 +10,34 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.server_process import ServerFactory, pixels
 from latentserve.clients import InvalidArgumentError, UnsupportedError, connect
-from server_process import ServerProcess, pixels
 
 pytestmark = pytest.mark.slow
 
 
-def _serve(repository: Path, factory: pytest.TempPathFactory) -> Iterator[tuple]:
-    process = ServerProcess(repository, factory.mktemp("interpolate"))
-    with connect(process.http_url) as rest, connect(process.grpc_url) as grpc:
+def _serve(repository: Path, start_server: ServerFactory) -> Iterator[tuple]:
+    with (
+        start_server(repository, "interpolate") as process,
+        connect(process.http_url) as rest,
+        connect(process.grpc_url) as grpc,
+    ):
         yield rest, grpc
-    assert process.stop() == 0, process.log()
 
 
 @pytest.fixture(scope="module")
-def vae(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
-    yield from _serve(tiny_repository, tmp_path_factory)
+def vae(tiny_repository: Path, start_server: ServerFactory) -> Iterator[tuple]:
+    yield from _serve(tiny_repository, start_server)
 
 
 @pytest.fixture(scope="module")
-def families(family_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    yield from _serve(family_repository, tmp_path_factory)
+def families(family_repository: Path, start_server: ServerFactory) -> Iterator:
+    yield from _serve(family_repository, start_server)
 
 
 @pytest.fixture(scope="module")
-def ddpm(diffusion_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    yield from _serve(diffusion_repository, tmp_path_factory)
+def ddpm(diffusion_repository: Path, start_server: ServerFactory) -> Iterator:
+    yield from _serve(diffusion_repository, start_server)
 
 
 # (server fixture, model, interpolation params, the sample params that give the same ends)

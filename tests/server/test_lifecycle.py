@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from helpers.server_process import BLOCK_TORCH, ServerProcess, metric, until
 from latentserve.server.codecs import encode_base64, encode_png
-from server_process import BLOCK_TORCH, ServerProcess, metric, until
 
 pytestmark = pytest.mark.slow
 

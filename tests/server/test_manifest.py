@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.fakes import TRAIN_STEPS, fake_diffusion_manifest, fake_manifest
 from pydantic import ValidationError
-from server_fakes import TRAIN_STEPS, fake_diffusion_manifest, fake_manifest
 
 from latentserve.manifest import SCHEMA_VERSION, Manifest
 
@@ -159,9 +159,9 @@ def test_a_missing_or_altered_asset_is_refused_at_load(tmp_path: Path) -> None:
 
 
 def test_a_graph_off_its_pipeline_contract_is_refused_at_load() -> None:
+    from helpers.fakes import FakeDecoder, _spec
     from latentserve.server.pipelines import LatentDecoderPipeline
     from latentserve.server.settings import ServingOptions
-    from server_fakes import FakeDecoder, _spec
 
     manifest = fake_manifest()
     odd = _spec({"image": ["batch", 1, 8, 8], "junk": ["batch"]}, {"bits_per_dim": ["batch"]}, "lp")

@@ -20,11 +20,11 @@ from urllib.parse import quote
 import grpc
 import httpx
 import pytest
+from helpers.server_process import ServerProcess
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-from server_process import ServerProcess
 
 SERVICE = "/latentserve.v1.GenerativeService"
 V2_SERVICE = "/inference.GRPCInferenceService"

@@ -14,11 +14,11 @@ import httpx
 import numpy as np
 import openai
 import pytest
+from helpers.server_process import ServerFactory, ServerProcess, metric, sse, until
 from latentserve.server.codecs import encode_png
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
 from PIL import Image
-from server_process import ServerProcess, metric, sse, until
 
 pytestmark = pytest.mark.slow
 
@@ -30,10 +30,9 @@ CONFIG = "max_finished_jobs = 1\n"
 
 
 @pytest.fixture(scope="module")
-def server(text_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    process = ServerProcess(text_repository, tmp_path_factory.mktemp("openai"), config=CONFIG)
-    yield process
-    assert process.stop() == 0, process.log()
+def server(text_repository: Path, start_server: ServerFactory) -> Iterator:
+    with start_server(text_repository, "openai", CONFIG) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")

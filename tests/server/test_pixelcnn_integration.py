@@ -9,18 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.server_process import ServerFactory, ServerProcess, metric, pixels
 from latentserve.clients import InvalidArgumentError, UnsupportedError
-from server_process import ServerProcess, metric, pixels
 
 pytestmark = pytest.mark.slow
 MODEL = "pixelcnn-tiny"
 
 
 @pytest.fixture(scope="module")
-def server(family_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    process = ServerProcess(family_repository, tmp_path_factory.mktemp("pixelcnn"))
-    yield process
-    assert process.stop() == 0, process.log()
+def server(family_repository: Path, start_server: ServerFactory) -> Iterator:
+    with start_server(family_repository, "pixelcnn") as process:
+        yield process
 
 
 def test_sampling_is_reproducible_across_transports_and_streaming(clients: tuple) -> None:

@@ -19,8 +19,8 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+from helpers.server_process import ServerFactory, ServerProcess, metric, until
 from latentserve.clients import (
-    LocalServer,
     ModelNotFoundError,
     PermissionDeniedError,
     ReloadResult,
@@ -29,7 +29,6 @@ from latentserve.clients import (
 from latentserve.server.codecs import encode_base64, encode_png
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
-from server_process import ServerProcess, metric, until
 
 pytestmark = pytest.mark.slow
 
@@ -54,13 +53,13 @@ def repository(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="module")
-def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    workdir = tmp_path_factory.mktemp("reload-server")
-    tokens = workdir / "admin-tokens"
+def server(
+    repository: Path, tmp_path_factory: pytest.TempPathFactory, start_server: ServerFactory
+) -> Iterator[ServerProcess]:
+    tokens = tmp_path_factory.mktemp("reload-tokens") / "admin-tokens"
     tokens.write_text(f"# who may reload\n{TOKEN}\n")
-    process = ServerProcess(repository, workdir, SERVER_TOML.format(tokens=tokens))
-    yield process
-    assert process.stop() == 0, process.log()
+    with start_server(repository, "reload_server", SERVER_TOML.format(tokens=tokens)) as process:
+        yield process
 
 
 def latest(repository: Path, name: str) -> int:
@@ -279,13 +278,38 @@ def test_the_sdk_and_the_cli_reload(
     assert done.stdout.splitlines() == [f"loaded   vae-tiny@{new}"]
 
 
+def test_the_reload_cli_exit_codes(server: ServerProcess, repository: Path, tmp_path: Path) -> None:
+    """0 when all went well, 1 when the server refused the call or a version, 2 for no token."""
+
+    def reload_cli(token: str | None) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k != "LATENTSERVE_ADMIN_TOKEN"}
+        if token is not None:
+            env["LATENTSERVE_ADMIN_TOKEN"] = token
+        command = [sys.executable, "-m", "latentserve.cli", "reload", "--url", server.grpc_url]
+        return subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+
+    assert reload_cli(TOKEN).returncode == 0  # whatever earlier tests left is now served
+    no_token = reload_cli(None)
+    assert no_token.returncode == 2 and "LATENTSERVE_ADMIN_TOKEN" in no_token.stderr
+    wrong = reload_cli("not-the-token")
+    assert wrong.returncode == 1 and "latentserve reload:" in wrong.stderr
+    new = latest(repository, "vae-tiny") + 1
+    broken = publish(repository, "vae-tiny", new, tmp_path, break_it="manifest")
+    refused = reload_cli(TOKEN)
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stdout.startswith(f"refused  vae-tiny@{new}:")
+    shutil.rmtree(broken)
+    assert reload_cli(TOKEN).stdout.strip() == "nothing changed"
+
+
 def test_polling_serves_new_versions_and_without_admin_tokens_no_one_may_reload(
-    tiny_repository: Path, tmp_path: Path
+    tiny_repository: Path, tmp_path: Path, start_server: ServerFactory
 ) -> None:
     repository = Path(shutil.copytree(tiny_repository, tmp_path / "models"))
     staging = tmp_path / "staging"
     staging.mkdir()
-    with LocalServer(repository, ["--repository-poll-interval", "0.2"]) as server:
+    polling = ["--repository-poll-interval", "0.2"]
+    with start_server(repository, "polling", "", extra_args=polling) as server:
         with connect(server.http_url) as client:
             new = latest(repository, "ae-tiny") + 1
             with pytest.raises(ModelNotFoundError):

@@ -1,5 +1,7 @@
 """Parts of hot reload: admin tokens (who may reload), the warm-up a new version passes
-before it serves, and a reload that finds no repository changing nothing."""
+before it serves, a reload that finds no repository changing nothing, a refused version
+tried again once its files change, polling that outlives a failed scan, and no reload
+while draining. New versions open fake graphs (the service's injected opener)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.fakes import fake_manifest
+from helpers.fakes import vae_service as make_service
 from latentserve.server.errors import PermissionDenied, Unauthenticated, Unavailable
 from latentserve.server.repository.warmup import WarmUpFailed, warm_up
 from latentserve.server.security.admin import AdminTokens
-from test_service import make_service
+
+
+def publish(tmp_path: Path, version: str) -> Path:
+    """A new ``fake-vae`` version folder in the service's repository."""
+    folder = tmp_path / "repo" / "fake-vae" / version
+    folder.mkdir()
+    fake_manifest("fake-vae", version).save(folder)
+    return folder
+
+
+def reloads(service: object, model: str, outcome: str) -> float:
+    labels = {"model": model, "outcome": outcome}
+    value = service.metrics.registry.get_sample_value("latentserve_model_reloads_total", labels)
+    return value or 0.0
 
 
 def test_admin_tokens_come_from_a_file_one_a_line(tmp_path: Path) -> None:
@@ -74,6 +91,70 @@ def test_a_reload_that_finds_no_repository_folder_unloads_nothing(tmp_path: Path
             "fake-vae@1",
             "fake-vae@2",
         ]
+        await service.close()
+
+    asyncio.run(main())
+
+
+def test_a_refused_version_is_tried_again_once_its_files_change(tmp_path: Path) -> None:
+    service, graphs = make_service(tmp_path)
+    folder = publish(tmp_path, "3")
+    manifest = folder / "manifest.json"
+    good = manifest.read_text()
+    manifest.write_text(good.replace('"family"', '"no_such_field"'))  # fails validation
+
+    async def main() -> list:
+        first = await service.reload_repository("test")
+        again = await service.reload_repository("test")
+        manifest.write_text(good)  # the copy finished: other bytes, other size
+        fixed = await service.reload_repository("test")
+        served = service.get_model("fake-vae").version
+        await service.close()
+        return [first, again, fixed, served]
+
+    first, again, fixed, served = asyncio.run(main())
+    assert [r.model for r in first.refused] == ["fake-vae@3"] and not first.loaded
+    assert again.refused == first.refused  # unchanged files: the same answer, not retried
+    assert reloads(service, "fake-vae@3", "refused") == 1
+    assert fixed.loaded == ["fake-vae@3"] and not fixed.refused
+    assert served == "3" and "fake-vae@3" in graphs  # opened by the injected fake opener
+
+
+def test_polling_survives_a_failed_scan(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    service, _ = make_service(tmp_path, repository_poll_interval_s=0.01)
+    repository = tmp_path / "repo"
+
+    async def until(condition: object, what: str) -> None:
+        deadline = asyncio.get_running_loop().time() + 20
+        while not condition():
+            assert asyncio.get_running_loop().time() < deadline, what
+            await asyncio.sleep(0.01)
+
+    async def main() -> str:
+        repository.rename(tmp_path / "unmounted")  # the next scans fail
+        polling = asyncio.get_running_loop().create_task(service._reloader.poll(0.01))
+        await until(lambda: "repository reload failed" in caplog.text, "no scan failed")
+        (tmp_path / "unmounted").rename(repository)
+        publish(tmp_path, "3")
+        await until(lambda: service._repository.served() >= {("fake-vae", "3")}, "not polled")
+        assert not polling.done()  # still polling after the failure
+        polling.cancel()
+        version = service.get_model("fake-vae").version
+        await service.close()
+        return version
+
+    assert asyncio.run(main()) == "3"
+
+
+def test_no_reload_while_draining(tmp_path: Path) -> None:
+    service, _ = make_service(tmp_path)
+    publish(tmp_path, "3")
+
+    async def main() -> None:
+        service.start_draining()
+        with pytest.raises(Unavailable, match="shutting down"):
+            await service.reload_repository("test")
+        assert ("fake-vae", "3") not in service._repository.served()
         await service.close()
 
     asyncio.run(main())

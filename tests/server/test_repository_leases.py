@@ -7,10 +7,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from helpers.fakes import sample_params
+from helpers.fakes import vae_service as make_service
 from latentserve.server.errors import ModelNotFound, Unavailable
 from latentserve.server.repository.store import ModelRepository
-from server_fakes import sample_params
-from test_service import make_service
 
 
 def state(repository: ModelRepository, label: str) -> str | None:

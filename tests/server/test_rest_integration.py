@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import base64
 import io
-import shutil
 import subprocess
 import threading
 
 import httpx
 import numpy as np
 import pytest
+from helpers.fakes import header_only_png
+from helpers.server_process import ServerProcess, metric, until
+from helpers.tools import require_tool
 from PIL import Image
-from server_fakes import header_only_png
-from server_process import ServerProcess, metric, until
 
 pytestmark = pytest.mark.slow
 
@@ -177,6 +177,14 @@ def test_bad_input_is_422_naming_the_field(
     assert error["message"]
 
 
+@pytest.mark.parametrize("method", ["bogus", "encode", "", "Sample"])
+def test_a_job_of_an_unknown_method_is_422_naming_method(http: httpx.Client, method: str) -> None:
+    response = http.post("/v1/jobs", json={"model": "vae-tiny", "method": method})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_argument" and error["field"] == "method"
+
+
 def test_malformed_json_is_422(http: httpx.Client) -> None:
     response = http.post(
         "/v1/models/vae-tiny/sample", content=b"{nope", headers={"content-type": "application/json"}
@@ -272,16 +280,14 @@ def test_health_docs_and_metrics(http: httpx.Client) -> None:
     assert metric(http, "latentserve_models_loaded") == 3
 
 
-@pytest.mark.skipif(
-    shutil.which("promtool") is None, reason="promtool (Debian: prometheus) missing"
-)
 def test_promtool_finds_nothing_to_complain_about(http: httpx.Client) -> None:
+    promtool = require_tool("promtool", "Debian: prometheus; make test-tools installs it")
     sample(http, n=2, seed=0)  # every histogram and counter has series to check
     assert http.post("/v1/models/vae-tiny/sample", json={"n": 0}).status_code == 422
     text = http.get("/metrics").text
     assert "latentserve_request_duration_seconds_bucket" in text
     check = subprocess.run(
-        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
     )
     assert check.returncode == 0 and not check.stdout.strip(), check.stdout + check.stderr
 

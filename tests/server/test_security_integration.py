@@ -20,11 +20,12 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from certificates import CertificateAuthority, Issued
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from helpers.certificates import CertificateAuthority, Issued
+from helpers.server_process import SERVER_TOML, ServerFactory, ServerProcess, metric
 from latentserve.clients import (
     ClientTLS,
     GrpcClient,
@@ -35,7 +36,6 @@ from latentserve.clients import (
 )
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
-from server_process import SERVER_TOML, ServerProcess, metric
 
 pytestmark = pytest.mark.slow
 
@@ -78,23 +78,17 @@ def tokens_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def guarded(
-    tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory, tokens_file: Path
-) -> ServerProcess:
+def guarded(tiny_repository: Path, start_server: ServerFactory, tokens_file: Path) -> ServerProcess:
     config = f'cors_allow_origins = ["{ORIGIN}"]\n' + SERVER_TOML
-    process = ServerProcess(
-        tiny_repository,
-        tmp_path_factory.mktemp("guarded"),
-        config,
-        extra_args=["--auth-tokens-file", str(tokens_file)],
-    )
-    yield process
-    assert process.stop() == 0, process.log()
+    with start_server(
+        tiny_repository, "guarded", config, extra_args=["--auth-tokens-file", str(tokens_file)]
+    ) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
 def locked(
-    tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory, tokens_file: Path, pki: Pki
+    tiny_repository: Path, start_server: ServerFactory, tokens_file: Path, pki: Pki
 ) -> ServerProcess:
     tls_flags = [
         "--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key),
@@ -104,27 +98,17 @@ def locked(
         "LATENTSERVE_AUTH_TOKENS_FILE": str(tokens_file),
         "LATENTSERVE_AUTH_EXEMPT_PATHS": '["/healthz", "/readyz"]',
     }
-    process = ServerProcess(
-        tiny_repository,
-        tmp_path_factory.mktemp("locked"),
-        extra_args=tls_flags,
-        env=env,
-        ca_file=pki.ca.cert,
-    )
-    yield process
-    assert process.stop() == 0, process.log()
+    with start_server(
+        tiny_repository, "locked", extra_args=tls_flags, env=env, ca_file=pki.ca.cert
+    ) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
-def open_tls(
-    tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory, pki: Pki
-) -> ServerProcess:
+def open_tls(tiny_repository: Path, start_server: ServerFactory, pki: Pki) -> ServerProcess:
     env = {"LATENTSERVE_TLS_CERT": str(pki.server.cert), "LATENTSERVE_TLS_KEY": str(pki.server.key)}
-    process = ServerProcess(
-        tiny_repository, tmp_path_factory.mktemp("open_tls"), env=env, ca_file=pki.ca.cert
-    )
-    yield process
-    assert process.stop() == 0, process.log()
+    with start_server(tiny_repository, "open_tls", env=env, ca_file=pki.ca.cert) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.fakes import POISON, SIZE, sample_params
+from helpers.fakes import vae_service as make_service
 from latentserve.server.codecs import encode_png
 from latentserve.server.engine.batcher import BatchFailed
 from latentserve.server.engine.service import GenerativeService
@@ -16,21 +18,6 @@ from latentserve.server.metrics import ServerMetrics
 from latentserve.server.settings import ModelOverrides, Settings
 from PIL import Image
 from prometheus_client import CollectorRegistry
-from server_fakes import POISON, SIZE, fake_manifest, fake_repository, sample_params
-
-
-def make_service(
-    tmp_path: Path, delay_s: float = 0.0, **settings: object
-) -> tuple[GenerativeService, dict]:
-    config = Settings(repository=tmp_path / "repo", **settings)
-    metrics = ServerMetrics(CollectorRegistry())
-    manifests = [
-        fake_manifest("fake-vae", "1", max_n=16, max_queue_delay_ms=5),
-        fake_manifest("fake-vae", "2", max_n=16, max_queue_delay_ms=5),
-        fake_manifest("fake-ae", "1", sampler=False),
-    ]
-    repository, graphs = fake_repository(config, metrics, manifests, delay_s)
-    return GenerativeService(config, metrics, repository), graphs
 
 
 def run(coro):  # noqa: ANN001, ANN201 - test helper
@@ -147,6 +134,25 @@ def test_encode_and_reconstruct(tmp_path: Path) -> None:
     values = pixels(rebuilt.images[0]).reshape(-1)
     expected_pixels = np.rint(np.asarray(expected)[np.arange(SIZE * SIZE) % 3] * 255)
     np.testing.assert_array_equal(values, expected_pixels)
+
+
+def test_each_reconstruction_is_closer_to_its_own_input_than_to_the_others(
+    tmp_path: Path,
+) -> None:
+    # Eight images of different brightness in one batch: a reconstruction that comes back
+    # in another row, or ignores its input, is as close to the others as to its own.
+    service, graphs = make_service(tmp_path)
+    rng = np.random.default_rng(0)
+    levels = np.linspace(0.1, 0.9, 8)
+    inputs = np.clip(levels[:, None, None] + rng.normal(0, 0.03, (8, SIZE, SIZE)), 0, 1)
+    pngs = [encode_png(np.rint(image * 255).astype(np.uint8)[..., None]) for image in inputs]
+
+    rebuilt = run(service.reconstruct("fake-vae", pngs, "test"))
+    assert graphs["fake-vae@2"]["encoder"].batch_sizes == [8]  # one batch for all of them
+    out = np.stack([pixels(png).reshape(SIZE, SIZE) for png in rebuilt.images]) / 255
+    own = np.mean((out - inputs) ** 2)
+    shuffled = np.mean([np.mean((out - np.roll(inputs, k, axis=0)) ** 2) for k in range(1, 8)])
+    assert own < 0.1 * shuffled, (own, shuffled)
 
 
 def test_image_count_and_content_are_validated(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from server_process import ServerProcess
+from helpers.server_process import ServerProcess
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 

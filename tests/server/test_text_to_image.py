@@ -11,21 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from latentserve.server.codecs import encode_png
-from latentserve.server.engine.service import GenerativeService
-from latentserve.server.errors import InvalidArgument, Unsupported
-from latentserve.server.metrics import ServerMetrics
-from latentserve.server.settings import Settings
-from PIL import Image
-from prometheus_client import CollectorRegistry
-from server_fakes import (
+from helpers.fakes import (
     SIZE,
     TEXT_HIDDEN,
     TEXT_TOKENS,
     TRAIN_STEPS,
     fake_diffusion_manifest,
-    fake_repository,
+    fake_service,
 )
+from latentserve.server.codecs import encode_png
+from latentserve.server.engine.service import GenerativeService
+from latentserve.server.errors import InvalidArgument, Unsupported
+from PIL import Image
 
 from latentserve.manifest import (
     AssetFile,
@@ -98,13 +95,10 @@ def text_manifest() -> Manifest:
 
 def make_service(tmp_path: Path) -> tuple[GenerativeService, dict]:
     # one batch slot: each iteration is one denoiser call, so calls show what shared a step
-    config = Settings(repository=tmp_path / "repo", max_concurrent_batches=1)
-    metrics = ServerMetrics(CollectorRegistry())
     manifests = [text_manifest(), fake_diffusion_manifest("fake-ddpm")]
-    repository, graphs = fake_repository(
-        config, metrics, manifests, files={"tokenizer.json": TOKENIZER}
-    )
-    return GenerativeService(config, metrics, repository), graphs[f"{MODEL}@1"]
+    files = {"tokenizer.json": TOKENIZER}
+    service, graphs = fake_service(tmp_path, manifests, files=files, max_concurrent_batches=1)
+    return service, graphs[f"{MODEL}@1"]
 
 
 def pixels(pngs: list[bytes]) -> np.ndarray:

@@ -15,10 +15,10 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+from helpers.server_process import ServerFactory, ServerProcess, metric, sse
 from latentserve.server.codecs import encode_png
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
-from server_process import ServerProcess, metric, sse
 
 pytestmark = pytest.mark.slow
 
@@ -28,10 +28,9 @@ SSE = {"Accept": "text/event-stream"}
 
 
 @pytest.fixture(scope="module")
-def server(text_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    process = ServerProcess(text_repository, tmp_path_factory.mktemp("text_to_image"), config="")
-    yield process
-    assert process.stop() == 0, process.log()
+def server(text_repository: Path, start_server: ServerFactory) -> Iterator:
+    with start_server(text_repository, "text_to_image", config="") as process:
+        yield process
 
 
 def digit_png(size: int = 28) -> bytes:
@@ -120,6 +119,32 @@ def test_img2img_runs_strength_of_the_steps(
     assert {d["steps"] for d in progress} == {expected}
     request = pb.TextToImageRequest(model=MODEL, image=image, **body)
     assert b64(stub.TextToImage(request, timeout=60).images) == events[-1][1]["images"]
+
+
+def test_text_to_image_jobs_start_from_an_image_over_both_transports(
+    http: httpx.Client, stub: pb_grpc.GenerativeServiceStub
+) -> None:
+    image = digit_png()
+    params = {"prompt": "a 1", "seed": 5, "steps": 10, "strength": 0.3}
+    direct = http.post(ROUTE, json=params | {"image": base64.b64encode(image).decode()})
+    assert direct.status_code == 200, direct.text
+    job = {"model": MODEL, "method": "text_to_image"}
+    job["params"] = params | {"image": base64.b64encode(image).decode()}
+    submitted = http.post("/v1/jobs", json=job)
+    assert submitted.status_code == 202, submitted.text
+    info = submitted.json()
+    assert "image" not in info["params"]  # input images are not echoed back
+    with http.stream("GET", f"/v1/jobs/{info['job_id']}/events") as response:
+        events = list(sse(response))
+    progress = [d for n, d in events if n == "progress"]  # a late watcher sees the latest
+    assert progress[-1] == {"step": 3, "steps": 3}  # strength 0.3 of 10 steps
+    assert events[-1] == ("result", events[-1][1])
+    assert events[-1][1]["images"] == direct.json()["images"]
+    request = pb.TextToImageRequest(model=MODEL, image=image, **params)
+    over_grpc = stub.SubmitJob(pb.JobRequest(text_to_image=request), timeout=60)
+    watched = list(stub.WatchJob(pb.JobRef(job_id=over_grpc.job_id), timeout=60))
+    assert watched[-1].WhichOneof("event") == "result"
+    assert b64(watched[-1].result.images) == direct.json()["images"]
 
 
 def test_encode_and_reconstruct(http: httpx.Client, stub: pb_grpc.GenerativeServiceStub) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from certificates import CertificateAuthority
+from helpers.certificates import CertificateAuthority
 from latentserve.server.security.tls import server_tls
 from latentserve.server.settings import load_settings
 

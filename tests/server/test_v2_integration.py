@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from helpers.server_process import ServerFactory, ServerProcess
 from PIL import Image
-from server_process import ServerProcess
 from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.slow
@@ -32,14 +32,15 @@ SAMPLE = {"method": "sample"}
 
 
 @pytest.fixture(scope="module")
-def server(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    workdir = tmp_path_factory.mktemp("v2")
+def server(
+    tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory, start_server: ServerFactory
+) -> Iterator:
+    workdir = tmp_path_factory.mktemp("v2_models")
     repository = Path(shutil.copytree(tiny_repository, workdir / "models"))
     tokens = workdir / "admin-tokens"
     tokens.write_text(f"{TOKEN}\n")
-    process = ServerProcess(repository, workdir, SERVER_TOML.format(tokens=tokens))
-    yield process
-    assert process.stop() == 0, process.log()
+    with start_server(repository, "v2", SERVER_TOML.format(tokens=tokens)) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")

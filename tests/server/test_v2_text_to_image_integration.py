@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from helpers.server_process import ServerFactory, ServerProcess
 from PIL import Image
-from server_process import ServerProcess
 from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.slow
@@ -25,10 +25,9 @@ BODY = {"prompt": "a handwritten 3", "n": 2, "seed": 5, "steps": 3, "guidance_sc
 
 
 @pytest.fixture(scope="module")
-def server(text_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    process = ServerProcess(text_repository, tmp_path_factory.mktemp("v2_t2i"), config="")
-    yield process
-    assert process.stop() == 0, process.log()
+def server(text_repository: Path, start_server: ServerFactory) -> Iterator:
+    with start_server(text_repository, "v2_t2i", config="") as process:
+        yield process
 
 
 def tensors(module, body: dict, binary: bool) -> list:

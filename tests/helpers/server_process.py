@@ -1,4 +1,5 @@
-"""A real ``latentserve serve`` process on free loopback ports, for integration tests.
+"""A real ``latentserve serve`` process on loopback ports it picks itself, for integration
+tests (start one through the ``start_server`` fixture, which also stops it).
 
 The process runs with torch made unimportable (a ``sitecustomize`` on its PYTHONPATH), so
 every integration test also checks that serving never imports torch.
@@ -10,10 +11,12 @@ import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
 import numpy as np
+from latentserve.clients import GrpcClient, RestClient
 from latentserve.clients.local import LocalServer
 from latentserve.clients.sse import parse_sse
 from prometheus_client.parser import text_string_to_metric_families
@@ -80,6 +83,17 @@ class ServerProcess(LocalServer):
 
     def stop(self, timeout: float = 20.0) -> int | None:
         return super().stop(timeout)
+
+
+# What the ``start_server`` fixture (tests/conftest.py) gives: a context manager factory.
+ServerFactory = Callable[..., AbstractContextManager[ServerProcess]]
+
+
+def connect_to(server: LocalServer, transport: str) -> RestClient | GrpcClient:
+    """The SDK client of ``server`` for ``transport`` (``rest`` or ``grpc``)."""
+    if transport == "rest":
+        return RestClient(server.http_url, timeout=30)
+    return GrpcClient(server.grpc_target, timeout=30)
 
 
 def sse(response: httpx.Response) -> Iterator[tuple[str, dict]]:

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 from latentserve.server.codecs import PNG_SIGNATURE
+from latentserve.server.engine.service import GenerativeService
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.pipelines import build_pipeline
-from latentserve.server.repository.store import ModelRepository
+from latentserve.server.repository.store import GraphOpener, ModelRepository
 from latentserve.server.settings import Settings
+from prometheus_client import CollectorRegistry
 
 from latentserve.manifest import (
     ClassConditioning,
@@ -37,10 +39,14 @@ from latentserve.noise_schedule import alphas_cumprod
 SIZE = 8  # tiny 8x8 grayscale images
 LATENT = 3
 POISON = 13.0  # a temperature that makes FakeSampler raise: the failing-batch trigger
+# What a failing fake graph raises: text no client may ever see (it stands for a runtime's
+# message, which names files, tensors and shapes).
+GRAPH_SECRET = "graph exploded at /srv/models/secret.onnx"
 
 
 class Recorder:
-    """Counts calls and batch sizes; can be slowed down or held at a gate."""
+    """Counts calls and batch sizes; can be slowed down, held at a gate, or made to raise
+    ``GRAPH_SECRET`` on chosen calls (``fail_calls``, numbered from 1)."""
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.batch_sizes: list[int] = []
@@ -48,6 +54,8 @@ class Recorder:
         self.gate: threading.Event | None = None
         self.entered = threading.Event()  # set once a batch is inside the graph
         self.lock = threading.Lock()
+        self.fail_calls: set[int] = set()
+        self.calls = 0
 
     def record(self, n: int) -> None:
         self.entered.set()
@@ -56,6 +64,9 @@ class Recorder:
         if self.delay_s:
             time.sleep(self.delay_s)
         with self.lock:
+            self.calls += 1
+            if self.calls in self.fail_calls:
+                raise RuntimeError(GRAPH_SECRET)
             self.batch_sizes.append(n)
 
 
@@ -270,6 +281,19 @@ FAKES = {
 }
 
 
+def fake_opener(graphs: dict[str, dict[str, Recorder]], delay_s: float = 0.0) -> GraphOpener:
+    """Opens a fake graph for each graph file by its role (the file's stem), and files it
+    in ``graphs`` by ``name@version``: for loads and reloads alike."""
+
+    def opener(version_dir: Path, spec: GraphSpec, backend: str, threads: int) -> Recorder:
+        role = Path(spec.files["onnx"].path).stem
+        fake = FAKES[role](delay_s)
+        graphs.setdefault(f"{version_dir.parent.name}@{version_dir.name}", {})[role] = fake
+        return fake
+
+    return opener
+
+
 def fake_repository(
     settings: Settings,
     metrics: ServerMetrics,
@@ -281,13 +305,7 @@ def fake_repository(
     version folder by name) and load them with the real loader, opening fake graphs instead
     of ONNX files. Also returns the fakes by ``name@version``."""
     graphs: dict[str, dict[str, Recorder]] = {}
-
-    def opener(version_dir: Path, spec: GraphSpec, backend: str, threads: int) -> Recorder:
-        role = Path(spec.files["onnx"].path).stem
-        fake = FAKES[role](delay_s)
-        graphs.setdefault(f"{version_dir.parent.name}@{version_dir.name}", {})[role] = fake
-        return fake
-
+    opener = fake_opener(graphs, delay_s)
     for manifest in manifests:
         version_dir = settings.repository / manifest.name / manifest.version
         version_dir.mkdir(parents=True)
@@ -297,6 +315,36 @@ def fake_repository(
     return ModelRepository.load(
         settings.repository, settings, build_pipeline, metrics, opener
     ), graphs
+
+
+def fake_service(
+    tmp_path: Path,
+    manifests: list[Manifest],
+    delay_s: float = 0.0,
+    files: dict[str, Path] | None = None,
+    **settings: object,
+) -> tuple[GenerativeService, dict[str, dict[str, Recorder]]]:
+    """The real service over ``manifests`` served by fake graphs (see ``fake_repository``),
+    with ``settings`` and a fresh metrics registry; also returns the fakes by
+    ``name@version``."""
+    config = Settings(repository=tmp_path / "repo", **settings)
+    metrics = ServerMetrics(CollectorRegistry())
+    repository, graphs = fake_repository(config, metrics, manifests, delay_s, files)
+    service = GenerativeService(config, metrics, repository, fake_opener(graphs, delay_s))
+    return service, graphs
+
+
+def vae_service(
+    tmp_path: Path, delay_s: float = 0.0, **settings: object
+) -> tuple[GenerativeService, dict[str, dict[str, Recorder]]]:
+    """The service over ``fake-vae`` versions 1 and 2 (sample, encode, reconstruct) and
+    ``fake-ae`` version 1 (no sampler): the common fixture of the service-level tests."""
+    manifests = [
+        fake_manifest("fake-vae", "1", max_n=16, max_queue_delay_ms=5),
+        fake_manifest("fake-vae", "2", max_n=16, max_queue_delay_ms=5),
+        fake_manifest("fake-ae", "1", sampler=False),
+    ]
+    return fake_service(tmp_path, manifests, delay_s, **settings)
 
 
 def header_only_png(width: int, height: int) -> bytes:
