@@ -17,6 +17,10 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "Client": "transport",
     "connect": "transport",
+    "AsyncClient": "transport",
+    "connect_async": "transport",
+    "AsyncRestClient": "rest_async",
+    "AsyncGrpcClient": "grpc_async",
     "GrpcClient": "grpc_client",
     "RestClient": "rest",
     "LocalServer": "local",
@@ -48,10 +52,16 @@ _EXPORTS = {
     "PermissionDeniedError": "errors",
     "ReloadResult": "results",
     "ServerError": "errors",
+    "Retry": "retry",
+    "NO_RETRY": "retry",
 }
 
 __all__ = [
+    "NO_RETRY",
     "Accepted",
+    "AsyncClient",
+    "AsyncGrpcClient",
+    "AsyncRestClient",
     "Client",
     "ClientTLS",
     "DeadlineExceededError",
@@ -77,6 +87,7 @@ __all__ = [
     "ReloadResult",
     "RestClient",
     "Result",
+    "Retry",
     "SampleChunk",
     "SampleResult",
     "ServerError",
@@ -84,6 +95,7 @@ __all__ = [
     "UnavailableError",
     "UnsupportedError",
     "connect",
+    "connect_async",
 ]
 
 if TYPE_CHECKING:
@@ -101,9 +113,11 @@ if TYPE_CHECKING:
         UnavailableError,
         UnsupportedError,
     )
+    from latentserve.clients.grpc_async import AsyncGrpcClient
     from latentserve.clients.grpc_client import GrpcClient
     from latentserve.clients.local import LocalServer
     from latentserve.clients.rest import RestClient
+    from latentserve.clients.rest_async import AsyncRestClient
     from latentserve.clients.results import (
         Accepted,
         ImageShape,
@@ -121,8 +135,9 @@ if TYPE_CHECKING:
         SampleChunk,
         SampleResult,
     )
+    from latentserve.clients.retry import NO_RETRY, Retry
     from latentserve.clients.tls import ClientTLS
-    from latentserve.clients.transport import Client, connect
+    from latentserve.clients.transport import AsyncClient, Client, connect, connect_async
 
 
 def __getattr__(name: str) -> Any:

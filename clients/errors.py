@@ -152,6 +152,9 @@ def from_grpc(
     status = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = (error.details() if hasattr(error, "details") else None) or str(status)
     retry_after = _trailing(error, "retry-after")
+    pushback_ms = _seconds(_trailing(error, "grpc-retry-pushback-ms"))
+    if retry_after is None and pushback_ms is not None and pushback_ms >= 0:
+        retry_after = f"{pushback_ms / 1000:g}"
     cls = _BY_GRPC_STATUS.get(status, ServerError)
     code = _code_name(cls)
     if status == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_after is None:

@@ -37,6 +37,7 @@ from latentserve.clients.results import (
     SampleResult,
     single_group,
 )
+from latentserve.clients.retry import DEFAULT_RETRY, Retry
 from latentserve.clients.tls import ClientTLS, bearer
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
@@ -47,6 +48,17 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
+
+
+SERVICE = pb.DESCRIPTOR.services_by_name["GenerativeService"].full_name
+
+
+def channel_options(retry: Retry) -> list[tuple[str, object]]:
+    """The channel's options: message limits, and gRPC's own retries as ``retry`` says."""
+    config = retry.grpc_service_config(SERVICE)
+    if config is None:
+        return [*_CHANNEL_OPTIONS, ("grpc.enable_retries", 0)]
+    return [*_CHANNEL_OPTIONS, ("grpc.enable_retries", 1), ("grpc.service_config", config)]
 
 
 # Every sample parameter of any model kind is a SampleRequest field.
@@ -64,17 +76,21 @@ class GrpcClient:
         timeout: float = 60.0,
         token: str | None = None,
         tls: ClientTLS | None = None,
+        retry: Retry = DEFAULT_RETRY,
     ) -> None:
         """``token`` is sent as ``authorization`` metadata; with ``tls`` the channel is
-        secure (``ClientTLS()`` trusts the system's CAs)."""
+        secure (``ClientTLS()`` trusts the system's CAs); ``retry`` says how calls the
+        server refused for now are tried again (``NO_RETRY``: never)."""
         self.target = target
         self.timeout = timeout
+        self.retry = retry
         self._metadata = tuple(bearer(token).items())
+        options = channel_options(retry)
         if tls is None:
-            self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            self._channel = grpc.insecure_channel(target, options=options)
         else:
             credentials = tls.grpc_credentials()
-            self._channel = grpc.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
+            self._channel = grpc.secure_channel(target, credentials, options=options)
         self._stub = pb_grpc.GenerativeServiceStub(self._channel)
 
     def list_models(self) -> list[ModelInfo]:
@@ -97,7 +113,7 @@ class GrpcClient:
         :class:`InvalidArgumentError` naming it.
         """
         response = self._unary(self._stub.Sample, sample_request(model, n, seed, **params))
-        return _sample_result(response)
+        return sample_from_proto(response)
 
     def stream_sample(
         self, model: str, n: int = 1, seed: int | None = None, **params: Any
@@ -105,12 +121,7 @@ class GrpcClient:
         """Yield images in chunks as the server produces them."""
         request = sample_request(model, n, seed, **params)
         for chunk in self._stream(self._stub.StreamSample, request, ModelNotFoundError):
-            yield SampleChunk(
-                model=chunk.model,
-                seed=chunk.seed,
-                offset=chunk.offset,
-                images=[from_png(png) for png in chunk.images],
-            )
+            yield chunk_from_proto(chunk)
 
     def sample_events(
         self, model: str, n: int = 1, seed: int | None = None, **params: Any
@@ -144,13 +155,7 @@ class GrpcClient:
         stream = self.stream_interpolate(
             model, seed_a, seed_b, frames, image_a=image_a, image_b=image_b, **params
         )
-        got = list(stream)
-        return InterpolationResult(
-            model=got[0].model,
-            seed_a=got[0].seed_a,
-            seed_b=got[0].seed_b,
-            images=[frame.image for frame in got],
-        )
+        return interpolation_from_frames(list(stream))
 
     def stream_interpolate(
         self,
@@ -164,16 +169,9 @@ class GrpcClient:
         **params: Any,
     ) -> Iterator[InterpolationFrame]:
         """Yield each frame of :meth:`interpolate` as the server makes it."""
-        given = interpolate_params(seed_a, seed_b, frames, image_a, image_b, params)
-        request = _request(pb.InterpolateRequest(model=model), given)
+        request = interpolate_request(model, seed_a, seed_b, frames, image_a, image_b, params)
         for frame in self._stream(self._stub.Interpolate, request, ModelNotFoundError):
-            yield InterpolationFrame(
-                model=frame.model,
-                index=frame.index,
-                image=from_png(frame.image),
-                seed_a=frame.seed_a if frame.HasField("seed_a") else None,
-                seed_b=frame.seed_b if frame.HasField("seed_b") else None,
-            )
+            yield frame_from_proto(frame)
 
     def text_to_image(
         self, model: str, prompt: str, n: int = 1, seed: int | None = None, **params: Any
@@ -182,7 +180,7 @@ class GrpcClient:
         ``steps``, ``sampler``, ``eta``, ``guidance_scale``, and for img2img ``image`` (PIL,
         numpy, PNG bytes or a path) with ``strength``."""
         request = text_to_image_request(model, prompt, n, seed, **params)
-        return _sample_result(self._unary(self._stub.TextToImage, request))
+        return sample_from_proto(self._unary(self._stub.TextToImage, request))
 
     def text_to_image_events(
         self, model: str, prompt: str, n: int = 1, seed: int | None = None, **params: Any
@@ -202,17 +200,7 @@ class GrpcClient:
     ) -> JobInfo:
         """Admit a job (``sample`` or ``text_to_image``, whose ``prompt`` goes in
         ``params``) that outlives this call; follow it with :meth:`watch_job`."""
-        if method == "sample":
-            job = pb.JobRequest(sample=sample_request(model, n, seed, **params))
-        elif method == "text_to_image":
-            prompt = params.pop("prompt", "")
-            job = pb.JobRequest(
-                text_to_image=text_to_image_request(model, prompt, n, seed, **params)
-            )
-        else:
-            raise InvalidArgumentError(
-                f"method: unknown job method {method!r}", code="invalid_argument", field="method"
-            )
+        job = job_request(model, n, seed, method, params)
         return job_info_from_proto(self._unary(self._stub.SubmitJob, job))
 
     def get_job(self, job_id: str) -> JobInfo:
@@ -241,8 +229,7 @@ class GrpcClient:
     def encode_groups(self, model: str, images: Iterable[ImageInput]) -> dict[str, np.ndarray]:
         """Every latent group of ``images`` by name (NVAE groups, flow scales, VQ codes)."""
         request = pb.EncodeRequest(model=model, images=to_pngs(images))
-        response = self._unary(self._stub.Encode, request)
-        return {g.name: np.stack([_latent(t) for t in g.latents]) for g in response.groups}
+        return groups_from_proto(self._unary(self._stub.Encode, request))
 
     def log_prob(
         self,
@@ -252,19 +239,8 @@ class GrpcClient:
         seed: int | None = None,
     ) -> LogProbResult:
         """Bits/dim of each image; ``samples`` > 1 asks for an importance-weighted bound."""
-        request = pb.LogProbRequest(model=model, images=to_pngs(images))
-        if samples is not None:
-            request.samples = samples
-        if seed is not None:
-            request.seed = seed
-        r = self._unary(self._stub.LogProb, request)
-        return LogProbResult(
-            model=r.model,
-            bits_per_dim=list(r.bits_per_dim),
-            bound=r.bound,
-            samples=r.samples,
-            seed=r.seed if r.HasField("seed") else None,
-        )
+        request = log_prob_request(model, images, samples, seed)
+        return log_prob_from_proto(self._unary(self._stub.LogProb, request))
 
     def reconstruct(self, model: str, images: Iterable[ImageInput]) -> list[Image.Image]:
         """Encode then decode ``images`` (what the model keeps of them)."""
@@ -276,9 +252,9 @@ class GrpcClient:
         """Have the server serve what its model repository holds now (an admin call)."""
         metadata = (("authorization", f"Bearer {admin_token}"),)
         request = pb.ReloadRepositoryRequest()
-        response = self._unary(self._stub.ReloadRepository, request, metadata=metadata)
-        refused = {item.model: item.error for item in response.refused}
-        return ReloadResult(list(response.loaded), list(response.removed), refused)
+        return reload_from_proto(
+            self._unary(self._stub.ReloadRepository, request, metadata=metadata)
+        )
 
     def close(self) -> None:
         self._channel.close()
@@ -380,7 +356,7 @@ def event_from_proto(event: pb.JobEvent) -> JobEvent | None:
     if kind == "preview":
         return Preview(event.preview.step, [from_png(png) for png in event.preview.images])
     if kind == "result":
-        return Result(_sample_result(event.result))
+        return Result(sample_from_proto(event.result))
     if kind == "error":
         raise from_code(event.error.code, event.error.message, event.error.field)
     return None
@@ -425,7 +401,7 @@ def model_info_from_proto(info: pb.ModelInfo) -> ModelInfo:
     )
 
 
-def _sample_result(response: pb.SampleResponse) -> SampleResult:
+def sample_from_proto(response: pb.SampleResponse) -> SampleResult:
     return SampleResult(
         model=response.model,
         seed=response.seed,
@@ -437,3 +413,88 @@ def _latent(t: pb.Latent) -> np.ndarray:
     if len(t.codes):
         return np.asarray(t.codes, np.int64).reshape(t.shape)
     return np.asarray(t.values, np.float32).reshape(t.shape)
+
+
+def job_request(
+    model: str, n: int, seed: int | None, method: str, params: dict[str, Any]
+) -> pb.JobRequest:
+    """``SubmitJob``'s request: a ``text_to_image`` job's ``prompt`` comes in ``params``."""
+    if method == "sample":
+        return pb.JobRequest(sample=sample_request(model, n, seed, **params))
+    if method == "text_to_image":
+        prompt = params.pop("prompt", "")
+        return pb.JobRequest(text_to_image=text_to_image_request(model, prompt, n, seed, **params))
+    raise InvalidArgumentError(
+        f"method: unknown job method {method!r}", code="invalid_argument", field="method"
+    )
+
+
+def interpolate_request(
+    model: str,
+    seed_a: int | None,
+    seed_b: int | None,
+    frames: int | None,
+    image_a: ImageInput | None,
+    image_b: ImageInput | None,
+    params: dict[str, Any],
+) -> pb.InterpolateRequest:
+    given = interpolate_params(seed_a, seed_b, frames, image_a, image_b, params)
+    return _request(pb.InterpolateRequest(model=model), given)
+
+
+def frame_from_proto(frame: pb.InterpolateFrame) -> InterpolationFrame:
+    return InterpolationFrame(
+        model=frame.model,
+        index=frame.index,
+        image=from_png(frame.image),
+        seed_a=frame.seed_a if frame.HasField("seed_a") else None,
+        seed_b=frame.seed_b if frame.HasField("seed_b") else None,
+    )
+
+
+def interpolation_from_frames(frames: list[InterpolationFrame]) -> InterpolationResult:
+    return InterpolationResult(
+        model=frames[0].model,
+        seed_a=frames[0].seed_a,
+        seed_b=frames[0].seed_b,
+        images=[frame.image for frame in frames],
+    )
+
+
+def chunk_from_proto(chunk: pb.SampleChunk) -> SampleChunk:
+    return SampleChunk(
+        model=chunk.model,
+        seed=chunk.seed,
+        offset=chunk.offset,
+        images=[from_png(png) for png in chunk.images],
+    )
+
+
+def groups_from_proto(response: pb.EncodeResponse) -> dict[str, np.ndarray]:
+    return {g.name: np.stack([_latent(t) for t in g.latents]) for g in response.groups}
+
+
+def log_prob_request(
+    model: str, images: Iterable[ImageInput], samples: int | None, seed: int | None
+) -> pb.LogProbRequest:
+    request = pb.LogProbRequest(model=model, images=to_pngs(images))
+    if samples is not None:
+        request.samples = samples
+    if seed is not None:
+        request.seed = seed
+    return request
+
+
+def log_prob_from_proto(r: pb.LogProbResponse) -> LogProbResult:
+    return LogProbResult(
+        model=r.model,
+        bits_per_dim=list(r.bits_per_dim),
+        bound=r.bound,
+        samples=r.samples,
+        seed=r.seed if r.HasField("seed") else None,
+    )
+
+
+def reload_from_proto(response: pb.ReloadRepositoryResponse) -> ReloadResult:
+    refused = {item.model: item.error for item in response.refused}
+    return ReloadResult(list(response.loaded), list(response.removed), refused)

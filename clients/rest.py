@@ -42,12 +42,23 @@ from latentserve.clients.results import (
     SampleResult,
     single_group,
 )
+from latentserve.clients.retry import DEFAULT_RETRY, Retry
 from latentserve.clients.sse import ServerSentEvent, parse_sse
 from latentserve.clients.tls import ClientTLS, bearer
 from PIL import Image
 
-_EVENT_STREAM = {"Accept": "text/event-stream"}
+EVENT_STREAM = {"Accept": "text/event-stream"}
 TIMEOUT_HEADER = "X-Request-Timeout"
+
+
+def http_options(
+    base_url: str, timeout: float, token: str | None, tls: ClientTLS | None
+) -> dict[str, Any]:
+    """The httpx client settings of both REST clients (sync and async)."""
+    if tls is not None and not base_url.startswith("https://"):
+        raise ValueError(f"TLS options need an https:// URL, got {base_url!r}")
+    verify = tls.ssl_context() if tls is not None else True
+    return {"base_url": base_url, "timeout": timeout, "headers": bearer(token), "verify": verify}
 
 
 class RestClient:
@@ -60,19 +71,15 @@ class RestClient:
         timeout: float = 60.0,
         token: str | None = None,
         tls: ClientTLS | None = None,
+        retry: Retry = DEFAULT_RETRY,
     ) -> None:
         """``token`` is sent as ``Authorization: Bearer``; ``tls`` says which CA signed an
-        ``https://`` server's certificate (default: the system's trusted CAs)."""
+        ``https://`` server's certificate (default: the system's trusted CAs); ``retry``
+        says how calls the server refused for now are tried again (``NO_RETRY``: never)."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        if tls is not None and not self.base_url.startswith("https://"):
-            raise ValueError(f"TLS options need an https:// URL, got {base_url!r}")
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            timeout=timeout,
-            headers=bearer(token),
-            verify=tls.ssl_context() if tls is not None else True,
-        )
+        self.retry = retry
+        self._http = httpx.Client(**http_options(self.base_url, timeout, token, tls))
 
     def list_models(self) -> list[ModelInfo]:
         """Every model the server serves (latest version of each)."""
@@ -93,7 +100,7 @@ class RestClient:
         :class:`InvalidArgumentError` naming it.
         """
         body = self._compute(f"/v1/models/{model}/sample", sample_params(n, seed, params))
-        return _sample_result(body)
+        return sample_from_json(body)
 
     def stream_sample(
         self, model: str, n: int = 1, seed: int | None = None, **params: Any
@@ -123,14 +130,14 @@ class RestClient:
         """Images for ``prompt`` from a text-to-image model. ``params``: ``negative_prompt``,
         ``steps``, ``sampler``, ``eta``, ``guidance_scale``, and for img2img ``image`` (PIL,
         numpy, PNG bytes or a path) with ``strength``."""
-        payload = _text_params(prompt, n, seed, params)
-        return _sample_result(self._compute(f"/v1/models/{model}/text-to-image", payload))
+        payload = text_payload(prompt, n, seed, params)
+        return sample_from_json(self._compute(f"/v1/models/{model}/text-to-image", payload))
 
     def text_to_image_events(
         self, model: str, prompt: str, n: int = 1, seed: int | None = None, **params: Any
     ) -> Iterator[JobEvent]:
         """Run a text-to-image job and yield its events, as :meth:`sample_events` does."""
-        payload = _text_params(prompt, n, seed, params)
+        payload = text_payload(prompt, n, seed, params)
         path = f"/v1/models/{model}/text-to-image"
         yield from self._events("POST", path, payload, ModelNotFoundError)
 
@@ -151,16 +158,9 @@ class RestClient:
         take ``image_a`` and ``image_b`` instead. ``params`` are the model kind's own
         (``temperature``; diffusion ``steps``, ``class_label``, ``guidance_scale``).
         """
-        given = interpolate_params(seed_a, seed_b, frames, image_a, image_b, params)
-        payload = {
-            k: base64.b64encode(v).decode() if isinstance(v, bytes) else v for k, v in given.items()
-        }
-        body = self._call("POST", f"/v1/models/{model}/interpolate", payload)
-        return InterpolationResult(
-            model=body["model"],
-            seed_a=body.get("seed_a"),
-            seed_b=body.get("seed_b"),
-            images=_decode_images(body["images"]),
+        payload = interpolate_payload(seed_a, seed_b, frames, image_a, image_b, params)
+        return interpolation_from_json(
+            self._call("POST", f"/v1/models/{model}/interpolate", payload)
         )
 
     def stream_interpolate(
@@ -183,11 +183,7 @@ class RestClient:
     ) -> JobInfo:
         """Admit a job (``sample`` or ``text_to_image``, whose ``prompt`` goes in
         ``params``) that outlives this call; follow it with :meth:`watch_job`."""
-        if method == "text_to_image":
-            given = _text_params(params.pop("prompt", ""), n, seed, params)
-        else:
-            given = sample_params(n, seed, params)
-        payload = {"model": model, "method": method, "params": given}
+        payload = job_payload(model, n, seed, method, params)
         return job_info_from_json(self._call("POST", "/v1/jobs", payload))
 
     def get_job(self, job_id: str) -> JobInfo:
@@ -213,8 +209,8 @@ class RestClient:
 
     def encode_groups(self, model: str, images: Iterable[ImageInput]) -> dict[str, np.ndarray]:
         """Every latent group of ``images`` by name (NVAE groups, flow scales, VQ codes)."""
-        body = self._compute(f"/v1/models/{model}/encode", _images_payload(images))
-        return {name: _array(rows) for name, rows in body["groups"].items()}
+        body = self._compute(f"/v1/models/{model}/encode", images_payload(images))
+        return groups_from_json(body)
 
     def log_prob(
         self,
@@ -224,31 +220,19 @@ class RestClient:
         seed: int | None = None,
     ) -> LogProbResult:
         """Bits/dim of each image; ``samples`` > 1 asks for an importance-weighted bound."""
-        payload = _images_payload(images)
-        if samples is not None:
-            payload["samples"] = samples
-        if seed is not None:
-            payload["seed"] = seed
-        body = self._compute(f"/v1/models/{model}/log-prob", payload)
-        return LogProbResult(
-            model=body["model"],
-            bits_per_dim=[float(b) for b in body["bits_per_dim"]],
-            bound=body["bound"],
-            samples=int(body["samples"]),
-            seed=body.get("seed"),
-        )
+        payload = log_prob_payload(images, samples, seed)
+        return log_prob_from_json(self._compute(f"/v1/models/{model}/log-prob", payload))
 
     def reconstruct(self, model: str, images: Iterable[ImageInput]) -> list[Image.Image]:
         """Encode then decode ``images`` (what the model keeps of them)."""
-        body = self._compute(f"/v1/models/{model}/reconstruct", _images_payload(images))
-        return _decode_images(body["images"])
+        body = self._compute(f"/v1/models/{model}/reconstruct", images_payload(images))
+        return decode_images(body["images"])
 
     def reload_repository(self, admin_token: str) -> ReloadResult:
         """Have the server serve what its model repository holds now (an admin call)."""
         headers = {"Authorization": f"Bearer {admin_token}"}
         body = self._call("POST", "/v1/repository/reload", None, headers=headers)
-        refused = {item["model"]: item["error"] for item in body["refused"]}
-        return ReloadResult(list(body["loaded"]), list(body["removed"]), refused)
+        return reload_from_json(body)
 
     def close(self) -> None:
         self._http.close()
@@ -272,15 +256,25 @@ class RestClient:
         not_found: type[LatentServeError] = ModelNotFoundError,
         headers: dict[str, str] | None = None,
     ) -> dict:
+        return self.retry.call(lambda: self._call_once(method, path, payload, not_found, headers))
+
+    def _call_once(
+        self,
+        method: str,
+        path: str,
+        payload: dict | None,
+        not_found: type[LatentServeError],
+        headers: dict[str, str] | None,
+    ) -> dict:
         try:
             response = self._http.request(method, path, json=payload, headers=headers)
         except httpx.TimeoutException as exc:
             raise DeadlineExceededError(f"{self.base_url}: no answer in {self.timeout:g}s") from exc
         except httpx.TransportError as exc:
             raise self._unavailable(exc) from exc
-        body = _json_or_text(response)
+        body = json_or_text(response)
         if response.is_error:
-            raise _error(response, body, not_found)
+            raise error_from_response(response, body, not_found)
         return body
 
     def _events(
@@ -290,20 +284,34 @@ class RestClient:
         payload: dict | None,
         not_found: type[LatentServeError],
     ) -> Iterator[JobEvent]:
+        # A refusal comes before the first event, so opening the stream is what is retried.
+        response = self.retry.call(lambda: self._open_events(method, path, payload, not_found))
         try:
-            with self._http.stream(method, path, json=payload, headers=_EVENT_STREAM) as response:
-                if response.is_error:
-                    response.read()
-                    raise _error(response, _json_or_text(response), not_found)
-                for sse in parse_sse(response.iter_lines()):
-                    event = event_from_sse(sse)
-                    if event is not None:
-                        yield event
-                    if isinstance(event, Result):
-                        return
+            for sse in parse_sse(response.iter_lines()):
+                event = event_from_sse(sse)
+                if event is not None:
+                    yield event
+                if isinstance(event, Result):
+                    return
         except httpx.TransportError as exc:
             raise self._unavailable(exc) from exc
+        finally:
+            response.close()
         raise UnavailableError(f"{self.base_url}: event stream ended before the job did")
+
+    def _open_events(
+        self, method: str, path: str, payload: dict | None, not_found: type[LatentServeError]
+    ) -> httpx.Response:
+        request = self._http.build_request(method, path, json=payload, headers=EVENT_STREAM)
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise self._unavailable(exc) from exc
+        if response.is_error:
+            response.read()
+            response.close()
+            raise error_from_response(response, json_or_text(response), not_found)
+        return response
 
     def _unavailable(self, exc: httpx.TransportError) -> UnavailableError:
         return UnavailableError(f"{self.base_url}: {exc}", code="unavailable")
@@ -321,9 +329,9 @@ def event_from_sse(sse: ServerSentEvent) -> JobEvent | None:
     if sse.event == "progress":
         return Progress(int(data["step"]), int(data["steps"]))
     if sse.event == "preview":
-        return Preview(int(data["step"]), _decode_images(data["images"]))
+        return Preview(int(data["step"]), decode_images(data["images"]))
     if sse.event == "result":
-        return Result(_sample_result(data))
+        return Result(sample_from_json(data))
     if sse.event == "error":
         raise from_code(data["code"], data["message"], data.get("field"))
     return None
@@ -343,8 +351,8 @@ def job_info_from_json(item: dict) -> JobInfo:
         created_at=float(item["created_at"]),
         position=item.get("position"),
         seed=item.get("seed"),
-        preview=_decode_images(item.get("preview") or []),
-        images=_decode_images(item.get("images") or []),
+        preview=decode_images(item.get("preview") or []),
+        images=decode_images(item.get("images") or []),
         error=from_code(error["code"], error["message"], error.get("field")) if error else None,
     )
 
@@ -371,37 +379,37 @@ def model_info_from_json(item: dict) -> ModelInfo:
     )
 
 
-def _text_params(prompt: str, n: int, seed: int | None, params: dict[str, Any]) -> dict:
+def text_payload(prompt: str, n: int, seed: int | None, params: dict[str, Any]) -> dict:
     if params.get("image") is not None:
         params["image"] = base64.b64encode(to_png(params["image"])).decode()
     return sample_params(n, seed, params) | {"prompt": prompt}
 
 
-def _sample_result(body: dict) -> SampleResult:
+def sample_from_json(body: dict) -> SampleResult:
     return SampleResult(
-        model=body["model"], seed=int(body["seed"]), images=_decode_images(body["images"])
+        model=body["model"], seed=int(body["seed"]), images=decode_images(body["images"])
     )
 
 
-def _error(
+def error_from_response(
     response: httpx.Response, body: object, not_found: type[LatentServeError]
 ) -> LatentServeError:
     retry_after = response.headers.get("retry-after")
     return from_http(response.status_code, body, retry_after, not_found=not_found)
 
 
-def _json_or_text(response: httpx.Response) -> object:
+def json_or_text(response: httpx.Response) -> object:
     try:
         return response.json()
     except ValueError:
         return response.text
 
 
-def _images_payload(images: Iterable[ImageInput]) -> dict:
+def images_payload(images: Iterable[ImageInput]) -> dict:
     return {"images": [base64.b64encode(png).decode("ascii") for png in to_pngs(images)]}
 
 
-def _decode_images(items: list[str]) -> list[Image.Image]:
+def decode_images(items: list[str]) -> list[Image.Image]:
     return [from_png(base64.b64decode(item)) for item in items]
 
 
@@ -409,3 +417,63 @@ def _array(rows: list) -> np.ndarray:
     """JSON numbers back to the server's dtypes: int64 codes stay ints, latents are float32."""
     array = np.asarray(rows)
     return array.astype(np.float32) if array.dtype.kind == "f" else array
+
+
+def interpolate_payload(
+    seed_a: int | None,
+    seed_b: int | None,
+    frames: int | None,
+    image_a: ImageInput | None,
+    image_b: ImageInput | None,
+    params: dict[str, Any],
+) -> dict:
+    given = interpolate_params(seed_a, seed_b, frames, image_a, image_b, params)
+    return {
+        k: base64.b64encode(v).decode() if isinstance(v, bytes) else v for k, v in given.items()
+    }
+
+
+def interpolation_from_json(body: dict) -> InterpolationResult:
+    return InterpolationResult(
+        model=body["model"],
+        seed_a=body.get("seed_a"),
+        seed_b=body.get("seed_b"),
+        images=decode_images(body["images"]),
+    )
+
+
+def job_payload(model: str, n: int, seed: int | None, method: str, params: dict[str, Any]) -> dict:
+    """``POST /v1/jobs``: a ``text_to_image`` job's ``prompt`` comes in ``params``."""
+    if method == "text_to_image":
+        given = text_payload(params.pop("prompt", ""), n, seed, params)
+    else:
+        given = sample_params(n, seed, params)
+    return {"model": model, "method": method, "params": given}
+
+
+def groups_from_json(body: dict) -> dict[str, np.ndarray]:
+    return {name: _array(rows) for name, rows in body["groups"].items()}
+
+
+def log_prob_payload(images: Iterable[ImageInput], samples: int | None, seed: int | None) -> dict:
+    payload = images_payload(images)
+    if samples is not None:
+        payload["samples"] = samples
+    if seed is not None:
+        payload["seed"] = seed
+    return payload
+
+
+def log_prob_from_json(body: dict) -> LogProbResult:
+    return LogProbResult(
+        model=body["model"],
+        bits_per_dim=[float(b) for b in body["bits_per_dim"]],
+        bound=body["bound"],
+        samples=int(body["samples"]),
+        seed=body.get("seed"),
+    )
+
+
+def reload_from_json(body: dict) -> ReloadResult:
+    refused = {item["model"]: item["error"] for item in body["refused"]}
+    return ReloadResult(list(body["loaded"]), list(body["removed"]), refused)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 #: The ``method`` label of a request whose call has no registered name.
 OTHER_METHOD = "other"
@@ -29,6 +29,9 @@ _STAGE_BUCKETS = _LATENCY_BUCKETS + _JOB_BUCKETS[_JOB_BUCKETS.index(30.0) :]
 class ServerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # latentserve_process_resident_memory_bytes, _cpu_seconds_total, ...: the server's
+        # own, so dashboards and alerts need not know how the scrape job is named.
+        ProcessCollector(namespace="latentserve", registry=registry)
         self._methods: set[str] = set()
         self.requests = Counter(
             "latentserve_requests",
@@ -161,6 +164,18 @@ class ServerMetrics:
             ["model", "queue", "reason"],
             registry=registry,
         )
+        self.ready = Gauge(
+            "latentserve_ready",
+            "1 while the server serves (models loaded and warmed up, not draining), else 0: "
+            "what /readyz and gRPC health say.",
+            registry=registry,
+        )
+        self.max_jobs = Gauge(
+            "latentserve_max_jobs",
+            "Jobs the server admits at once (queued + running, the max_jobs setting): the "
+            "limit latentserve_jobs_active is measured against.",
+            registry=registry,
+        )
         self.models_loaded = Gauge(
             "latentserve_models_loaded",
             "Model versions loaded and ready to serve.",
@@ -177,6 +192,12 @@ class ServerMetrics:
             "Loaded model versions (1 each) by state: serving, or draining (removed from "
             "the repository, unloaded once its in-flight requests and jobs finish).",
             ["model", "state"],
+            registry=registry,
+        )
+        self.model_warmup = Gauge(
+            "latentserve_model_warmup_seconds",
+            "How long a version's warm-up took (each capability run once before it served).",
+            ["model"],
             registry=registry,
         )
         self.model_reloads = Counter(

@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     # Steps one multi-step job may ask for: a step is a denoiser pass per image.
     max_steps: int = Field(default=1000, gt=0)
     job_timeout_s: float = Field(default=600.0, gt=0)
+    # An event stream with nothing to say for this long sends an SSE comment, so proxies and
+    # load balancers do not close it as idle.
+    sse_keepalive_s: float = Field(default=15.0, gt=0)
     # Finished jobs stay readable at GET /v1/jobs/{id} this long (at most max_finished_jobs).
     job_ttl_s: float = Field(default=600.0, gt=0)
     max_finished_jobs: int = Field(default=1024, gt=0)

@@ -12,6 +12,7 @@ the pipeline at its next step boundary. Finished jobs stay readable for ``ttl_s`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import re
@@ -60,11 +61,14 @@ class JobEvent:
     """One event of a job, the same for every transport.
 
     ``kind`` is ``accepted``, ``queued``, ``progress``, ``preview``, ``result`` or
-    ``error``; ``data`` holds its fields (PNG bytes for previews and results).
+    ``error``; ``data`` holds its fields (PNG bytes for previews and results). ``id``
+    numbers a job's events from 1 in the order they happened (set when emitted), so a
+    client that lost its stream can resume after the last one it saw.
     """
 
     kind: str
     data: dict[str, Any]
+    id: int = 0
 
 
 class Progress:
@@ -136,6 +140,7 @@ class Job:
         self.deadline_s = deadline_s
         self._submitted = time.perf_counter()
         self._history: list[JobEvent] = []
+        self._emitted = 0  # events so far: the id of the latest one
         self._listeners: list[asyncio.Queue[JobEvent]] = []
         self._done = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -147,6 +152,8 @@ class Job:
                 setattr(self, name, value)
 
     def _emit(self, event: JobEvent) -> None:
+        self._emitted += 1
+        event = dataclasses.replace(event, id=self._emitted)
         # Only what a late listener needs to catch up is kept: the latest of each kind.
         self._history = [e for e in self._history if e.kind != event.kind] + [event]
         for queue in self._listeners:
@@ -176,11 +183,17 @@ class Job:
         assert self.result is not None
         return self.result
 
-    async def events(self) -> AsyncIterator[JobEvent]:
+    async def events(self, after: int = 0) -> AsyncIterator[JobEvent]:
         """``accepted``, what happened so far (latest of each kind), then live events up to
-        the final ``result`` or ``error``."""
+        the final ``result`` or ``error``. ``after``: resume past the event with that id,
+        catching up with the latest of each kind since then."""
+        missed = [event for event in self._history if event.id > after]
+        if self.state.finished:  # its final event is in the history: nothing more will come
+            for event in missed:
+                yield event
+            return
         queue: asyncio.Queue[JobEvent] = asyncio.Queue()
-        for event in self._history:
+        for event in missed:
             queue.put_nowait(event)
         self._listeners.append(queue)
         try:

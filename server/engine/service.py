@@ -38,6 +38,7 @@ from latentserve.server.pipelines import build_pipeline
 from latentserve.server.repository.reload import IndexEntry, ReloadResult, RepositoryReloader
 from latentserve.server.repository.runtime import open_graph
 from latentserve.server.repository.store import GraphOpener, Lease, LoadedModel, ModelRepository
+from latentserve.server.repository.warmup import warm_up
 from latentserve.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,9 @@ class GenerativeService:
         return self._repository is not None and not self._draining
 
     async def load(self) -> None:
-        """Load the repository off the event loop (graph sessions take a while to build)."""
+        """Load the repository off the event loop (graph sessions take a while to build),
+        then warm every version up; ``ready`` turns true only after that. A version that
+        fails its warm-up stops the start with ``WarmUpFailed`` naming it."""
         repository = await asyncio.to_thread(
             ModelRepository.load,
             self.settings.repository,
@@ -193,8 +196,11 @@ class GenerativeService:
             self.metrics,
             self._opener,
         )
+        for model in repository.models():  # before ready: no client meets a cold graph
+            await warm_up(model, self.metrics)
         self._repository = repository
         self._reloader = self._reloader_for(repository)
+        self.metrics.ready.set(0 if self._draining else 1)
         if self.settings.repository_poll_interval_s is not None:
             polling = self._reloader.poll(self.settings.repository_poll_interval_s)
             self._polling = asyncio.get_running_loop().create_task(polling)
@@ -234,6 +240,7 @@ class GenerativeService:
 
     def start_draining(self) -> None:
         self._draining = True
+        self.metrics.ready.set(0)
 
     async def close(self) -> None:
         if self._polling is not None:

@@ -42,4 +42,6 @@ def error_metadata(exc: ServingError) -> tuple[tuple[str, str], ...]:
         metadata.append(("field", exc.field))
     if isinstance(exc, Overloaded):
         metadata.append(("retry-after", str(exc.retry_after_s)))
+        # The standard trailer: gRPC's own client retries wait this long before trying again.
+        metadata.append(("grpc-retry-pushback-ms", str(exc.retry_after_s * 1000)))
     return tuple(metadata)

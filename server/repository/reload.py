@@ -205,7 +205,7 @@ class RepositoryReloader:
             self._opener,
         )
         try:
-            await warm_up(model)
+            await warm_up(model, self._metrics)
         except BaseException:
             await model.pipeline.close()
             raise

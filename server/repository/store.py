@@ -241,6 +241,9 @@ class ModelRepository:
                     gauge.remove(model.label, known)
         if state is not None:
             gauge.labels(model.label, state).set(1)
+        else:
+            with contextlib.suppress(KeyError):  # unloaded: its warm-up time goes too
+                self._metrics.model_warmup.remove(model.label)
 
     async def close(self) -> None:
         draining = list(self._draining.values())

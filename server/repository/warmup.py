@@ -1,17 +1,21 @@
-"""A new model version's first calls, made before any client's.
+"""A model version's first calls, made before any client's.
 
 A version that loads (checksums match, the manifest validates, the graphs open) can still
-fail when run: a graph whose outputs have the wrong shape, or that gives NaNs. Before a
-reload lets ``name`` resolve to a new version, every capability it declares runs once on
-one item through its real pipeline and batchers, and must give finite numbers.
+fail when run: a graph whose outputs have the wrong shape, or that gives NaNs. And a graph
+session's first run is slow (allocations, kernel choices). So at start, before the server
+turns ready, and on reload, before ``name`` resolves to a new version, every capability
+the version declares runs once on one item through its real pipeline and batchers, and
+must give finite numbers.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 from latentserve.server import codecs
+from latentserve.server.metrics import ServerMetrics
 from latentserve.server.repository.store import LoadedModel
 
 # The cheapest request of each sampling kind: one image, one step where steps are asked.
@@ -25,9 +29,11 @@ class WarmUpFailed(ValueError):
     """A capability of the version failed or gave non-finite numbers on its first call."""
 
 
-async def warm_up(model: LoadedModel) -> None:
+async def warm_up(model: LoadedModel, metrics: ServerMetrics | None = None) -> None:
     """Run each capability of ``model`` once; raise ``WarmUpFailed`` naming the first one
-    that fails."""
+    that fails. How long it took is the ``model_warmup_seconds`` gauge (a startup probe's
+    budget is the sum over the repository)."""
+    start = time.perf_counter()
     for capability in model.manifest.capabilities:
         try:
             outputs = await _call(model, capability)
@@ -36,6 +42,8 @@ async def warm_up(model: LoadedModel) -> None:
         for array in outputs:
             if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
                 raise WarmUpFailed(f"{model.label}: warm-up {capability} gave non-finite values")
+    if metrics is not None:
+        metrics.model_warmup.labels(model.label).set(time.perf_counter() - start)
 
 
 async def _call(model: LoadedModel, capability: str) -> list[np.ndarray]:

@@ -61,10 +61,16 @@ def test_sse_joins_data_lines_and_follows_the_field_rules() -> None:
         "data:first",  # no space after the colon
         "data:  second",  # only one leading space is stripped
         "data",  # a field name alone: empty value
-        "id: 7",  # fields the SDK does not use are ignored
+        "id: 7",  # the last event id, kept for resuming
+        "retry: 10",  # fields the SDK does not use are ignored
+        "",
+        "data: next",  # the id holds until another id: line
         "",
     ]
-    assert list(parse_sse(lines)) == [ServerSentEvent("message", "first\n second\n")]
+    assert list(parse_sse(lines)) == [
+        ServerSentEvent("message", "first\n second\n", "7"),
+        ServerSentEvent("message", "next", "7"),
+    ]
 
 
 def test_sse_skips_events_without_data_and_drops_a_cut_off_event() -> None:

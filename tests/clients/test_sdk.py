@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from helpers.server_process import ServerFactory, ServerProcess
 from latentserve.clients import (
+    NO_RETRY,
     GrpcClient,
     InvalidArgumentError,
     ModelNotFoundError,
@@ -150,10 +151,12 @@ def tight_server(tiny_repository: Path, start_server: ServerFactory) -> Iterator
 def test_a_full_queue_raises_overloaded_with_a_retry_delay(
     tight_server: ServerProcess, transport: str
 ) -> None:
+    # Without retries: the refusal itself is what is checked here (test_sdk_retry_integration
+    # covers a retry that is then served).
     if transport == "rest":
-        sdk_client = RestClient(tight_server.http_url)
+        sdk_client = RestClient(tight_server.http_url, retry=NO_RETRY)
     else:
-        sdk_client = GrpcClient(tight_server.grpc_target)
+        sdk_client = GrpcClient(tight_server.grpc_target, retry=NO_RETRY)
 
     def call(_: int) -> OverloadedError | None:
         try:

@@ -7,20 +7,16 @@ and failed instead when ``CI`` is set.
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.prometheus import query, running_prometheus
 from helpers.server_process import ServerFactory, ServerProcess
 from helpers.tools import require_tool
 from latentserve.clients import GrpcClient, RestClient
-from latentserve.clients.local import free_port
 
 LATENCY_HISTOGRAM = "latentserve_request_duration_seconds"
 P99_QUERY = f"histogram_quantile(0.99, sum(rate({LATENCY_HISTOGRAM}_bucket[1m])) by (le))"
@@ -49,58 +45,11 @@ def _traffic(server: ServerProcess, rounds: int = 1) -> None:
             rest.list_models()
 
 
-def _get(url: str, timeout: float = 5.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.read().decode()
-
-
 @pytest.fixture
 def prometheus(server: ServerProcess, prometheus_binary: str, tmp_path: Path) -> Iterator[str]:
     """A Prometheus server scraping ``server`` every second; yields its base URL."""
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n  - job_name: latentserve\n    metrics_path: /metrics\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{server.http_port}']\n"
-    )
-    log = (tmp_path / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [
-            prometheus_binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, (tmp_path / "prometheus.log").read_text()
-            try:
-                if "Ready" in _get(f"{url}/-/ready", timeout=1):
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "prometheus did not become ready"
-            time.sleep(0.2)
+    with running_prometheus(prometheus_binary, [f"127.0.0.1:{server.http_port}"], tmp_path) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-        log.close()
-
-
-def _query(prometheus: str, expression: str) -> list[dict]:
-    body = json.loads(
-        _get(f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expression}))
-    )
-    assert body["status"] == "success", body
-    return body["data"]["result"]
 
 
 def test_prometheus_answers_the_p99_latency_query(server: ServerProcess, prometheus: str) -> None:
@@ -110,7 +59,7 @@ def test_prometheus_answers_the_p99_latency_query(server: ServerProcess, prometh
     p99 = math.nan
     while time.monotonic() < deadline:
         _traffic(server, rounds=3)
-        result = _query(prometheus, P99_QUERY)
+        result = query(prometheus, P99_QUERY)
         if result:
             p99 = float(result[0]["value"][1])
             if math.isfinite(p99):
@@ -119,5 +68,5 @@ def test_prometheus_answers_the_p99_latency_query(server: ServerProcess, prometh
     assert math.isfinite(p99), f"no finite p99 from Prometheus: last result {result}"
     assert 0 < p99 <= 10.0  # seconds, within the histogram's buckets
 
-    up = _query(prometheus, 'up{job="latentserve"}')
+    up = query(prometheus, 'up{job="latentserve"}')
     assert [float(series["value"][1]) for series in up] == [1.0]

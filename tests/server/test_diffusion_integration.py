@@ -13,6 +13,7 @@ import grpc
 import httpx
 import pytest
 from helpers.server_process import ServerFactory, ServerProcess, metric, sse, until
+from latentserve.clients.sse import parse_sse
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
 
@@ -123,6 +124,38 @@ def test_jobs_over_rest_submit_follow_get_and_404(http: httpx.Client) -> None:
     assert http.delete("/v1/jobs/no-such-job").status_code == 404
     bad = http.post("/v1/jobs", json={"model": MODEL, "params": {"temperature": 0.5}})
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "temperature"
+
+
+def _ids_and_kinds(response: httpx.Response) -> list[tuple[int, str]]:
+    return [(int(e.id), e.event) for e in parse_sse(response.iter_lines())]
+
+
+def test_event_streams_number_their_events_and_resume_after_the_last_seen(
+    http: httpx.Client, stub: pb_grpc.GenerativeServiceStub
+) -> None:
+    params = {"n": 1, "seed": 4, "steps": 6, "sampler": "ddim", "preview_every": 2}
+    job_id = http.post("/v1/jobs", json={"model": MODEL, "params": params}).json()["job_id"]
+    with http.stream("GET", f"/v1/jobs/{job_id}/events") as response:
+        whole = _ids_and_kinds(response)
+    assert whole[0] == (1, "accepted") and whole[-1][1] == "result"
+    ids = [i for i, _ in whole]
+    assert ids == sorted(set(ids))
+
+    # A dropped connection resumes after the last event seen: the latest of each kind since.
+    headers = {"Last-Event-ID": "1"}
+    with http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as response:
+        resumed = _ids_and_kinds(response)
+    assert resumed[-1] == whole[-1]
+    assert all(i > 1 for i, _ in resumed) and "accepted" not in {k for _, k in resumed}
+    final = str(whole[-1][0])
+    with http.stream("GET", f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": final}) as r:
+        assert r.status_code == 200 and _ids_and_kinds(r) == []
+    bad = http.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": "soon"})
+    assert bad.status_code == 422 and "last-event-id" in bad.json()["error"]["field"]
+
+    # gRPC numbers the same events alike and resumes the same way.
+    over_grpc = list(stub.WatchJob(pb.JobRef(job_id=job_id, after_event_id=1), timeout=30))
+    assert [(e.event_id, e.WhichOneof("event")) for e in over_grpc] == resumed
 
 
 def test_delete_cancels_a_job_at_its_next_step(http: httpx.Client) -> None:

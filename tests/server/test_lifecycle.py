@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from helpers.server_process import BLOCK_TORCH, ServerProcess, metric, until
+from helpers.server_process import BLOCK_TORCH, ServerFactory, ServerProcess, metric, until
 from latentserve.server.codecs import encode_base64, encode_png
 
 pytestmark = pytest.mark.slow
@@ -21,8 +21,11 @@ IMPORT_ALL = """
 import importlib, pkgutil, sys
 import latentserve.server as server
 from latentserve.cli import build_parser
-for module in pkgutil.iter_modules(server.__path__):
-    importlib.import_module(f"latentserve.server.{module.name}")
+imported = 0
+for module in pkgutil.walk_packages(server.__path__, prefix="latentserve.server."):
+    importlib.import_module(module.name)
+    imported += 1
+assert imported > 40, imported  # every layer's modules, not only the top-level ones
 build_parser().parse_args(["serve", "--repository", "models"])
 try:
     import torch
@@ -77,3 +80,25 @@ def test_a_tampered_graph_stops_startup_with_a_clear_error(
     with pytest.raises(RuntimeError, match="does not match manifest") as err:
         ServerProcess(repository, tmp_path)
     assert "exited with code 2" in str(err.value)
+
+
+def test_every_model_is_warmed_up_before_the_server_turns_ready(
+    tiny_repository: Path, start_server: ServerFactory
+) -> None:
+    # start_server returns once /readyz answers 200.
+    with (
+        start_server(tiny_repository, "warm_start") as server,
+        httpx.Client(base_url=server.http_url, timeout=30) as http,
+    ):
+        assert http.get("/readyz").status_code == 200
+        models = [
+            f"{m['name']}@{v}"
+            for m in http.get("/v1/models").json()["models"]
+            for v in m["versions"]
+        ]
+        # No client has called yet, but every version's graphs already ran a batch, and its
+        # warm-up time is reported.
+        for model in models:
+            assert metric(http, "latentserve_batch_items_count", model=model) > 0, model
+            assert metric(http, "latentserve_model_warmup_seconds", model=model) > 0, model
+        assert metric(http, "latentserve_requests_total", method="sample") == 0

@@ -285,10 +285,12 @@ class JobRequest(_message.Message):
     def __init__(self, sample: _Optional[_Union[SampleRequest, _Mapping]] = ..., text_to_image: _Optional[_Union[TextToImageRequest, _Mapping]] = ...) -> None: ...
 
 class JobRef(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "after_event_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    after_event_id: int
+    def __init__(self, job_id: _Optional[str] = ..., after_event_id: _Optional[int] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("code", "message", "field")
@@ -333,7 +335,7 @@ class JobPreview(_message.Message):
     def __init__(self, step: _Optional[int] = ..., images: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("job_id", "accepted", "queued", "progress", "preview", "result", "error")
+    __slots__ = ("job_id", "accepted", "queued", "progress", "preview", "result", "error", "event_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
@@ -341,6 +343,7 @@ class JobEvent(_message.Message):
     PREVIEW_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     accepted: JobAccepted
     queued: JobQueued
@@ -348,7 +351,8 @@ class JobEvent(_message.Message):
     preview: JobPreview
     result: SampleResponse
     error: JobError
-    def __init__(self, job_id: _Optional[str] = ..., accepted: _Optional[_Union[JobAccepted, _Mapping]] = ..., queued: _Optional[_Union[JobQueued, _Mapping]] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., preview: _Optional[_Union[JobPreview, _Mapping]] = ..., result: _Optional[_Union[SampleResponse, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ...) -> None: ...
+    event_id: int
+    def __init__(self, job_id: _Optional[str] = ..., accepted: _Optional[_Union[JobAccepted, _Mapping]] = ..., queued: _Optional[_Union[JobQueued, _Mapping]] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., preview: _Optional[_Union[JobPreview, _Mapping]] = ..., result: _Optional[_Union[SampleResponse, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., event_id: _Optional[int] = ...) -> None: ...
 
 class JobInfo(_message.Message):
     __slots__ = ("job_id", "model", "method", "state", "position", "step", "steps", "params_json", "created_at", "preview", "seed", "images", "error")

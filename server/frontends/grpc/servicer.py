@@ -115,24 +115,24 @@ def _job_request(request: pb.JobRequest) -> tuple[str, str, dict[str, Any]]:
 
 
 def _event(job_id: str, event: JobEvent) -> pb.JobEvent:
+    return pb.JobEvent(job_id=job_id, event_id=event.id, **{event.kind: _event_body(event)})
+
+
+def _event_body(event: JobEvent) -> Any:
+    """The message in ``JobEvent``'s oneof field named after the event's kind."""
     d = event.data
     if event.kind == "accepted":
         params = {k: v for k, v in d.items() if k not in ("job_id", "model")}
-        accepted = pb.JobAccepted(model=d["model"], seed=d["seed"], params_json=json.dumps(params))
-        return pb.JobEvent(job_id=job_id, accepted=accepted)
+        return pb.JobAccepted(model=d["model"], seed=d["seed"], params_json=json.dumps(params))
     if event.kind == "queued":
-        return pb.JobEvent(job_id=job_id, queued=pb.JobQueued(position=d["position"]))
+        return pb.JobQueued(position=d["position"])
     if event.kind == "progress":
-        progress = pb.JobProgress(step=d["step"], steps=d["steps"])
-        return pb.JobEvent(job_id=job_id, progress=progress)
+        return pb.JobProgress(step=d["step"], steps=d["steps"])
     if event.kind == "preview":
-        preview = pb.JobPreview(step=d["step"], images=d["images"])
-        return pb.JobEvent(job_id=job_id, preview=preview)
+        return pb.JobPreview(step=d["step"], images=d["images"])
     if event.kind == "result":
-        result = pb.SampleResponse(model=d["model"], seed=d["seed"], images=d["images"])
-        return pb.JobEvent(job_id=job_id, result=result)
-    error = pb.JobError(code=d["code"], message=d["message"], field=d.get("field") or "")
-    return pb.JobEvent(job_id=job_id, error=error)
+        return pb.SampleResponse(model=d["model"], seed=d["seed"], images=d["images"])
+    return pb.JobError(code=d["code"], message=d["message"], field=d.get("field") or "")
 
 
 def _job_info(job: Job) -> pb.JobInfo:
@@ -236,7 +236,7 @@ class GrpcGenerativeService(pb_grpc.GenerativeServiceServicer):
         except ServingError as exc:
             await _abort(self._service, context, "watch_job", "", exc)
             return
-        async for event in job.events():
+        async for event in job.events(after=request.after_event_id):
             yield _event(job.id, event)
 
     async def StreamSample(

@@ -3,10 +3,12 @@ fetch a finished job's images one PNG at a time."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 from fastapi.responses import Response, StreamingResponse
 from latentserve.server import codecs
 from latentserve.server.engine.jobs import Job, JobEvent
@@ -42,18 +44,44 @@ def job_info(job: Job) -> JobInfo:
 
 
 def _sse(event: JobEvent) -> str:
-    """One Server-Sent Event: its name and a JSON ``data:`` line (PNGs as base64)."""
+    """One Server-Sent Event: its id, its name and a JSON ``data:`` line (PNGs as base64)."""
     data = {k: b64(v) if k == "images" else v for k, v in event.data.items()}
-    return f"event: {event.kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+    payload = json.dumps(data, separators=(",", ":"))
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {payload}\n\n"
 
 
-async def event_stream(job: Job, cancel_on_close: bool) -> AsyncIterator[str]:
+KEEPALIVE = ": keep-alive\n\n"  # an SSE comment: clients ignore it, idle timers restart
+
+
+async def event_stream(
+    job: Job, cancel_on_close: bool, keepalive_s: float, after: int = 0
+) -> AsyncIterator[str]:
+    """The job's events as SSE (resuming after event ``after``), with a keep-alive comment
+    whenever ``keepalive_s`` pass without one."""
+    events = job.events(after)
+    pending: asyncio.Future[JobEvent] | None = None
     try:
-        async for event in job.events():
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(events))
+            done, _ = await asyncio.wait({pending}, timeout=keepalive_s)
+            if not done:
+                yield KEEPALIVE
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
             yield _sse(event)
     finally:
+        # Nothing may wait before the cancel: a disconnect cancels this stream's scope, and
+        # under anyio every later await in it raises again.
+        if pending is not None:
+            pending.cancel()
         if cancel_on_close:  # the client went away: free the compute at the next step
             job.cancel()
+        await events.aclose()
 
 
 def sse_response(events: AsyncIterator[str]) -> StreamingResponse:
@@ -78,9 +106,22 @@ async def get_job(service: Service, job_id: str) -> Response:
 
 
 @router.get("/v1/jobs/{job_id}/events")
-async def job_events(service: Service, job_id: str) -> Response:
+async def job_events(
+    service: Service,
+    job_id: str,
+    last_event_id: Annotated[
+        int | None,
+        Header(
+            ge=0,
+            description="resume a dropped stream: the id of the last event received; the "
+            "stream then sends the latest event of each kind since, and what follows",
+        ),
+    ] = None,
+) -> Response:
     """Follow a job's events (SSE); closing this stream does not cancel the job."""
-    return sse_response(event_stream(service.get_job(job_id), False))
+    job = service.get_job(job_id)
+    keepalive_s = service.settings.sse_keepalive_s
+    return sse_response(event_stream(job, False, keepalive_s, after=last_event_id or 0))
 
 
 @router.get(

@@ -47,7 +47,7 @@ async def _generate(
 ) -> Response:
     if _wants_events(request):
         job = await service.submit_job(model, method, body, PROTOCOL)
-        return sse_response(event_stream(job, True))
+        return sse_response(event_stream(job, True, service.settings.sse_keepalive_s))
     result = await unless_disconnected(request, service.generate(model, method, body, PROTOCOL))
     response = SampleResponse.model_construct(
         model=result.model, seed=result.seed, images=b64(result.images)
