@@ -82,13 +82,13 @@ def model_target(server: LocalServer, args: argparse.Namespace) -> Target:
         if manifest.pipeline != "diffusion" or manifest.conditioning is None:
             raise SystemExit(f"{args.model}: needs a class-conditional diffusion model")
         workload = Workload(args.model, args.method, num_classes=manifest.conditioning.num_classes)
-    assert manifest.scheduler is not None
+    assert manifest.noise_schedule is not None
     return Target(
         grpc=server.grpc_target,
         http=server.http_url,
         workload=workload,
         label=f"{info.name}@{info.version}",
-        max_steps=min(manifest.scheduler.num_train_timesteps, 1000),  # 1000: max_steps default
+        max_steps=min(manifest.noise_schedule.num_train_timesteps, 1000),  # 1000: max_steps default
         timeout=args.timeout,
     )
 

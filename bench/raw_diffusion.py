@@ -143,13 +143,13 @@ def denoiser_rows(
     """One iteration's denoiser inputs for ``jobs`` jobs of n=1, as the pipeline builds them:
     the graph's declared inputs, class labels then null labels when guided, token states
     of unit variance with a full mask for a prompt."""
-    assert manifest.scheduler is not None
+    assert manifest.noise_schedule is not None
     rows = jobs * (2 if guided else 1)
     feeds: Arrays = {}
     for tensor in manifest.graphs["denoiser"].inputs:
         shape = [rows if isinstance(d, str) else d for d in tensor.shape]
         if tensor.name == "timestep":
-            values = rng.integers(0, manifest.scheduler.num_train_timesteps, rows)
+            values = rng.integers(0, manifest.noise_schedule.num_train_timesteps, rows)
         elif tensor.name == "class_label":
             cond = manifest.conditioning
             assert cond is not None

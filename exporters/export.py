@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from latentserve.exporters.formats import export_onnx, export_torchscript
 from latentserve.exporters.parity import check_parity
-from latentserve.exporters.recipes import GraphPlan, get_recipe
+from latentserve.exporters.plans import GraphPlan
+from latentserve.exporters.recipes import get_recipe
 from latentserve.training.checkpoint import last_test_metrics, load_run
 
 from latentserve import __version__
@@ -92,7 +93,7 @@ def export_run(run_dir: Path, repository: Path, name: str, version: str | None =
             codes=plan.codes,
             likelihood=plan.likelihood,
             graphs=graphs,
-            scheduler=plan.scheduler,
+            noise_schedule=plan.noise_schedule,
             conditioning=plan.conditioning,
             text=plan.text,
             generator=plan.generator,

@@ -129,3 +129,8 @@ class VAELogProbGraph(nn.Module):
         log_k = torch.log(torch.ones_like(log_w).sum(1))
         nll = -(torch.logsumexp(log_w, dim=1) - log_k)
         return nll / (self.model.image.dims * math.log(2.0))
+
+
+def generator_to_unit(image: torch.Tensor) -> torch.Tensor:
+    """A GAN generator's output in [-1, 1] → image in [0, 1]."""
+    return ((image + 1.0) * 0.5).clamp(0.0, 1.0)

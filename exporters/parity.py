@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from latentserve.exporters.formats import load_torchscript
-from latentserve.exporters.recipes import GraphPlan
+from latentserve.exporters.plans import GraphPlan
 
 TOLERANCE = 1e-4  # absolute plus relative: log-densities summed over pixels are large
 

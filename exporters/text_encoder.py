@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latentserve.exporters.recipes import GraphPlan
+from latentserve.exporters.plans import GraphPlan
 from latentserve.training.text_encoder import TOKENIZER_FILE, TextEncoder, packaged_model_dir
 
 from latentserve.manifest import TensorSpec, TextConditioning

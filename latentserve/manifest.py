@@ -40,18 +40,18 @@ discrete code maps are listed in ``codes`` in sampling order:
   (batch, K) at that position only (computing just the rows it can see).
 - ``log_prob`` (optional): ``image`` -> ``bits_per_dim``.
 
-Graph I/O contract of the ``diffusion`` pipeline (DDPM-style models; ``scheduler`` holds
-the noise schedule the denoiser was trained with, ``latent.shape`` the shape of the sample
-it denoises):
+Graph I/O contract of the ``diffusion`` pipeline (DDPM-style models; ``noise_schedule``
+holds the noise schedule the denoiser was trained with, its ``alphas_cumprod`` written
+out, ``latent.shape`` the shape of the sample it denoises):
 
 - ``denoiser``: ``sample`` (batch, *latent.shape) x_t, ``timestep`` (batch,) float32 training
   timesteps, and for a class-conditional model ``class_label`` (batch,) int64 (the value
   ``conditioning.null_label`` means "no class", for classifier-free guidance) ->
-  ``prediction`` (batch, *latent.shape): epsilon or v, per ``scheduler.prediction_type``.
+  ``prediction`` (batch, *latent.shape): epsilon or v, per ``noise_schedule.prediction_type``.
   Every row has its own timestep, so rows of requests at different steps share one call.
 - ``decoder`` (optional): ``latent`` -> ``image`` for models that denoise in an
   autoencoder's latent space; without it the sample is the image in
-  ``scheduler.sample_range``.
+  ``noise_schedule.sample_range``.
 - ``encoder`` (optional, latent diffusion): ``image`` -> ``latent`` (the posterior mean),
   for encode / reconstruct and img2img.
 
@@ -80,15 +80,19 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from latentserve.noise_schedule import BetaSchedule, alphas_cumprod
+
 # 2 added latent groups, code maps, likelihood and the log_prob/prior graph roles; 3 the
 # diffusion pipeline (scheduler, conditioning) and assets, with pipeline kinds and graph
-# roles checked against the registry below. Versions 1 and 2 are valid version 3 manifests
-# without the new sections, so all three load.
-SCHEMA_VERSION = 3
+# roles checked against the registry below; 4 renamed ``scheduler`` to ``noise_schedule``
+# and writes the schedule out (``alphas_cumprod``) instead of naming it. Versions 1 and 2
+# are valid version 3 manifests without the new sections, and a version 3 ``scheduler``
+# loads as the ``noise_schedule`` it names, so all four load.
+SCHEMA_VERSION = 4
 MANIFEST_FILENAME = "manifest.json"
 
 # The one place that lists what a manifest may name. A new pipeline kind or graph role is
@@ -195,8 +199,8 @@ class CodeMap(_Strict):
     step: Literal["map", "position"] = "map"
 
 
-class SchedulerSpec(_Strict):
-    """The noise schedule a denoiser was trained with; the server's samplers step through it.
+class _HowToSample(_Strict):
+    """What a diffusion model's samplers need besides the schedule itself.
 
     ``sample_range`` is the value range of clean samples (pixels mapped to [-1, 1] for pixel
     diffusion): x0 estimates are clipped to it, and without a ``decoder`` graph it maps
@@ -204,16 +208,50 @@ class SchedulerSpec(_Strict):
     decoder for latent diffusion (the autoencoder's latents were multiplied by it).
     """
 
-    beta_schedule: Literal["linear", "cosine"]
-    num_train_timesteps: int = Field(gt=1)
-    beta_start: float = Field(default=1e-4, gt=0)
-    beta_end: float = Field(default=0.02, gt=0, lt=1)
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     sample_range: tuple[float, float] = (-1.0, 1.0)
     clip_sample: bool = True
     latent_scale: float = Field(default=1.0, gt=0)
     default_sampler: str = "ddim"
     default_steps: int = Field(default=50, gt=0)
+
+
+class NoiseScheduleSpec(_HowToSample):
+    """The noise schedule a denoiser was trained with, written out: the server's samplers
+    step through ``alphas_cumprod`` (ᾱ_t for each training timestep t, decreasing in
+    (0, 1)) and never recompute it."""
+
+    alphas_cumprod: list[float] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _a_decreasing_schedule(self) -> NoiseScheduleSpec:
+        ab = self.alphas_cumprod
+        if not all(0.0 < a < 1.0 for a in ab):
+            raise ValueError("alphas_cumprod must lie in (0, 1)")
+        if any(b >= a for a, b in zip(ab, ab[1:], strict=False)):
+            raise ValueError("alphas_cumprod must decrease with t")
+        return self
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return len(self.alphas_cumprod)
+
+
+class SchemaThreeScheduler(_HowToSample):
+    """Schema 3's ``scheduler`` section: the schedule named, not written out. Read only to
+    load such manifests, as the ``noise_schedule`` its formula gives."""
+
+    beta_schedule: BetaSchedule
+    num_train_timesteps: int = Field(gt=1)
+    beta_start: float = Field(default=1e-4, gt=0)
+    beta_end: float = Field(default=0.02, gt=0, lt=1)
+
+    def noise_schedule(self) -> NoiseScheduleSpec:
+        schedule = alphas_cumprod(
+            self.beta_schedule, self.num_train_timesteps, self.beta_start, self.beta_end
+        )
+        how = {name: getattr(self, name) for name in _HowToSample.model_fields}
+        return NoiseScheduleSpec(alphas_cumprod=schedule.tolist(), **how)
 
 
 class ClassConditioning(_Strict):
@@ -273,7 +311,7 @@ class Provenance(_Strict):
 
 
 class Manifest(_Strict):
-    schema_version: Literal[1, 2, 3] = SCHEMA_VERSION
+    schema_version: Literal[1, 2, 3, 4] = SCHEMA_VERSION
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     version: str = Field(pattern=r"^[0-9]+$")
     family: str
@@ -285,7 +323,7 @@ class Manifest(_Strict):
     codes: list[CodeMap] = Field(default_factory=list)
     likelihood: LikelihoodKind | None = None
     graphs: dict[GraphRole, GraphSpec]
-    scheduler: SchedulerSpec | None = None
+    noise_schedule: NoiseScheduleSpec | None = None
     conditioning: ClassConditioning | None = None
     text: TextConditioning | None = None
     generator: GeneratorSpec | None = None
@@ -293,10 +331,28 @@ class Manifest(_Strict):
     serving: ServingDefaults = ServingDefaults()
     provenance: Provenance
 
+    @model_validator(mode="before")
+    @classmethod
+    def _schema_three_scheduler(cls, data: Any) -> Any:
+        """Up to schema 3 the schedule was named (``scheduler``); from 4 it is written out
+        (``noise_schedule``). A schema 3 ``scheduler`` loads as the ``noise_schedule`` it
+        names; ``schema_version`` still says what the file was."""
+        if not isinstance(data, dict) or "scheduler" not in data:
+            return data
+        if data.get("schema_version", SCHEMA_VERSION) not in (1, 2, 3):
+            raise ValueError("scheduler is a schema 3 section: schema 4 has noise_schedule")
+        if "noise_schedule" in data:
+            raise ValueError("give scheduler (schema 3) or noise_schedule (schema 4), not both")
+        data = dict(data)
+        scheduler = data.pop("scheduler")
+        if scheduler is not None:
+            data["noise_schedule"] = SchemaThreeScheduler.model_validate(scheduler).noise_schedule()
+        return data
+
     @model_validator(mode="after")
     def _diffusion_has_a_schedule(self) -> Manifest:
-        if (self.pipeline == "diffusion") != (self.scheduler is not None):
-            raise ValueError("a scheduler section is required for, and only for, diffusion")
+        if (self.pipeline == "diffusion") != (self.noise_schedule is not None):
+            raise ValueError("a noise_schedule section is required for, and only for, diffusion")
         return self
 
     @model_validator(mode="after")

@@ -9,7 +9,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from helpers.server_process import SERVER_TOML, ServerFactory, ServerProcess
@@ -59,24 +59,32 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> ServerFactory:
     return start
 
 
+if TYPE_CHECKING:
+    from tiny_runs import TinyRuns
+
+
 @pytest.fixture(scope="session")
-def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
+    """Built-in configs trained once per session (see ``tiny_runs.TinyRuns``)."""
+    from tiny_runs import TinyRuns
+
+    return TinyRuns(tmp_path_factory.mktemp("tiny_runs"))
+
+
+@pytest.fixture(scope="session")
+def tiny_repository(tmp_path_factory: pytest.TempPathFactory, tiny_runs: TinyRuns) -> Path:
     """A model repository built by the real train + export code from tiny configs.
 
     Holds ``vae-tiny`` versions 1 and 2 (trained with different seeds, so their outputs
     differ) and ``ae-tiny`` version 1 (no sampler graph, no "sample" capability); all
     28×28×1 MNIST models. Takes a few seconds once per test session.
     """
-    from latentserve.exporters.default_repository import build_repository, builtin_entry
-
-    repository = tmp_path_factory.mktemp("tiny_repository")
-    entries = [
-        builtin_entry("vae-tiny", "vae-tiny", version="1", seed=0),
-        builtin_entry("vae-tiny", "vae-tiny", version="2", seed=1),
-        builtin_entry("ae-tiny", "ae-tiny", version="1", seed=0),
+    models = [
+        ("vae-tiny", "vae-tiny", "1", 0),
+        ("vae-tiny", "vae-tiny", "2", 1),
+        ("ae-tiny", "ae-tiny", "1", 0),
     ]
-    build_repository(repository, entries, tmp_path_factory.mktemp("tiny_runs"))
-    return repository
+    return tiny_runs.export(tmp_path_factory.mktemp("tiny_repository"), models)
 
 
 # The likelihood families as tiny models: (config, served name). Each samples differently
@@ -93,53 +101,35 @@ FAMILY_MODELS = [
 
 
 @pytest.fixture(scope="session")
-def family_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def family_repository(tmp_path_factory: pytest.TempPathFactory, tiny_runs: TinyRuns) -> Path:
     """A repository of one tiny model per likelihood family, built by the real code."""
-    from latentserve.exporters.default_repository import build_repository, builtin_entry
-
-    repository = tmp_path_factory.mktemp("family_repository")
-    entries = [builtin_entry(config, name, version="1", seed=0) for config, name in FAMILY_MODELS]
-    build_repository(repository, entries, tmp_path_factory.mktemp("family_runs"))
-    return repository
+    models = [(config, name, "1", 0) for config, name in FAMILY_MODELS]
+    return tiny_runs.export(tmp_path_factory.mktemp("family_repository"), models)
 
 
 @pytest.fixture(scope="session")
-def diffusion_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def diffusion_repository(tmp_path_factory: pytest.TempPathFactory, tiny_runs: TinyRuns) -> Path:
     """A repository holding ``ddpm-tiny`` (a class-conditional pixel DDPM), built by the
     real train + export code."""
-    from latentserve.exporters.default_repository import build_repository, builtin_entry
-
-    repository = tmp_path_factory.mktemp("diffusion_repository")
-    entries = [builtin_entry("ddpm-tiny", "ddpm-tiny", version="1", seed=0)]
-    build_repository(repository, entries, tmp_path_factory.mktemp("diffusion_runs"))
-    return repository
+    models = [("ddpm-tiny", "ddpm-tiny", "1", 0)]
+    return tiny_runs.export(tmp_path_factory.mktemp("diffusion_repository"), models)
 
 
 @pytest.fixture(scope="session")
-def text_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def text_repository(tmp_path_factory: pytest.TempPathFactory, tiny_runs: TinyRuns) -> Path:
     """A repository holding ``ldm-tiny`` and ``ldm-shapes-tiny`` (latent text-to-image on
     MNIST and on RGB shapes, with the MiniLM text encoder, encoder and decoder graphs), built
     by the real train + export code."""
-    from latentserve.exporters.default_repository import build_repository, builtin_entry
-
-    repository = tmp_path_factory.mktemp("text_repository")
-    entries = [
-        builtin_entry(name, name, version="1", seed=0) for name in ("ldm-tiny", "ldm-shapes-tiny")
-    ]
-    build_repository(repository, entries, tmp_path_factory.mktemp("text_runs"))
-    return repository
+    models = [(name, name, "1", 0) for name in ("ldm-tiny", "ldm-shapes-tiny")]
+    return tiny_runs.export(tmp_path_factory.mktemp("text_repository"), models)
 
 
 GAN_MODELS = ["dcgan-tiny", "stylegan2-tiny"]
 
 
 @pytest.fixture(scope="session")
-def gan_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def gan_repository(tmp_path_factory: pytest.TempPathFactory, tiny_runs: TinyRuns) -> Path:
     """A repository holding ``dcgan-tiny`` and ``stylegan2-tiny`` (truncation, style
     mixing), built by the real train + export code."""
-    from latentserve.exporters.default_repository import build_repository, builtin_entry
-
-    repository = tmp_path_factory.mktemp("gan_repository")
-    entries = [builtin_entry(name, name, version="1", seed=0) for name in GAN_MODELS]
-    build_repository(repository, entries, tmp_path_factory.mktemp("gan_runs"))
-    return repository
+    models = [(name, name, "1", 0) for name in GAN_MODELS]
+    return tiny_runs.export(tmp_path_factory.mktemp("gan_repository"), models)

@@ -1,6 +1,6 @@
 """Captioned datasets for text-to-image, and ``mnist-captions``: MNIST digits in words.
 
-A captioned dataset (``CaptionedDataset`` in ``latentserve.training.data``) is an
+A captioned dataset (``CaptionedDataset`` in ``latentserve.training.dataset_types``) is an
 ``ImageDataset``, so every family trains on it unchanged and ignores the text, plus one
 caption and structured labels per image and a ``heldout`` split that training never sees.
 The held-out split is what tells generalisation apart from memorisation: for
@@ -17,7 +17,8 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from latentserve.training.data import SPLIT_SEED, CaptionedDataset, CaptionedSplit, load_mnist
+from latentserve.training.dataset_types import SPLIT_SEED, CaptionedDataset, CaptionedSplit
+from latentserve.training.mnist import load_mnist
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 

@@ -25,12 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from latentserve.training.data import (
+from latentserve.training.dataset_types import (
     SPLIT_SEED,
     CaptionedDataset,
     CaptionedSplit,
     ImageDataset,
-    register_dataset,
 )
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -181,12 +180,3 @@ def load_fashion_mnist_captions(folder: Path = FASHION_MNIST_DIR) -> CaptionedDa
         ),
         heldout=CaptionedSplit(data.test, heldout, data.test_labels),
     )
-
-
-# The built-in dataset specs this module adds (it is imported by ``data``, so they exist
-# whenever a dataset is loaded).
-for _name, _loader in (
-    ("fashion-mnist", load_fashion_mnist),
-    ("fashion-mnist-captions", load_fashion_mnist_captions),
-):
-    register_dataset(_name, (28, 28, 1), _loader)

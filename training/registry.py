@@ -1,12 +1,14 @@
 """Closed, explicit registries: names in configs map only to code registered here.
 
-No config string is ever turned into an import. Families and export recipes each keep
-one registry; a second registration under a taken name is an error, so two modules can
-never silently fight over what ``"vae"`` means.
+No config string is ever turned into an import. Families, datasets and export recipes
+each keep one table, written out row by row in one module that imports what it names; a
+second row under a taken name is an error, so two modules can never silently fight over
+what ``"vae"`` means, and nothing registers itself as a side effect of being imported.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -18,6 +20,14 @@ class ClosedRegistry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+
+    @classmethod
+    def table(cls, kind: str, rows: Iterable[T], name: Callable[[T], str]) -> ClosedRegistry[T]:
+        """A registry of ``rows``, each under ``name(row)``; a repeated name is refused."""
+        registry: ClosedRegistry[T] = cls(kind)
+        for row in rows:
+            registry.register(name(row), row)
+        return registry
 
     def register(self, name: str, item: T) -> T:
         if name in self._items:
@@ -34,3 +44,10 @@ class ClosedRegistry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[T]:
+        """The items, sorted by name."""
+        return (self._items[name] for name in self.names())

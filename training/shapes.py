@@ -15,7 +15,7 @@ import functools
 
 import numpy as np
 import torch
-from latentserve.training.data import SPLIT_SEED, CaptionedDataset, CaptionedSplit
+from latentserve.training.dataset_types import SPLIT_SEED, CaptionedDataset, CaptionedSplit
 
 SIZE = 32
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")

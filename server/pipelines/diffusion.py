@@ -122,14 +122,11 @@ class DiffusionPipeline(GraphPipeline):
 
     def __init__(self, manifest: Manifest, *args: Any, **kwargs: Any) -> None:
         super().__init__(manifest, *args, **kwargs)
-        spec = manifest.scheduler
+        spec = manifest.noise_schedule
         assert spec is not None  # the manifest refuses a diffusion model without one
         self.spec = spec
-        self.schedule = NoiseSchedule.from_config(
-            beta_schedule=spec.beta_schedule,
-            num_train_timesteps=spec.num_train_timesteps,
-            beta_start=spec.beta_start,
-            beta_end=spec.beta_end,
+        self.schedule = NoiseSchedule(
+            np.asarray(spec.alphas_cumprod, dtype=np.float64),
             prediction_type=spec.prediction_type,
             clip_range=spec.sample_range if spec.clip_sample else None,
         )

@@ -1,22 +1,19 @@
 """The training noise schedule of a VP diffusion model, as the samplers need it.
 
-Everything here is a pure function of ``alphas_cumprod`` (written ``ab`` below): a trained
-timestep ``t`` means ``x_t = sqrt(ab[t]) x0 + sqrt(1 - ab[t]) eps``.
+Everything here is a pure function of ``alphas_cumprod`` (written ``ab`` below), which the
+manifest's ``noise_schedule`` carries as the model was trained with it; the server never
+recomputes it from a beta schedule. A trained timestep ``t`` means
+``x_t = sqrt(ab[t]) x0 + sqrt(1 - ab[t]) eps``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 PredictionType = Literal["epsilon", "v_prediction"]
-BetaSchedule = Literal["linear", "cosine"]
-
-_COSINE_OFFSET = 0.008  # Nichol & Dhariwal's s: keeps beta small near t = 0
-_MAX_BETA = 0.999  # their clip: the last cosine beta would otherwise be exactly 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,25 +33,6 @@ class NoiseSchedule:
             raise ValueError(f"unknown prediction_type {self.prediction_type!r}")
         ab.flags.writeable = False
         object.__setattr__(self, "alphas_cumprod", ab)
-
-    @classmethod
-    def from_config(
-        cls,
-        beta_schedule: BetaSchedule,
-        num_train_timesteps: int,
-        beta_start: float = 1e-4,
-        beta_end: float = 0.02,
-        prediction_type: PredictionType = "epsilon",
-        clip_range: tuple[float, float] | None = None,
-    ) -> NoiseSchedule:
-        """The schedule a model was trained with; the cosine one ignores the beta bounds."""
-        if beta_schedule == "linear":
-            betas = np.linspace(beta_start, beta_end, num_train_timesteps, dtype=np.float64)
-        elif beta_schedule == "cosine":
-            betas = _cosine_betas(num_train_timesteps)
-        else:
-            raise ValueError(f"unknown beta_schedule {beta_schedule!r}")
-        return cls(np.cumprod(1.0 - betas), prediction_type, clip_range)
 
     @property
     def num_train_timesteps(self) -> int:
@@ -99,14 +77,6 @@ class NoiseSchedule:
             x0 = np.clip(x0, *self.clip_range)
             eps = (x_t - a * x0) / s
         return x0, eps
-
-
-def _cosine_betas(total: int) -> np.ndarray:
-    def alpha_bar(step: int) -> float:
-        return math.cos((step / total + _COSINE_OFFSET) / (1 + _COSINE_OFFSET) * math.pi / 2) ** 2
-
-    ratios = np.array([alpha_bar(i + 1) / alpha_bar(i) for i in range(total)])
-    return np.minimum(1.0 - ratios, _MAX_BETA)
 
 
 def _per_row(values: np.ndarray, ndim: int) -> np.ndarray:

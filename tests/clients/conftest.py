@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from helpers.server_process import ServerFactory, ServerProcess, connect_to
+
+if TYPE_CHECKING:
+    from tiny_runs import TinyRuns
 
 
 @pytest.fixture(scope="session")
@@ -25,16 +29,14 @@ def client(request: pytest.FixtureRequest, live_server: ServerProcess) -> Iterat
 
 @pytest.fixture(scope="session")
 def vq_server(
-    tmp_path_factory: pytest.TempPathFactory, start_server: ServerFactory
+    tmp_path_factory: pytest.TempPathFactory, start_server: ServerFactory, tiny_runs: TinyRuns
 ) -> Iterator[ServerProcess]:
     """``vqvae-tiny`` alone, the cheapest model that reports progress (one step per code
     position). Its decoder waits 1 s to fill a batch, so every job is still running for
     about a second after its last progress event: time to cancel it."""
-    from latentserve.exporters.default_repository import build_repository, builtin_entry
-
-    repository = tmp_path_factory.mktemp("vq_repository")
-    entry = builtin_entry("vqvae-tiny", "vqvae-tiny", version="1", seed=0)
-    build_repository(repository, [entry], tmp_path_factory.mktemp("vq_runs"))
+    repository = tiny_runs.export(
+        tmp_path_factory.mktemp("vq_repository"), [("vqvae-tiny", "vqvae-tiny", "1", 0)]
+    )
     config = "[models.vqvae-tiny]\nmax_queue_delay_ms = 1000\n"
     with start_server(repository, "vq", config) as server:
         yield server

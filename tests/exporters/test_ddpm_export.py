@@ -3,7 +3,10 @@ their own timesteps, the unconditional variant, and a numpy DDIM loop over the O
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,9 @@ from latentserve.exporters.export import export_run
 from latentserve.exporters.formats import export_onnx, export_torchscript
 from latentserve.exporters.parity import check_parity
 from latentserve.exporters.recipes import get_recipe
+from latentserve.server.pipelines import build_pipeline
+from latentserve.server.repository.store import load_model
+from latentserve.server.settings import Settings
 from latentserve.training.checkpoint import load_run
 from latentserve.training.trainer import train
 from tiny_runs import onnx_session, tiny_config, train_tiny
@@ -39,10 +45,11 @@ def test_manifest_describes_the_diffusion_pipeline(exported: Path) -> None:
     assert manifest.family == "ddpm" and manifest.pipeline == "diffusion"
     assert manifest.capabilities == ["sample", "interpolate"] and manifest.likelihood is None
     assert manifest.latent.shape == [1, 28, 28]
-    scheduler = manifest.scheduler
-    assert (scheduler.beta_schedule, scheduler.num_train_timesteps) == ("cosine", T)
-    assert scheduler.prediction_type == "epsilon" and scheduler.sample_range == (-1.0, 1.0)
-    assert scheduler.clip_sample and (scheduler.default_sampler, scheduler.default_steps) == (
+    schedule = manifest.noise_schedule
+    assert schedule.num_train_timesteps == T  # the cosine schedule it trained with, written out
+    np.testing.assert_allclose(schedule.alphas_cumprod, alphas_cumprod("cosine", T), rtol=1e-12)
+    assert schedule.prediction_type == "epsilon" and schedule.sample_range == (-1.0, 1.0)
+    assert schedule.clip_sample and (schedule.default_sampler, schedule.default_steps) == (
         "ddim",
         50,
     )
@@ -119,8 +126,10 @@ def test_unconditional_model_has_no_class_label(tmp_path: Path) -> None:
     manifest = Manifest.load(folder)
     assert [i.name for i in manifest.graphs["denoiser"].inputs] == ["sample", "timestep"]
     assert manifest.conditioning is None
-    assert manifest.scheduler.prediction_type == "v_prediction"
-    assert (manifest.scheduler.beta_schedule, manifest.scheduler.beta_end) == ("linear", 0.02)
+    assert manifest.noise_schedule.prediction_type == "v_prediction"
+    np.testing.assert_allclose(
+        manifest.noise_schedule.alphas_cumprod, alphas_cumprod("linear", T), rtol=1e-12
+    )
     session = onnx_session(folder, "denoiser")
     feeds = {
         "sample": np.zeros((2, 1, 28, 28), np.float32),
@@ -130,7 +139,7 @@ def test_unconditional_model_has_no_class_label(tmp_path: Path) -> None:
 
 
 def alphas_cumprod(kind: str, steps: int) -> np.ndarray:
-    """The manifest's schedule, written here independently of the training code."""
+    """The schedule a config names, written here independently of the training code."""
     if kind == "linear":
         betas = np.linspace(1e-4, 0.02, steps, dtype=np.float64)
     else:
@@ -148,11 +157,11 @@ def ddim_sample(
     seed: int,
 ) -> np.ndarray:
     """Deterministic DDIM (η = 0) with classifier-free guidance, ε-prediction, x0 clipped."""
-    scheduler = manifest.scheduler
-    ab = alphas_cumprod(scheduler.beta_schedule, scheduler.num_train_timesteps)
+    ab = np.asarray(manifest.noise_schedule.alphas_cumprod)
+    total = len(ab)
     n = len(labels)
     x = np.random.Generator(np.random.Philox(seed)).standard_normal((n, *manifest.latent.shape))
-    timesteps = np.linspace(scheduler.num_train_timesteps - 1, 0, steps).round().astype(np.int64)
+    timesteps = np.linspace(total - 1, 0, steps).round().astype(np.int64)
     null = np.full(n, manifest.conditioning.null_label)
     for i, t in enumerate(timesteps):
         feeds = {
@@ -180,3 +189,39 @@ def test_ddim_loop_over_the_exported_denoiser(exported: Path) -> None:
     np.testing.assert_allclose(images, again)
     other = ddim_sample(session, manifest, labels, guidance=2.0, steps=20, seed=1)
     assert np.abs(images - other).max() > 1e-3
+
+
+def as_schema_3(version_dir: Path, target: Path) -> Path:
+    """A copy of an exported version whose manifest is what schema 3 exporters wrote: the
+    schedule named by the config it was trained with, in a ``scheduler`` section."""
+    data = json.loads((version_dir / "manifest.json").read_text())
+    model = data["provenance"]["config"]["model"]
+    schedule = data.pop("noise_schedule")
+    del schedule["alphas_cumprod"]
+    named = ("beta_schedule", "num_train_timesteps", "beta_start", "beta_end")
+    data |= {"schema_version": 3, "scheduler": {k: model[k] for k in named} | schedule}
+    shutil.copytree(version_dir, target)
+    (target / "manifest.json").write_text(json.dumps(data))
+    return target
+
+
+def test_a_schema_3_copy_loads_in_the_server_and_samples_alike(
+    exported: Path, tmp_path: Path
+) -> None:
+    """Repositories exported before schema 4 keep loading: the schedule their manifest names
+    is the one the current manifest writes out, so the images are the same."""
+    old = as_schema_3(exported, tmp_path / exported.parent.name / exported.name)
+    assert Manifest.load(old).schema_version == 3
+
+    async def sample(version_dir: Path) -> np.ndarray:
+        model = load_model(version_dir, Settings(), build_pipeline)
+        try:
+            pipeline = model.pipeline
+            params = {"n": 2, "seed": 5, "steps": 4, "class_label": 3}
+            return await pipeline.sample(pipeline.prepare(params))
+        finally:
+            await model.pipeline.close()
+
+    new_images, old_images = asyncio.run(sample(exported)), asyncio.run(sample(old))
+    assert new_images.shape == (2, 1, 28, 28)
+    np.testing.assert_array_equal(old_images, new_images)

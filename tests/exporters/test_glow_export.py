@@ -5,28 +5,26 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import latentserve.exporters.glow_recipe  # noqa: F401  (registers the glow recipe)
-import latentserve.training.families.glow  # noqa: F401  (registers the glow family)
 import numpy as np
 import onnx
 import pytest
 import torch
 from latentserve.exporters.export import export_run
 from latentserve.exporters.formats import export_onnx, export_torchscript
-from latentserve.exporters.glow_recipe import frozen_flow
 from latentserve.exporters.parity import TOLERANCE, check_parity
 from latentserve.exporters.recipes import get_recipe
+from latentserve.exporters.recipes.glow import frozen_flow
 from latentserve.training.checkpoint import load_run
 from latentserve.training.data import load_mnist
 from latentserve.training.families.glow import Glow
-from tiny_runs import onnx_session, train_tiny
+from tiny_runs import TinyRuns, onnx_session
 
 from latentserve.manifest import Manifest
 
 
 @pytest.fixture(scope="module")
-def glow_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny("glow-tiny", tmp_path_factory.mktemp("runs") / "glow")
+def glow_run(tiny_runs: TinyRuns) -> Path:
+    return tiny_runs.run("glow-tiny")
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ def test_manifest_describes_encoder_decoder_and_scale(klae_run: Path, exported: 
     manifest = Manifest.load(exported)
     assert (manifest.family, manifest.pipeline) == ("klae", "latent_decoder")
     assert manifest.capabilities == ["encode", "reconstruct"] and manifest.likelihood is None
-    assert manifest.latent.shape == [4, 7, 7] and manifest.scheduler is None
+    assert manifest.latent.shape == [4, 7, 7] and manifest.noise_schedule is None
     assert {
         role: ([i.name for i in g.inputs], [o.name for o in g.outputs])
         for role, g in manifest.graphs.items()

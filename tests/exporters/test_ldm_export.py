@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 from latentserve.exporters.export import export_run
-from latentserve.exporters.ldm_recipe import denoiser_plan
 from latentserve.exporters.parity import check_parity
+from latentserve.exporters.recipes.ldm import denoiser_plan
 from latentserve.server.pipelines import build_pipeline
 from latentserve.server.repository.store import load_model
 from latentserve.server.settings import Settings
 from latentserve.training.checkpoint import load_run
-from latentserve.training.families.ddpm import beta_schedule
 from latentserve.training.families.ldm import LatentDiffusion
 from tiny_runs import onnx_session, train_tiny
 
@@ -44,10 +43,11 @@ def test_manifest_describes_latent_text_to_image(run: Path, exported: Path) -> N
     assert (manifest.family, manifest.pipeline) == ("ldm", "diffusion")
     assert manifest.capabilities == ["text_to_image", "encode", "reconstruct"]
     assert manifest.latent.shape == [4, 7, 7] and set(manifest.graphs) == ROLES
-    scheduler = manifest.scheduler
-    assert scheduler.latent_scale == pytest.approx(model.latent_scale)
-    assert scheduler.clip_sample and scheduler.sample_range == (-4.0, 4.0)
-    assert scheduler.prediction_type == "epsilon"
+    schedule = manifest.noise_schedule
+    np.testing.assert_array_equal(schedule.alphas_cumprod, model.alphas_cumprod)  # trained with
+    assert schedule.latent_scale == pytest.approx(model.latent_scale)
+    assert schedule.clip_sample and schedule.sample_range == (-4.0, 4.0)
+    assert schedule.prediction_type == "epsilon"
     text = manifest.text
     assert (text.max_tokens, text.hidden_size) == (16, 384)
     assert 3.0 <= text.default_guidance_scale <= 5.0
@@ -99,15 +99,14 @@ def test_numpy_ddim_with_guidance_over_the_onnx_graphs(exported: Path) -> None:
     through the text encoder, x0 clipped to the sample range, scaled latents divided by the
     scale before the decoder."""
     manifest = Manifest.load(exported)
-    spec, text = manifest.scheduler, manifest.text
+    spec, text = manifest.noise_schedule, manifest.text
     tokenizer = PromptTokenizer(exported / manifest.assets[text.tokenizer].path, text.max_tokens)
     ids, mask = tokenizer.encode(["the digit seven", ""])
     [states] = onnx_session(exported, "text_encoder").run(
         ["hidden_states"], {"input_ids": ids, "attention_mask": mask}
     )
     denoiser = onnx_session(exported, "denoiser")
-    betas = beta_schedule(spec.beta_schedule, spec.num_train_timesteps, 1e-4, 0.02)
-    alpha_bar = torch.cumprod(1 - betas, 0).numpy()
+    alpha_bar = np.asarray(spec.alphas_cumprod)
     n, scale = 3, 4.0
     x = np.random.default_rng(0).standard_normal((n, *manifest.latent.shape))
     timesteps = np.linspace(spec.num_train_timesteps - 1, 0, 10).round().astype(int)

@@ -26,9 +26,10 @@ from latentserve.manifest import (
     ImageSpec,
     LatentSpec,
     Manifest,
+    NoiseScheduleSpec,
     Provenance,
-    SchedulerSpec,
 )
+from latentserve.noise_schedule import alphas_cumprod
 
 MAX_TOKENS = 16
 # Case, punctuation, accents, CJK, emoji, extra whitespace, the empty prompt.
@@ -58,7 +59,7 @@ def text_manifest(folder: Path, encoder: TextEncoder) -> Manifest:
         image=ImageSpec(height=8, width=8, channels=1),
         latent=LatentSpec(shape=[1, 8, 8]),
         graphs={},
-        scheduler=SchedulerSpec(beta_schedule="linear", num_train_timesteps=10),
+        noise_schedule=NoiseScheduleSpec(alphas_cumprod=alphas_cumprod("linear", 10).tolist()),
         text=text_conditioning(text_encoder_graph(MAX_TOKENS, encoder)),
         assets=copy_assets(dict([tokenizer_asset()]), folder),
         provenance=Provenance(

@@ -15,7 +15,7 @@ from latentserve.exporters.parity import check_parity
 from latentserve.exporters.recipes import get_recipe
 from latentserve.training.checkpoint import load_run
 from latentserve.training.data import load_mnist
-from tiny_runs import onnx_session, train_tiny
+from tiny_runs import TinyRuns, onnx_session
 
 from latentserve.manifest import Manifest
 
@@ -23,9 +23,9 @@ KT, KB = 8, 16  # codebook sizes of vqvae2-tiny
 
 
 @pytest.fixture(scope="module")
-def vq2_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def vq2_run(tiny_runs: TinyRuns) -> Path:
     # all 30 steps: fewer leave digits barely cheaper than noise (about 12 bits/dim)
-    return train_tiny("vqvae2-tiny", tmp_path_factory.mktemp("runs") / "vqvae2")
+    return tiny_runs.run("vqvae2-tiny")
 
 
 @pytest.fixture(scope="module")

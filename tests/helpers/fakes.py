@@ -29,11 +29,12 @@ from latentserve.manifest import (
     ImageSpec,
     LatentSpec,
     Manifest,
+    NoiseScheduleSpec,
     Provenance,
-    SchedulerSpec,
     ServingDefaults,
     TensorSpec,
 )
+from latentserve.noise_schedule import alphas_cumprod
 
 SIZE = 8  # tiny 8x8 grayscale images
 LATENT = 3
@@ -124,10 +125,8 @@ class FakeDenoiser(Recorder):
     providers = ["FakeProvider"]
 
     def __init__(self, delay_s: float = 0.0) -> None:
-        from latentserve.server.samplers import NoiseSchedule
-
         super().__init__(delay_s)
-        self.alphas_cumprod = NoiseSchedule.from_config("linear", TRAIN_STEPS).alphas_cumprod
+        self.alphas_cumprod = alphas_cumprod("linear", TRAIN_STEPS)
         self.timesteps: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []
@@ -184,8 +183,8 @@ def fake_diffusion_manifest(
         image=ImageSpec(height=SIZE, width=SIZE, channels=1),
         latent=LatentSpec(shape=[1, SIZE, SIZE]),
         graphs={"denoiser": denoiser},
-        scheduler=SchedulerSpec(
-            beta_schedule="linear", num_train_timesteps=TRAIN_STEPS, default_steps=10
+        noise_schedule=NoiseScheduleSpec(
+            alphas_cumprod=alphas_cumprod("linear", TRAIN_STEPS).tolist(), default_steps=10
         ),
         conditioning=(
             ClassConditioning(num_classes=CLASSES, null_label=CLASSES, default_guidance_scale=2.0)

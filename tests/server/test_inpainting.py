@@ -8,6 +8,8 @@ from latentserve.server.pipelines.inpainting import KeptRegion, latent_keep_mask
 from latentserve.server.samplers import NoiseSchedule
 from latentserve.server.samplers.base import SamplerState
 
+from latentserve.noise_schedule import alphas_cumprod
+
 
 def test_a_latent_position_is_kept_only_where_all_its_pixels_are() -> None:
     keep = np.ones((28, 28), dtype=bool)
@@ -24,7 +26,7 @@ def test_a_latent_position_is_kept_only_where_all_its_pixels_are() -> None:
 
 
 def test_the_kept_region_follows_the_noise_level_and_ends_at_the_original() -> None:
-    schedule = NoiseSchedule.from_config(beta_schedule="linear", num_train_timesteps=100)
+    schedule = NoiseSchedule(alphas_cumprod("linear", 100))
     rng = np.random.default_rng(0)
     original, noise, x = (rng.standard_normal((2, 1, 4, 4)) for _ in range(3))
     keep = np.zeros((1, 1, 4, 4))

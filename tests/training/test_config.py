@@ -77,11 +77,20 @@ def test_image_size_must_fit_stages() -> None:
 
 
 def test_registries_refuse_a_second_registration() -> None:
-    from latentserve.exporters.recipes import get_recipe, register_recipe
-    from latentserve.training.families import get_family
-    from latentserve.training.families.registry import register_family
+    from latentserve.exporters.recipes import RECIPES
+    from latentserve.training.data import DATASETS
+    from latentserve.training.families.registry import FAMILIES
 
     with pytest.raises(ValueError, match="model family 'vae' is already registered"):
-        register_family(get_family("vae"))
+        FAMILIES.register("vae", FAMILIES.get("vae"))
     with pytest.raises(ValueError, match="export recipe for family 'vae' is already registered"):
-        register_recipe(get_recipe("vae"))
+        RECIPES.register("vae", RECIPES.get("vae"))
+    with pytest.raises(ValueError, match="dataset 'mnist' is already registered"):
+        DATASETS.register("mnist", DATASETS.get("mnist"))
+
+
+def test_a_table_refuses_a_repeated_row() -> None:
+    from latentserve.training.registry import ClosedRegistry
+
+    with pytest.raises(ValueError, match="dataset 'a' is already registered"):
+        ClosedRegistry.table("dataset", ["a", "b", "a"], name=str)

@@ -7,18 +7,21 @@ import dataclasses
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from latentserve.training import checkpoint as ckpt
 from latentserve.training.data import load_mnist
 from latentserve.training.evaluate import evaluate_model
 from latentserve.training.families import ImageShape
-from latentserve.training.families.ddpm import DDPM, DDPMConfig, beta_schedule, to_signed
+from latentserve.training.families.ddpm import DDPM, DDPMConfig, to_signed
 from latentserve.training.families.ema import EMA
 from latentserve.training.families.unet import UNet
 from latentserve.training.trainer import train
 from safetensors.torch import load_file
 from tiny_runs import tiny_config
+
+from latentserve.noise_schedule import alphas_cumprod
 
 TINY = {"widths": [8, 16], "groups": 4}
 
@@ -40,24 +43,13 @@ def test_conditional_unet_refuses_missing_labels() -> None:
         net(torch.zeros(1, 1, 8, 8), torch.zeros(1))
 
 
-def test_linear_schedule() -> None:
-    betas = beta_schedule("linear", 5, 1e-4, 0.02)
-    assert betas.dtype == torch.float64
-    expected = [1e-4 + i * (0.02 - 1e-4) / 4 for i in range(5)]
-    assert betas.tolist() == pytest.approx(expected, rel=1e-12)
-
-
-def test_cosine_schedule_by_hand() -> None:
-    def alpha_bar(t: float) -> float:
-        return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
-
-    T = 4
-    expected = [min(1 - alpha_bar((i + 1) / T) / alpha_bar(i / T), 0.999) for i in range(T)]
-    betas = beta_schedule("cosine", T, 1e-4, 0.02)
-    assert betas.tolist() == pytest.approx(expected, rel=1e-12)
-    assert betas[-1].item() == 0.999  # ᾱ(1) is ~0: the last beta is clipped
-    long = beta_schedule("cosine", 1000, 1e-4, 0.02)
-    assert bool((long[1:] >= long[:-1]).all()) and long.max().item() == 0.999
+def test_the_model_trains_with_the_schedule_it_exports() -> None:
+    config = DDPMConfig(**TINY, beta_schedule="linear", num_train_timesteps=50)
+    model = DDPM(config, ImageShape(1, 8, 8))
+    assert np.array_equal(model.alphas_cumprod, alphas_cumprod("linear", 50, 1e-4, 0.02))
+    expected = torch.from_numpy(model.alphas_cumprod).sqrt().float()
+    assert torch.equal(model.signal, expected)
+    assert "signal" not in model.state_dict()  # derived from the config, not saved
 
 
 class ZeroNet(torch.nn.Module):
@@ -76,7 +68,7 @@ def test_targets_are_epsilon_or_v(prediction_type: str) -> None:
     g = torch.Generator().manual_seed(3)  # replay the draws: t, then ε
     t = torch.randint(0, 50, (6,), generator=g)
     eps = torch.randn(6, 1, 8, 8, generator=g)
-    alpha_bar = torch.cumprod(1 - beta_schedule("cosine", 50, 1e-4, 0.02), 0)[t]
+    alpha_bar = torch.from_numpy(alphas_cumprod("cosine", 50))[t]
     a, s = alpha_bar.sqrt().view(6, 1, 1, 1), (1 - alpha_bar).sqrt().view(6, 1, 1, 1)
     target = eps if prediction_type == "epsilon" else a * eps - s * to_signed(x).double()
     expected = target.square().flatten(1).mean(1)

@@ -1,22 +1,7 @@
-"""Model families: one small module each, in a closed registry.
-
-Importing this package registers exactly the families listed below.
+"""Model families: one small module each, named once in the family table
+(``latentserve.training.families.registry``).
 """
 
-from latentserve.training.families import (  # noqa: F401  (registers)
-    autoencoder,
-    dcgan,
-    ddpm,
-    glow,
-    klae,
-    ldm,
-    nvae,
-    pixelcnn_pixels,
-    stylegan2,
-    vae,
-    vqvae,
-    vqvae2,
-)
 from latentserve.training.families.base import (
     CaptionedModel,
     ImageModel,

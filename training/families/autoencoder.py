@@ -12,7 +12,6 @@ import math
 import torch
 from latentserve.training.families.base import LatentModel, StepOutput
 from latentserve.training.families.layers import ConvConfig, ConvDecoder, ConvEncoder, ImageShape
-from latentserve.training.families.registry import Family, register_family
 from latentserve.training.likelihood import discretized_logistic_log_prob, to_unit
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as config_dataclass
@@ -64,6 +63,3 @@ class Autoencoder(LatentModel):
         if iw_k > 1:
             raise ValueError("importance-weighted bounds need a prior; the autoencoder has none")
         return {"recon_bits_per_dim": self._recon_nats(x)}
-
-
-register_family(Family(name="autoencoder", config_cls=AutoencoderConfig, build=Autoencoder))

@@ -19,7 +19,6 @@ import torch
 from latentserve.training.families.ema import EMA
 from latentserve.training.families.gan import AdversarialModel, GANConfig
 from latentserve.training.families.layers import ImageShape
-from latentserve.training.families.registry import Family, register_family
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as config_dataclass
 from torch import nn
@@ -127,6 +126,3 @@ class DCGAN(AdversarialModel):
             norm.momentum = 0.1
         shadow.train(self.training)
         return {"standing_stat_images": float(batch_size * self.config.standing_stat_batches)}
-
-
-register_family(Family(name="dcgan", config_cls=DCGANConfig, build=DCGAN))

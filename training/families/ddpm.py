@@ -4,8 +4,9 @@ weights and optional classifier-free guidance.
 Pixels are mapped from the 8-bit levels to [-1, 1]. Training draws a timestep t, noise ε
 and forms ``x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε``; the UNet predicts ε, or
 ``v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) x_0`` (Salimans & Ho, 2022), under a plain MSE. The
-schedule is ``beta_schedule`` below, the same formulas the server's samplers use, so the
-exported manifest only has to name it. A class-conditional model swaps each label for the
+schedule is ``latentserve.noise_schedule``'s one formula; the exporter writes the
+``alphas_cumprod`` trained with into the manifest, and the server's samplers step through
+exactly those. A class-conditional model swaps each label for the
 null label ``num_classes`` with probability ``cond_drop_prob``, which trains the
 unconditional model that guidance needs alongside the conditional one.
 
@@ -15,24 +16,22 @@ EMA network (the weights that are exported), never a number called bits/dim.
 
 from __future__ import annotations
 
-import math
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 from latentserve.training.families.base import ImageModel, StepOutput
 from latentserve.training.families.ema import EMA
 from latentserve.training.families.layers import ImageShape
-from latentserve.training.families.registry import Family, register_family
 from latentserve.training.families.unet import UNet
 from latentserve.training.likelihood import LEVELS
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass as config_dataclass
+from torch import nn
 
-BetaSchedule = Literal["linear", "cosine"]
+from latentserve.noise_schedule import BetaSchedule, alphas_cumprod
+
 PredictionType = Literal["epsilon", "v_prediction"]
-COSINE_OFFSET = 0.008  # s of Nichol & Dhariwal (2021)
-MAX_BETA = 0.999
 
 
 @config_dataclass(config=ConfigDict(extra="forbid"))
@@ -58,20 +57,25 @@ class DDPMConfig:
         return self
 
 
-def beta_schedule(
-    kind: BetaSchedule, num_timesteps: int, beta_start: float, beta_end: float
-) -> torch.Tensor:
-    """β_0..β_{T-1} in float64.
+class NoiseScheduleConfig(Protocol):
+    """The schedule fields a diffusion family's config has (DDPM's, latent diffusion's)."""
 
-    linear: evenly from ``beta_start`` to ``beta_end``. cosine (Nichol & Dhariwal):
-    ``ᾱ(t) = cos²(π/2 · (t/T + s) / (1 + s))`` and ``β_t = 1 - ᾱ(t+1)/ᾱ(t)``, clipped to
-    0.999 so the last steps stay finite.
-    """
-    if kind == "linear":
-        return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
-    steps = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
-    alpha_bar = torch.cos((steps + COSINE_OFFSET) / (1 + COSINE_OFFSET) * math.pi / 2) ** 2
-    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=MAX_BETA)
+    beta_schedule: BetaSchedule
+    num_train_timesteps: int
+    beta_start: float
+    beta_end: float
+
+
+def register_noise_schedule(module: nn.Module, config: NoiseScheduleConfig) -> None:
+    """Give a diffusion model its ``alphas_cumprod`` (float64 numpy, what the exporter
+    writes) and, as buffers derived from the config (so not saved with the weights), the
+    per-timestep ``signal`` sqrt(ᾱ_t) and ``noise_scale`` sqrt(1 - ᾱ_t) it trains with."""
+    module.alphas_cumprod = alphas_cumprod(
+        config.beta_schedule, config.num_train_timesteps, config.beta_start, config.beta_end
+    )
+    alpha_bar = torch.from_numpy(module.alphas_cumprod)
+    module.register_buffer("signal", alpha_bar.sqrt().float(), persistent=False)
+    module.register_buffer("noise_scale", (1 - alpha_bar).sqrt().float(), persistent=False)
 
 
 def to_signed(x: torch.Tensor) -> torch.Tensor:
@@ -89,19 +93,7 @@ class DDPM(ImageModel):
             image.channels, config.widths, config.depth, config.groups, config.num_classes
         )
         self.ema = EMA(self.unet, config.ema_decay)
-        alpha_bar = torch.cumprod(
-            1
-            - beta_schedule(
-                config.beta_schedule,
-                config.num_train_timesteps,
-                config.beta_start,
-                config.beta_end,
-            ),
-            dim=0,
-        )
-        # derived from the config, so not saved with the weights
-        self.register_buffer("signal", alpha_bar.sqrt().float(), persistent=False)
-        self.register_buffer("noise_scale", (1 - alpha_bar).sqrt().float(), persistent=False)
+        register_noise_schedule(self, config)
 
     @property
     def null_label(self) -> int:
@@ -164,6 +156,3 @@ class DDPM(ImageModel):
         There is no likelihood bound to tighten, so ``iw_k`` is ignored (as for VQ models),
         which lets one ``latentserve eval --iw-k`` cover every family's runs."""
         return {"denoising_mse": self._losses(self.ema.shadow, x, generator, labels, 0.0)}
-
-
-register_family(Family(name="ddpm", config_cls=DDPMConfig, build=DDPM))

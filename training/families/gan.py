@@ -29,7 +29,7 @@ Both families sample from an exponential moving average of the generator's weigh
 between the modes the discriminator last pushed it to, its average much less.
 
 A GAN has no likelihood and no encoder: evaluation reports nothing, and its export is
-one sampler graph (``latentserve.exporters.gan_recipe``).
+one sampler graph (``latentserve.exporters.recipes.dcgan`` and ``.stylegan2``).
 """
 
 from __future__ import annotations

@@ -45,7 +45,6 @@ from latentserve.training.families.flows import (
     unsqueeze,
 )
 from latentserve.training.families.layers import ImageShape
-from latentserve.training.families.registry import Family, register_family
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as config_dataclass
 from torch import nn
@@ -212,6 +211,3 @@ class Glow(ImageModel):
             log_p = torch.stack([-self.nll_nats(x, generator) for _ in range(iw_k)])
             out[f"iw{iw_k}_bits_per_dim"] = -(torch.logsumexp(log_p, 0) - math.log(iw_k))
         return out
-
-
-register_family(Family(name="glow", config_cls=GlowConfig, build=Glow))

@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from latentserve.training.families.base import ImageModel, StepOutput
 from latentserve.training.families.layers import ImageShape
-from latentserve.training.families.registry import Family, register_family
 from latentserve.training.families.unet import group_norm
 from latentserve.training.likelihood import to_unit
 from pydantic import ConfigDict, Field
@@ -214,6 +213,3 @@ class KLAutoencoder(ImageModel):
             raise FloatingPointError(f"posterior means have std {std}: no latent scale")
         self.latent_scale.fill_(1.0 / std)
         return {"latent_scale": 1.0 / std, "latent_mean": float(means.mean()), "latent_std": std}
-
-
-register_family(Family(name="klae", config_cls=KLAEConfig, build=KLAutoencoder))

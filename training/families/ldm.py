@@ -23,16 +23,17 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from latentserve.training.families.base import CaptionedModel, StepOutput
-from latentserve.training.families.ddpm import BetaSchedule, PredictionType, beta_schedule
+from latentserve.training.families.ddpm import PredictionType, register_noise_schedule
 from latentserve.training.families.ema import EMA
 from latentserve.training.families.klae import KLAEConfig, KLAutoencoder
 from latentserve.training.families.layers import ImageShape
-from latentserve.training.families.registry import Family, register_family
 from latentserve.training.families.unet import UNet
 from latentserve.training.likelihood import to_unit
 from latentserve.training.text_encoder import TextEncoder
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as config_dataclass
+
+from latentserve.noise_schedule import BetaSchedule
 
 UNCONDITIONAL = ""  # the prompt of classifier-free guidance's unconditional rows
 
@@ -96,13 +97,7 @@ class LatentDiffusion(CaptionedModel):
             cross_levels=config.cross_levels,
         )
         self.ema = EMA(self.unet, config.ema_decay)
-        betas = beta_schedule(
-            config.beta_schedule, config.num_train_timesteps, config.beta_start, config.beta_end
-        )
-        alpha_bar = torch.cumprod(1 - betas, dim=0)
-        # derived from the config, so not saved with the weights
-        self.register_buffer("signal", alpha_bar.sqrt().float(), persistent=False)
-        self.register_buffer("noise_scale", (1 - alpha_bar).sqrt().float(), persistent=False)
+        register_noise_schedule(self, config)
         # (caption, device) → (states, mask) of the frozen encoder: a cache, never weights
         self._prompt_states: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -203,6 +198,3 @@ class LatentDiffusion(CaptionedModel):
         scores = self.autoencoder.evaluate(x, generator)
         scores["denoising_mse"] = self._losses(self.ema.shadow, x, generator, captions, 0.0)
         return scores
-
-
-register_family(Family(name="ldm", config_cls=LDMConfig, build=LatentDiffusion))

@@ -43,7 +43,6 @@ from latentserve.training.families.nvae_cells import (
     conv,
     residual_posterior,
 )
-from latentserve.training.families.registry import Family, register_family
 from latentserve.training.likelihood import discretized_logistic_log_prob, to_unit
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as config_dataclass
@@ -361,6 +360,3 @@ class NVAE(ImageModel):
 
         log_w = torch.stack([self.log_weight(x, eps, feats) for _ in range(k)])
         return -(torch.logsumexp(log_w, 0) - math.log(k))
-
-
-register_family(Family(name="nvae", config_cls=NVAEConfig, build=NVAE))

@@ -18,7 +18,6 @@ from latentserve.training.families.base import ImageModel, StepOutput
 from latentserve.training.families.layers import ImageShape
 from latentserve.training.families.pixelcnn import GatedPixelCNN
 from latentserve.training.families.pixelcnn_step import PixelCNNPositionStep
-from latentserve.training.families.registry import Family, register_family
 from latentserve.training.likelihood import LEVELS
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as config_dataclass
@@ -86,6 +85,3 @@ class PixelCNN(ImageModel):
     def levels_to_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """The (N, H, W) level map → images (N, 1, H, W) in [0, 1]: the identity decoder."""
         return (pixels.to(torch.float32) / (LEVELS - 1)).unsqueeze(1)
-
-
-register_family(Family(name="pixelcnn", config_cls=PixelCNNConfig, build=PixelCNN))

@@ -17,7 +17,6 @@ from latentserve.training.families.dcgan import start_size
 from latentserve.training.families.ema import EMA
 from latentserve.training.families.gan import AdversarialModel, GANConfig
 from latentserve.training.families.layers import ImageShape
-from latentserve.training.families.registry import Family, register_family
 from latentserve.training.families.stylegan2_nets import (
     MappingNetwork,
     StyleDiscriminator,
@@ -119,6 +118,3 @@ class StyleGAN2(AdversarialModel):
         w = g.mapping(torch.cat([z, z_mix]))
         ws = g.mixed_ws(w[:n], w[n:], cutoff)
         return g.synthesis(ws, g.split_noise(noise))
-
-
-register_family(Family(name="stylegan2", config_cls=StyleGAN2Config, build=StyleGAN2))

@@ -13,7 +13,6 @@ import math
 import torch
 from latentserve.training.families.base import LatentModel, StepOutput
 from latentserve.training.families.layers import ConvConfig, ConvDecoder, ConvEncoder, ImageShape
-from latentserve.training.families.registry import Family, register_family
 from latentserve.training.likelihood import discretized_logistic_log_prob, to_unit
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as config_dataclass
@@ -95,6 +94,3 @@ class VAE(LatentModel):
             log_prior = -0.5 * (z.square() + LOG_2PI).sum(1)
             log_weights.append(log_prior - self._recon_nats(x, z) - log_q)
         return -(torch.logsumexp(torch.stack(log_weights), dim=0) - math.log(k))
-
-
-register_family(Family(name="vae", config_cls=VAEConfig, build=VAE))

@@ -22,7 +22,6 @@ import torch
 from latentserve.training.families.base import ImageModel, StepOutput
 from latentserve.training.families.layers import ImageShape
 from latentserve.training.families.pixelcnn import GatedPixelCNN
-from latentserve.training.families.registry import Family, register_family
 from latentserve.training.families.vq import VectorQuantizer
 from latentserve.training.likelihood import discretized_logistic_log_prob, to_unit
 from pydantic import ConfigDict, Field
@@ -218,6 +217,3 @@ class VQVAE(ImageModel):
             "recon_bits_per_dim": recon,
             "prior_bits_per_dim": prior,
         }
-
-
-register_family(Family(name="vqvae", config_cls=VQVAEConfig, build=VQVAE))

@@ -29,7 +29,6 @@ import torch
 from latentserve.training.families.base import ImageModel, StepOutput
 from latentserve.training.families.layers import ImageShape
 from latentserve.training.families.pixelcnn import GatedPixelCNN
-from latentserve.training.families.registry import Family, register_family
 from latentserve.training.families.vq import VectorQuantizer
 from latentserve.training.families.vqvae import (
     ResBlock,
@@ -253,6 +252,3 @@ class VQVAE2(ImageModel):
         """Per-image nats: ``-log p(x|c)``, ``-log p(c_top)``, ``-log p(c_bottom|c_top)``
         and their sum (see the module doc: an honest bound, nothing to sample)."""
         return self.code_lengths(x)
-
-
-register_family(Family(name="vqvae2", config_cls=VQVAE2Config, build=VQVAE2))

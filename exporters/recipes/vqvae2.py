@@ -10,13 +10,11 @@ deterministic, so ``log_prob`` needs no noise input: it is the same three-part b
 from __future__ import annotations
 
 from latentserve.exporters.graphs import CodeLengthGraph, MethodGraph
-from latentserve.exporters.recipes import (
+from latentserve.exporters.plans import (
     ExportPlan,
-    ExportRecipe,
     GraphPlan,
     bits_per_dim_spec,
     image_spec,
-    register_recipe,
 )
 from latentserve.training.families.vqvae2 import VQVAE2
 
@@ -87,8 +85,3 @@ def plan_vqvae2(model: VQVAE2) -> ExportPlan:
     return ExportPlan(
         graphs, latent, pipeline="autoregressive_prior", codes=codes, likelihood="elbo"
     )
-
-
-register_recipe(
-    ExportRecipe("vqvae2", ["sample", "encode", "reconstruct", "log_prob"], plan_vqvae2)
-)

@@ -12,13 +12,11 @@ import math
 
 import torch
 from latentserve.exporters.graphs import image_to_levels
-from latentserve.exporters.recipes import (
+from latentserve.exporters.plans import (
     ExportPlan,
-    ExportRecipe,
     GraphPlan,
     bits_per_dim_spec,
     image_spec,
-    register_recipe,
     temperature_spec,
 )
 from latentserve.training.families.nvae import NVAE
@@ -119,8 +117,3 @@ def plan_nvae(model: NVAE) -> ExportPlan:
     ]
     latent = LatentSpec(shape=[dim], groups=groups)
     return ExportPlan(graphs, latent, pipeline="latent_decoder", likelihood="elbo")
-
-
-register_recipe(
-    ExportRecipe("nvae", ["sample", "encode", "reconstruct", "log_prob", "interpolate"], plan_nvae)
-)

@@ -21,13 +21,11 @@ import math
 import torch
 import torch.nn.functional as F
 from latentserve.exporters.graphs import image_to_levels
-from latentserve.exporters.recipes import (
+from latentserve.exporters.plans import (
     ExportPlan,
-    ExportRecipe,
     GraphPlan,
     bits_per_dim_spec,
     image_spec,
-    register_recipe,
     temperature_spec,
 )
 from latentserve.training.families.flows import InvConv1x1
@@ -198,8 +196,3 @@ def plan_glow(model: Glow) -> ExportPlan:
         ),
     ]
     return ExportPlan(graphs, latent, likelihood="elbo")
-
-
-register_recipe(
-    ExportRecipe("glow", ["sample", "encode", "reconstruct", "log_prob", "interpolate"], plan_glow)
-)

@@ -11,13 +11,11 @@ own code map.
 from __future__ import annotations
 
 from latentserve.exporters.graphs import CodeLengthGraph, MethodGraph
-from latentserve.exporters.recipes import (
+from latentserve.exporters.plans import (
     ExportPlan,
-    ExportRecipe,
     GraphPlan,
     bits_per_dim_spec,
     image_spec,
-    register_recipe,
 )
 from latentserve.training.families.pixelcnn_pixels import PixelCNN
 from latentserve.training.likelihood import LEVELS
@@ -55,6 +53,3 @@ def plan_pixelcnn(model: PixelCNN) -> ExportPlan:
     return ExportPlan(
         graphs, latent, pipeline="autoregressive_prior", codes=[code_map], likelihood="exact"
     )
-
-
-register_recipe(ExportRecipe("pixelcnn", ["sample", "log_prob"], plan_pixelcnn))

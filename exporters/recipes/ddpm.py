@@ -3,18 +3,18 @@
 The graph is the EMA network (the weights DDPM evaluates and samples with), one call per
 sampler step for a whole batch: each row carries its own timestep (and class label), so
 the server can batch rows of different requests at different steps. The sampler itself
-(DDIM, ancestral, guidance) is numpy in the server, driven by the manifest's ``scheduler``
-section, which names the schedule the network was trained with.
+(DDIM, ancestral, guidance) is numpy in the server, driven by the manifest's
+``noise_schedule`` section, which holds the ``alphas_cumprod`` the network was trained with.
 """
 
 from __future__ import annotations
 
 from latentserve.exporters.graphs import MethodGraph
-from latentserve.exporters.recipes import ExportPlan, ExportRecipe, GraphPlan, register_recipe
+from latentserve.exporters.plans import ExportPlan, GraphPlan
 from latentserve.training.families.ddpm import DDPM
 from latentserve.training.families.unet import UNet
 
-from latentserve.manifest import ClassConditioning, LatentSpec, SchedulerSpec, TensorSpec
+from latentserve.manifest import ClassConditioning, LatentSpec, NoiseScheduleSpec, TensorSpec
 
 # Guidance the server applies when a request names none: with labels dropped 10% of the
 # time in training, a moderate scale sharpens class identity without saturating.
@@ -46,11 +46,8 @@ def plan_ddpm(model: DDPM) -> ExportPlan:
         [TensorSpec(name="prediction", dtype="float32", shape=["batch", *shape])],
         int_range=int_range,
     )
-    scheduler = SchedulerSpec(
-        beta_schedule=config.beta_schedule,
-        num_train_timesteps=config.num_train_timesteps,
-        beta_start=config.beta_start,
-        beta_end=config.beta_end,
+    noise_schedule = NoiseScheduleSpec(
+        alphas_cumprod=model.alphas_cumprod.tolist(),
         prediction_type=config.prediction_type,
         sample_range=(-1.0, 1.0),
         clip_sample=True,
@@ -61,9 +58,6 @@ def plan_ddpm(model: DDPM) -> ExportPlan:
         [denoiser],
         LatentSpec(shape=shape),
         pipeline="diffusion",
-        scheduler=scheduler,
+        noise_schedule=noise_schedule,
         conditioning=conditioning,
     )
-
-
-register_recipe(ExportRecipe("ddpm", ["sample", "interpolate"], plan_ddpm))

@@ -4,27 +4,21 @@
 Both graphs take and give *unscaled* latents; ``latent_scale`` rides along in the
 manifest's provenance metrics. A latent-diffusion recipe reuses ``encoder_plan`` and
 ``decoder_plan`` on its frozen autoencoder and puts the same scale into
-``SchedulerSpec.latent_scale``, so the server divides samples by it before decoding.
+the noise schedule's ``latent_scale``, so the server divides samples by it before decoding.
 """
 
 from __future__ import annotations
 
 from latentserve.exporters.graphs import MethodGraph
-from latentserve.exporters.recipes import (
+from latentserve.exporters.plans import (
     ExportPlan,
-    ExportRecipe,
     GraphPlan,
     image_spec,
-    register_recipe,
+    latent_spec,
 )
 from latentserve.training.families.klae import KLAutoencoder
 
-from latentserve.manifest import LatentSpec, TensorSpec
-
-
-def latent_spec(model: KLAutoencoder) -> TensorSpec:
-    """``latent`` (batch, C, h, w): the encoder's output and the decoder's input."""
-    return TensorSpec(name="latent", dtype="float32", shape=["batch", *model.latent_shape])
+from latentserve.manifest import LatentSpec
 
 
 def encoder_plan(model: KLAutoencoder) -> GraphPlan:
@@ -53,6 +47,3 @@ def plan_klae(model: KLAutoencoder) -> ExportPlan:
         LatentSpec(shape=model.latent_shape),
         metrics={"latent_scale": model.trained_scale()},
     )
-
-
-register_recipe(ExportRecipe("klae", ["encode", "reconstruct"], plan_klae))

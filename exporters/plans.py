@@ -1,7 +1,7 @@
-"""Export recipes: which graphs and capabilities each family produces.
+"""What an export recipe is made of: the graphs to export and the manifest parts.
 
-A closed registry keyed by family name, like the families themselves: a family without
-a recipe cannot be exported, and no config string selects code by import.
+Every family's recipe (``latentserve.exporters.recipes``) builds an ``ExportPlan`` from a
+trained model with these types and the tensor specs shared between families below.
 """
 
 from __future__ import annotations
@@ -11,15 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from latentserve.exporters.graphs import (
-    DecoderGraph,
-    EncoderGaussianGraph,
-    EncoderMeanGraph,
-    SamplerGraph,
-    VAELogProbGraph,
-)
+from latentserve.exporters.graphs import DecoderGraph
 from latentserve.training.families import LatentModel
-from latentserve.training.registry import ClosedRegistry
 from torch import nn
 
 from latentserve.manifest import (
@@ -30,8 +23,8 @@ from latentserve.manifest import (
     GraphRole,
     LatentSpec,
     LikelihoodKind,
+    NoiseScheduleSpec,
     PipelineKind,
-    SchedulerSpec,
     TensorSpec,
     TextConditioning,
 )
@@ -90,7 +83,7 @@ class ExportPlan:
     pipeline: PipelineKind = "latent_decoder"
     codes: list[CodeMap] = field(default_factory=list)
     likelihood: LikelihoodKind | None = None
-    scheduler: SchedulerSpec | None = None  # diffusion only
+    noise_schedule: NoiseScheduleSpec | None = None  # diffusion only
     conditioning: ClassConditioning | None = None  # class-conditional models only
     text: TextConditioning | None = None  # text-to-image models only
     generator: GeneratorSpec | None = None  # GANs only
@@ -106,22 +99,20 @@ class ExportRecipe:
     plan: Callable[[nn.Module], ExportPlan]
 
 
-def _image_spec(model: nn.Module) -> TensorSpec:
+def image_spec(model: nn.Module) -> TensorSpec:
+    """``image`` input/output of a model's graphs (batch, C, H, W)."""
     shape = ["batch", model.image.channels, model.image.height, model.image.width]
     return TensorSpec(name="image", dtype="float32", shape=shape)
 
 
-def _latent_spec(model: LatentModel, name: str = "latent") -> TensorSpec:
+def latent_spec(model: LatentModel, name: str = "latent") -> TensorSpec:
+    """A float32 tensor of the model's latent shape, per batch item."""
     return TensorSpec(name=name, dtype="float32", shape=["batch", *model.latent_shape])
 
 
-def _decoder(model: LatentModel) -> GraphPlan:
-    return GraphPlan("decoder", DecoderGraph(model), [_latent_spec(model)], [_image_spec(model)])
-
-
-def image_spec(model: nn.Module) -> TensorSpec:
-    """``image`` input/output of a model's graphs (batch, C, H, W)."""
-    return _image_spec(model)
+def decoder_plan(model: LatentModel) -> GraphPlan:
+    """``latent`` → ``image`` through the model's decoder."""
+    return GraphPlan("decoder", DecoderGraph(model), [latent_spec(model)], [image_spec(model)])
 
 
 def bits_per_dim_spec() -> TensorSpec:
@@ -132,69 +123,10 @@ def temperature_spec() -> TensorSpec:
     return TensorSpec(name="temperature", dtype="float32", shape=["batch"])
 
 
-def plan_vae(model: LatentModel) -> ExportPlan:
-    temperature = temperature_spec()
-    noise_samples = TensorSpec(
-        name="noise", dtype="float32", shape=["batch", "samples", *model.latent_shape]
-    )
-    graphs = [
-        GraphPlan(
-            "encoder",
-            EncoderGaussianGraph(model),
-            [_image_spec(model)],
-            [_latent_spec(model), _latent_spec(model, "logvar")],
-        ),
-        _decoder(model),
-        GraphPlan(
-            "sampler",
-            SamplerGraph(model),
-            [_latent_spec(model, "noise"), temperature],
-            [_image_spec(model)],
-        ),
-        GraphPlan(
-            "log_prob",
-            VAELogProbGraph(model),
-            [_image_spec(model), noise_samples],
-            [bits_per_dim_spec()],
-        ),
-    ]
-    return ExportPlan(graphs, LatentSpec(shape=model.latent_shape), likelihood="elbo")
+def vector_spec(name: str, size: int) -> TensorSpec:
+    """A float32 (batch, size) input, such as a GAN's ``z``."""
+    return TensorSpec(name=name, dtype="float32", shape=["batch", size])
 
 
-def plan_autoencoder(model: LatentModel) -> ExportPlan:
-    encoder = GraphPlan(
-        "encoder", EncoderMeanGraph(model), [_image_spec(model)], [_latent_spec(model)]
-    )
-    return ExportPlan([encoder, _decoder(model)], LatentSpec(shape=model.latent_shape))
-
-
-RECIPES: ClosedRegistry[ExportRecipe] = ClosedRegistry("export recipe for family")
-
-
-def register_recipe(recipe: ExportRecipe) -> ExportRecipe:
-    """Add a family's recipe; a second one for the same family is refused."""
-    return RECIPES.register(recipe.family, recipe)
-
-
-def get_recipe(family: str) -> ExportRecipe:
-    return RECIPES.get(family)
-
-
-register_recipe(
-    ExportRecipe("vae", ["sample", "encode", "reconstruct", "log_prob", "interpolate"], plan_vae)
-)
-register_recipe(ExportRecipe("autoencoder", ["encode", "reconstruct"], plan_autoencoder))
-
-# Families whose recipes live in their own modules register when imported; they import
-# the names above, so this comes last.
-from latentserve.exporters import (  # noqa: E402, F401  (registers)
-    ddpm_recipe,
-    gan_recipe,
-    glow_recipe,
-    klae_recipe,
-    ldm_recipe,
-    nvae_recipe,
-    pixelcnn_recipe,
-    vq2_recipe,
-    vq_recipe,
-)
+def truncation_spec() -> TensorSpec:
+    return TensorSpec(name="truncation", dtype="float32", shape=["batch"])

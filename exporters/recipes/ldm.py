@@ -18,8 +18,8 @@ draws saturated blobs; clipped, the later, well-conditioned steps draw the digit
 from __future__ import annotations
 
 from latentserve.exporters.graphs import MethodGraph
-from latentserve.exporters.klae_recipe import decoder_plan, encoder_plan
-from latentserve.exporters.recipes import ExportPlan, ExportRecipe, GraphPlan, register_recipe
+from latentserve.exporters.plans import ExportPlan, GraphPlan
+from latentserve.exporters.recipes.klae import decoder_plan, encoder_plan
 from latentserve.exporters.text_encoder import (
     text_conditioning,
     text_encoder_graph,
@@ -27,7 +27,7 @@ from latentserve.exporters.text_encoder import (
 )
 from latentserve.training.families.ldm import LatentDiffusion, shared_text_encoder, text_denoiser
 
-from latentserve.manifest import LatentSpec, SchedulerSpec, TensorSpec
+from latentserve.manifest import LatentSpec, NoiseScheduleSpec, TensorSpec
 
 # Guidance the server applies when a request names none: captions were dropped 10% of
 # the time in training; a moderate scale makes the digit follow the prompt without
@@ -65,11 +65,8 @@ def denoiser_plan(model: LatentDiffusion) -> GraphPlan:
 def plan_ldm(model: LatentDiffusion) -> ExportPlan:
     config = model.config
     text = text_encoder_graph(config.max_tokens, shared_text_encoder())
-    scheduler = SchedulerSpec(
-        beta_schedule=config.beta_schedule,
-        num_train_timesteps=config.num_train_timesteps,
-        beta_start=config.beta_start,
-        beta_end=config.beta_end,
+    noise_schedule = NoiseScheduleSpec(
+        alphas_cumprod=model.alphas_cumprod.tolist(),
         prediction_type=config.prediction_type,
         sample_range=SAMPLE_RANGE,
         clip_sample=True,
@@ -82,11 +79,8 @@ def plan_ldm(model: LatentDiffusion) -> ExportPlan:
         [text, denoiser_plan(model), encoder_plan(autoencoder), decoder_plan(autoencoder)],
         LatentSpec(shape=model.latent_shape),
         pipeline="diffusion",
-        scheduler=scheduler,
+        noise_schedule=noise_schedule,
         text=text_conditioning(text, DEFAULT_GUIDANCE_SCALE),
         assets=dict([tokenizer_asset()]),
         metrics={"latent_scale": model.latent_scale},
     )
-
-
-register_recipe(ExportRecipe("ldm", ["text_to_image", "encode", "reconstruct"], plan_ldm))

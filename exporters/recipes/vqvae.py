@@ -10,13 +10,11 @@ is deterministic, so ``log_prob`` needs no noise input: it is the same bound
 from __future__ import annotations
 
 from latentserve.exporters.graphs import CodeLengthGraph, MethodGraph
-from latentserve.exporters.recipes import (
+from latentserve.exporters.plans import (
     ExportPlan,
-    ExportRecipe,
     GraphPlan,
     bits_per_dim_spec,
     image_spec,
-    register_recipe,
 )
 from latentserve.training.families.vqvae import VQVAE
 
@@ -58,6 +56,3 @@ def plan_vqvae(model: VQVAE) -> ExportPlan:
         codes=[code_map],
         likelihood="elbo",
     )
-
-
-register_recipe(ExportRecipe("vqvae", ["sample", "encode", "reconstruct", "log_prob"], plan_vqvae))
