@@ -22,7 +22,7 @@ from operator import attrgetter
 from typing import Any, TypeVar
 
 import numpy as np
-from latentserve.server import codecs
+from latentserve.server import codecs, tracing
 from latentserve.server.engine import deadlines
 from latentserve.server.engine.heavy_work import HeavyWorkLimit
 from latentserve.server.engine.jobs import Job, JobManager, Work
@@ -538,7 +538,8 @@ class GenerativeService:
 
     async def _to_pngs(self, model: LoadedModel, images: np.ndarray) -> list[bytes]:
         spec = model.manifest.image
-        return await self._offload(images.size, codecs.batch_to_pngs, images, spec)
+        with tracing.span("png_encode", {"latentserve.images": len(images)}):
+            return await self._offload(images.size, codecs.batch_to_pngs, images, spec)
 
     @staticmethod
     async def _offload(pixels: int, fn: Callable[..., T], *args: object) -> T:
@@ -553,7 +554,20 @@ class GenerativeService:
 
     @asynccontextmanager
     async def _track(self, method: str, protocol: str) -> AsyncIterator[_Call]:
-        """Count the request with its final status and time it; keep the in-flight gauge."""
+        """Count the request with its final status and time it; keep the in-flight gauge.
+        With tracing on, the request's span is current throughout (its job and the batches
+        it reaches hang under it) and its trace id is the latency's exemplar."""
+        attributes = {"latentserve.method": method, "latentserve.protocol": protocol}
+        with tracing.request_span(f"latentserve.{method}", attributes) as span:
+            async with self._counted(method, protocol) as call:
+                try:
+                    yield call
+                finally:
+                    if span is not None:
+                        span.set_attribute("latentserve.model", call.model)
+
+    @asynccontextmanager
+    async def _counted(self, method: str, protocol: str) -> AsyncIterator[_Call]:
         call = _Call()
         in_flight = self.metrics.in_flight.labels(protocol)
         in_flight.inc()
@@ -584,7 +598,9 @@ class GenerativeService:
             if not self._in_flight:
                 self._idle.set()
             seconds = time.perf_counter() - started
-            self.metrics.record_request(call.model, method, protocol, status, seconds)
+            self.metrics.record_request(
+                call.model, method, protocol, status, seconds, tracing.exemplar()
+            )
 
 
 @functools.cache
