@@ -25,7 +25,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 
 #: The instrumentation scope every latentserve span is made under.
@@ -112,6 +112,20 @@ def configure_from_environment() -> Any | None:
 
 
 # -- spans -------------------------------------------------------------------------------
+
+
+def server_span(
+    name: str, carrier: Mapping[str, str], attributes: dict[str, Any]
+) -> contextlib.AbstractContextManager:
+    """A transport's span for one call, continuing the caller's trace from ``carrier`` (its
+    ``traceparent`` and ``tracestate``, read by the configured propagators), current while
+    the block runs. FastAPI makes these itself for REST."""
+    if _tracer is None:
+        return _NO_SPAN
+    parent = propagate.extract(carrier)
+    return _tracer.start_as_current_span(
+        name, context=parent, kind=SpanKind.SERVER, attributes=attributes
+    )
 
 
 def request_span(name: str, attributes: dict[str, Any]) -> contextlib.AbstractContextManager:
