@@ -103,6 +103,8 @@ def test_rest_and_grpc_calls_continue_the_callers_trace(
     assert set(requests) <= batch_links
     batch_traces = {s.trace_id for s in receiver.spans if s.name == "batch"}
     assert not batch_traces & {rest_trace, grpc_trace}
+    # the readiness polls that waited for the server to start are no one's request
+    assert not [s.name for s in receiver.spans if s.name.endswith("/readyz")]
 
 
 EXEMPLAR = re.compile(r"^latentserve_request_duration_seconds_bucket\{.*\} \S+ # \{(.*)\}", re.M)

@@ -13,6 +13,10 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPEN
 
 router = APIRouter(tags=["health"])
 
+#: What orchestrators and scrapers poll (the Open Inference Protocol's health included):
+#: answered while draining, and not traced (a probe every few seconds is no one's request).
+PROBES = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+
 
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
