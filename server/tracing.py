@@ -128,12 +128,14 @@ def server_span(
     )
 
 
-def request_span(name: str, attributes: dict[str, Any]) -> contextlib.AbstractContextManager:
-    """The span of one request to the service, current while the block runs (so the job
-    it starts and the batches it reaches find it); a child of the transport's span."""
+def request_span(method: str, protocol: str) -> contextlib.AbstractContextManager:
+    """The span of one request to the service (``latentserve.<method>``), current while the
+    block runs (so the job it starts and the batches it reaches find it); a child of the
+    transport's span."""
     if _tracer is None:
         return _NO_SPAN
-    return _tracer.start_as_current_span(name, kind=SpanKind.INTERNAL, attributes=attributes)
+    attributes = {"latentserve.method": method, "latentserve.protocol": protocol}
+    return _tracer.start_as_current_span(f"latentserve.{method}", attributes=attributes)
 
 
 def span(name: str, attributes: dict[str, Any] | None = None) -> contextlib.AbstractContextManager:

@@ -256,6 +256,8 @@ class Batcher:
     def _trace(self, segments: list[_Segment], total: int) -> Any:
         """The batch's span, linked to the requests it serves, and each request's wait for it
         (linked back to it); None when tracing is off."""
+        if not tracing.enabled():
+            return None
         served = [span for s in segments for span in s.request.served]
         if not served:
             return None

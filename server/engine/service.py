@@ -557,17 +557,6 @@ class GenerativeService:
         """Count the request with its final status and time it; keep the in-flight gauge.
         With tracing on, the request's span is current throughout (its job and the batches
         it reaches hang under it) and its trace id is the latency's exemplar."""
-        attributes = {"latentserve.method": method, "latentserve.protocol": protocol}
-        with tracing.request_span(f"latentserve.{method}", attributes) as span:
-            async with self._counted(method, protocol) as call:
-                try:
-                    yield call
-                finally:
-                    if span is not None:
-                        span.set_attribute("latentserve.model", call.model)
-
-    @asynccontextmanager
-    async def _counted(self, method: str, protocol: str) -> AsyncIterator[_Call]:
         call = _Call()
         in_flight = self.metrics.in_flight.labels(protocol)
         in_flight.inc()
@@ -575,32 +564,35 @@ class GenerativeService:
         self._idle.clear()
         started = time.perf_counter()
         status = "ok"
-        try:
-            yield call
-        except ServingError as exc:
-            status = exc.code
-            exc.recorded = True
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            # a gRPC deadline cancels the call: counted as what it is
-            late = deadlines.passed(deadlines.current(), asyncio.get_running_loop().time())
-            status = DeadlineExceeded.code if late else "cancelled"
-            raise
-        except Exception:
-            status = "internal"
-            log.exception("%s %s failed", protocol, method)
-            raise
-        finally:
-            for lease in call.leases:
-                lease.release()
-            in_flight.dec()
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
-            seconds = time.perf_counter() - started
-            self.metrics.record_request(
-                call.model, method, protocol, status, seconds, tracing.exemplar()
-            )
+        with tracing.request_span(method, protocol) as span:
+            try:
+                yield call
+            except ServingError as exc:
+                status = exc.code
+                exc.recorded = True
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                # a gRPC deadline cancels the call: counted as what it is
+                late = deadlines.passed(deadlines.current(), asyncio.get_running_loop().time())
+                status = DeadlineExceeded.code if late else "cancelled"
+                raise
+            except Exception:
+                status = "internal"
+                log.exception("%s %s failed", protocol, method)
+                raise
+            finally:
+                for lease in call.leases:
+                    lease.release()
+                in_flight.dec()
+                self._in_flight -= 1
+                if not self._in_flight:
+                    self._idle.set()
+                seconds = time.perf_counter() - started
+                exemplar = None
+                if span is not None:
+                    span.set_attribute("latentserve.model", call.model)
+                    exemplar = tracing.exemplar()
+                self.metrics.record_request(call.model, method, protocol, status, seconds, exemplar)
 
 
 @functools.cache
