@@ -143,7 +143,7 @@ class RedisJobStore(JobStore):
                 encode_event(event),  # type: ignore[arg-type]
                 id=f"{event.id}-0",
                 maxlen=self._events_max,
-                approximate=True,
+                approximate=False,  # a hard bound: streams are short
             )
         kinds = {event.kind for event in events}
         if "preview" in kinds and job.preview:
