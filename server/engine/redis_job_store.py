@@ -126,8 +126,12 @@ class RedisJobStore(JobStore):
 
     async def published(self, job: Job) -> None:
         writer = self._writers.get(job.id)
-        if writer is not None:
-            await writer.idle.wait()
+        if writer is None:
+            return
+        try:  # bounded: a Redis that does not answer delays the answer, never holds it
+            await asyncio.wait_for(writer.idle.wait(), self._lease_s)
+        except TimeoutError:
+            log.warning("job %s: not yet published after %gs", job.id, self._lease_s)
 
     async def write(self, job: Job, events: list[JobEvent]) -> None:
         """Publish ``job``'s state and its ``events`` (in order) in one transaction."""
