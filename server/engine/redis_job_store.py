@@ -112,12 +112,14 @@ class RedisJobStore(JobStore):
     async def _hear_cancels(self, pubsub: redis.client.PubSub, cancel_here: CancelHere) -> None:
         while True:
             try:
+                if not pubsub.subscribed:
+                    await pubsub.subscribe(CANCEL_CHANNEL)
                 async for message in pubsub.listen():
                     if message["type"] == "message":
                         cancel_here(message["data"].decode())
-            except RedisError as exc:  # the connection dropped: resubscribe
-                log.warning("job store: cancel channel lost (%s); resubscribing", exc)
-                await asyncio.sleep(min(1.0, self._lease_s / 3))
+            except RedisError as exc:  # the connection dropped: subscribe again
+                log.warning("job store: cancel channel lost (%s); subscribing again", exc)
+            await asyncio.sleep(min(1.0, self._lease_s / 3))
 
     def track(self, job: Job) -> None:
         writer = _JobWriter(self, job)

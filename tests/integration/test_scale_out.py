@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 from helpers.haproxy import running_haproxy
@@ -21,6 +22,8 @@ from helpers.redis_server import running_redis
 from helpers.server_process import ServerFactory, ServerProcess, metric
 from helpers.tools import require_tool
 from latentserve.clients.sse import ServerSentEvent, parse_sse
+from latentserve.v1 import generative_pb2 as pb
+from latentserve.v1 import generative_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.slow
 
@@ -142,6 +145,13 @@ def test_a_job_is_followed_and_cancelled_through_either_replica(
         info = balancer.get(f"/v1/jobs/{job_id}").json()
         assert info["state"] == "cancelled" and info["step"] < LONG["steps"]
         assert info["error"]["code"] == "cancelled"
+    with grpc.insecure_channel(other.grpc_target) as channel:  # gRPC sees the same job
+        stub = pb_grpc.GenerativeServiceStub(channel)
+        info = stub.GetJob(pb.JobRef(job_id=job_id), timeout=30)
+        watched = list(stub.WatchJob(pb.JobRef(job_id=job_id, after_event_id=1), timeout=30))
+    assert info.state == "cancelled" and info.error.code == "cancelled"
+    assert watched[-1].WhichOneof("event") == "error"
+    assert watched[-1].error.code == "cancelled"
 
 
 def test_a_finished_jobs_images_come_from_either_replica(
