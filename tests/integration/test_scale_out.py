@@ -79,16 +79,21 @@ def balancer(
         yield http
 
 
-def client(server: ServerProcess) -> httpx.Client:
-    return httpx.Client(base_url=server.http_url, timeout=30)
+def client(server: ServerProcess, read_timeout: float = 30) -> httpx.Client:
+    return httpx.Client(base_url=server.http_url, timeout=httpx.Timeout(30, read=read_timeout))
 
 
 def events(
-    server: ServerProcess, job_id: str, last_event_id: int | None = None
+    server: ServerProcess,
+    job_id: str,
+    last_event_id: int | None = None,
+    read_timeout: float = 30,
 ) -> Iterator[ServerSentEvent]:
+    """The job's events through ``server``; no event for ``read_timeout`` fails the read
+    (keep-alive comments come only every 15 s)."""
     headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
     with (
-        client(server) as http,
+        client(server, read_timeout) as http,
         http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as response,
     ):
         assert response.status_code == 200, response.read()
@@ -184,7 +189,8 @@ def test_a_job_whose_replica_is_killed_is_reported_failed(
         with client(doomed) as http:
             submitted = http.post("/v1/jobs", json={"model": MODEL, "params": LONG})
         job_id = submitted.json()["job_id"]
-        watcher = events(replicas[0], job_id)  # through a surviving replica
+        # through a surviving replica; the failure must come within the lease and a half
+        watcher = events(replicas[0], job_id, read_timeout=3 * LEASE_S)
         assert next(e for e in watcher if e.event == "progress")
         doomed.process.kill()
         killed = time.monotonic()
