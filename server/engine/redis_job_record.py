@@ -185,6 +185,35 @@ class PublishedJob:
         return self._events(self.id, after)
 
 
+# The owner's write of what changed: the hash's fields, the new events (any already in the
+# stream skipped, so a write retried after a lost reply adds nothing twice), the latest
+# preview's and the result's PNGs, the TTLs. Refused (0) once the job is finished in Redis:
+# a reader failed it because this replica's lease had lapsed, and that verdict stands.
+# KEYS: the job's four keys. ARGV: TTL seconds, the stream's length cap, the fields (JSON),
+# the events (JSON [[id, kind, data], ...]), the preview's PNG count, the PNGs (preview's
+# first, then the result's).
+PUBLISH_SCRIPT = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'done' or state == 'failed' or state == 'cancelled' then return 0 end
+for field, value in pairs(cjson.decode(ARGV[3])) do redis.call('HSET', KEYS[1], field, value) end
+local last = 0
+local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if #newest > 0 then last = tonumber(string.match(newest[1][1], '^(%d+)')) end
+for _, e in ipairs(cjson.decode(ARGV[4])) do
+  if tonumber(e[1]) > last then
+    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], e[1] .. '-0', 'kind', e[2], 'data', e[3])
+  end
+end
+local previews = tonumber(ARGV[5])
+if previews > 0 then
+  redis.call('DEL', KEYS[3])
+  for i = 6, 5 + previews do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+end
+for i = 6 + previews, #ARGV do redis.call('RPUSH', KEYS[4], ARGV[i]) end
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+return 1
+"""
+
 # Run by a reader that found a job queued or running whose replica's lease is gone: fail it
 # with ``ARGV[2]`` and append that error event after the last one, in one step, so two
 # readers never both do it and the owner, were it back, cannot interleave.

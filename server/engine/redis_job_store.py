@@ -9,13 +9,15 @@ cancel it over pub/sub; the owner's step loop stops at its next step boundary.
 Each replica holds a lease, a key with a TTL of ``replica_lease_s`` it renews every third
 of that. A reader that finds a job queued or running whose owner's lease is gone (the
 process was killed, its machine lost) marks it failed, ``replica <id> stopped``, in one
-atomic script, so no job is left running forever.
+atomic script, so no job is left running forever. Should the owner come back (it was
+stalled, not dead), Redis refuses its next update of that job and the owner stops it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
@@ -29,6 +31,7 @@ from latentserve.server.engine.jobs import Job, JobEvent
 from latentserve.server.engine.redis_job_record import (
     CANCEL_CHANNEL,
     FINAL_KINDS,
+    PUBLISH_SCRIPT,
     REAP_SCRIPT,
     JobKeys,
     PublishedJob,
@@ -66,6 +69,7 @@ class RedisJobStore(JobStore):
         self._lease_s = lease_s
         self._events_max = events_max
         self.replica = replica or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._publish = client.register_script(PUBLISH_SCRIPT)
         self._reap = client.register_script(REAP_SCRIPT)
         self._writers: dict[str, _JobWriter] = {}
         self._background: list[asyncio.Task[None]] = []
@@ -135,32 +139,25 @@ class RedisJobStore(JobStore):
         except TimeoutError:
             log.warning("job %s: not yet published after %gs", job.id, self._lease_s)
 
-    async def write(self, job: Job, events: list[JobEvent]) -> None:
-        """Publish ``job``'s state and its ``events`` (in order) in one transaction."""
-        keys = JobKeys.of(job.id)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(keys.job, mapping=snapshot(job, self.replica))
+    async def write(self, job: Job, events: list[JobEvent]) -> bool:
+        """Publish ``job``'s state and its ``events`` (in order) in one step; False when
+        Redis refused it: another replica already failed the job."""
+        fields = snapshot(job, self.replica)
+        entries = []
         for event in events:
+            encoded = encode_event(event)
+            entries.append([str(event.id), event.kind, encoded["data"]])
             if event.kind == "accepted":  # a stream resumed from the start begins with it
-                pipe.hset(keys.job, "accepted", encode_event(event)["data"])
-        for event in events:
-            pipe.xadd(
-                keys.events,
-                encode_event(event),  # type: ignore[arg-type]
-                id=f"{event.id}-0",
-                maxlen=self._events_max,
-                approximate=False,  # a hard bound: streams are short
-            )
+                fields["accepted"] = encoded["data"]
         kinds = {event.kind for event in events}
-        if "preview" in kinds and job.preview:
-            pipe.delete(keys.preview)
-            pipe.rpush(keys.preview, *job.preview)
-        if "result" in kinds and job.result and job.result.get("images"):
-            pipe.rpush(keys.images, *job.result["images"])
+        preview = (job.preview or []) if "preview" in kinds else []
+        images = ((job.result or {}).get("images") or []) if "result" in kinds else []
         ttl = self._ttl_s if job.state.finished else self._ttl_s + self._job_timeout_s
-        for key in keys.all:
-            pipe.expire(key, math.ceil(ttl))
-        await pipe.execute()
+        args = [math.ceil(ttl), self._events_max, json.dumps(fields), json.dumps(entries)]
+        written = await self._publish(
+            keys=list(JobKeys.of(job.id).all), args=[*args, len(preview), *preview, *images]
+        )
+        return bool(written)
 
     async def close(self) -> None:
         writers = [w.task for w in self._writers.values()]
@@ -290,7 +287,7 @@ class _JobWriter:
             self._changed.clear()
             events, self._pending = self._pending, []
             try:
-                await self._store.write(self._job, events)
+                written = await self._store.write(self._job, events)
                 backoff = 0.05
             except _LOST as exc:  # Redis unreachable: keep them, write again after a pause
                 log.warning("job %s: cannot publish to the job store: %s", self._job.id, exc)
@@ -299,8 +296,15 @@ class _JobWriter:
                 await asyncio.sleep(backoff)
                 backoff = min(2.0, backoff * 2)
                 continue
-            except RedisError as exc:  # refused (e.g. a reader failed the job meanwhile)
+            except RedisError as exc:
                 log.warning("job %s: the job store refused an update: %s", self._job.id, exc)
+                written = True
+            if not written:  # this replica's lease lapsed and a reader failed the job
+                log.error("job %s was failed by another replica: stopping it", self._job.id)
+                self.idle.set()
+                self._job.on_change = None
+                self._job.cancel()
+                return
             if not self._changed.is_set():
                 self.idle.set()
             if any(event.kind in FINAL_KINDS for event in events):

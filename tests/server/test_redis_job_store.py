@@ -67,7 +67,6 @@ def test_another_replica_reads_follows_and_resumes_a_job(tmp_path: Path, redis_u
             seen = await b.get_job(job.id)  # published before the submission answered
             assert not isinstance(seen, Job)
             assert (seen.model, seen.method, seen.params["steps"]) == (f"{MODEL}@1", "sample", 6)
-            assert seen.state in (JobState.QUEUED, JobState.RUNNING)
             events = await collect(seen.events())
             result = await job.wait()
             kinds = [e.kind for e in events]
@@ -153,6 +152,35 @@ def test_a_job_whose_replica_stopped_is_reported_failed(tmp_path: Path, redis_ur
         finally:
             await b.close()
             await dead._redis.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_replica_whose_lease_lapsed_stops_the_job_others_failed(
+    tmp_path: Path, redis_url: str
+) -> None:
+    async def main() -> None:
+        a, b = await two_replicas(tmp_path, redis_url, replica_lease_s=30)
+        try:
+            job = await a.submit_job(MODEL, "sample", {"n": 1, "steps": 400}, "test")
+            async for event in (await b.get_job(job.id)).events():
+                if event.kind == "progress":
+                    break
+            owner = a.jobs.store.replica  # type: ignore[attr-defined]
+            await redis.asyncio.Redis.from_url(redis_url).delete(f"latentserve:replica:{owner}")
+            failed = await b.get_job(job.id)  # the lease is gone: b fails the job
+            assert failed.state is JobState.FAILED
+            # a, still alive, finds its update refused and stops the job
+            with pytest.raises(Cancelled):
+                await asyncio.wait_for(job.wait(), 10)
+            assert job.step < 400
+            after = await b.get_job(job.id)  # the verdict stands
+            assert after.state is JobState.FAILED and "stopped" in after.error.message
+            finals = await collect(after.events())
+            assert finals[-1].kind == "error" and finals[-1].data["code"] == "unavailable"
+        finally:
+            await a.close()
+            await b.close()
 
     asyncio.run(main())
 
