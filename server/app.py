@@ -32,6 +32,7 @@ from latentserve.server.frontends.grpc.servicer import SERVICE_NAME, create_grpc
 from latentserve.server.frontends.rest import create_rest_app
 from latentserve.server.frontends.v2 import grpc_service as v2_grpc
 from latentserve.server.frontends.v2 import rest as v2_rest
+from latentserve.server.gpu_metrics import register_gpu_metrics
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.repository.runtime import open_graph
 from latentserve.server.repository.store import GraphOpener
@@ -70,6 +71,7 @@ async def serve(
     if not settings.repository.is_dir():
         raise FileNotFoundError(f"model repository not found: {settings.repository}")
     metrics = ServerMetrics(registry or CollectorRegistry())
+    register_gpu_metrics(metrics.registry)  # absent (one log line) where NVML is not
     service = GenerativeService(settings, metrics, opener=opener)
     server_tls = tls.server_tls(settings)
     authenticator = auth.BearerAuth.from_settings(settings, service.metrics)
