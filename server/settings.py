@@ -100,6 +100,11 @@ class ServingOptions(ServingDefaults):
     max_image_pixels: int = Field(default=4096 * 4096, gt=0)
     instances: Instances = 1
 
+    @property
+    def instance_count(self) -> int:
+        """How many copies of the model's graphs serve it."""
+        return self.instances if isinstance(self.instances, int) else len(self.instances)
+
 
 def _default_threads() -> int:
     # Leave a core for the event loop (HTTP/gRPC parsing, PNG encoding) on small boxes.

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.fakes import FAKES, fake_manifest, items
+from helpers.fakes import FAKES, Recorder, fake_manifest, items
 from latentserve.server.engine.batcher import Batcher, BatchFailed
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.pipelines import build_pipeline
 from latentserve.server.repository import runtime
 from latentserve.server.repository.store import load_model
+from latentserve.server.repository.warmup import warm_up
 from latentserve.server.settings import Settings, load_settings
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
@@ -136,20 +137,32 @@ def _write_model(root: Path) -> Path:
     return version_dir
 
 
-def test_each_instance_opens_its_own_copy_of_every_graph(tmp_path: Path) -> None:
+def test_each_instance_opens_its_own_copy_of_every_graph_and_warms_it_up(
+    tmp_path: Path,
+) -> None:
     version_dir = _write_model(tmp_path)
-    opened: list[tuple[str, int | None]] = []
+    opened: list[tuple[str, int | None, Recorder]] = []
 
     def opener(folder: Path, spec: GraphSpec, backend: str, threads: int, **device: int):
         role = Path(spec.files["onnx"].path).stem
-        opened.append((role, device.get("device_id")))
-        return FAKES[role](0.0)
+        opened.append((role, device.get("device_id"), FAKES[role](0.0)))
+        return opened[-1][2]
 
     settings = Settings(repository=tmp_path, models={"fake-vae": {"instances": 2}})
-    model = asyncio.run(_load_and_close(version_dir, settings, opener))
-    roles = {role for role, _ in opened}
-    assert sorted(opened) == sorted((role, None) for role in roles for _ in range(2))
-    assert model.serving.instances == 2
+
+    async def load_and_warm_up() -> None:
+        model = load_model(version_dir, settings, build_pipeline, opener=opener)
+        try:
+            await warm_up(model)
+        finally:
+            await model.pipeline.close()
+
+    asyncio.run(load_and_warm_up())
+    roles = {role for role, _, _ in opened}
+    assert roles == {"sampler", "encoder", "decoder"}
+    assert sorted((r, d) for r, d, _ in opened) == sorted((r, None) for r in roles for _ in "01")
+    # Warm-up ran every capability once per instance: each copy of each graph has run.
+    assert [(role, fake.calls) for role, _, fake in opened if not fake.calls] == []
 
 
 def test_device_ids_on_a_machine_without_cuda_are_refused_at_load(
@@ -160,9 +173,3 @@ def test_device_ids_on_a_machine_without_cuda_are_refused_at_load(
     settings = Settings(repository=tmp_path, models={"fake-vae": {"instances": [0, 1]}})
     with pytest.raises(ValueError, match=r"setting 'instances' of model fake-vae: .*no CUDA"):
         load_model(version_dir, settings, build_pipeline)
-
-
-async def _load_and_close(version_dir: Path, settings: Settings, opener):  # noqa: ANN202
-    model = load_model(version_dir, settings, build_pipeline, opener=opener)
-    await model.pipeline.close()
-    return model
