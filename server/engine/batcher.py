@@ -64,6 +64,8 @@ def compatibility_key(inputs: Arrays) -> Hashable:
 
 
 class Batcher:
+    """The queue of one graph: ``runtime`` is the graph, or one copy per model instance."""
+
     def __init__(
         self,
         runtime: Runtime | Sequence[Runtime],
@@ -104,12 +106,12 @@ class Batcher:
         )
         self._avg_batch_s = 0.01
         self._closed = False
-        self._m = None
+        self._queue_wait = None
         self._by_instance: list[tuple[Histogram, Histogram, Counter]] = []
         self._drops = None
         if metrics is not None:
             self._drops = functools.partial(metrics.queue_drops.labels, model, graph)
-            self._m = metrics.queue_wait.labels(model, graph)
+            self._queue_wait = metrics.queue_wait.labels(model, graph)
             # The ``model_instance`` label is an index below the configured count: bounded.
             self._by_instance = [
                 (
@@ -252,8 +254,8 @@ class Batcher:
             if request.key != key:
                 kept.append(request)
                 continue
-            if request.dispatched == 0 and self._m is not None:
-                self._m.observe(now - request.enqueued)
+            if request.dispatched == 0 and self._queue_wait is not None:
+                self._queue_wait.observe(now - request.enqueued)
             take = min(left, room)
             segments.append(_Segment(request, request.dispatched, request.dispatched + take))
             request.dispatched += take
