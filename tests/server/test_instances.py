@@ -173,3 +173,35 @@ def test_device_ids_on_a_machine_without_cuda_are_refused_at_load(
     settings = Settings(repository=tmp_path, models={"fake-vae": {"instances": [0, 1]}})
     with pytest.raises(ValueError, match=r"setting 'instances' of model fake-vae: .*no CUDA"):
         load_model(version_dir, settings, build_pipeline)
+
+
+def test_an_instance_device_id_becomes_the_cuda_providers_device_id(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Without a GPU here, what can be checked is what ONNX Runtime is asked for: the
+    # session is recorded instead of created (a CUDA session cannot be made on this machine).
+    import onnxruntime as ort
+
+    asked: list[list] = []
+
+    class Recorded:
+        def __init__(self, path: str, sess_options: object, providers: list) -> None:
+            asked.append(providers)
+
+        def get_providers(self) -> list[str]:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+        def get_outputs(self) -> list:
+            return []
+
+    monkeypatch.setattr(ort, "InferenceSession", Recorded)
+    monkeypatch.setattr(runtime, "_cuda_usable", lambda: True)
+    runtime.OnnxRuntime(tmp_path / "g.onnx", 1, device_id=1)
+    runtime.OnnxRuntime(tmp_path / "g.onnx", 1)
+    monkeypatch.setattr(runtime, "_cuda_usable", lambda: False)
+    runtime.OnnxRuntime(tmp_path / "g.onnx", 1, device_id=None)
+    assert asked == [
+        [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"],
+        [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"],
+        ["CPUExecutionProvider"],
+    ]
