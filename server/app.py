@@ -34,6 +34,7 @@ from latentserve.server.frontends.grpc_tracing import TraceContext
 from latentserve.server.frontends.rest import create_rest_app
 from latentserve.server.frontends.v2 import grpc_service as v2_grpc
 from latentserve.server.frontends.v2 import rest as v2_rest
+from latentserve.server.gpu_metrics import register_gpu_metrics
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.repository.runtime import open_graph
 from latentserve.server.repository.store import GraphOpener
@@ -73,6 +74,7 @@ async def serve(
         raise FileNotFoundError(f"model repository not found: {settings.repository}")
     tracer_provider = tracing.configure_from_environment()  # off unless OTEL_* ask
     metrics = ServerMetrics(registry or CollectorRegistry())
+    register_gpu_metrics(metrics.registry)  # absent (one log line) where NVML is not
     service = GenerativeService(settings, metrics, opener=opener)
     server_tls = tls.server_tls(settings)
     authenticator = auth.BearerAuth.from_settings(settings, service.metrics)
