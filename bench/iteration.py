@@ -173,7 +173,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--base-ms", type=float, default=30.0, help="flat: one call's time")
     p.add_argument("--flat-rows", type=int, default=32, help="flat: rows a call costs base-ms")
     p.add_argument("--cpu-running-jobs", type=int, default=64, help="cpu: max_running_jobs")
-    p.add_argument("--rate-factors", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0])
+    p.add_argument("--rate-factors", type=float, nargs="+", default=[0.5, 1.0, 2.0, 3.0])
     p.add_argument("--duration", type=float, default=20.0, help="seconds of arrivals per rate")
     p.add_argument("--max-requests", type=int, default=2000, help="cap per rate")
     p.add_argument("--capacity-clients", type=int, default=32)
