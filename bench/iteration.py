@@ -144,13 +144,22 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     regimes = results["regimes"]
-    fig, axes = plt.subplots(2, len(regimes), figsize=(5 * len(regimes), 7), squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(regimes), figsize=(max(6.5, 5.5 * len(regimes)), 7), squeeze=False
+    )
     for col, regime in enumerate(regimes):
-        for mode, marker in zip(MODES, "os", strict=True):
+        for mode, marker, color in zip(MODES, "os", ("C0", "C1"), strict=True):
             rows = results[regime][mode]["rates"]
             offered = [r["rate"] for r in rows]
-            axes[0][col].plot(offered, [r["images_per_s"] for r in rows], marker=marker, label=mode)
-            axes[1][col].plot(offered, [r["p50_ms"] for r in rows], marker=marker, label=mode)
+            done = [r["images_per_s"] for r in rows]
+            axes[0][col].plot(offered, done, marker=marker, color=color, label=mode)
+            capacity = results[regime][mode]["capacity"]["images_per_s"]
+            axes[0][col].axhline(
+                capacity, color=color, ls="--", lw=0.8, label=f"{mode}, closed loop"
+            )
+            axes[1][col].plot(
+                offered, [r["p50_ms"] for r in rows], marker=marker, color=color, label=mode
+            )
         axes[0][col].set_title(f"{regime}: {results[regime]['cost_model']}", fontsize=9)
         axes[0][col].set_ylabel("completed jobs/s")
         axes[1][col].set_ylabel("p50 latency, ms")
@@ -159,7 +168,9 @@ def plot(results: dict, path: Path) -> None:
         for ax in axes[:, col]:
             ax.grid(alpha=0.3)
             ax.legend()
-    fig.suptitle(f"Iteration- vs request-level step batching, steps from {results['steps']}")
+    fig.suptitle(
+        f"Iteration- vs request-level step batching, steps from {results['steps']}", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
