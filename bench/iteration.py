@@ -106,7 +106,8 @@ def run_regime(args: argparse.Namespace, regime: str, work: Path) -> dict:
     results["model"] = settings.model
     results["max_running_jobs"] = settings.max_running_jobs
     results["cost_model"] = cost.describe() if regime == "flat" else "this CPU (linear in rows)"
-    results["ceiling"] = static_batch_ceiling(args.steps, settings.max_running_jobs)
+    if regime == "flat":
+        results["ceiling"] = static_batch_ceiling(args.steps, settings.max_running_jobs)
     return results
 
 
@@ -128,10 +129,14 @@ def markdown(results: dict) -> str:
     parts = []
     for regime in results["regimes"]:
         r = results[regime]
+        ceiling = (
+            f"; throughput ceiling at equal running jobs {r['ceiling']:.2f}x"
+            if regime == "flat"
+            else ""
+        )
         parts.append(
             f"**{regime}** ({r['model']}, {r['cost_model']}, max_running_jobs "
-            f"{r['max_running_jobs']}; throughput ceiling at equal running jobs "
-            f"{r['ceiling']:.2f}x):\n\n{poisson_table(r)}\n\n{ratio_table(r)}"
+            f"{r['max_running_jobs']}{ceiling}):\n\n{poisson_table(r)}\n\n{ratio_table(r)}"
         )
     return "\n\n".join(parts) + "\n"
 
