@@ -219,14 +219,21 @@ class ServerMetrics:
         return name if name in self._methods else OTHER_METHOD
 
     def record_request(
-        self, model: str, method: str, protocol: str, status: str, seconds: float | None = None
+        self,
+        model: str,
+        method: str,
+        protocol: str,
+        status: str,
+        seconds: float | None = None,
+        exemplar: dict[str, str] | None = None,
     ) -> None:
-        """Count one answered request (and time it when ``seconds`` is given). ``model`` is a
-        loaded version's label or ``unknown``; ``method`` is bounded here."""
+        """Count one answered request (and time it when ``seconds`` is given, with the
+        request's trace as ``exemplar`` when traced). ``model`` is a loaded version's label
+        or ``unknown``; ``method`` is bounded here."""
         method = self.method_label(method)
         self.requests.labels(model, method, protocol, status).inc()
         if seconds is not None:
-            self.request_latency.labels(model, method, protocol).observe(seconds)
+            self.request_latency.labels(model, method, protocol).observe(seconds, exemplar)
 
     def shutdown_summary(self) -> str:
         """Requests answered by status and those still in flight, for the line a stopping

@@ -21,8 +21,10 @@ from collections import deque
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from latentserve.server import tracing
 from latentserve.server.engine import deadlines
 from latentserve.server.errors import Overloaded, ServingError, Unavailable
 from latentserve.server.metrics import ServerMetrics
@@ -45,6 +47,7 @@ class _Request:
     future: asyncio.Future[Arrays]
     enqueued: float
     deadline: float | None  # the client's (``deadlines``): past it, the request is dropped
+    served: tuple[Any, ...]  # the request spans it works for (``tracing``), when traced
     dispatched: int = 0  # items already handed to a batch
     received: int = 0  # items whose outputs came back
     parts: dict[int, Arrays] = field(default_factory=dict)  # by start offset
@@ -55,6 +58,7 @@ class _Segment:
     request: _Request
     start: int
     stop: int
+    waited: float | None = None  # seconds queued, on the request's first segment
 
 
 def compatibility_key(inputs: Arrays) -> Hashable:
@@ -95,6 +99,7 @@ class Batcher:
         )
         self._avg_batch_s = 0.01
         self._closed = False
+        self._model, self._graph = model, graph
         self._m = None
         self._drops = None
         if metrics is not None:
@@ -123,6 +128,7 @@ class Batcher:
             loop.create_future(),
             loop.time(),
             deadlines.current(),
+            tracing.served(),
         )
         if self._dropped(request, request.enqueued):
             return await request.future  # its deadline passed before it was queued
@@ -223,10 +229,12 @@ class Batcher:
             if request.key != key:
                 kept.append(request)
                 continue
-            if request.dispatched == 0 and self._m is not None:
-                self._m[0].observe(now - request.enqueued)
+            waited = now - request.enqueued if request.dispatched == 0 else None
+            if waited is not None and self._m is not None:
+                self._m[0].observe(waited)
             take = min(left, room)
-            segments.append(_Segment(request, request.dispatched, request.dispatched + take))
+            segment = _Segment(request, request.dispatched, request.dispatched + take, waited)
+            segments.append(segment)
             request.dispatched += take
             self._queued_items -= take
             room -= take
@@ -238,6 +246,30 @@ class Batcher:
 
     async def _execute(self, segments: list[_Segment]) -> None:
         total = sum(s.stop - s.start for s in segments)
+        span = self._trace(segments, total)
+        try:
+            await self._run_batch(segments, total)
+        finally:
+            if span is not None:
+                span.end()
+
+    def _trace(self, segments: list[_Segment], total: int) -> Any:
+        """The batch's span, linked to the requests it serves, and each request's wait for it
+        (linked back to it); None when tracing is off."""
+        if not tracing.enabled():
+            return None
+        served = [span for s in segments for span in s.request.served]
+        if not served:
+            return None
+        attributes = {"latentserve.model": self._model, "latentserve.graph": self._graph}
+        attributes["latentserve.batch_items"] = total
+        span = tracing.batch_span(served, attributes)
+        for s in segments:
+            if s.waited is not None and len(s.request.served) == 1:
+                tracing.record_wait(s.request.served[0], s.waited, links=(span,))
+        return span
+
+    async def _run_batch(self, segments: list[_Segment], total: int) -> None:
         started = time.perf_counter()
         try:
             inputs = self._assemble(segments)
