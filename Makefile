@@ -29,7 +29,7 @@ serve: repository
 	$(BIN)/latentserve serve --repository $(REPOSITORY) --host $(HOST) \
 		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
 
-## test: set up (dev extra, Fashion-MNIST + prometheus, promtool, wrk where apt can install
+## test: set up (dev extra, Fashion-MNIST + prometheus, promtool, wrk, chromium where apt can install
 ## them), run pytest.
 test: $(STAMP_DEV) test-tools datasets
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -138,10 +138,10 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 # release binary; kubectl's built-in kustomize serves too where kubectl is installed.
 test-tools: $(BIN)/kustomize
 	@if command -v prometheus >/dev/null && command -v promtool >/dev/null \
-		&& command -v wrk >/dev/null; then :; \
+		&& command -v wrk >/dev/null && command -v chromium >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -q && $(APT_INSTALL) prometheus wrk; \
-	else echo "note: prometheus/promtool/wrk missing and apt unavailable: their tests skip"; fi
+		apt-get update -q && $(APT_INSTALL) prometheus wrk chromium; \
+	else echo "note: prometheus/promtool/wrk/chromium missing and apt unavailable: their tests skip"; fi
 
 KUSTOMIZE_VERSION := 4.5.4
 $(BIN)/kustomize: | $(BIN)/python
