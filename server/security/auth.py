@@ -58,8 +58,7 @@ def is_exempt(path: str, exempt_paths: Iterable[str]) -> bool:
     if any(segment in (".", "..") for segment in path.split("/")):
         return False
     return any(
-        path == p or (p.rstrip("/") and path.startswith(p.rstrip("/") + "/"))
-        for p in exempt_paths
+        path == p or (p.rstrip("/") and path.startswith(p.rstrip("/") + "/")) for p in exempt_paths
     )
 
 

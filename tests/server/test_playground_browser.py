@@ -41,7 +41,10 @@ PIXEL_SPREAD = """img => {
   const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
   let low = 255, high = 0;
   for (let i = 0; i < data.length; i += 4) {
-    for (let c = 0; c < 3; c++) { low = Math.min(low, data[i + c]); high = Math.max(high, data[i + c]); }
+    for (let c = 0; c < 3; c++) {
+      low = Math.min(low, data[i + c]);
+      high = Math.max(high, data[i + c]);
+    }
   }
   return canvas.width > 0 ? high - low : 0;
 }"""
@@ -51,7 +54,7 @@ PIXEL_SPREAD = """img => {
 RECORD_PREVIEWS = """() => {
   window.previews = [];
   window.decoded = [];
-  const spread = %s;
+  const spread = PIXEL_SPREAD;
   new MutationObserver(() => {
     for (const img of document.querySelectorAll("#preview img")) {
       const preview = {
@@ -62,7 +65,7 @@ RECORD_PREVIEWS = """() => {
       window.decoded.push(img.decode().then(() => { preview.spread = spread(img); }));
     }
   }).observe(document.querySelector("#preview"), { childList: true });
-}""" % PIXEL_SPREAD
+}""".replace("PIXEL_SPREAD", PIXEL_SPREAD)
 PREVIEWS = "async () => { await Promise.all(window.decoded); return window.previews; }"
 
 
@@ -139,9 +142,7 @@ def test_the_page_and_its_files_load_without_a_token_but_the_api_needs_one(
         page = http.get("/")
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
         assert "script-src 'self'" in page.headers["content-security-policy"]
-        assert http.get("/playground/app.js").headers["content-type"].startswith(
-            "text/javascript"
-        )
+        assert http.get("/playground/app.js").headers["content-type"].startswith("text/javascript")
         assert http.get("/playground/nothing.js").status_code == 404
         assert http.get("/v1/models").status_code == 401
 
@@ -232,9 +233,8 @@ def a_drawn_digit() -> bytes:
 def test_a_dropped_image_is_reconstructed_encoded_and_scored(page: Page) -> None:
     page.select_option("#model", "vae-tiny@1")
     page.get_by_label("Encode / score an image").check()
-    page.set_input_files(
-        "#image-form-images", {"name": "seven.png", "mimeType": "image/png", "buffer": a_drawn_digit()}
-    )
+    digit = {"name": "seven.png", "mimeType": "image/png", "buffer": a_drawn_digit()}
+    page.set_input_files("#image-form-images", digit)
     page.get_by_role("button", name="Reconstruct").click()
     reconstruction = page.locator("#results .result.reconstruction")
     expect(reconstruction.locator("img")).to_have_count(2)

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 
 PAGE_PATH = "/"
 ASSETS_PATH = "/playground"
-_FOLDER = Path(__file__).with_name("playground")
+_FOLDER = Path(__file__).with_name("static") / "playground"
 # Only these files are served: a name is a key, never a path joined onto the folder.
 ASSETS: dict[str, str] = {
     "app.js": "text/javascript",
