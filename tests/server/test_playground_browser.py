@@ -265,10 +265,17 @@ def test_at_phone_width_nothing_overflows_and_a_sample_can_be_made(
 ) -> None:
     page = open_playground(browser, server, PHONE)
     try:
-        page.fill("#generate-form-prompt", "a handwritten 0")
+        # By keyboard: from the model list, Tab reaches the mode, then the prompt.
+        page.focus("#model")
+        page.keyboard.press("Tab")
+        expect(page.get_by_label("Generate", exact=True)).to_be_focused()
+        page.keyboard.press("Tab")
+        expect(page.locator("#generate-form-prompt")).to_be_focused()
+        page.keyboard.type("a handwritten 0")
         page.fill("#generate-form-seed", "5")
         page.fill("#generate-form-steps", "20")
-        page.press("#generate-form-prompt", "Enter")
+        page.focus("#generate-form-prompt")
+        page.keyboard.press("Enter")
         expect(page.locator("#job")).to_have_attribute("data-state", "done")
         widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
         assert widths[0] <= widths[1], widths

@@ -205,6 +205,8 @@ async function follow(form, model, job, params) {
   jobStatus(job.position != null ? `queued, position ${job.position}` : job.state, job.state);
   cancel.hidden = false;
   cancel.disabled = false;
+  // On a phone the results panel is below the form: bring the job into view.
+  if (matchMedia("(max-width: 720px)").matches) panel.scrollIntoView({ block: "start" });
   cancel.onclick = async () => {
     cancel.disabled = true;
     jobStatus("cancelling…");
