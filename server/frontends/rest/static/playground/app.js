@@ -217,6 +217,22 @@ async function follow(form, model, job, params) {
       cancel.disabled = false;
     }
   };
+  const showResult = (images, seed) => {
+    progress.value = progress.max;
+    $("#preview").hidden = true;
+    const prompt = params.prompt ? ` · “${params.prompt}”` : "";
+    renderGrid($("#results"), images, {
+      title: `${ref(model)} · seed ${seed}${prompt}`,
+      stem: `${model.name}-seed${seed}`,
+    }).dataset.seed = String(seed);
+    jobStatus(`done: ${images.length} image(s), seed ${seed}`, "done");
+  };
+  const showFailure = (error) => {
+    const cancelled = error.code === "cancelled";
+    jobStatus(cancelled ? "cancelled" : `failed: ${error.message}`, cancelled ? "cancelled" : "failed");
+    if (!cancelled) showError(form, error.field, error.message);
+  };
+  let ended = false;
   try {
     for await (const { event, data } of jobEvents(job.job_id)) {
       if (event === "queued") {
@@ -229,22 +245,21 @@ async function follow(form, model, job, params) {
         renderPreview($("#preview"), data.images, data.step);
         $("#preview").dataset.step = data.step;
       } else if (event === "result") {
-        progress.value = progress.max;
-        $("#preview").hidden = true;
-        const seed = data.seed ?? params.seed;
-        const prompt = params.prompt ? ` · “${params.prompt}”` : "";
-        renderGrid($("#results"), data.images, {
-          title: `${ref(model)} · seed ${seed}${prompt}`,
-          stem: `${model.name}-seed${seed}`,
-        }).dataset.seed = String(seed);
-        jobStatus(`done: ${data.images.length} image(s), seed ${seed}`, "done");
+        showResult(data.images, data.seed ?? params.seed);
+        ended = true;
         break;
       } else if (event === "error") {
-        const cancelled = data.code === "cancelled";
-        jobStatus(cancelled ? "cancelled" : `failed: ${data.message}`, cancelled ? "cancelled" : "failed");
-        if (!cancelled) showError(form, data.field, data.message);
+        showFailure(data);
+        ended = true;
         break;
       }
+    }
+    if (!ended) {
+      // The stream closed early (a proxy, a dropped connection): ask for the job's state.
+      const info = await call("GET", `/v1/jobs/${encodeURIComponent(job.job_id)}`);
+      if (info.state === "done") showResult(info.images, info.seed);
+      else if (info.error) showFailure(info.error);
+      else jobStatus(`the event stream ended while the job was ${info.state}`, info.state);
     }
   } finally {
     cancel.hidden = true;
