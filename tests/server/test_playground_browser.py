@@ -247,6 +247,19 @@ def test_a_dropped_image_is_reconstructed_encoded_and_scored(page: Page) -> None
     assert 0 < bits < 64
 
 
+def test_a_prompt_can_start_from_a_chosen_image(page: Page) -> None:
+    page.fill("#generate-form-prompt", "a handwritten 7")
+    page.fill("#generate-form-n", "1")
+    page.fill("#generate-form-steps", "10")
+    page.fill("#generate-form-strength", "0.5")
+    digit = {"name": "seven.png", "mimeType": "image/png", "buffer": a_drawn_digit()}
+    page.set_input_files("#generate-form-image", digit)
+    page.press("#generate-form-strength", "Enter")
+    expect(page.locator("#job")).to_have_attribute("data-state", "done")
+    expect(page.locator("#results .result img")).to_have_count(1)
+    assert spreads(page, "#results .result img")[0] > 0
+
+
 def test_interpolation_is_a_strip_of_frames_between_two_seeds(page: Page) -> None:
     page.select_option("#model", "vae-tiny@1")
     page.get_by_label("Interpolate", exact=True).check()
