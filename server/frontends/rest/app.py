@@ -43,6 +43,9 @@ def create_rest_app(
         dependencies=[Depends(client_deadline)],
         docs_url=None,  # add_offline_docs serves /docs without a CDN
         redoc_url=None,
+        # The server's metrics are its own Prometheus ones. Left on, FastAPI's OpenTelemetry
+        # hooks look for a configured provider on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.service = service
     app.state.admins = admins if admins is not None else AdminTokens()
