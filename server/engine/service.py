@@ -555,7 +555,7 @@ class GenerativeService:
     async def _track(self, method: str, protocol: str) -> AsyncIterator[_Call]:
         """Count the request with its final status and time it; keep the in-flight gauge."""
         call = _Call()
-        in_flight = self.metrics.in_flight.labels(protocol)
+        in_flight = self.metrics.child(self.metrics.in_flight, protocol)
         in_flight.inc()
         self._in_flight += 1
         self._idle.clear()
