@@ -26,7 +26,7 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "draining.py",
             "fastapi/_body_limit.py",
             "engine/deadlines.py",
-            "rest/dependencies.py",
+            "client_deadline",
             "heavy_work.py",
             "disconnect.py",
         ),
