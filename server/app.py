@@ -77,7 +77,12 @@ async def serve(
     admins = AdminTokens.from_file(settings.admin_tokens_file)
     drain_gate = DrainGate(answered=(_HEALTH_SERVICE, reflection.SERVICE_NAME))
     grpc_server = create_grpc_server(
-        service, health_servicer, (*auth.grpc_interceptors(authenticator), drain_gate), admins
+        service,
+        health_servicer,
+        (*auth.grpc_interceptors(authenticator), drain_gate),
+        admins,
+        limited={v2_grpc.SERVICE_NAME: v2_grpc.overload_refusal(service)},
+        unlimited=v2_grpc.PROBES,
     )
     v2_grpc.add_inference_service(grpc_server, service, admins)
     address = f"{settings.host}:{settings.grpc_port}"
