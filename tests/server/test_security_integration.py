@@ -162,10 +162,13 @@ def test_rest_serves_each_token_of_the_file(http: httpx.Client) -> None:
 
 
 def test_probes_metrics_and_docs_need_no_token_by_default(http: httpx.Client) -> None:
-    for path in ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"):
+    probes = ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready")
+    for path in (*probes, "/metrics", "/docs", "/openapi.json"):
         assert http.get(path).status_code == 200, path
     assert http.get("/docs/static/swagger-ui.css").status_code == 200
     assert http.get("/healthzz").status_code == 401  # an exempt path's neighbour is not
+    assert http.get("/v2/health/stats").status_code == 401  # nor is one under /v2/health
+    assert http.get("/v2").status_code == 401  # the Open Inference Protocol's other routes
 
 
 def test_openapi_marks_the_protected_operations(http: httpx.Client) -> None:
@@ -213,6 +216,19 @@ def test_grpc_health_and_reflection_need_no_token_by_default(guarded: ServerProc
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
         services = ProtoReflectionDescriptorDatabase(channel).get_services()
         assert "latentserve.v1.GenerativeService" in services
+
+
+def test_open_inference_protocol_probes_need_no_token_over_grpc(guarded: ServerProcess) -> None:
+    from tritonclient.grpc import service_pb2 as v2
+    from tritonclient.grpc import service_pb2_grpc as v2_grpc
+
+    with grpc.insecure_channel(guarded.grpc_target) as channel:
+        stub = v2_grpc.GRPCInferenceServiceStub(channel)
+        assert stub.ServerLive(v2.ServerLiveRequest(), timeout=30).live
+        assert stub.ServerReady(v2.ServerReadyRequest(), timeout=30).ready
+        with pytest.raises(grpc.RpcError) as refused:  # the service's other calls are not open
+            stub.ServerMetadata(v2.ServerMetadataRequest(), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 # --- the SDK and the CLI carry the token ------------------------------------------------
