@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -229,6 +230,43 @@ def test_open_inference_protocol_probes_need_no_token_over_grpc(guarded: ServerP
         with pytest.raises(grpc.RpcError) as refused:  # the service's other calls are not open
             stub.ServerMetadata(v2.ServerMetadataRequest(), timeout=30)
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+# --- the OpenAI Images API answers refusals in its own error shape ----------------------
+
+
+def assert_openai_error(error: Any, status: int, kind: str, code: str, message: str) -> None:
+    """``error`` (an ``openai.APIStatusError``) parsed from the API's own error shape."""
+    assert error.status_code == status
+    assert error.message == f"Error code: {status} - {message}"
+    assert (error.type, error.code, error.param) == (kind, code, None)
+    assert error.body == {"message": message, "type": kind, "param": None, "code": code}
+
+
+def test_openai_sdk_reads_the_refusals_of_the_security_layer(guarded: ServerProcess) -> None:
+    import openai
+
+    def client(token: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{guarded.http_url}/v1", api_key=token, max_retries=0)
+
+    with client(WRONG_TOKEN) as stranger, pytest.raises(openai.AuthenticationError) as refused:
+        stranger.images.generate(model="vae-tiny", prompt="a 3")
+    invalid = "the bearer token is not valid"
+    assert_openai_error(refused.value, 401, "authentication_error", "unauthenticated", invalid)
+    assert refused.value.response.headers["www-authenticate"].startswith("Bearer ")
+
+    image = ("big.png", bytes(100_000), "image/png")  # over this server's 65536-byte limit
+    with client(TOKEN) as member, pytest.raises(openai.APIStatusError) as too_large:
+        member.images.edit(model="vae-tiny", image=image, prompt="a 3")
+    message = "request body exceeds 65536 bytes"
+    assert_openai_error(too_large.value, 413, "invalid_request_error", "payload_too_large", message)
+    # latentserve's own routes keep their shape
+    native = httpx.get(f"{guarded.http_url}/v1/models")
+    assert native.json()["error"] == {
+        "code": "unauthenticated",
+        "message": "authentication required: send the header 'Authorization: Bearer <token>'",
+        "field": None,
+    }
 
 
 # --- the SDK and the CLI carry the token ------------------------------------------------
