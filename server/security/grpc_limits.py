@@ -37,7 +37,7 @@ def core_backlog_options(max_pending: int) -> list[tuple[str, int]]:
     ]
 
 
-def _rewrap(
+def rewrap(
     handler: grpc.RpcMethodHandler, unary: Callable, stream: Callable, method: str
 ) -> grpc.RpcMethodHandler:
     """``handler`` with its behaviour wrapped by ``unary`` or ``stream`` (``(behaviour,
@@ -86,11 +86,9 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):
         refuse = self._refusals.get(service)
         if handler is None or refuse is None or details.method in self._unlimited:
             return handler  # health checks and reflection stay answerable under overload
-        unary, stream = (
-            functools.partial(self._unary, refuse),
-            functools.partial(self._stream, refuse),
-        )
-        wrapped = _rewrap(handler, unary, stream, method_name(details.method))
+        unary = functools.partial(self._unary, refuse)
+        stream = functools.partial(self._stream, refuse)
+        wrapped = rewrap(handler, unary, stream, method_name(details.method))
         if wrapped is not handler:
             self._wrapped[details.method] = wrapped
         return wrapped
@@ -171,7 +169,7 @@ class DrainGate(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if not self._draining or handler is None or details.method.startswith(self._answered):
             return handler
-        return _rewrap(handler, self._held, self._held_stream, method_name(details.method))
+        return rewrap(handler, self._held, self._held_stream, method_name(details.method))
 
     async def _refuse_when_released(self, context: grpc.aio.ServicerContext) -> None:
         assert self._released is not None
