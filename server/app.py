@@ -28,6 +28,7 @@ from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 from latentserve.server import tracing
 from latentserve.server.engine.service import GenerativeService
+from latentserve.server.errors import RefusalBodies
 from latentserve.server.frontends import openai as openai_images
 from latentserve.server.frontends.grpc.servicer import SERVICE_NAME, create_grpc_server
 from latentserve.server.frontends.grpc_tracing import TraceContext
@@ -83,7 +84,14 @@ async def serve(
     drain_gate = DrainGate(answered=(_HEALTH_SERVICE, reflection.SERVICE_NAME))
     traced = (TraceContext(),) if tracing.enabled() else ()
     interceptors = (*traced, *auth.grpc_interceptors(authenticator), drain_gate)
-    grpc_server = create_grpc_server(service, health_servicer, interceptors, admins)
+    grpc_server = create_grpc_server(
+        service,
+        health_servicer,
+        interceptors,
+        admins,
+        limited={v2_grpc.SERVICE_NAME: v2_grpc.overload_refusal(service)},
+        unlimited=v2_grpc.PROBES,
+    )
     v2_grpc.add_inference_service(grpc_server, service, admins)
     address = f"{settings.host}:{settings.grpc_port}"
     try:
@@ -91,11 +99,16 @@ async def serve(
     except RuntimeError as exc:
         raise ValueError(f"cannot listen for gRPC on {address}: port in use?") from exc
     # the OpenAI Images API and the Open Inference Protocol beside /v1: same app and port
+    # refusals before routing (token, body size) in the error shape of the API asked
+    refusals = RefusalBodies({openai_images.PATH_PREFIX: openai_images.refusal_json})
     rest_app = create_rest_app(
-        service, admins, other_routers=(openai_images.router, v2_rest.router)
+        service,
+        admins,
+        other_routers=(openai_images.router, v2_rest.router),
+        refusal_bodies=refusals,
     )
     service.metrics.allow_methods(v2_rest.CALLS)
-    auth.protect_rest(rest_app, authenticator)
+    auth.protect_rest(rest_app, authenticator, refusals)
     cors.allow_cross_origin(rest_app, settings)  # outermost: preflights need no token
     config = uvicorn.Config(
         rest_app,
