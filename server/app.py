@@ -24,6 +24,7 @@ from pathlib import Path
 
 import grpc
 import uvicorn
+from fastapi import FastAPI
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 from latentserve.server.engine.service import GenerativeService
@@ -85,11 +86,7 @@ async def serve(
         grpc_port = tls.add_grpc_port(grpc_server, address, server_tls)
     except RuntimeError as exc:
         raise ValueError(f"cannot listen for gRPC on {address}: port in use?") from exc
-    # the OpenAI Images API and the Open Inference Protocol beside /v1: same app and port
-    rest_app = create_rest_app(
-        service, admins, other_routers=(openai_images.router, v2_rest.router)
-    )
-    service.metrics.allow_methods(v2_rest.CALLS)
+    rest_app = create_http_app(service, admins)
     auth.protect_rest(rest_app, authenticator)
     cors.allow_cross_origin(rest_app, settings)  # outermost: preflights need no token
     config = uvicorn.Config(
@@ -144,6 +141,15 @@ async def serve(
         await service.close()
         summary = service.metrics.shutdown_summary()
         log.info("stopped: %s; jobs ended by the shutdown: %d", summary, ended)
+
+
+def create_http_app(service: GenerativeService, admins: AdminTokens) -> FastAPI:
+    """Every API the HTTP port serves, before security wraps it: ours, and the OpenAI Images
+    API and the Open Inference Protocol beside /v1 (same app and port). The documentation's
+    REST reference is rendered from this app's OpenAPI document."""
+    app = create_rest_app(service, admins, other_routers=(openai_images.router, v2_rest.router))
+    service.metrics.allow_methods(v2_rest.CALLS)
+    return app
 
 
 async def _stop_grpc(grpc_server: grpc.aio.Server, drain_gate: DrainGate) -> None:
