@@ -107,9 +107,11 @@ lint: $(STAMP_DEV)
 	$(BIN)/hadolint Dockerfile
 	$(MAKE) --no-print-directory docs
 
-## docs: build the documentation site (docs/, mkdocs.yml) into site/ with warnings as errors;
-## its REST and gRPC references are rendered from the OpenAPI document and the protos.
+## docs: render docs/reference/ (REST from the app's OpenAPI document, gRPC from the protos;
+## tests/docs fail when the committed pages are stale), then build the documentation site
+## into site/ with warnings as errors.
 docs: $(STAMP_DEV)
+	$(BIN)/python tools/api_reference.py docs/reference
 	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet
 
 ## pictures: regenerate docs/images/ from the models of $(REPOSITORY)/ served on loopback

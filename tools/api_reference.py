@@ -3,9 +3,9 @@ own OpenAPI document and from the ``.proto`` files, so the docs cannot drift fro
 
 Nothing is started: the REST app is built in-process over an empty service (models load in
 a lifespan that never runs) and asked for ``openapi()``; the protos are compiled with
-``grpc_tools.protoc`` into a descriptor set that keeps their comments.
-``docs/hooks/reference.py`` calls this on every ``mkdocs build``; ``python
-tools/api_reference.py OUT_DIR`` writes the two pages for a look.
+``grpc_tools.protoc`` into a descriptor set that keeps their comments. ``make docs`` runs
+``python tools/api_reference.py docs/reference`` before building the site; the pages are
+committed (readable without building) and tests/docs fails when they are stale.
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ def rest_reference(app: Any | None = None) -> str:
         "# REST reference",
         "",
         f"Generated from the server's OpenAPI document ({document['info']['title']} "
-        f"{document['info']['version']}) by `tools/api_reference.py` when the site is built; "
+        f"{document['info']['version']}) by `tools/api_reference.py` (`make docs`); "
         "a running server serves the same document at `GET /openapi.json` and Swagger UI at "
         "`/docs`. Examples: [REST API by example](../rest.md).",
         "",
@@ -335,8 +335,8 @@ def grpc_reference(files: Any | None = None) -> str:
     lines = [
         "# gRPC reference",
         "",
-        "Generated from the `.proto` files under `proto/` by `tools/api_reference.py` when "
-        "the site is built; the server also answers gRPC reflection. Examples: "
+        "Generated from the `.proto` files under `proto/` by `tools/api_reference.py` "
+        "(`make docs`); the server also answers gRPC reflection. Examples: "
         "[gRPC from Python](../grpc.md).",
         "",
     ]
@@ -375,7 +375,7 @@ def rpc_names_in_protos() -> set[str]:
 
 
 def main(argv: list[str]) -> int:
-    out = Path(argv[1]) if len(argv) > 1 else Path("site-reference")
+    out = Path(argv[1]) if len(argv) > 1 else ROOT / "docs" / "reference"
     out.mkdir(parents=True, exist_ok=True)
     (out / "rest.md").write_text(rest_reference())
     (out / "grpc.md").write_text(grpc_reference())
