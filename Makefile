@@ -115,11 +115,13 @@ docs: $(STAMP_DEV)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet
 
 ## pictures: regenerate docs/images/ from the models of $(REPOSITORY)/ served on loopback
-## (fixed seeds; a family without a model is skipped with a note) and the benchmark plots
-## of the runs in out/.
+## (fixed seeds; a family without a model is skipped with a note), the benchmark plots of
+## the runs in out/, and docs/images/playground.png when PLAYGROUND_SCREENSHOT names a
+## command that screenshots the playground (it is given --url URL --out PATH).
+PLAYGROUND_SCREENSHOT ?=
 pictures: $(STAMP_DEV)
 	nice -n 10 $(BIN)/python tools/pictures.py --repository $(REPOSITORY) --out docs/images \
-		--bench-dir out
+		--bench-dir out $(if $(PLAYGROUND_SCREENSHOT),--playground-command "$(PLAYGROUND_SCREENSHOT)")
 
 ## proto: regenerate the gRPC stubs after editing proto/latentserve/v1/generative.proto or
 ## proto/latentserve/inference/grpc_predict_v2.proto (the Open Inference Protocol).
