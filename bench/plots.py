@@ -5,6 +5,7 @@ into the documentation. matplotlib draws off-screen (Agg), so no display is need
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ def _finish(figure: Any, path: Path, caption: str) -> None:
     plt.close(figure)
 
 
-def plot_load(source: Path | dict[str, Any], path: Path) -> None:
+def plot_load(source: Path | dict[str, Any], path: Path, note: str = "") -> None:
     """bench/run.py: images/s per row (raw ONNX Runtime, REST, gRPC) and p50/p99 latency
     of the served rows."""
     results = _load(source)
@@ -46,8 +47,9 @@ def plot_load(source: Path | dict[str, Any], path: Path) -> None:
     right.set_yticks(list(rows), served)
     right.invert_yaxis()
     right.set_xlabel("latency, ms")
-    right.legend(loc="lower right")
-    _finish(figure, path, "grey: raw ONNX Runtime on the same graph (the ceiling); blue: served")
+    right.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, frameon=False)
+    legend = "grey: raw ONNX Runtime on the same graph (the ceiling); blue: served"
+    _finish(figure, path, f"{legend}. {note}".strip(". ") if note else legend)
 
 
 def plot_diffusion(source: Path | dict[str, Any], path: Path) -> None:
@@ -67,6 +69,25 @@ def plot_diffusion(source: Path | dict[str, Any], path: Path) -> None:
     left.legend(title="step batching")
     caption = f"{results.get('model', '')} {results.get('method', '')}, "
     _finish(figure, path, caption + f"{results.get('cpu_count', '?')} CPUs")
+
+
+_REPORT_ROW = re.compile(
+    r"^(?P<name>(raw|grpc|rest)-\S+)\s+(?P<ips>[\d.]+)\s+(?P<p50>[\d.]+)\s+(?P<p99>[\d.]+)\s",
+    re.M,
+)
+
+
+def parse_run_report(text: str) -> dict[str, dict[str, float]]:
+    """The rows of bench/run.py's printed table (as bench/README.md quotes it) in the
+    shape of its JSON, so published figures can be plotted too."""
+    return {
+        m["name"]: {
+            "images_per_s": float(m["ips"]),
+            "p50_ms": float(m["p50"]),
+            "p99_ms": float(m["p99"]),
+        }
+        for m in _REPORT_ROW.finditer(text)
+    }
 
 
 def plot_beside(json_path: Path, plot: Any) -> Path:
