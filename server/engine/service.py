@@ -25,7 +25,8 @@ import numpy as np
 from latentserve.server import codecs
 from latentserve.server.engine import deadlines
 from latentserve.server.engine.heavy_work import HeavyWorkLimit
-from latentserve.server.engine.jobs import Job, JobManager, Work
+from latentserve.server.engine.job_store import open_job_store
+from latentserve.server.engine.jobs import Job, JobManager, JobView, Work
 from latentserve.server.errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -179,6 +180,7 @@ class GenerativeService:
             max_jobs=settings.max_jobs,
             ttl_s=settings.job_ttl_s,
             max_finished=settings.max_finished_jobs,
+            store=open_job_store(settings),
         )
         self._log_prob_limit = HeavyWorkLimit(
             settings.max_concurrent_log_prob, settings.max_waiting_log_prob, "log-prob"
@@ -196,7 +198,9 @@ class GenerativeService:
     async def load(self) -> None:
         """Load the repository off the event loop (graph sessions take a while to build),
         then warm every version up; ``ready`` turns true only after that. A version that
-        fails its warm-up stops the start with ``WarmUpFailed`` naming it."""
+        fails its warm-up stops the start with ``WarmUpFailed`` naming it. The job store
+        connects first: a shared store that cannot be reached stops the start."""
+        await self.jobs.start()
         repository = await asyncio.to_thread(
             ModelRepository.load,
             self.settings.repository,
@@ -354,15 +358,17 @@ class GenerativeService:
                 raise InvalidArgument(
                     "method", f"unknown job method {shown(method)!r}; known: {methods}"
                 )
-            return self._submit(ref, method, params, call, retain=True)
+            job = self._submit(ref, method, params, call, retain=True)
+            await self.jobs.published(job)  # from now on every replica finds it
+            return job
 
-    def get_job(self, job_id: str) -> Job:
-        return self.jobs.get(job_id)
+    async def get_job(self, job_id: str) -> JobView:
+        """The job, whichever replica runs it (with a shared job store)."""
+        return await self.jobs.find(job_id)
 
-    def cancel_job(self, job_id: str) -> Job:
-        job = self.jobs.get(job_id)
-        job.cancel()
-        return job
+    async def cancel_job(self, job_id: str) -> JobView:
+        """Cancel the job, whichever replica runs it: it stops at its next step boundary."""
+        return await self.jobs.cancel(job_id)
 
     def _submit(
         self, ref: str, method: str, raw: Mapping[str, Any], call: _Call, *, retain: bool

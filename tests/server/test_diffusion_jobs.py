@@ -126,7 +126,7 @@ def test_a_cancelled_job_costs_at_most_one_more_step(tmp_path: Path) -> None:
     async def main() -> Job:
         job = await service.submit_job("fake-ddpm", "sample", {"n": 1, "steps": 100}, "test")
         await progress_reaches(job, 5)
-        service.cancel_job(job.id)
+        await service.cancel_job(job.id)
         with pytest.raises(Cancelled):
             await job.wait()
         return job
@@ -297,8 +297,8 @@ def test_finished_jobs_are_kept_up_to_a_bound(tmp_path: Path) -> None:
 
     first, second = asyncio.run(main())
     with pytest.raises(JobNotFound):
-        service.get_job(first.id)
-    kept = service.get_job(second.id)
+        asyncio.run(service.get_job(first.id))
+    kept = asyncio.run(service.get_job(second.id))
     assert kept.state.value == "done" and len(kept.result["images"]) == 1
 
 

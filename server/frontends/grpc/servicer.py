@@ -17,7 +17,7 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from latentserve.server.engine import deadlines
-from latentserve.server.engine.jobs import Job, JobEvent
+from latentserve.server.engine.jobs import JobEvent, JobView
 from latentserve.server.engine.service import GenerativeService, ModelDescription
 from latentserve.server.errors import (
     InvalidArgument,
@@ -135,7 +135,7 @@ def _event_body(event: JobEvent) -> Any:
     return pb.JobError(code=d["code"], message=d["message"], field=d.get("field") or "")
 
 
-def _job_info(job: Job) -> pb.JobInfo:
+def _job_info(job: JobView) -> pb.JobInfo:
     result = job.result or {}
     info = pb.JobInfo(
         job_id=job.id,
@@ -224,15 +224,15 @@ class GrpcGenerativeService(pb_grpc.GenerativeServiceServicer):
 
     @_unary("get_job")
     async def GetJob(self, request: pb.JobRef, context: Any) -> pb.JobInfo:
-        return _job_info(self._service.get_job(request.job_id))
+        return _job_info(await self._service.get_job(request.job_id))
 
     @_unary("cancel_job")
     async def CancelJob(self, request: pb.JobRef, context: Any) -> pb.JobInfo:
-        return _job_info(self._service.cancel_job(request.job_id))
+        return _job_info(await self._service.cancel_job(request.job_id))
 
     async def WatchJob(self, request: pb.JobRef, context: Any) -> AsyncIterator[pb.JobEvent]:
         try:
-            job = self._service.get_job(request.job_id)
+            job = await self._service.get_job(request.job_id)
         except ServingError as exc:
             await _abort(self._service, context, "watch_job", "", exc)
             return

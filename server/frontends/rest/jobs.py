@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header
 from fastapi.responses import Response, StreamingResponse
 from latentserve.server import codecs
-from latentserve.server.engine.jobs import Job, JobEvent
+from latentserve.server.engine.jobs import Job, JobEvent, JobView
 from latentserve.server.frontends.rest.dependencies import PROTOCOL, Service, b64, json_response
 from latentserve.server.frontends.rest.errors import error_response
 from latentserve.server.frontends.rest.schemas import JobError, JobInfo, JobRequest
@@ -19,7 +19,7 @@ from latentserve.server.frontends.rest.schemas import JobError, JobInfo, JobRequ
 router = APIRouter(tags=["jobs"])
 
 
-def job_info(job: Job) -> JobInfo:
+def job_info(job: JobView) -> JobInfo:
     result = job.result or {}
     error = job.error
     return JobInfo.model_construct(
@@ -54,7 +54,7 @@ KEEPALIVE = ": keep-alive\n\n"  # an SSE comment: clients ignore it, idle timers
 
 
 async def event_stream(
-    job: Job, cancel_on_close: bool, keepalive_s: float, after: int = 0
+    job: JobView, cancel_on_close: bool, keepalive_s: float, after: int = 0
 ) -> AsyncIterator[str]:
     """The job's events as SSE (resuming after event ``after``), with a keep-alive comment
     whenever ``keepalive_s`` pass without one."""
@@ -79,7 +79,7 @@ async def event_stream(
         # under anyio every later await in it raises again.
         if pending is not None:
             pending.cancel()
-        if cancel_on_close:  # the client went away: free the compute at the next step
+        if cancel_on_close and isinstance(job, Job):  # the client went away: free the compute
             job.cancel()
         await events.aclose()
 
@@ -102,7 +102,7 @@ async def submit_job(service: Service, body: JobRequest) -> Response:
 
 @router.get("/v1/jobs/{job_id}", response_model=JobInfo)
 async def get_job(service: Service, job_id: str) -> Response:
-    return json_response(job_info(service.get_job(job_id)))
+    return json_response(job_info(await service.get_job(job_id)))
 
 
 @router.get("/v1/jobs/{job_id}/events")
@@ -119,7 +119,7 @@ async def job_events(
     ] = None,
 ) -> Response:
     """Follow a job's events (SSE); closing this stream does not cancel the job."""
-    job = service.get_job(job_id)
+    job = await service.get_job(job_id)
     keepalive_s = service.settings.sse_keepalive_s
     return sse_response(event_stream(job, False, keepalive_s, after=last_event_id or 0))
 
@@ -132,7 +132,7 @@ async def job_events(
 async def job_image(service: Service, job_id: str, index: int) -> Response:
     """Image ``index`` of a finished job, as ``image/png``, while the job is retained (what
     the OpenAI Images API's ``response_format=url`` points at)."""
-    job = service.get_job(job_id)
+    job = await service.get_job(job_id)
     if job.error is not None:
         raise job.error
     if job.result is None:
@@ -148,4 +148,4 @@ async def job_image(service: Service, job_id: str, index: int) -> Response:
 @router.delete("/v1/jobs/{job_id}", response_model=JobInfo)
 async def cancel_job(service: Service, job_id: str) -> Response:
     """Cancel a job: it stops at its next step boundary (its state says when)."""
-    return json_response(job_info(service.cancel_job(job_id)))
+    return json_response(job_info(await service.cancel_job(job_id)))

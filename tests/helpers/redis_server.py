@@ -1,0 +1,51 @@
+"""A real ``redis-server`` for the job store's tests: on a unix socket in a temporary
+folder (no TCP port at all), no persistence, stopped on exit."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import redis
+
+
+@contextmanager
+def running_redis(binary: str, workdir: Path) -> Iterator[str]:
+    """Run ``binary`` (redis-server) in ``workdir``; yields its ``unix://`` URL once it
+    answers PING."""
+    sock = workdir / "redis.sock"
+    log_path = workdir / "redis.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                binary,
+                "--port", "0",
+                "--unixsocket", str(sock),
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(workdir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        url = f"unix://{sock}"
+        try:
+            deadline = time.monotonic() + 20
+            client = redis.Redis.from_url(url)
+            while True:
+                assert process.poll() is None, log_path.read_text()
+                try:
+                    if client.ping():
+                        break
+                except redis.ConnectionError:
+                    pass
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.02)
+            client.close()
+            yield url
+        finally:
+            process.terminate()
+            process.wait(10)
