@@ -99,7 +99,8 @@ async def interpolation_strip(client, model: ModelInfo, out: Path) -> None:
 
 
 async def family_grid(client, model: ModelInfo, out: Path) -> None:
-    """Sixteen samples (a text-to-image model: "a handwritten three", sixteen seeds)."""
+    """Sixteen images of one request with seed 0 (a text-to-image model: "a handwritten
+    three"), with the family's telling settings (FAMILY_PARAMS)."""
     if "sample" in model.capabilities:
         params = FAMILY_PARAMS.get(model.family, {})
         images = (await client.sample(model.name, n=16, seed=0, **params)).images
