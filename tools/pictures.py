@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -160,6 +161,13 @@ def published_load_plots(readme: Path, out: Path) -> None:
         print(f"wrote {out / name} from {readme} ({model})", flush=True)
 
 
+def builtin_families() -> set[str]:
+    """The families the built-in configs train (read from their TOML, not imported: the
+    training code needs torch)."""
+    configs = (ROOT / "latentserve" / "configs").glob("*.toml")
+    return {tomllib.loads(path.read_text())["family"] for path in configs}
+
+
 async def draw(url: str, out: Path, families: set[str] | None) -> None:
     async with connect_async(url, timeout=600) as client:
         models = await client.list_models()
@@ -177,7 +185,7 @@ async def draw(url: str, out: Path, families: set[str] | None) -> None:
         by_family: dict[str, ModelInfo] = {}
         for model in sorted(models, key=lambda m: m.name):
             by_family.setdefault(model.family, model)
-        for family in sorted(families or set(by_family)):
+        for family in sorted(families or set(by_family) | builtin_families()):
             if family in by_family:
                 await family_grid(client, by_family[family], out)
             else:
@@ -192,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--families",
         nargs="*",
-        help="families to draw a grid for (default: every family the repository holds; "
-        "a named family without a model is skipped with a note)",
+        help="families to draw a grid for (default: every family of the built-in configs; "
+        "one without a model in the repository is skipped with a note)",
     )
     parser.add_argument(
         "--playground-command",
