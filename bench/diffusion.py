@@ -55,7 +55,7 @@ def settings_toml(args: argparse.Namespace, mode: str) -> str:
             "# written by bench/diffusion.py; only step_batching differs between the runs",
             f'step_batching = "{mode}"',
             f"intra_op_threads = {args.threads}",
-            "max_running_jobs = 64      # every job the rates keep in flight steps together",
+            f"max_running_jobs = {args.max_running_jobs}  # jobs stepping together at most",
             "max_jobs = 4096            # admission never refuses a benchmark job",
             "job_timeout_s = 600",
             "max_finished_jobs = 64     # results are streamed back; keep few in memory",
@@ -253,6 +253,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stage-repeats", type=int, default=10, help="rounds per stage split")
     p.add_argument("--threads", type=int, default=1, help="intra_op_threads (server and raw)")
     p.add_argument("--max-batch-size", type=int, default=16)
+    p.add_argument("--max-running-jobs", type=int, default=64)
     p.add_argument("--concurrent-batches", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=300.0, help="deadline of each request, s")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,12 +38,13 @@ Request = pb.SampleRequest | pb.TextToImageRequest
 class Workload:
     """What the benchmark asks of a model: ``Sample`` jobs with a random class (method
     "sample") or ``TextToImage`` jobs with a random prompt of ``prompts``; ``n=1``, DDIM, the
-    model's own guidance scale."""
+    model's own guidance scale; closed-loop callers draw each job's steps from ``steps``."""
 
     model: str
     method: str
     num_classes: int = 0
     prompts: tuple[str, ...] = ()
+    steps: tuple[int, ...] = STEP_CHOICES
 
     @property
     def choices(self) -> int:
@@ -92,19 +93,25 @@ class Load:
 
 
 def schedule(
-    rate: float, duration: float, choices: int, seed: int, max_requests: int
+    rate: float,
+    duration: float,
+    choices: int,
+    seed: int,
+    max_requests: int,
+    steps: Sequence[int] = STEP_CHOICES,
 ) -> list[Arrival]:
-    """Poisson arrivals at ``rate``/s for ``duration`` s (at most ``max_requests``); the same
-    seed gives the same schedule, so both batching modes meet identical traffic."""
+    """Poisson arrivals at ``rate``/s for ``duration`` s (at most ``max_requests``), each
+    job's steps drawn uniformly from ``steps``; the same seed gives the same schedule, so
+    both batching modes meet identical traffic."""
     rng = np.random.default_rng(seed)
     arrivals, at = [], 0.0
     while len(arrivals) < max_requests:
         at += rng.exponential(1.0 / rate)
         if at > duration:
             break
-        steps = int(rng.choice(STEP_CHOICES))
+        arrival_steps = int(rng.choice(steps))
         arrivals.append(
-            Arrival(at, steps, int(rng.integers(choices)), seed * 100_000 + len(arrivals))
+            Arrival(at, arrival_steps, int(rng.integers(choices)), seed * 100_000 + len(arrivals))
         )
     return arrivals
 
@@ -157,7 +164,7 @@ async def closed_loop(
 
         async def caller() -> None:
             while time.perf_counter() < stop_at:
-                steps = int(rng.choice(STEP_CHOICES))
+                steps = int(rng.choice(workload.steps))
                 choice = int(rng.integers(workload.choices))
                 req = workload.request(steps, choice, int(rng.integers(2**31)))
                 load.outcomes.append(await send(stub, workload, req, timeout))

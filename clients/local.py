@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -45,9 +46,12 @@ class LocalServer:
         log_path: Path | None = None,
         env: dict[str, str] | None = None,
         ca_file: Path | None = None,
+        launcher: Sequence[str] = (sys.executable, "-m", "latentserve.cli"),
     ) -> None:
         """``ca_file``: the server speaks TLS (``extra_args`` give it ``--tls-cert`` and
-        ``--tls-key``) with a certificate this CA signed; the URLs are https:// and grpcs://."""
+        ``--tls-key``) with a certificate this CA signed; the URLs are https:// and grpcs://.
+        ``launcher``: the program given ``serve`` and its flags (default the latentserve CLI;
+        the benchmark passes a wrapper that serves with a device cost model)."""
         self.repository = Path(repository)
         self.extra_args = list(extra_args or [])
         self.ready_timeout = ready_timeout
@@ -56,6 +60,7 @@ class LocalServer:
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="latentserve-", suffix=".log")[1])
         self.env = env
         self.ca_file = ca_file
+        self.launcher = list(launcher)
         self._process: subprocess.Popen | None = None
 
     @property
@@ -75,7 +80,7 @@ class LocalServer:
         port_file = self.log_path.with_name(self.log_path.name + ".ports")
         port_file.unlink(missing_ok=True)
         command = [
-            sys.executable, "-m", "latentserve.cli", "serve",
+            *self.launcher, "serve",
             "--repository", str(self.repository), "--host", "127.0.0.1",
             "--http-port", "0", "--grpc-port", "0", "--port-file", str(port_file),
             *self.extra_args,

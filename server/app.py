@@ -27,12 +27,15 @@ import uvicorn
 from fastapi import FastAPI
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
+from latentserve.server import tracing
 from latentserve.server.engine.service import GenerativeService
 from latentserve.server.frontends import openai as openai_images
 from latentserve.server.frontends.grpc.servicer import SERVICE_NAME, create_grpc_server
+from latentserve.server.frontends.grpc_tracing import TraceContext
 from latentserve.server.frontends.rest import create_rest_app
 from latentserve.server.frontends.v2 import grpc_service as v2_grpc
 from latentserve.server.frontends.v2 import rest as v2_rest
+from latentserve.server.gpu_metrics import register_gpu_metrics
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.repository.runtime import open_graph
 from latentserve.server.repository.store import GraphOpener
@@ -70,16 +73,18 @@ async def serve(
     go on)."""
     if not settings.repository.is_dir():
         raise FileNotFoundError(f"model repository not found: {settings.repository}")
+    tracer_provider = tracing.configure_from_environment()  # off unless OTEL_* ask
     metrics = ServerMetrics(registry or CollectorRegistry())
+    register_gpu_metrics(metrics.registry)  # absent (one log line) where NVML is not
     service = GenerativeService(settings, metrics, opener=opener)
     server_tls = tls.server_tls(settings)
     authenticator = auth.BearerAuth.from_settings(settings, service.metrics)
     health_servicer = health.aio.HealthServicer()
     admins = AdminTokens.from_file(settings.admin_tokens_file)
     drain_gate = DrainGate(answered=(_HEALTH_SERVICE, reflection.SERVICE_NAME))
-    grpc_server = create_grpc_server(
-        service, health_servicer, (*auth.grpc_interceptors(authenticator), drain_gate), admins
-    )
+    traced = (TraceContext(),) if tracing.enabled() else ()
+    interceptors = (*traced, *auth.grpc_interceptors(authenticator), drain_gate)
+    grpc_server = create_grpc_server(service, health_servicer, interceptors, admins)
     v2_grpc.add_inference_service(grpc_server, service, admins)
     address = f"{settings.host}:{settings.grpc_port}"
     try:
@@ -141,6 +146,8 @@ async def serve(
         await service.close()
         summary = service.metrics.shutdown_summary()
         log.info("stopped: %s; jobs ended by the shutdown: %d", summary, ended)
+        if tracer_provider is not None:
+            await asyncio.to_thread(tracer_provider.shutdown)  # exports what is buffered
 
 
 def create_http_app(service: GenerativeService, admins: AdminTokens) -> FastAPI:

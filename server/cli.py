@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from latentserve.server.repository.store import GraphOpener
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,7 +80,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    return serve(args)
+
+
+def serve(args: argparse.Namespace, opener: GraphOpener | None = None) -> int:
+    """Serve with the parsed ``serve`` flags. ``opener`` opens the graph files (default the
+    runtime's ``open_graph``); a program that wraps sessions, such as the benchmark's device
+    cost model, passes its own and keeps every flag and setting of ``latentserve serve``."""
     from latentserve.server.app import run
+    from latentserve.server.repository.runtime import open_graph
     from latentserve.server.settings import load_settings
 
     settings = load_settings(
@@ -97,7 +109,7 @@ def _serve(args: argparse.Namespace) -> int:
         from latentserve.exporters.default_repository import build_default_repository
 
         build_default_repository(settings.repository)
-    run(settings, args.port_file)
+    run(settings, args.port_file, opener or open_graph)
     return 0
 
 

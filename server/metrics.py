@@ -7,7 +7,10 @@ Every label value comes from a closed set, never from what a client sent: each s
 as long as the server, so one label value per distinct request field would grow /metrics
 without bound. Models are labelled with the ``name@version`` of a loaded version (or
 ``unknown``), methods with a name the code registered (``allow_methods``, or ``other``),
-statuses with the domain errors' fixed codes.
+statuses with the domain errors' fixed codes, a model's instances (``model_instance``) with
+their index below its configured count. That label is not called ``instance``: Prometheus
+gives every scraped series an ``instance`` label of its own (the target), and would rename
+ours to ``exported_instance``.
 """
 
 from __future__ import annotations
@@ -55,22 +58,23 @@ class ServerMetrics:
         )
         self.batch_size = Histogram(
             "latentserve_batch_items",
-            "Items per executed batch.",
-            ["model", "graph"],
+            "Items per executed batch, by the model instance that ran it.",
+            ["model", "graph", "model_instance"],
             buckets=_BATCH_BUCKETS,
             registry=registry,
         )
         self.compute_time = Histogram(
             "latentserve_batch_compute_seconds",
-            "Time a graph took to run one batch.",
-            ["model", "graph"],
+            "Time a graph took to run one batch, by the model instance that ran it (the rate "
+            "of its sum: how busy each instance is).",
+            ["model", "graph", "model_instance"],
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
         self.batch_failures = Counter(
             "latentserve_batch_failures",
             "Batches whose graph raised or returned the wrong number of outputs.",
-            ["model", "graph"],
+            ["model", "graph", "model_instance"],
             registry=registry,
         )
         self.in_flight = Gauge(
@@ -219,14 +223,21 @@ class ServerMetrics:
         return name if name in self._methods else OTHER_METHOD
 
     def record_request(
-        self, model: str, method: str, protocol: str, status: str, seconds: float | None = None
+        self,
+        model: str,
+        method: str,
+        protocol: str,
+        status: str,
+        seconds: float | None = None,
+        exemplar: dict[str, str] | None = None,
     ) -> None:
-        """Count one answered request (and time it when ``seconds`` is given). ``model`` is a
-        loaded version's label or ``unknown``; ``method`` is bounded here."""
+        """Count one answered request (and time it when ``seconds`` is given, with the
+        request's trace as ``exemplar`` when traced). ``model`` is a loaded version's label
+        or ``unknown``; ``method`` is bounded here."""
         method = self.method_label(method)
         self.requests.labels(model, method, protocol, status).inc()
         if seconds is not None:
-            self.request_latency.labels(model, method, protocol).observe(seconds)
+            self.request_latency.labels(model, method, protocol).observe(seconds, exemplar)
 
     def shutdown_summary(self) -> str:
         """Requests answered by status and those still in flight, for the line a stopping

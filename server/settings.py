@@ -3,17 +3,21 @@
 Per-model tables (``[models.NAME]``) override the batching defaults a model's manifest
 ships, so an operator can tune one model without re-exporting it. How many batches of a
 graph compute at once depends on the machine, not the model, so its default is a server
-setting (``max_concurrent_batches``) that a model's table may also override.
+setting (``max_concurrent_batches``) that a model's table may also override. So is
+``instances``: how many copies of a model's graphs serve it (a count on CPU, or the CUDA
+device ids to put one copy on each).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -40,6 +44,31 @@ AUTH_EXEMPT_PATHS = (
 )
 
 
+def parse_instances(value: Any) -> int | tuple[int, ...]:
+    """``instances``: a count of copies (>= 1), or a non-empty list of distinct CUDA device
+    ids (>= 0), one copy on each. A string (an environment variable) is read as JSON."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = json.loads(value)
+
+    def device_id(d: Any) -> bool:
+        return isinstance(d, int) and not isinstance(d, bool) and d >= 0
+
+    if device_id(value) and value >= 1:
+        return value
+    listed = isinstance(value, (list, tuple)) and bool(value)
+    if listed and all(device_id(d) for d in value) and len(set(value)) == len(value):
+        return tuple(value)
+    raise ValueError(
+        "instances must be a count >= 1 (CPU) or a non-empty list of distinct GPU device "
+        f"ids >= 0, got {value!r}"
+    )
+
+
+#: A model's copies: a count, or one per CUDA device id listed.
+Instances = Annotated[int | tuple[int, ...], PlainValidator(parse_instances)]
+
+
 class ModelOverrides(BaseModel):
     """Per-model settings; ``None`` keeps what the manifest (or the global backend) says."""
 
@@ -54,6 +83,7 @@ class ModelOverrides(BaseModel):
     max_running_jobs: int | None = Field(default=None, gt=0)
     max_steps: int | None = Field(default=None, gt=0)
     text_cache_size: int | None = Field(default=None, ge=0)
+    instances: Instances | None = None
 
 
 StepBatching = Literal["iteration", "request"]
@@ -68,6 +98,12 @@ class ServingOptions(ServingDefaults):
     step_batching: StepBatching = "iteration"
     text_cache_size: int = Field(default=1024, ge=0)
     max_image_pixels: int = Field(default=4096 * 4096, gt=0)
+    instances: Instances = 1
+
+    @property
+    def instance_count(self) -> int:
+        """How many copies of the model's graphs serve it."""
+        return self.instances if isinstance(self.instances, int) else len(self.instances)
 
 
 def _default_threads() -> int:
@@ -126,6 +162,10 @@ class Settings(BaseSettings):
     # at a time the compute-bound decoder gains about 1.6x, and three beat two for both the
     # compute-bound and the default (event-loop-bound) model.
     max_concurrent_batches: int = Field(default=3, gt=0)
+    # Copies of each model's graphs, each with its own sessions; a batch goes to a free one
+    # (up to max_concurrent_batches each). A count, or on GPU the CUDA device ids, one copy
+    # on each (docs/instances.md). On CPU every copy's sessions use intra_op_threads.
+    instances: Instances = 1
     # Jobs (every sample request is one): admission bounds queued + running jobs server-wide
     # and refuses the next one with 429 / RESOURCE_EXHAUSTED; an admitted job is never
     # refused later. Multi-step jobs of one model take part in its denoiser steps up to
@@ -209,6 +249,7 @@ class Settings(BaseSettings):
             "step_batching": self.step_batching,
             "text_cache_size": self.text_cache_size,
             "max_image_pixels": self.max_image_pixels,
+            "instances": self.instances,
         }
         override = self.models.get(model)
         if override is not None:

@@ -18,15 +18,18 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from latentserve.server import tracing
 from latentserve.server.engine import deadlines
 from latentserve.server.errors import Overloaded, ServingError, Unavailable
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.repository.runtime import Runtime
+from prometheus_client import Counter, Histogram
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ class _Request:
     future: asyncio.Future[Arrays]
     enqueued: float
     deadline: float | None  # the client's (``deadlines``): past it, the request is dropped
+    served: tuple[Any, ...]  # the request spans it works for (``tracing``), when traced
     dispatched: int = 0  # items already handed to a batch
     received: int = 0  # items whose outputs came back
     parts: dict[int, Arrays] = field(default_factory=dict)  # by start offset
@@ -55,6 +59,7 @@ class _Segment:
     request: _Request
     start: int
     stop: int
+    waited: float | None = None  # seconds queued, on the request's first segment
 
 
 def compatibility_key(inputs: Arrays) -> Hashable:
@@ -63,9 +68,11 @@ def compatibility_key(inputs: Arrays) -> Hashable:
 
 
 class Batcher:
+    """The queue of one graph: ``runtime`` is the graph, or one copy per model instance."""
+
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: Runtime | Sequence[Runtime],
         *,
         max_batch_size: int,
         max_queue_delay_ms: float,
@@ -76,35 +83,49 @@ class Batcher:
         graph: str = "",
         metrics: ServerMetrics | None = None,
     ) -> None:
-        self._runtime = runtime
+        self._instances = list(runtime) if isinstance(runtime, Sequence) else [runtime]
+        if not self._instances:
+            raise ValueError("a batcher needs at least one instance of its graph")
         self._max_batch = max_batch_size
         self._delay = max_queue_delay_ms / 1000.0
         self._max_queue = max_queue_size
         if max_concurrent_batches < 1:
             raise ValueError(f"max_concurrent_batches must be >= 1, got {max_concurrent_batches}")
-        self._max_running = max_concurrent_batches
+        # Each instance runs up to max_concurrent_batches batches: a slot is one of those.
+        self._max_running = max_concurrent_batches * len(self._instances)
         self._balance = balance
-        self._slots = asyncio.Semaphore(max_concurrent_batches)
+        self._slots = asyncio.Semaphore(self._max_running)
+        self._busy = [0] * len(self._instances)  # batches running on each instance
+        self._last_start = [0] * len(self._instances)  # when each last got a batch (a count)
+        self._starts = 0
+        self._instance_of: dict[asyncio.Task[None], int] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._queue: deque[_Request] = deque()
         self._queued_items = 0
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        # A thread per slot, so every instance's batches really run at once.
         self._executor = ThreadPoolExecutor(
-            max_workers=max_concurrent_batches, thread_name_prefix=f"batch-{graph}"
+            max_workers=self._max_running, thread_name_prefix=f"batch-{graph}"
         )
         self._avg_batch_s = 0.01
         self._closed = False
-        self._m = None
+        self._model, self._graph = model, graph
+        self._queue_wait = None
+        self._by_instance: list[tuple[Histogram, Histogram, Counter]] = []
         self._drops = None
         if metrics is not None:
             self._drops = functools.partial(metrics.queue_drops.labels, model, graph)
-            self._m = (
-                metrics.queue_wait.labels(model, graph),
-                metrics.batch_size.labels(model, graph),
-                metrics.compute_time.labels(model, graph),
-                metrics.batch_failures.labels(model, graph),
-            )
+            self._queue_wait = metrics.queue_wait.labels(model, graph)
+            # The ``model_instance`` label is an index below the configured count: bounded.
+            self._by_instance = [
+                (
+                    metrics.batch_size.labels(model, graph, str(i)),
+                    metrics.compute_time.labels(model, graph, str(i)),
+                    metrics.batch_failures.labels(model, graph, str(i)),
+                )
+                for i in range(len(self._instances))
+            ]
 
     async def submit(self, inputs: Arrays) -> Arrays:
         """Run ``inputs`` (each with the same leading item count) and return its outputs."""
@@ -123,6 +144,7 @@ class Batcher:
             loop.create_future(),
             loop.time(),
             deadlines.current(),
+            tracing.served(),
         )
         if self._dropped(request, request.enqueued):
             return await request.future  # its deadline passed before it was queued
@@ -178,12 +200,27 @@ class Batcher:
             if not self._queue:
                 self._slots.release()
                 continue
-            task = loop.create_task(self._execute(self._take_batch(loop.time(), self._room())))
+            instance = self._free_instance()
+            segments = self._take_batch(loop.time(), self._room())
+            task = loop.create_task(self._execute(segments, instance))
+            self._busy[instance] += 1
+            self._instance_of[task] = instance
             self._running.add(task)
             task.add_done_callback(self._finished)
 
+    def _free_instance(self) -> int:
+        """The instance the next batch runs on: the least busy, of equals the one that got a
+        batch least recently. A slot is held, so it has room for one more batch."""
+        instance = min(
+            range(len(self._instances)), key=lambda i: (self._busy[i], self._last_start[i])
+        )
+        self._starts += 1
+        self._last_start[instance] = self._starts
+        return instance
+
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self._busy[self._instance_of.pop(task)] -= 1
         self._slots.release()
 
     def _drop_abandoned_head(self) -> None:
@@ -223,10 +260,12 @@ class Batcher:
             if request.key != key:
                 kept.append(request)
                 continue
-            if request.dispatched == 0 and self._m is not None:
-                self._m[0].observe(now - request.enqueued)
+            waited = now - request.enqueued if request.dispatched == 0 else None
+            if waited is not None and self._queue_wait is not None:
+                self._queue_wait.observe(waited)
             take = min(left, room)
-            segments.append(_Segment(request, request.dispatched, request.dispatched + take))
+            segment = _Segment(request, request.dispatched, request.dispatched + take, waited)
+            segments.append(segment)
             request.dispatched += take
             self._queued_items -= take
             room -= take
@@ -236,13 +275,37 @@ class Batcher:
         self._queue = kept
         return segments
 
-    async def _execute(self, segments: list[_Segment]) -> None:
+    async def _execute(self, segments: list[_Segment], instance: int) -> None:
         total = sum(s.stop - s.start for s in segments)
+        span = self._trace(segments, total)
+        try:
+            await self._run_batch(segments, total, instance)
+        finally:
+            if span is not None:
+                span.end()
+
+    def _trace(self, segments: list[_Segment], total: int) -> Any:
+        """The batch's span, linked to the requests it serves, and each request's wait for it
+        (linked back to it); None when tracing is off."""
+        if not tracing.enabled():
+            return None
+        served = [span for s in segments for span in s.request.served]
+        if not served:
+            return None
+        attributes = {"latentserve.model": self._model, "latentserve.graph": self._graph}
+        attributes["latentserve.batch_items"] = total
+        span = tracing.batch_span(served, attributes)
+        for s in segments:
+            if s.waited is not None and len(s.request.served) == 1:
+                tracing.record_wait(s.request.served[0], s.waited, links=(span,))
+        return span
+
+    async def _run_batch(self, segments: list[_Segment], total: int, instance: int) -> None:
         started = time.perf_counter()
         try:
             inputs = self._assemble(segments)
             outputs = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._runtime.run, inputs
+                self._executor, self._instances[instance].run, inputs
             )
             bad = {k: v.shape for k, v in outputs.items() if v.shape[:1] != (total,)}
             if bad or not outputs:
@@ -251,18 +314,18 @@ class Batcher:
             self._fail(segments, Unavailable("server is shutting down"))
             raise
         except Exception as exc:  # noqa: BLE001 - any graph failure fails this batch only
-            log.warning("batch of %d failed", total, exc_info=exc)
-            if self._m is not None:
-                self._m[3].inc()
+            log.warning("batch of %d failed on instance %d", total, instance, exc_info=exc)
+            if self._by_instance:
+                self._by_instance[instance][2].inc()
             if not isinstance(exc, ServingError):  # the runtime's text stays in the log
                 exc = BatchFailed("inference failed")
             self._fail(segments, exc)
             return
         elapsed = time.perf_counter() - started
         self._avg_batch_s = 0.8 * self._avg_batch_s + 0.2 * elapsed
-        if self._m is not None:
-            self._m[1].observe(total)
-            self._m[2].observe(elapsed)
+        if self._by_instance:
+            self._by_instance[instance][0].observe(total)
+            self._by_instance[instance][1].observe(elapsed)
         self._distribute(segments, outputs)
 
     @staticmethod

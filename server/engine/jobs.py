@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+from latentserve.server import tracing
 from latentserve.server.engine import deadlines
 from latentserve.server.engine.memory_job_store import MemoryJobStore
 from latentserve.server.errors import Overloaded, ServingError, Unavailable, for_client
@@ -428,7 +429,8 @@ class JobManager:
         m = self._metrics
         m.jobs_active.labels(job.model).dec()
         m.jobs.labels(job.model, job.method, state.value).inc()
-        m.job_latency.labels(job.model, job.method).observe(time.perf_counter() - job._submitted)
+        seconds = time.perf_counter() - job._submitted
+        m.job_latency.labels(job.model, job.method).observe(seconds, tracing.exemplar())
 
     def _expire(self) -> None:
         cutoff = self._clock() - self._ttl_s

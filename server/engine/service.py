@@ -22,7 +22,7 @@ from operator import attrgetter
 from typing import Any, TypeVar
 
 import numpy as np
-from latentserve.server import codecs
+from latentserve.server import codecs, tracing
 from latentserve.server.engine import deadlines
 from latentserve.server.engine.heavy_work import HeavyWorkLimit
 from latentserve.server.engine.job_store import open_job_store
@@ -544,7 +544,8 @@ class GenerativeService:
 
     async def _to_pngs(self, model: LoadedModel, images: np.ndarray) -> list[bytes]:
         spec = model.manifest.image
-        return await self._offload(images.size, codecs.batch_to_pngs, images, spec)
+        with tracing.span("png_encode", {"latentserve.images": len(images)}):
+            return await self._offload(images.size, codecs.batch_to_pngs, images, spec)
 
     @staticmethod
     async def _offload(pixels: int, fn: Callable[..., T], *args: object) -> T:
@@ -559,7 +560,9 @@ class GenerativeService:
 
     @asynccontextmanager
     async def _track(self, method: str, protocol: str) -> AsyncIterator[_Call]:
-        """Count the request with its final status and time it; keep the in-flight gauge."""
+        """Count the request with its final status and time it; keep the in-flight gauge.
+        With tracing on, the request's span is current throughout (its job and the batches
+        it reaches hang under it) and its trace id is the latency's exemplar."""
         call = _Call()
         in_flight = self.metrics.in_flight.labels(protocol)
         in_flight.inc()
@@ -567,30 +570,35 @@ class GenerativeService:
         self._idle.clear()
         started = time.perf_counter()
         status = "ok"
-        try:
-            yield call
-        except ServingError as exc:
-            status = exc.code
-            exc.recorded = True
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            # a gRPC deadline cancels the call: counted as what it is
-            late = deadlines.passed(deadlines.current(), asyncio.get_running_loop().time())
-            status = DeadlineExceeded.code if late else "cancelled"
-            raise
-        except Exception:
-            status = "internal"
-            log.exception("%s %s failed", protocol, method)
-            raise
-        finally:
-            for lease in call.leases:
-                lease.release()
-            in_flight.dec()
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
-            seconds = time.perf_counter() - started
-            self.metrics.record_request(call.model, method, protocol, status, seconds)
+        with tracing.request_span(method, protocol) as span:
+            try:
+                yield call
+            except ServingError as exc:
+                status = exc.code
+                exc.recorded = True
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                # a gRPC deadline cancels the call: counted as what it is
+                late = deadlines.passed(deadlines.current(), asyncio.get_running_loop().time())
+                status = DeadlineExceeded.code if late else "cancelled"
+                raise
+            except Exception:
+                status = "internal"
+                log.exception("%s %s failed", protocol, method)
+                raise
+            finally:
+                for lease in call.leases:
+                    lease.release()
+                in_flight.dec()
+                self._in_flight -= 1
+                if not self._in_flight:
+                    self._idle.set()
+                seconds = time.perf_counter() - started
+                exemplar = None
+                if span is not None:
+                    span.set_attribute("latentserve.model", call.model)
+                    exemplar = tracing.exemplar()
+                self.metrics.record_request(call.model, method, protocol, status, seconds, exemplar)
 
 
 @functools.cache

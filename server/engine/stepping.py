@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol
 
 import numpy as np
+from latentserve.server import tracing
 from latentserve.server.engine import deadlines
 from latentserve.server.engine.jobs import Progress
 from latentserve.server.errors import Unavailable, for_client
@@ -54,12 +56,14 @@ class Trajectory(Protocol):
 
 
 class _Entry:
-    __slots__ = ("trajectory", "future", "deadline")
+    __slots__ = ("trajectory", "future", "deadline", "span", "waiting_since")
 
     def __init__(self, trajectory: Trajectory, future: asyncio.Future[None]) -> None:
         self.trajectory = trajectory
         self.future = future
         self.deadline = deadlines.current()  # the job's client deadline, if it has one
+        self.span = tracing.current()  # the job's, when traced: its steps' batches link to it
+        self.waiting_since = time.perf_counter() if self.span is not None else 0.0
 
 
 class StepEngine:
@@ -113,6 +117,7 @@ class StepEngine:
 
     async def _loop(self) -> None:
         deadlines.detach()  # the loop steps every job: no one job's deadline bounds it
+        tracing.detach()  # nor does the trace of the job that started it
         while True:
             self._admit()
             if not self._running:
@@ -142,6 +147,8 @@ class StepEngine:
             admitted = False
             while self._waiting and len(self._running) < self._max_running:
                 entry = self._waiting.popleft()
+                if entry.span is not None:
+                    tracing.record_wait(entry.span, time.perf_counter() - entry.waiting_since)
                 if entry.trajectory.progress is not None:
                     entry.trajectory.progress.started(entry.trajectory.steps)
                 self._running.append(entry)
@@ -162,7 +169,8 @@ class StepEngine:
         rows = [entry.trajectory.inputs() for entry in batch]
         counts = [next(iter(r.values())).shape[0] for r in rows]
         inputs = {name: np.concatenate([r[name] for r in rows]) for name in rows[0]}
-        outputs = await self._step(inputs)
+        with tracing.serving(entry.span for entry in batch):
+            outputs = await self._step(inputs)
         offset = 0
         for entry, count in zip(batch, counts, strict=True):
             part = {k: v[offset : offset + count] for k, v in outputs.items()}

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import numpy as np
-from latentserve.server import codecs
+from latentserve.server import codecs, tracing
 from latentserve.server.engine.jobs import Progress
 from latentserve.server.engine.stepping import StepEngine
 from latentserve.server.errors import InvalidArgument, Unsupported, shown
@@ -309,17 +309,18 @@ class DiffusionPipeline(GraphPipeline):
         trajectory = DiffusionTrajectory(
             self, sampler, state, guidance, generator, progress, params.preview_every, kept
         )
-        with self._stage("denoise"):
+        with self._stage("denoise", {"latentserve.steps": trajectory.steps}):
             await self.engine.run(trajectory)
         with self._stage("decode"):
             return await self.to_images(result(trajectory.state))
 
     @contextlib.contextmanager
-    def _stage(self, stage: str) -> Iterator[None]:
+    def _stage(self, stage: str, attributes: dict[str, Any] | None = None) -> Iterator[None]:
         """Time one stage of a job into ``latentserve_job_stage_seconds`` if it completes
-        (a failed or cancelled stage is not a latency)."""
+        (a failed or cancelled stage is not a latency), traced as a span of the job."""
         start = time.perf_counter()
-        yield
+        with tracing.span(stage, attributes):
+            yield
         if self.metrics is not None:
             self.metrics.job_stage.labels(self.label, stage).observe(time.perf_counter() - start)
 

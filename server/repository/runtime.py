@@ -34,8 +34,8 @@ class GraphIntegrityError(ValueError):
 
 
 @functools.cache
-def cuda_device_present() -> bool:
-    """True only if the CUDA driver initialises and reports a device.
+def cuda_device_count() -> int:
+    """CUDA devices the driver reports; 0 when it does not initialise.
 
     onnxruntime-gpu lists CUDAExecutionProvider even on machines without a GPU and then
     logs errors and falls back, so the provider list alone is no evidence of a device.
@@ -43,11 +43,49 @@ def cuda_device_present() -> bool:
     try:
         libcuda = ctypes.CDLL("libcuda.so.1")
     except OSError:
-        return False
+        return 0
     count = ctypes.c_int(0)
     if libcuda.cuInit(0) != 0 or libcuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
-        return False
-    return count.value > 0
+        return 0
+    return count.value
+
+
+def cuda_device_present() -> bool:
+    """True only if the CUDA driver initialises and reports a device."""
+    return cuda_device_count() > 0
+
+
+def _cuda_usable() -> bool:
+    import onnxruntime as ort
+
+    return cuda_device_present() and "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def instance_devices(instances: int | tuple[int, ...], backend: str) -> list[int | None]:
+    """One entry per instance of a model: the CUDA device id its sessions run on, or None
+    (CPU, or the default device when a GPU is used). Device ids are refused unless ONNX
+    Runtime can put a session on each of them."""
+    if isinstance(instances, int):
+        return [None] * instances
+    ids = list(instances)
+    if backend != "onnxruntime":
+        raise ValueError(
+            f"instances = {ids} lists GPU device ids, but the {backend} backend runs on CPU: "
+            f"give a count instead (instances = {len(ids)})"
+        )
+    count = cuda_device_count() if _cuda_usable() else 0
+    if count == 0:
+        raise ValueError(
+            f"instances = {ids} lists GPU device ids, but no CUDA device is usable here: "
+            f"on CPU give a count instead (instances = {len(ids)})"
+        )
+    missing = [d for d in ids if d >= count]
+    if missing:
+        raise ValueError(
+            f"instances = {ids} names CUDA device(s) {missing}, but only ids 0..{count - 1} "
+            "exist here"
+        )
+    return list(ids)
 
 
 def verify_checksum(path: Path, expected: str) -> None:
@@ -59,11 +97,15 @@ def verify_checksum(path: Path, expected: str) -> None:
 
 
 class OnnxRuntime:
-    """An ONNX Runtime session, on CUDA when a device really exists, else tuned CPU."""
+    """An ONNX Runtime session, on CUDA when a device really exists, else tuned CPU.
+
+    ``device_id`` picks the CUDA device (the provider's ``device_id``; one per instance of
+    a model); without it the session takes the default device.
+    """
 
     backend = "onnxruntime"
 
-    def __init__(self, path: Path, intra_op_threads: int = 1) -> None:
+    def __init__(self, path: Path, intra_op_threads: int = 1, device_id: int | None = None) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -73,9 +115,9 @@ class OnnxRuntime:
         options.inter_op_num_threads = 1
         # Spinning workers would steal the core the event loop needs between batches.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        wanted = ["CPUExecutionProvider"]
-        if cuda_device_present() and "CUDAExecutionProvider" in ort.get_available_providers():
-            wanted.insert(0, "CUDAExecutionProvider")
+        wanted: list[str | tuple[str, dict[str, int]]] = ["CPUExecutionProvider"]
+        if _cuda_usable():
+            wanted.insert(0, ("CUDAExecutionProvider", {"device_id": device_id or 0}))
         self._session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
         self.providers = list(self._session.get_providers())
         self._output_names = [o.name for o in self._session.get_outputs()]
@@ -121,8 +163,15 @@ class TorchScriptRuntime:
         return {n: t.detach().cpu().numpy() for n, t in zip(self._output_names, outs, strict=True)}
 
 
-def open_graph(version_dir: Path, spec: GraphSpec, backend: str, intra_op_threads: int) -> Runtime:
-    """Verify a graph's checksum and open it with the chosen backend."""
+def open_graph(
+    version_dir: Path,
+    spec: GraphSpec,
+    backend: str,
+    intra_op_threads: int,
+    device_id: int | None = None,
+) -> Runtime:
+    """Verify a graph's checksum and open it with the chosen backend (on CUDA device
+    ``device_id`` when given: ``instance_devices`` allows it only where one exists)."""
     fmt = "onnx" if backend == "onnxruntime" else "torchscript"
     if fmt not in spec.files:
         raise ValueError(f"{version_dir}: no {fmt} file for backend {backend!r}")
@@ -130,5 +179,5 @@ def open_graph(version_dir: Path, spec: GraphSpec, backend: str, intra_op_thread
     path = version_dir / file.path
     verify_checksum(path, file.sha256)
     if backend == "onnxruntime":
-        return OnnxRuntime(path, intra_op_threads)
+        return OnnxRuntime(path, intra_op_threads, device_id)
     return TorchScriptRuntime(path, spec, intra_op_threads)

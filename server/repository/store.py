@@ -23,14 +23,26 @@ from typing import Any, Protocol
 from latentserve.server.errors import ModelNotFound, shown
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.model_ref import parse_model_ref, parse_version
-from latentserve.server.repository.runtime import Runtime, open_graph, verify_checksum
+from latentserve.server.repository.runtime import (
+    Runtime,
+    instance_devices,
+    open_graph,
+    verify_checksum,
+)
 from latentserve.server.settings import ServingOptions, Settings
 
 from latentserve.manifest import MANIFEST_FILENAME, GraphSpec, Manifest
 
 log = logging.getLogger(__name__)
 
-GraphOpener = Callable[[Path, GraphSpec, str, int], Runtime]
+
+class GraphOpener(Protocol):
+    """Opens one graph file: ``(version folder, spec, backend, intra-op threads)``, and
+    ``device_id=`` only for an instance placed on a CUDA device (``open_graph``)."""
+
+    def __call__(
+        self, version_dir: Path, spec: GraphSpec, backend: str, intra_op_threads: int, /
+    ) -> Runtime: ...
 
 
 class Pipeline(Protocol):
@@ -40,10 +52,11 @@ class Pipeline(Protocol):
     async def close(self) -> None: ...
 
 
-# (manifest, graphs by role, serving options, metrics, version folder) -> pipeline. Injected
-# by the engine so that the repository, below the pipelines, never imports them.
+# (manifest, graphs by role, serving options, metrics, version folder) -> pipeline. Each
+# role holds one opened graph per instance of the model. Injected by the engine so that the
+# repository, below the pipelines, never imports them.
 PipelineBuilder = Callable[
-    [Manifest, dict[str, Runtime], ServingOptions, ServerMetrics | None, Path], Any
+    [Manifest, dict[str, tuple[Runtime, ...]], ServingOptions, ServerMetrics | None, Path], Any
 ]
 
 
@@ -75,14 +88,37 @@ def load_model(
         )
     verify_assets(version_dir, manifest)
     backend = settings.backend_for(manifest.name)
+    serving = settings.serving_for(manifest.name, manifest.serving)
+    try:
+        devices = instance_devices(serving.instances, backend)
+    except ValueError as exc:
+        raise ValueError(
+            f"{version_dir}: setting 'instances' of model {manifest.name}: {exc}"
+        ) from None
     graphs = {
-        role: opener(version_dir, spec, backend, settings.intra_op_threads)
+        role: tuple(
+            open_instance(opener, version_dir, spec, backend, settings, device)
+            for device in devices
+        )
         for role, spec in manifest.graphs.items()
     }
-    serving = settings.serving_for(manifest.name, manifest.serving)
     pipeline = build(manifest, graphs, serving, metrics, version_dir)
-    providers = sorted({p for g in graphs.values() for p in g.providers})
+    providers = sorted({p for copies in graphs.values() for g in copies for p in g.providers})
     return LoadedModel(manifest, backend, providers, serving, pipeline)
+
+
+def open_instance(
+    opener: GraphOpener,
+    version_dir: Path,
+    spec: GraphSpec,
+    backend: str,
+    settings: Settings,
+    device_id: int | None,
+) -> Runtime:
+    """One instance's copy of a graph, on ``device_id`` when the instance names a device."""
+    if device_id is None:
+        return opener(version_dir, spec, backend, settings.intra_op_threads)
+    return opener(version_dir, spec, backend, settings.intra_op_threads, device_id=device_id)  # type: ignore[call-arg]
 
 
 def verify_assets(version_dir: Path, manifest: Manifest) -> None:

@@ -5,7 +5,9 @@ fail when run: a graph whose outputs have the wrong shape, or that gives NaNs. A
 session's first run is slow (allocations, kernel choices). So at start, before the server
 turns ready, and on reload, before ``name`` resolves to a new version, every capability
 the version declares runs once on one item through its real pipeline and batchers, and
-must give finite numbers.
+must give finite numbers. A model with several instances runs them once per instance: a
+batcher gives each batch to the idle instance that got one least recently, so these calls,
+made one after the other, reach every instance of every graph.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ async def warm_up(model: LoadedModel, metrics: ServerMetrics | None = None) -> N
     that fails. How long it took is the ``model_warmup_seconds`` gauge (a startup probe's
     budget is the sum over the repository)."""
     start = time.perf_counter()
-    for capability in model.manifest.capabilities:
+    rounds = model.serving.instance_count
+    for capability in [c for c in model.manifest.capabilities for _ in range(rounds)]:
         try:
             outputs = await _call(model, capability)
         except Exception as exc:  # noqa: BLE001 - any failure refuses the version

@@ -33,7 +33,7 @@ def core_backlog_options(max_pending: int) -> list[tuple[str, int]]:
     ]
 
 
-def _rewrap(
+def rewrap(
     handler: grpc.RpcMethodHandler, unary: Callable, stream: Callable, method: str
 ) -> grpc.RpcMethodHandler:
     """``handler`` with its behaviour wrapped by ``unary`` or ``stream`` (``(behaviour,
@@ -77,7 +77,7 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):
         if handler is None or not details.method.startswith(self._prefix):
             return handler  # health checks and reflection stay answerable under overload
         method = method_name(details.method)
-        wrapped = _rewrap(handler, self._unary, self._stream, method)
+        wrapped = rewrap(handler, self._unary, self._stream, method)
         if wrapped is not handler:
             self._wrapped[details.method] = wrapped
         return wrapped
@@ -158,7 +158,7 @@ class DrainGate(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if not self._draining or handler is None or details.method.startswith(self._answered):
             return handler
-        return _rewrap(handler, self._held, self._held_stream, method_name(details.method))
+        return rewrap(handler, self._held, self._held_stream, method_name(details.method))
 
     async def _refuse_when_released(self, context: grpc.aio.ServicerContext) -> None:
         assert self._released is not None

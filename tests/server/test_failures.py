@@ -179,7 +179,7 @@ def test_a_failing_batch_is_counted_and_its_error_is_generic(tmp_path: Path) -> 
     service, graphs = fake_service(tmp_path, [fake_manifest("fake-vae", max_queue_delay_ms=1)])
     graphs["fake-vae@1"]["sampler"].fail_calls = {1}
     registry = service.metrics.registry
-    labels = {"model": "fake-vae@1", "graph": "sampler"}
+    labels = {"model": "fake-vae@1", "graph": "sampler", "model_instance": "0"}
 
     async def main() -> tuple:
         with pytest.raises(ServingError) as failed:

@@ -19,11 +19,16 @@ def test_a_method_the_path_lacks_gets_405_allowing_all_it_has(
     assert http.request(method, "/v1/models").headers["allow"] == "GET"
 
 
-def test_metrics_is_declared_with_the_content_type_it_serves(http: httpx.Client) -> None:
-    served = http.get("/metrics").headers["content-type"]
+def test_metrics_is_declared_with_the_content_types_it_serves(http: httpx.Client) -> None:
     declared = http.get("/openapi.json").json()["paths"]["/metrics"]["get"]["responses"]["200"]
-    assert list(declared["content"]) == [served]
-    assert served.startswith("text/plain")
+    plain = http.get("/metrics").headers["content-type"]
+    assert plain.startswith("text/plain") and plain in declared["content"]
+    # OpenMetrics (the format with exemplars) when the scraper asks for it
+    asked = {"Accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"}
+    openmetrics = http.get("/metrics", headers=asked).headers["content-type"]
+    assert openmetrics.startswith("application/openmetrics-text")
+    media_types = {t.split(";")[0] for t in declared["content"]}
+    assert media_types == {"text/plain", openmetrics.split(";")[0]}
 
 
 def test_the_timeout_header_is_declared_as_the_seconds_it_accepts(http: httpx.Client) -> None:

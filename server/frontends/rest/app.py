@@ -7,7 +7,8 @@ root.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from latentserve.server.engine.service import GenerativeService
@@ -23,6 +24,10 @@ from latentserve.server.security.body_limit import BodyLimitMiddleware
 from latentserve import __version__
 
 ROUTERS = (health.router, models.router, sampling.router, jobs.router, repository.router)
+
+
+def _is_probe(scope: MutableMapping[str, Any]) -> bool:
+    return scope.get("path") in health.PROBES
 
 
 def create_rest_app(
@@ -43,6 +48,8 @@ def create_rest_app(
         dependencies=[Depends(client_deadline)],
         docs_url=None,  # add_offline_docs serves /docs without a CDN
         redoc_url=None,
+        # FastAPI's request spans (when tracing is on) continue the caller's traceparent
+        telemetry={"exclude": _is_probe},
     )
     app.state.service = service
     app.state.admins = admins if admins is not None else AdminTokens()

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, Response
 from latentserve.server.frontends.rest.dependencies import Service
 from latentserve.server.frontends.rest.errors import error_response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 
 router = APIRouter(tags=["health"])
+
+#: What orchestrators and scrapers poll (the Open Inference Protocol's health included):
+#: answered while draining, and not traced (a probe every few seconds is no one's request).
+PROBES = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 
 
 @router.get("/healthz")
@@ -28,10 +35,17 @@ async def readyz(service: Service) -> Response:
     response_class=Response,
     responses={
         200: {
-            "description": "Prometheus text exposition format",
-            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+            "description": "Prometheus text exposition format, or OpenMetrics (with "
+            "exemplars) when the Accept header asks for application/openmetrics-text",
+            "content": {
+                media_type: {"schema": {"type": "string"}}
+                for media_type in (CONTENT_TYPE_PLAIN_0_0_4, OPENMETRICS_CONTENT_TYPE)
+            },
         }
     },
 )
-async def metrics(service: Service) -> Response:
-    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+async def metrics(service: Service, accept: Annotated[str, Header()] = "") -> Response:
+    # OpenMetrics when the scraper asks for it: the format that carries exemplars (the
+    # latency histograms' trace ids)
+    encode, media_type = choose_encoder(accept)
+    return Response(encode(service.metrics.registry), headers={"Content-Type": media_type})
