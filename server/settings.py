@@ -34,6 +34,8 @@ _CONFIG_FILE: ContextVar[Path | None] = ContextVar("latentserve_config_file", de
 # Probes, metrics scrapers and the API's own description (docs, OpenAPI, gRPC health and
 # reflection) answer without a token; everything that touches a model needs one.
 AUTH_EXEMPT_PATHS = (
+    "/",  # the playground page (only itself: see security.auth.is_exempt)
+    "/playground",
     "/healthz",
     "/readyz",
     "/metrics",

@@ -52,11 +52,14 @@ _INVALID = Refusal(
 
 
 def is_exempt(path: str, exempt_paths: Iterable[str]) -> bool:
-    """``/docs`` covers ``/docs`` and ``/docs/...``; a gRPC service path covers its methods.
+    """``/docs`` covers ``/docs`` and ``/docs/...``; a gRPC service path covers its methods;
+    ``/`` (the playground page) covers only itself, never every path under it.
     A path with ``.`` or ``..`` segments is never exempt, whatever a proxy makes of it."""
     if any(segment in (".", "..") for segment in path.split("/")):
         return False
-    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in exempt_paths)
+    return any(
+        path == p or (p.rstrip("/") and path.startswith(p.rstrip("/") + "/")) for p in exempt_paths
+    )
 
 
 class BearerAuth:

@@ -23,6 +23,7 @@ import httpx
 import pytest
 from k8s_render import ROOT
 from latentserve.clients.local import free_port
+from latentserve.server.frontends.rest.playground import ASSETS, ASSETS_PATH
 from latentserve.server.settings import Settings
 from PIL import Image
 
@@ -117,6 +118,10 @@ def test_the_installed_wheel_serves_a_repository(
     assert response.status_code == 200, response.text
     images = [Image.open(io.BytesIO(base64.b64decode(s))) for s in response.json()["images"]]
     assert [image.size for image in images] == [(28, 28), (28, 28)]
+
+    # The playground's files are package data: the wheel must carry every one of them.
+    for path in ["/", *(f"{ASSETS_PATH}/{name}" for name in ASSETS)]:
+        assert httpx.get(f"{url}{path}", timeout=30).status_code == 200, path
 
     # The image's HEALTHCHECK command, from the same venv and env as the server.
     check = subprocess.run(

@@ -78,6 +78,16 @@ def test_an_exempt_path_covers_itself_and_what_lies_under_it() -> None:
     assert not is_exempt("/latentserve.v1.GenerativeService/Sample", AUTH_EXEMPT_PATHS)
 
 
+def test_the_playground_page_is_open_but_the_root_covers_nothing_under_it() -> None:
+    """The playground (``/`` and its files) loads without a token, so a person can type
+    one into it; ``/`` exempts only itself, never every path."""
+    assert is_exempt("/", AUTH_EXEMPT_PATHS)
+    assert is_exempt("/playground/app.js", AUTH_EXEMPT_PATHS)
+    assert not is_exempt("/v1/models", AUTH_EXEMPT_PATHS)
+    assert not is_exempt("/v1/jobs/abc", ("/",))
+    assert not is_exempt("//v1/models", AUTH_EXEMPT_PATHS)
+
+
 def test_no_tokens_file_means_no_authentication_and_settings_name_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

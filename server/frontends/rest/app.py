@@ -17,6 +17,7 @@ from latentserve.server.frontends.rest.dependencies import client_deadline
 from latentserve.server.frontends.rest.docs import add_offline_docs
 from latentserve.server.frontends.rest.draining import RefuseWhileDraining
 from latentserve.server.frontends.rest.errors import add_error_handlers, path_methods
+from latentserve.server.frontends.rest.playground import add_playground
 from latentserve.server.frontends.rest.schemas import ErrorBody
 from latentserve.server.security.admin import AdminTokens
 from latentserve.server.security.body_limit import BodyLimitMiddleware
@@ -54,6 +55,7 @@ def create_rest_app(
     app.state.service = service
     app.state.admins = admins if admins is not None else AdminTokens()
     add_offline_docs(app)
+    add_playground(app)
     routers = (*ROUTERS, *other_routers)
     for router in routers:
         app.include_router(router)
