@@ -125,12 +125,10 @@ docs: $(STAMP_DEV)
 
 ## pictures: regenerate docs/images/ from the models of $(REPOSITORY)/ served on loopback
 ## (fixed seeds; a family without a model is skipped with a note), the benchmark plots of
-## the runs in out/, and docs/images/playground.png when PLAYGROUND_SCREENSHOT names a
-## command that screenshots the playground (it is given --url URL --out PATH).
-PLAYGROUND_SCREENSHOT ?=
+## the runs in out/, and the playground in Chromium (make test-tools installs it).
 pictures: $(STAMP_DEV)
 	nice -n 10 $(BIN)/python tools/pictures.py --repository $(REPOSITORY) --out docs/images \
-		--bench-dir out $(if $(PLAYGROUND_SCREENSHOT),--playground-command "$(PLAYGROUND_SCREENSHOT)")
+		--bench-dir out
 
 ## proto: regenerate the gRPC stubs after editing proto/latentserve/v1/generative.proto or
 ## proto/latentserve/inference/grpc_predict_v2.proto (the Open Inference Protocol).

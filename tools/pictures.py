@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import shlex
-import subprocess
+import shutil
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -114,19 +113,45 @@ async def family_grid(client, model: ModelInfo, out: Path) -> None:
     save(make_grid(images, columns=8), out / f"family-{model.family}.png")
 
 
-def playground_screenshot(url: str, out: Path, command: str | None) -> None:
-    """docs/images/playground.png: taken by ``command`` (given ``--url URL --out PATH``) when
-    the server serves the playground at ``/``; skipped with a note otherwise."""
-    page = httpx.get(f"{url}/", timeout=30)
-    if page.status_code != 200 or "html" not in page.headers.get("content-type", ""):
-        note(f"no playground at {url}/ (HTTP {page.status_code}): playground.png not made")
+def playground_screenshot(url: str, out: Path) -> None:
+    """docs/images/playground.png: the playground at ``/`` in Chromium (driven by
+    Playwright) after drawing "a handwritten seven" from the text-to-image model; skipped
+    with a note where there is no playground, Playwright or Chromium."""
+    page_answer = httpx.get(f"{url}/", timeout=30)
+    if page_answer.status_code != 200 or "html" not in page_answer.headers.get("content-type", ""):
+        note(f"no playground at {url}/ (HTTP {page_answer.status_code}): playground.png not made")
         return
-    if not command:
-        note("no --playground-command to take the screenshot: playground.png not made")
+    chromium = shutil.which("chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        chromium = None
+    if chromium is None:
+        note("Playwright or Chromium missing (make test-tools): playground.png not made")
         return
-    target = out / "playground.png"
-    subprocess.run([*shlex.split(command), "--url", url, "--out", str(target)], check=True)
-    print(f"wrote {target}", flush=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            page.set_default_timeout(120_000)
+            page.goto(f"{url}/")
+            page.wait_for_selector("#model option", state="attached")
+            models = page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
+            text_model = next((m for m in models if m.startswith("ldm-mnist@")), None)
+            if text_model is not None:
+                page.select_option("#model", text_model)
+                page.fill("#generate-form-prompt", PROMPTS[7])
+                page.fill("#generate-form-seed", "0")
+                page.fill("#generate-form-steps", str(STEPS))
+                page.press("#generate-form-prompt", "Enter")
+                page.wait_for_selector('#job[data-state="done"]')
+            page.screenshot(path=out / "playground.png")
+        finally:
+            browser.close()
+    shot = Image.open(out / "playground.png")
+    shot.convert("RGB").quantize(colors=64).save(out / "playground.png", optimize=True)
+    size = (out / "playground.png").stat().st_size // 1024
+    print(f"wrote {out / 'playground.png'} ({size} KB)", flush=True)
 
 
 # bench/README.md's section of `make bench` figures taken on a quiet machine: each model's
@@ -203,17 +228,13 @@ def main(argv: list[str] | None = None) -> int:
         help="families to draw a grid for (default: every family of the built-in configs; "
         "one without a model in the repository is skipped with a note)",
     )
-    parser.add_argument(
-        "--playground-command",
-        help="a command that screenshots the playground, given --url URL --out PATH",
-    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     bench_plots(args.bench_dir, args.out, ROOT / "bench" / "README.md")
     with LocalServer(args.repository) as server:
         print(f"serving {args.repository} at {server.http_url}", flush=True)
         asyncio.run(draw(server.http_url, args.out, set(args.families or ()) or None))
-        playground_screenshot(server.http_url, args.out, args.playground_command)
+        playground_screenshot(server.http_url, args.out)
     return 0
 
 
