@@ -22,7 +22,7 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install
 
 .PHONY: serve test repository families eval-families bench-families bench-diffusion bench-t2i \
 	bench-iteration \
-	bench bench-wide bench-v2 lint docs pictures \
+	bench bench-wide bench-v2 profile lint docs pictures \
 	proto docker test-tools load-tools datasets clean
 
 ## serve: set up (train extra), build the default repository if missing, serve it.
@@ -99,12 +99,35 @@ bench-wide: $(STAMP_TRAIN) load-tools
 	$(call bench_model,vae-mnist-wide)
 	$(BIN)/python bench/run.py --repository $(BENCH_REPOSITORY) --model vae-mnist-wide $(BENCH_ARGS)
 
-## bench-v2: perf_analyzer (the perf-analyzer package, installed for this target only)
-## drives the default model over the Open Inference Protocol, HTTP and gRPC, at a few
-## concurrencies; the table goes into bench/README.md.
-bench-v2: repository
-	$(BIN)/python -m pip install -q perf-analyzer
-	$(BIN)/python bench/v2.py --repository $(REPOSITORY) --readme bench/README.md $(BENCH_ARGS)
+## profile: CPU time per image by thread and, from py-spy's GIL samples, by part of the
+## server (transport, framework, job, batcher, PNG, metrics...) under REST and gRPC load.
+profile: repository load-tools $(STAMP_DEV)
+	$(BIN)/python bench/profile_server.py --repository $(REPOSITORY) --model vae-mnist \
+		--py-spy $(BIN)/py-spy $(BENCH_ARGS)
+
+PERF_ANALYZER := build/perf-analyzer/bin/perf_analyzer
+## bench-v2: perf_analyzer drives the default model over the Open Inference Protocol, HTTP
+## and gRPC, at a few concurrencies; the table goes into bench/README.md. perf_analyzer is
+## taken from the tritonclient 2.41.0 wheel (the last to ship it, built for glibc 2.34: the
+## perf-analyzer package has a binary only for glibc 2.38+), with the CUDA runtime library
+## it links (nvidia-cuda-runtime-cu12, no GPU needed) and libb64; all under build/ only.
+bench-v2: repository $(PERF_ANALYZER)
+	PATH=$(CURDIR)/$(dir $(PERF_ANALYZER)):$$PATH $(BIN)/python bench/v2.py --repository $(REPOSITORY) \
+		--readme bench/README.md $(BENCH_ARGS)
+
+$(PERF_ANALYZER):
+	@if ! ldconfig -p | grep -q libb64.so.0d; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -q && $(APT_INSTALL) libb64-0d; \
+		else echo "error: perf_analyzer needs libb64 (apt-get install libb64-0d)"; exit 1; fi; fi
+	rm -rf build/perf-analyzer && mkdir -p build/perf-analyzer/bin
+	$(BIN)/python -m pip download -q --no-deps -d build/perf-analyzer/wheels \
+		tritonclient==2.41.0 nvidia-cuda-runtime-cu12==12.4.127
+	cd build/perf-analyzer && unzip -q -o wheels/tritonclient-2.41.0-*.whl \
+		'tritonclient-2.41.0.data/data/bin/perf_analyzer' \
+		&& unzip -q -o wheels/nvidia_cuda_runtime_cu12-*.whl -d cudart
+	printf '#!/bin/sh\nhere=$$(dirname "$$(readlink -f "$$0")")/..\nLD_LIBRARY_PATH="$$here/cudart/nvidia/cuda_runtime/lib$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" exec "$$here/tritonclient-2.41.0.data/data/bin/perf_analyzer" "$$@"\n' > $@
+	chmod +x $@ build/perf-analyzer/tritonclient-2.41.0.data/data/bin/perf_analyzer
 
 ## lint: ruff check + format check over the whole tree, the import contracts
 ## (.importlinter: the server's layers, no torch on the serving path), the Dockerfile

@@ -69,6 +69,11 @@ class LocalServer:
         return f"{scheme}://127.0.0.1:{self.http_port}"
 
     @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (profilers attach to it)."""
+        return None if self._process is None else self._process.pid
+
+    @property
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 

@@ -12,7 +12,9 @@ import base64
 import binascii
 import contextlib
 import io
+import struct
 import warnings
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -122,13 +124,39 @@ def batch_to_pixels(batch: np.ndarray, spec: ImageSpec) -> np.ndarray:
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
-    """uint8 (H, W, C) -> PNG. Low zlib effort: encoding speed matters more than bytes here."""
-    channels = pixels.shape[2]
-    image = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+    """uint8 (H, W, C) -> PNG: one image of ``encode_pngs``."""
+    return encode_pngs(pixels[None])[0]
+
+
+def encode_pngs(pixels: np.ndarray) -> list[bytes]:
+    """uint8 (N, H, W, C) -> one PNG each (8-bit grey, grey + alpha, RGB or RGBA).
+
+    Written with zlib rather than Pillow: a 28x28 answer cost about 150 µs in Pillow's
+    per-image plug-in machinery and a few µs here, and it is encoded on the event loop for
+    every image served. The format is fixed by the PNG standard: signature, IHDR, one IDAT
+    of zlib-compressed scanlines (filter type 0, "None"), IEND; low zlib effort, since
+    encoding speed matters more than bytes here. Decoding (untrusted input) stays Pillow's.
+    """
+    n, height, width, channels = pixels.shape
+    header = _chunk(b"IHDR", _IHDR.pack(width, height, 8, _COLOR_TYPES[channels], 0, 0, 0))
+    # every scanline starts with its filter-type byte (0): one array for the whole batch
+    rows = np.zeros((n, height, 1 + width * channels), np.uint8)
+    rows[:, :, 1:] = pixels.reshape(n, height, width * channels)
+    return [
+        b"".join((PNG_SIGNATURE, header, _chunk(b"IDAT", zlib.compress(image, 1)), _IEND))
+        for image in map(memoryview, rows)
+    ]
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return _LENGTH.pack(len(data)) + kind + data + _LENGTH.pack(zlib.crc32(data, zlib.crc32(kind)))
+
+
+_LENGTH = struct.Struct(">I")
+_IHDR = struct.Struct(">IIBBBBB")
+_COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # grey, grey + alpha, RGB, RGBA
+_IEND = _chunk(b"IEND", b"")
 
 
 def batch_to_pngs(batch: np.ndarray, spec: ImageSpec) -> list[bytes]:
-    return [encode_png(p) for p in batch_to_pixels(batch, spec)]
+    return encode_pngs(batch_to_pixels(batch, spec))

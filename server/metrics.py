@@ -16,8 +16,12 @@ ours to ``exported_instance``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 #: The ``method`` label of a request whose call has no registered name.
 OTHER_METHOD = "other"
@@ -36,6 +40,7 @@ class ServerMetrics:
         # own, so dashboards and alerts need not know how the scrape job is named.
         ProcessCollector(namespace="latentserve", registry=registry)
         self._methods: set[str] = set()
+        self._children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
         self.requests = Counter(
             "latentserve_requests",
             "Requests answered, by model, method, protocol and status.",
@@ -222,6 +227,17 @@ class ServerMetrics:
         (an unknown job method, a route nobody declared) never becomes a label."""
         return name if name in self._methods else OTHER_METHOD
 
+    def child(self, metric: M, *labels: str) -> M:
+        """``metric.labels(*labels)``, looked up once: the per-request metrics are recorded
+        on every call, and ``labels`` locks and rebuilds its key each time. Label values
+        come from closed sets (see above) and series are never removed for them, so the
+        cache holds what the registry holds."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found  # type: ignore[return-value]
+
     def record_request(
         self,
         model: str,
@@ -235,9 +251,9 @@ class ServerMetrics:
         request's trace as ``exemplar`` when traced). ``model`` is a loaded version's label
         or ``unknown``; ``method`` is bounded here."""
         method = self.method_label(method)
-        self.requests.labels(model, method, protocol, status).inc()
+        self.child(self.requests, model, method, protocol, status).inc()
         if seconds is not None:
-            self.request_latency.labels(model, method, protocol).observe(seconds, exemplar)
+            self.child(self.request_latency, model, method, protocol).observe(seconds, exemplar)
 
     def shutdown_summary(self) -> str:
         """Requests answered by status and those still in flight, for the line a stopping

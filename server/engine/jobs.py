@@ -301,14 +301,14 @@ class JobManager:
         if self._closed:
             raise Unavailable("server is shutting down")
         if len(self._active) >= self._max_jobs:
-            self._metrics.jobs.labels(model, method, "refused").inc()
+            self._metrics.child(self._metrics.jobs, model, method, "refused").inc()
             raise Overloaded(f"{self._max_jobs} jobs are queued or running, retry later")
         job = Job(model, method, params, deadline_s)
         if retain:  # a job clients address by its id: the other replicas hear of it too
             self._store.track(job)
         job._emit(JobEvent("accepted", {"job_id": job.id, "model": model, **params}))
         self._active[job.id] = job
-        self._metrics.jobs_active.labels(model).inc()
+        self._metrics.child(self._metrics.jobs_active, model).inc()
         job._task = asyncio.get_running_loop().create_task(self._run(job, work, render, retain))
         return job
 
@@ -427,10 +427,10 @@ class JobManager:
         job._done.set()
         self._active.pop(job.id, None)
         m = self._metrics
-        m.jobs_active.labels(job.model).dec()
-        m.jobs.labels(job.model, job.method, state.value).inc()
+        m.child(m.jobs_active, job.model).dec()
+        m.child(m.jobs, job.model, job.method, state.value).inc()
         seconds = time.perf_counter() - job._submitted
-        m.job_latency.labels(job.model, job.method).observe(seconds, tracing.exemplar())
+        m.child(m.job_latency, job.model, job.method).observe(seconds, tracing.exemplar())
 
     def _expire(self) -> None:
         cutoff = self._clock() - self._ttl_s

@@ -564,7 +564,7 @@ class GenerativeService:
         With tracing on, the request's span is current throughout (its job and the batches
         it reaches hang under it) and its trace id is the latency's exemplar."""
         call = _Call()
-        in_flight = self.metrics.in_flight.labels(protocol)
+        in_flight = self.metrics.child(self.metrics.in_flight, protocol)
         in_flight.inc()
         self._in_flight += 1
         self._idle.clear()

@@ -115,3 +115,16 @@ def test_bad_masks_are_refused_naming_the_field(data: bytes, expected: str) -> N
     with pytest.raises(InvalidArgument, match=expected) as err:
         codecs.decode_mask(data, "mask", GRAY, LIMIT)
     assert err.value.field == "mask"
+
+
+@pytest.mark.parametrize(("channels", "mode"), [(1, "L"), (2, "LA"), (3, "RGB"), (4, "RGBA")])
+def test_encoded_pngs_decode_to_their_pixels_with_pillow(channels: int, mode: str) -> None:
+    pixels = np.random.default_rng(channels).integers(0, 256, (3, 5, 7, channels), np.uint8)
+    pngs = codecs.encode_pngs(pixels)
+    assert len(pngs) == 3
+    for data, expected in zip(pngs, pixels, strict=True):
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()  # checks every chunk's CRC and the zlib stream
+            assert (image.format, image.mode, image.size) == ("PNG", mode, (7, 5))
+            decoded = np.asarray(image)
+        np.testing.assert_array_equal(decoded.reshape(expected.shape), expected)

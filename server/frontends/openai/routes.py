@@ -22,7 +22,7 @@ router = APIRouter(tags=["OpenAI Images API"], route_class=OpenAIRoute)
 METHOD = "text_to_image"
 
 
-def _service(request: Request) -> GenerativeService:
+async def _service(request: Request) -> GenerativeService:
     return request.app.state.service
 
 

@@ -11,6 +11,7 @@ from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
+from latentserve.server import tracing
 from latentserve.server.engine.service import GenerativeService
 from latentserve.server.frontends.rest import health, jobs, models, repository, sampling
 from latentserve.server.frontends.rest.dependencies import client_deadline
@@ -25,6 +26,9 @@ from latentserve.server.security.body_limit import BodyLimitMiddleware
 from latentserve import __version__
 
 ROUTERS = (health.router, models.router, sampling.router, jobs.router, repository.router)
+
+
+_NO_TELEMETRY = {"tracing": False, "metrics": False, "logs": False}
 
 
 def _is_probe(scope: MutableMapping[str, Any]) -> bool:
@@ -49,8 +53,10 @@ def create_rest_app(
         dependencies=[Depends(client_deadline)],
         docs_url=None,  # add_offline_docs serves /docs without a CDN
         redoc_url=None,
-        # FastAPI's request spans (when tracing is on) continue the caller's traceparent
-        telemetry={"exclude": _is_probe},
+        # FastAPI's request spans (when tracing is on) continue the caller's traceparent.
+        # With tracing off they are switched off outright: left on, FastAPI looks for a
+        # configured provider on every request (6 % of the loop under REST load).
+        telemetry={"exclude": _is_probe} if tracing.enabled() else _NO_TELEMETRY,
     )
     app.state.service = service
     app.state.admins = admins if admins is not None else AdminTokens()
