@@ -24,6 +24,7 @@ from pathlib import Path
 
 import grpc
 import uvicorn
+from fastapi import FastAPI
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 from latentserve.server import tracing
@@ -98,16 +99,8 @@ async def serve(
         grpc_port = tls.add_grpc_port(grpc_server, address, server_tls)
     except RuntimeError as exc:
         raise ValueError(f"cannot listen for gRPC on {address}: port in use?") from exc
-    # the OpenAI Images API and the Open Inference Protocol beside /v1: same app and port
-    # refusals before routing (token, body size) in the error shape of the API asked
-    refusals = RefusalBodies({openai_images.PATH_PREFIX: openai_images.refusal_json})
-    rest_app = create_rest_app(
-        service,
-        admins,
-        other_routers=(openai_images.router, v2_rest.router),
-        refusal_bodies=refusals,
-    )
-    service.metrics.allow_methods(v2_rest.CALLS)
+    refusals = http_refusals()
+    rest_app = create_http_app(service, admins, refusals)
     auth.protect_rest(rest_app, authenticator, refusals)
     cors.allow_cross_origin(rest_app, settings)  # outermost: preflights need no token
     config = uvicorn.Config(
@@ -164,6 +157,28 @@ async def serve(
         log.info("stopped: %s; jobs ended by the shutdown: %d", summary, ended)
         if tracer_provider is not None:
             await asyncio.to_thread(tracer_provider.shutdown)  # exports what is buffered
+
+
+def http_refusals() -> RefusalBodies:
+    """The bodies of refusals made before routing (token, body size), in the error shape of
+    the API the path belongs to."""
+    return RefusalBodies({openai_images.PATH_PREFIX: openai_images.refusal_json})
+
+
+def create_http_app(
+    service: GenerativeService, admins: AdminTokens, refusals: RefusalBodies | None = None
+) -> FastAPI:
+    """Every API the HTTP port serves, before security wraps it: ours, and the OpenAI Images
+    API and the Open Inference Protocol beside /v1 (same app and port). The documentation's
+    REST reference is rendered from this app's OpenAPI document."""
+    app = create_rest_app(
+        service,
+        admins,
+        other_routers=(openai_images.router, v2_rest.router),
+        refusal_bodies=refusals or http_refusals(),
+    )
+    service.metrics.allow_methods(v2_rest.CALLS)
+    return app
 
 
 async def _stop_grpc(grpc_server: grpc.aio.Server, drain_gate: DrainGate) -> None:
