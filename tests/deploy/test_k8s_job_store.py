@@ -17,6 +17,7 @@ from k8s_render import (
     K8S,
     container,
     kustomize_command,
+    load,
     named,
     render,
     server_deployment,
@@ -202,3 +203,22 @@ def test_the_rendered_redis_serves_the_job_store(
         asyncio.run(use_store())
         assert not client.exists(lease_key(store.replica))
         client.close()
+
+
+def test_kserve_example_scales_out_only_with_the_shared_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (runtime,) = load(K8S / "kserve" / "servingruntime.yaml")
+    (service,) = load(K8S / "kserve" / "inferenceservice.yaml")
+    predictor = service["spec"]["predictor"]
+    (main,) = runtime["spec"]["containers"]
+    # The InferenceService's model env is added to the runtime container's.
+    env = {var["name"]: var for var in main.get("env", [])}
+    env |= {var["name"]: var for var in predictor["model"].get("env", [])}
+    settings = settings_of({"env": list(env.values())}, monkeypatch)
+    # KServe reads a missing or zero maxReplicas as no bound at all.
+    max_replicas = predictor.get("maxReplicas", 0)
+    if max_replicas != 1:
+        assert settings.job_store == "redis", "replicas of the example would not share jobs"
+    else:
+        assert settings.job_store == "memory"
