@@ -1,7 +1,8 @@
 """deploy/k8s/components/redis: every render that runs more than one replica points the
 server's job store, through the server's own settings, at a Redis Service of the same
-render; only the server's pods may reach that Redis; and the Redis, started as its
-manifest says, is one the server's job store works with."""
+render; only the server's pods may reach that Redis; the Redis, started as its manifest
+says, is one the server's job store works with; the KServe example does not scale out
+with jobs in memory."""
 
 from __future__ import annotations
 
