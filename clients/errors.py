@@ -80,7 +80,7 @@ class JobCancelledError(LatentServeError):
     it finished."""
 
 
-# The server's documented errors (README, "Errors"): wire code, HTTP status, exception.
+# The server's documented errors (docs/errors.md): wire code, HTTP status, exception.
 _ERRORS: list[tuple[str, int, type[LatentServeError]]] = [
     ("not_found", 404, ModelNotFoundError),
     ("invalid_argument", 422, InvalidArgumentError),

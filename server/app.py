@@ -24,10 +24,12 @@ from pathlib import Path
 
 import grpc
 import uvicorn
+from fastapi import FastAPI
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 from latentserve.server import tracing
 from latentserve.server.engine.service import GenerativeService
+from latentserve.server.errors import RefusalBodies
 from latentserve.server.frontends import openai as openai_images
 from latentserve.server.frontends.grpc.servicer import SERVICE_NAME, create_grpc_server
 from latentserve.server.frontends.grpc_tracing import TraceContext
@@ -83,19 +85,23 @@ async def serve(
     drain_gate = DrainGate(answered=(_HEALTH_SERVICE, reflection.SERVICE_NAME))
     traced = (TraceContext(),) if tracing.enabled() else ()
     interceptors = (*traced, *auth.grpc_interceptors(authenticator), drain_gate)
-    grpc_server = create_grpc_server(service, health_servicer, interceptors, admins)
+    grpc_server = create_grpc_server(
+        service,
+        health_servicer,
+        interceptors,
+        admins,
+        limited={v2_grpc.SERVICE_NAME: v2_grpc.overload_refusal(service)},
+        unlimited=v2_grpc.PROBES,
+    )
     v2_grpc.add_inference_service(grpc_server, service, admins)
     address = f"{settings.host}:{settings.grpc_port}"
     try:
         grpc_port = tls.add_grpc_port(grpc_server, address, server_tls)
     except RuntimeError as exc:
         raise ValueError(f"cannot listen for gRPC on {address}: port in use?") from exc
-    # the OpenAI Images API and the Open Inference Protocol beside /v1: same app and port
-    rest_app = create_rest_app(
-        service, admins, other_routers=(openai_images.router, v2_rest.router)
-    )
-    service.metrics.allow_methods(v2_rest.CALLS)
-    auth.protect_rest(rest_app, authenticator)
+    refusals = http_refusals()
+    rest_app = create_http_app(service, admins, refusals)
+    auth.protect_rest(rest_app, authenticator, refusals)
     cors.allow_cross_origin(rest_app, settings)  # outermost: preflights need no token
     config = uvicorn.Config(
         rest_app,
@@ -151,6 +157,28 @@ async def serve(
         log.info("stopped: %s; jobs ended by the shutdown: %d", summary, ended)
         if tracer_provider is not None:
             await asyncio.to_thread(tracer_provider.shutdown)  # exports what is buffered
+
+
+def http_refusals() -> RefusalBodies:
+    """The bodies of refusals made before routing (token, body size), in the error shape of
+    the API the path belongs to."""
+    return RefusalBodies({openai_images.PATH_PREFIX: openai_images.refusal_json})
+
+
+def create_http_app(
+    service: GenerativeService, admins: AdminTokens, refusals: RefusalBodies | None = None
+) -> FastAPI:
+    """Every API the HTTP port serves, before security wraps it: ours, and the OpenAI Images
+    API and the Open Inference Protocol beside /v1 (same app and port). The documentation's
+    REST reference is rendered from this app's OpenAPI document."""
+    app = create_rest_app(
+        service,
+        admins,
+        other_routers=(openai_images.router, v2_rest.router),
+        refusal_bodies=refusals or http_refusals(),
+    )
+    service.metrics.allow_methods(v2_rest.CALLS)
+    return app
 
 
 async def _stop_grpc(grpc_server: grpc.aio.Server, drain_gate: DrainGate) -> None:

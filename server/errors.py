@@ -12,6 +12,9 @@ client's metadata limit) repeats a whole input.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 #: The most characters of a client's value an error message repeats.
 SHOWN_CHARS = 64
 #: The longest message or field name an error carries (a backstop: values go through
@@ -106,3 +109,23 @@ class PermissionDenied(ServingError):
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, dict]:
     """The JSON body of every HTTP refusal, whichever layer sends it (routes, auth, limits)."""
     return {"error": {"code": code, "message": message, "field": field}}
+
+
+#: A refusal's JSON body in one API's error shape: ``(status, code, message) -> body``.
+ErrorShape = Callable[[int, str, str], dict[str, Any]]
+
+
+class RefusalBodies:
+    """The body of a refusal sent before routing (a missing token, a body too large) in the
+    error shape of the API its path belongs to: ``error_body``'s unless a path prefix has
+    a shape of its own. The composition root says which prefix takes which shape, so the
+    layers that refuse need not know which APIs are served."""
+
+    def __init__(self, shapes: Mapping[str, ErrorShape] | None = None) -> None:
+        self._shapes = {prefix.rstrip("/"): shape for prefix, shape in (shapes or {}).items()}
+
+    def __call__(self, path: str, status: int, code: str, message: str) -> dict[str, Any]:
+        for prefix, shape in self._shapes.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return shape(status, code, message)
+        return error_body(code, message)

@@ -31,13 +31,18 @@ Backend = Literal["onnxruntime", "torchscript"]
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("latentserve_config_file", default=None)
 
-# Probes, metrics scrapers and the API's own description (docs, OpenAPI, gRPC health and
-# reflection) answer without a token; everything that touches a model needs one.
+# Probes (ours and the Open Inference Protocol's, over both transports), metrics scrapers
+# and the API's own description (docs, OpenAPI, gRPC health and reflection) answer without
+# a token; everything that touches a model needs one.
 AUTH_EXEMPT_PATHS = (
     "/",  # the playground page (only itself: see security.auth.is_exempt)
     "/playground",
     "/healthz",
     "/readyz",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/inference.GRPCInferenceService/ServerLive",
+    "/inference.GRPCInferenceService/ServerReady",
     "/metrics",
     "/docs",
     "/openapi.json",

@@ -15,9 +15,15 @@ images, is a pure function of the index: resume and evaluation see the same capt
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
-from latentserve.training.dataset_types import SPLIT_SEED, CaptionedDataset, CaptionedSplit
+from latentserve.training.dataset_types import (
+    SPLIT_SEED,
+    CaptionedDataset,
+    CaptionedSplit,
+    ImageDataset,
+)
 from latentserve.training.mnist import load_mnist
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -39,6 +45,9 @@ HELDOUT_TEMPLATES = ("the number {n}", "a handwritten {w}")
 # Streams of the caption draws, distinct from the image split's permutation.
 _TRAIN_CAPTIONS, _TEST_CAPTIONS = 1, 2
 
+#: A class's caption in one phrasing: ``caption(label, template)``.
+Caption = Callable[[int, str], str]
+
 
 def digit_caption(digit: int, template: str) -> str:
     """The caption of ``digit`` in one phrasing (a ``TRAIN_TEMPLATES`` or
@@ -47,36 +56,49 @@ def digit_caption(digit: int, template: str) -> str:
     return template.format(n=digit, w=DIGIT_WORDS[digit], a_n=f"{article} {digit}")
 
 
-def _captions(digits: np.ndarray, templates: tuple[str, ...], stream: int) -> tuple[str, ...]:
-    """One caption per digit, phrasings balanced over the split in a seeded order."""
-    rng = np.random.default_rng((SPLIT_SEED, stream))
-    choice = rng.permutation(len(digits)) % len(templates)
-    return tuple(digit_caption(int(d), templates[c]) for d, c in zip(digits, choice, strict=True))
+def _captions(
+    labels: np.ndarray, caption: Caption, templates: tuple[str, ...], stream: int
+) -> tuple[str, ...]:
+    """One caption per label, phrasings balanced over the split in a seeded order."""
+    choice = np.random.default_rng((SPLIT_SEED, stream)).permutation(len(labels)) % len(templates)
+    return tuple(caption(int(y), templates[c]) for y, c in zip(labels, choice, strict=True))
+
+
+def captioned_dataset(
+    name: str,
+    data: ImageDataset,
+    caption: Caption,
+    train_templates: tuple[str, ...],
+    heldout_templates: tuple[str, ...],
+) -> CaptionedDataset:
+    """``data`` captioned from its class labels by ``caption(label, template)``: training
+    and test images in ``train_templates`` phrasings, and a held-out split of the test
+    images in ``heldout_templates`` (alternating), phrasings no training caption uses."""
+    if data.train_labels is None or data.test_labels is None:
+        raise ValueError(f"{data.name}: captions are drawn from class labels, and it has none")
+    test_labels = data.test_labels.numpy()
+    heldout = tuple(
+        caption(int(y), heldout_templates[i % len(heldout_templates)])
+        for i, y in enumerate(test_labels)
+    )
+    train_captions = _captions(data.train_labels.numpy(), caption, train_templates, _TRAIN_CAPTIONS)
+    test_captions = _captions(test_labels, caption, train_templates, _TEST_CAPTIONS)
+    return CaptionedDataset(
+        name=name,
+        train=data.train,
+        test=data.test,
+        train_labels=data.train_labels,
+        test_labels=data.test_labels,
+        train_split=CaptionedSplit(data.train, train_captions, data.train_labels),
+        test_split=CaptionedSplit(data.test, test_captions, data.test_labels),
+        heldout=CaptionedSplit(data.test, heldout, data.test_labels),
+    )
 
 
 @functools.cache
 def load_mnist_captions() -> CaptionedDataset:
     """``mnist``'s images, split and labels, captioned; the held-out split is the test
     digits captioned with ``HELDOUT_TEMPLATES`` (alternating)."""
-    mnist = load_mnist()
-    test_digits = mnist.test_labels.numpy()
-    heldout_captions = tuple(
-        digit_caption(int(d), HELDOUT_TEMPLATES[i % len(HELDOUT_TEMPLATES)])
-        for i, d in enumerate(test_digits)
-    )
-    return CaptionedDataset(
-        name="mnist-captions",
-        train=mnist.train,
-        test=mnist.test,
-        train_labels=mnist.train_labels,
-        test_labels=mnist.test_labels,
-        train_split=CaptionedSplit(
-            mnist.train,
-            _captions(mnist.train_labels.numpy(), TRAIN_TEMPLATES, _TRAIN_CAPTIONS),
-            mnist.train_labels,
-        ),
-        test_split=CaptionedSplit(
-            mnist.test, _captions(test_digits, TRAIN_TEMPLATES, _TEST_CAPTIONS), mnist.test_labels
-        ),
-        heldout=CaptionedSplit(mnist.test, heldout_captions, mnist.test_labels),
+    return captioned_dataset(
+        "mnist-captions", load_mnist(), digit_caption, TRAIN_TEMPLATES, HELDOUT_TEMPLATES
     )

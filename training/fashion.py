@@ -25,12 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from latentserve.training.dataset_types import (
-    SPLIT_SEED,
-    CaptionedDataset,
-    CaptionedSplit,
-    ImageDataset,
-)
+from latentserve.training.captions import captioned_dataset
+from latentserve.training.dataset_types import CaptionedDataset, ImageDataset
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
@@ -81,9 +77,6 @@ TRAIN_TEMPLATES = (
 #: Used only by the held-out split: every word occurs in training captions, only the
 #: combinations are new.
 HELDOUT_TEMPLATES = ("a photo of {a_item} {attribute}", "{category}: {a_item} {attribute}")
-
-# Streams of the caption draws (as in ``captions``: distinct from the image order).
-_TRAIN_CAPTIONS, _TEST_CAPTIONS = 1, 2
 
 
 class FashionMnistMissing(FileNotFoundError):
@@ -147,36 +140,14 @@ def item_caption(label: int, template: str) -> str:
     return template.format(item=c.item, a_item=c.a_item, attribute=c.attribute, category=c.category)
 
 
-def _captions(labels: np.ndarray, templates: tuple[str, ...], stream: int) -> tuple[str, ...]:
-    """One caption per image, phrasings balanced over the split in a seeded order."""
-    choice = np.random.default_rng((SPLIT_SEED, stream)).permutation(len(labels)) % len(templates)
-    return tuple(item_caption(int(y), templates[c]) for y, c in zip(labels, choice, strict=True))
-
-
 @functools.cache
 def load_fashion_mnist_captions(folder: Path = FASHION_MNIST_DIR) -> CaptionedDataset:
     """``fashion-mnist`` captioned; the held-out split is the test images captioned with
     ``HELDOUT_TEMPLATES`` (alternating)."""
-    data = load_fashion_mnist(folder)
-    assert data.train_labels is not None and data.test_labels is not None
-    test_labels = data.test_labels.numpy()
-    heldout = tuple(
-        item_caption(int(y), HELDOUT_TEMPLATES[i % len(HELDOUT_TEMPLATES)])
-        for i, y in enumerate(test_labels)
-    )
-    return CaptionedDataset(
-        name="fashion-mnist-captions",
-        train=data.train,
-        test=data.test,
-        train_labels=data.train_labels,
-        test_labels=data.test_labels,
-        train_split=CaptionedSplit(
-            data.train,
-            _captions(data.train_labels.numpy(), TRAIN_TEMPLATES, _TRAIN_CAPTIONS),
-            data.train_labels,
-        ),
-        test_split=CaptionedSplit(
-            data.test, _captions(test_labels, TRAIN_TEMPLATES, _TEST_CAPTIONS), data.test_labels
-        ),
-        heldout=CaptionedSplit(data.test, heldout, data.test_labels),
+    return captioned_dataset(
+        "fashion-mnist-captions",
+        load_fashion_mnist(folder),
+        item_caption,
+        TRAIN_TEMPLATES,
+        HELDOUT_TEMPLATES,
     )

@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 from fastapi import FastAPI
-from latentserve.server.errors import error_body
+from latentserve.server.errors import RefusalBodies
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.security.tokens import SCHEME, bearer_token, known_token, read_tokens
 from latentserve.server.settings import Settings
@@ -104,11 +104,13 @@ class BearerAuth:
 
 
 class BearerAuthMiddleware:
-    """REST: refuse before routing, so an unauthenticated client never gets a body parsed."""
+    """REST: refuse before routing, so an unauthenticated client never gets a body parsed.
+    ``bodies`` shapes the 401's body for the API of its path."""
 
-    def __init__(self, app: ASGIApp, auth: BearerAuth) -> None:
+    def __init__(self, app: ASGIApp, auth: BearerAuth, bodies: RefusalBodies | None = None) -> None:
         self.app = app
         self.auth = auth
+        self.bodies = bodies or RefusalBodies()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.auth.exempt(scope["path"]):
@@ -120,7 +122,8 @@ class BearerAuthMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {"WWW-Authenticate": refusal.challenge}
-        response = JSONResponse(error_body(CODE, refusal.message), status_code=401, headers=headers)
+        body = self.bodies(scope["path"], 401, CODE, refusal.message)
+        response = JSONResponse(body, status_code=401, headers=headers)
         await response(scope, receive, send)
 
 
@@ -183,9 +186,11 @@ def document(app: FastAPI, auth: BearerAuth) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def protect_rest(app: FastAPI, auth: BearerAuth | None) -> None:
+def protect_rest(
+    app: FastAPI, auth: BearerAuth | None, bodies: RefusalBodies | None = None
+) -> None:
     if auth is not None:
-        app.add_middleware(BearerAuthMiddleware, auth=auth)
+        app.add_middleware(BearerAuthMiddleware, auth=auth, bodies=bodies)
         document(app, auth)
 
 

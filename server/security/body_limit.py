@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 
-from latentserve.server.errors import error_body
+from latentserve.server.errors import RefusalBodies
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """``bodies`` shapes the 413's body for the API of its path."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, bodies: RefusalBodies | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.bodies = bodies or RefusalBodies()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -28,7 +31,7 @@ class BodyLimitMiddleware:
                 break
         if length is not None:
             if length > self.max_bytes:
-                await self._refuse(send)
+                await self._refuse(scope, send)
                 return
             await self.app(scope, receive, send)
             return
@@ -44,7 +47,7 @@ class BodyLimitMiddleware:
                 break
             size += len(message.get("body", b""))
             if size > self.max_bytes:
-                await self._refuse(send)
+                await self._refuse(scope, send)
                 return
             if not message.get("more_body", False):
                 break
@@ -54,9 +57,10 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, scope: Scope, send: Send) -> None:
         message = f"request body exceeds {self.max_bytes} bytes"
-        body = json.dumps(error_body("payload_too_large", message)).encode()
+        shaped = self.bodies(scope["path"], 413, "payload_too_large", message)
+        body = json.dumps(shaped).encode()
         await send(
             {
                 "type": "http.response.start",

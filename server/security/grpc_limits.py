@@ -6,22 +6,26 @@ default) it drops them at random with CANCELLED: the client learns nothing usefu
 handler ever counts them. So the core may hold ``grpc_max_pending_calls`` (a backlog the
 server works through quickly, since refusing is cheap), and this interceptor refuses calls
 past ``max_grpc_concurrent_rpcs`` itself with RESOURCE_EXHAUSTED, ``retry-after`` metadata
-and a count in the request metrics. While the server drains, ``DrainGate`` holds new
-calls and refuses them with UNAVAILABLE once they can no longer be cancelled by core.
+and a count in the request metrics. Every service that serves models counts against the
+one cap, so a client cannot get past it by calling another protocol. While the server
+drains, ``DrainGate`` holds new calls and refuses them with UNAVAILABLE once they can no
+longer be cancelled by core.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
 from latentserve.server.errors import Overloaded
 from latentserve.server.security.grpc_guard import method_name
 
-# How a refusal reaches the client and the metrics: (context, method, model, error).
-Refuse = Callable[[grpc.aio.ServicerContext, str, str, Overloaded], Awaitable[None]]
+# How a refusal reaches the client and the metrics: (context, method, request, error); each
+# service has its own, since each knows where its requests name their model.
+Refuse = Callable[[grpc.aio.ServicerContext, str, Any, Overloaded], Awaitable[None]]
 
 
 def core_backlog_options(max_pending: int) -> list[tuple[str, int]]:
@@ -54,14 +58,18 @@ def rewrap(
 
 
 class ConcurrencyLimit(grpc.aio.ServerInterceptor):
-    """At most ``limit`` calls of ``service`` in their handlers; the rest are refused."""
+    """At most ``limit`` calls of the ``services`` together in their handlers; the rest are
+    refused, each by its service's ``Refuse``. Methods in ``unlimited`` (full paths, e.g.
+    liveness probes) are never refused."""
 
-    def __init__(self, service: str, limit: int, refuse: Refuse) -> None:
+    def __init__(
+        self, services: Mapping[str, Refuse], limit: int, unlimited: Iterable[str] = ()
+    ) -> None:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
-        self._prefix = f"/{service}/"
+        self._refusals = {f"/{service}/": refuse for service, refuse in services.items()}
+        self._unlimited = frozenset(unlimited)
         self._limit = limit
-        self._refuse = refuse
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
         self._active = 0
 
@@ -74,10 +82,13 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):
         if (wrapped := self._wrapped.get(details.method)) is not None:
             return wrapped
         handler = await continuation(details)
-        if handler is None or not details.method.startswith(self._prefix):
+        service = details.method[: details.method.rfind("/") + 1]
+        refuse = self._refusals.get(service)
+        if handler is None or refuse is None or details.method in self._unlimited:
             return handler  # health checks and reflection stay answerable under overload
-        method = method_name(details.method)
-        wrapped = rewrap(handler, self._unary, self._stream, method)
+        unary = functools.partial(self._unary, refuse)
+        stream = functools.partial(self._stream, refuse)
+        wrapped = rewrap(handler, unary, stream, method_name(details.method))
         if wrapped is not handler:
             self._wrapped[details.method] = wrapped
         return wrapped
@@ -88,10 +99,10 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):
             return None
         return Overloaded(f"{self._limit} calls are in progress, retry later")
 
-    def _unary(self, behaviour: Callable, method: str) -> Callable:
+    def _unary(self, refuse: Refuse, behaviour: Callable, method: str) -> Callable:
         async def limited(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if (refusal := self._full()) is not None:
-                await self._refuse(context, method, getattr(request, "model", ""), refusal)
+                await refuse(context, method, request, refusal)
                 return None
             try:
                 return await behaviour(request, context)
@@ -100,10 +111,10 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):
 
         return limited
 
-    def _stream(self, behaviour: Callable, method: str) -> Callable:
+    def _stream(self, refuse: Refuse, behaviour: Callable, method: str) -> Callable:
         async def limited(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
             if (refusal := self._full()) is not None:
-                await self._refuse(context, method, getattr(request, "model", ""), refusal)
+                await refuse(context, method, request, refusal)
                 return
             try:
                 async for response in behaviour(request, context):

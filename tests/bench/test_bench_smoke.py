@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.images import assert_a_drawn_png
 from helpers.tools import require_tool
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -57,6 +58,7 @@ def test_bench_runs_end_to_end(tiny_repository: Path, tmp_path: Path) -> None:
         assert figures["images_per_s"] > 0, name
         assert figures["errors"] == 0, name
     assert "vs raw b32" in done.stdout
+    assert_a_drawn_png(out.with_suffix(".png"))  # the plot beside the table
 
 
 @pytest.mark.slow

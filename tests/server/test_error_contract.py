@@ -25,12 +25,12 @@ BAD_REFS = {
     "bare-at": "vae-tiny@",
     "5000-digits": "vae-tiny@" + "9" * 5000,
 }
-README = Path(__file__).resolve().parents[2] / "README.md"
+ERRORS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
 
 
 def documented_codes() -> set[str]:
-    """The codes of the README's error table (the rows under ``| code | HTTP | ...``)."""
-    table = README.read_text().split("| code | HTTP | gRPC | SDK exception |", 1)[1]
+    """The codes of the documented error table (the rows under ``| code | HTTP | ...``)."""
+    table = ERRORS_PAGE.read_text().split("| code | HTTP | gRPC | SDK exception |", 1)[1]
     rows = table.split("\n\n", 1)[0]
     return set(re.findall(r"^\| `([a-z_]+)`", rows, re.MULTILINE))
 

@@ -12,7 +12,7 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from helpers.server_process import SERVER_TOML, ServerFactory, ServerProcess, metric
+from helpers.server_process import SERVER_TOML, ServerFactory, ServerProcess, metric, until
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
 
@@ -76,3 +76,70 @@ def test_calls_past_the_limit_are_refused_with_retry_after_and_counted(
     assert counted - before == codes["RESOURCE_EXHAUSTED"]
     assert health == "SERVING"
     print(f"grpc overload: {CALLS} calls at a limit of {LIMIT}: {dict(codes)}")
+
+
+async def v2_calls_while_native_calls_hold_every_slot(
+    target: str, http_url: str
+) -> tuple[list[str], list[str], collections.Counter]:
+    """LIMIT native calls (each held while its batch fills), then a few Open Inference
+    Protocol calls once those are in progress, then a flood of them."""
+    from tritonclient.grpc import service_pb2 as v2
+    from tritonclient.grpc import service_pb2_grpc as v2_grpc
+
+    request = v2.ModelInferRequest(
+        model_name="vae-tiny",
+        inputs=[
+            v2.ModelInferRequest.InferInputTensor(
+                name="n",
+                datatype="INT64",
+                shape=[1],
+                contents=v2.InferTensorContents(int64_contents=[1]),
+            )
+        ],
+        parameters={"method": v2.InferParameter(string_param="sample")},
+    )
+    async with grpc.aio.insecure_channel(target) as channel:
+        native = pb_grpc.GenerativeServiceStub(channel)
+        stub = v2_grpc.GRPCInferenceServiceStub(channel)
+
+        async def infer() -> tuple[str, str]:
+            try:
+                await stub.ModelInfer(request, timeout=120)
+            except grpc.aio.AioRpcError as error:
+                return error.code().name, error.details() or ""
+            return "OK", ""
+
+        held = [
+            asyncio.ensure_future(native.Sample(pb.SampleRequest(model="vae-tiny"), timeout=120))
+            for _ in range(LIMIT)
+        ]
+        with httpx.Client(base_url=http_url, timeout=30) as http:
+            in_flight = "latentserve_requests_in_flight"
+            await asyncio.to_thread(
+                until, lambda: metric(http, in_flight, protocol="grpc") >= LIMIT
+            )
+        while_held = await asyncio.gather(*(infer() for _ in range(3)))
+        await asyncio.gather(*held)
+        flooded = await asyncio.gather(*(infer() for _ in range(300)))
+    return (
+        [code for code, _ in while_held],
+        [d for _, d in while_held],
+        collections.Counter(code for code, _ in flooded),
+    )
+
+
+def test_open_inference_protocol_calls_share_the_limit(
+    server: ServerProcess, http: httpx.Client
+) -> None:
+    def refused() -> float:
+        return metric(http, "latentserve_requests_total", protocol="v2-grpc", status="overloaded")
+
+    before = refused()
+    codes, details, flooded = asyncio.run(
+        v2_calls_while_native_calls_hold_every_slot(server.grpc_target, server.http_url)
+    )
+    assert codes == ["RESOURCE_EXHAUSTED"] * 3, (codes, details)
+    assert all(f"{LIMIT} calls are in progress" in d for d in details), details
+    assert set(flooded) <= {"OK", "RESOURCE_EXHAUSTED"}, flooded
+    assert flooded["OK"] >= LIMIT and flooded["RESOURCE_EXHAUSTED"] >= 100, flooded
+    assert refused() - before == 3 + flooded["RESOURCE_EXHAUSTED"]

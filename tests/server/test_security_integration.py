@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -162,10 +163,13 @@ def test_rest_serves_each_token_of_the_file(http: httpx.Client) -> None:
 
 
 def test_probes_metrics_and_docs_need_no_token_by_default(http: httpx.Client) -> None:
-    for path in ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"):
+    probes = ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready")
+    for path in (*probes, "/metrics", "/docs", "/openapi.json"):
         assert http.get(path).status_code == 200, path
     assert http.get("/docs/static/swagger-ui.css").status_code == 200
     assert http.get("/healthzz").status_code == 401  # an exempt path's neighbour is not
+    assert http.get("/v2/health/stats").status_code == 401  # nor is one under /v2/health
+    assert http.get("/v2").status_code == 401  # the Open Inference Protocol's other routes
 
 
 def test_openapi_marks_the_protected_operations(http: httpx.Client) -> None:
@@ -213,6 +217,56 @@ def test_grpc_health_and_reflection_need_no_token_by_default(guarded: ServerProc
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
         services = ProtoReflectionDescriptorDatabase(channel).get_services()
         assert "latentserve.v1.GenerativeService" in services
+
+
+def test_open_inference_protocol_probes_need_no_token_over_grpc(guarded: ServerProcess) -> None:
+    from tritonclient.grpc import service_pb2 as v2
+    from tritonclient.grpc import service_pb2_grpc as v2_grpc
+
+    with grpc.insecure_channel(guarded.grpc_target) as channel:
+        stub = v2_grpc.GRPCInferenceServiceStub(channel)
+        assert stub.ServerLive(v2.ServerLiveRequest(), timeout=30).live
+        assert stub.ServerReady(v2.ServerReadyRequest(), timeout=30).ready
+        with pytest.raises(grpc.RpcError) as refused:  # the service's other calls are not open
+            stub.ServerMetadata(v2.ServerMetadataRequest(), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+# --- the OpenAI Images API answers refusals in its own error shape ----------------------
+
+
+def assert_openai_error(error: Any, status: int, kind: str, code: str, message: str) -> None:
+    """``error`` (an ``openai.APIStatusError``) parsed from the API's own error shape."""
+    assert error.status_code == status
+    assert error.message == f"Error code: {status} - {message}"
+    assert (error.type, error.code, error.param) == (kind, code, None)
+    assert error.body == {"message": message, "type": kind, "param": None, "code": code}
+
+
+def test_openai_sdk_reads_the_refusals_of_the_security_layer(guarded: ServerProcess) -> None:
+    import openai
+
+    def client(token: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{guarded.http_url}/v1", api_key=token, max_retries=0)
+
+    with client(WRONG_TOKEN) as stranger, pytest.raises(openai.AuthenticationError) as refused:
+        stranger.images.generate(model="vae-tiny", prompt="a 3")
+    invalid = "the bearer token is not valid"
+    assert_openai_error(refused.value, 401, "authentication_error", "unauthenticated", invalid)
+    assert refused.value.response.headers["www-authenticate"].startswith("Bearer ")
+
+    image = ("big.png", bytes(100_000), "image/png")  # over this server's 65536-byte limit
+    with client(TOKEN) as member, pytest.raises(openai.APIStatusError) as too_large:
+        member.images.edit(model="vae-tiny", image=image, prompt="a 3")
+    message = "request body exceeds 65536 bytes"
+    assert_openai_error(too_large.value, 413, "invalid_request_error", "payload_too_large", message)
+    # latentserve's own routes keep their shape
+    native = httpx.get(f"{guarded.http_url}/v1/models")
+    assert native.json()["error"] == {
+        "code": "unauthenticated",
+        "message": "authentication required: send the header 'Authorization: Bearer <token>'",
+        "field": None,
+    }
 
 
 # --- the SDK and the CLI carry the token ------------------------------------------------

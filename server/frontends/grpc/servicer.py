@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -26,7 +26,11 @@ from latentserve.server.errors import (
 from latentserve.server.frontends.status import error_metadata, grpc_status
 from latentserve.server.security.admin import AdminTokens
 from latentserve.server.security.grpc_guard import CallGuard, method_name
-from latentserve.server.security.grpc_limits import ConcurrencyLimit, core_backlog_options
+from latentserve.server.security.grpc_limits import (
+    ConcurrencyLimit,
+    Refuse,
+    core_backlog_options,
+)
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
 
@@ -44,6 +48,16 @@ async def _abort(
     if not exc.recorded:
         service.record_rejection(model, method, PROTOCOL, exc.code)
     await context.abort(grpc_status(exc), exc.message, trailing_metadata=error_metadata(exc))
+
+
+async def _refuse_overloaded(
+    service: GenerativeService,
+    context: grpc.aio.ServicerContext,
+    method: str,
+    request: Any,
+    exc: ServingError,
+) -> None:
+    await _abort(service, context, method, getattr(request, "model", ""), exc)
 
 
 def _unary(method: str) -> Callable:
@@ -314,16 +328,22 @@ def create_grpc_server(
     health_servicer: health.aio.HealthServicer,
     interceptors: tuple[grpc.aio.ServerInterceptor, ...] = (),
     admins: AdminTokens | None = None,
+    limited: Mapping[str, Refuse] | None = None,
+    unlimited: Iterable[str] = (),
 ) -> grpc.aio.Server:
-    """A grpc.aio server with the generative service, health and reflection registered."""
+    """A grpc.aio server with the generative service, health and reflection registered.
+
+    ``limited``: other services to be added to it that share the generative service's cap
+    on calls in progress, each with its refusal; ``unlimited``: their methods that are not
+    (probes)."""
 
     def undecodable(method: str) -> None:
         service.record_rejection("", method, PROTOCOL, InvalidArgument.code)
 
     rpcs = pb.DESCRIPTOR.services_by_name["GenerativeService"].methods
     service.metrics.allow_methods(method_name(rpc.name) for rpc in rpcs)
-    limit = service.settings.max_grpc_concurrent_rpcs
-    overload = ConcurrencyLimit(SERVICE_NAME, limit, functools.partial(_abort, service))
+    refusals = {SERVICE_NAME: functools.partial(_refuse_overloaded, service), **(limited or {})}
+    overload = ConcurrencyLimit(refusals, service.settings.max_grpc_concurrent_rpcs, unlimited)
     server = grpc.aio.server(
         # Authentication first: a refused call's request is never decoded.
         interceptors=[*interceptors, overload, CallGuard(undecodable)],

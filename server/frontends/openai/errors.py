@@ -54,15 +54,15 @@ _CODES = {ModelNotFound: "model_not_found"}
 def error_json(error: ServingError) -> dict[str, Any]:
     """The ``{"error": {...}}`` body of ``error``, also sent as a streamed error event."""
     status = HTTP_STATUS.get(type(error), 500)
+    code = _CODES.get(type(error), error.code)
+    return refusal_json(status, code, error.message, getattr(error, "field", None))
+
+
+def refusal_json(status: int, code: str, message: str, param: str | None = None) -> dict[str, Any]:
+    """The API's error body for an answer of ``status``; as an ``ErrorShape``, it is also
+    the body of refusals sent for this API's paths before routing (token, body size)."""
     kind = "server_error" if status >= 500 else _TYPES.get(status, "invalid_request_error")
-    return {
-        "error": {
-            "message": error.message,
-            "type": kind,
-            "param": getattr(error, "field", None),
-            "code": _CODES.get(type(error), error.code),
-        }
-    }
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def invalid_from(errors: list[Any]) -> InvalidArgument:

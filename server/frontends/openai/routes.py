@@ -18,7 +18,9 @@ from latentserve.server.frontends.openai.schemas import EditRequest, GenerationR
 from latentserve.server.frontends.openai.streaming import image_events, sse_response
 from starlette.datastructures import URL
 
-router = APIRouter(tags=["OpenAI Images API"], route_class=OpenAIRoute)
+#: Every route of this API lies under it.
+PATH_PREFIX = "/v1/images"
+router = APIRouter(prefix=PATH_PREFIX, tags=["OpenAI Images API"], route_class=OpenAIRoute)
 METHOD = "text_to_image"
 
 
@@ -29,13 +31,13 @@ async def _service(request: Request) -> GenerativeService:
 Service = Annotated[GenerativeService, Depends(_service)]
 
 
-@router.post("/v1/images/generations")
+@router.post("/generations")
 async def generations(request: Request, service: Service, body: GenerationRequest) -> Response:
     """Images for a prompt, as the OpenAI Images API makes them."""
     return await _answer(request, service, body, body.engine_params(), "image_generation")
 
 
-@router.post("/v1/images/edits", openapi_extra=EDIT_BODY)
+@router.post("/edits", openapi_extra=EDIT_BODY)
 async def edits(request: Request, service: Service) -> Response:
     """Redraw an image after a prompt (img2img); with a mask, repaint only its transparent
     pixels and keep the rest (inpainting)."""

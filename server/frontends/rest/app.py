@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI
 from latentserve.server import tracing
 from latentserve.server.engine.service import GenerativeService
+from latentserve.server.errors import RefusalBodies
 from latentserve.server.frontends.rest import health, jobs, models, repository, sampling
 from latentserve.server.frontends.rest.dependencies import client_deadline
 from latentserve.server.frontends.rest.docs import add_offline_docs
@@ -39,10 +40,12 @@ def create_rest_app(
     service: GenerativeService,
     admins: AdminTokens | None = None,
     other_routers: Sequence[APIRouter] = (),
+    refusal_bodies: RefusalBodies | None = None,
 ) -> FastAPI:
     """The REST app over ``service``; loading models is the composition root's job.
     ``other_routers`` are other frontends served on the same app and port (the OpenAI Images
-    API): included here so their routes are named in metrics and ``Allow`` like ours."""
+    API): included here so their routes are named in metrics and ``Allow`` like ours;
+    ``refusal_bodies`` gives the body limit's refusals their error shape."""
     app = FastAPI(
         title="latentserve",
         version=__version__,
@@ -65,7 +68,8 @@ def create_rest_app(
     routers = (*ROUTERS, *other_routers)
     for router in routers:
         app.include_router(router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=service.settings.max_body_bytes)
+    max_bytes = service.settings.max_body_bytes
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes, bodies=refusal_bodies)
     app.add_middleware(RefuseWhileDraining, service=service)
     add_error_handlers(app, service)
     routes = [*app.routes, *(route for router in routers for route in router.routes)]

@@ -24,6 +24,7 @@ from latentserve.server.frontends.v2.server_info import server_metadata
 from latentserve.server.frontends.v2.tensors import Tensor
 from latentserve.server.security.admin import AdminTokens
 from latentserve.server.security.grpc_guard import method_name
+from latentserve.server.security.grpc_limits import Refuse
 
 PROTOCOL = "v2-grpc"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -60,16 +61,21 @@ def _rpc(method: str) -> Callable:
             try:
                 return await fn(self, request, context)
             except ServingError as exc:
-                if not exc.recorded:
-                    ref = _ref(_model_name(request), _model_version(request))
-                    self._service.record_rejection(ref, method, PROTOCOL, exc.code)
-                await context.abort(
-                    grpc_status(exc), exc.message, trailing_metadata=error_metadata(exc)
-                )
+                await _abort(self._service, context, method, request, exc)
 
         return handler
 
     return wrap
+
+
+async def _abort(
+    service: GenerativeService, context: Any, method: str, request: Any, exc: ServingError
+) -> None:
+    """End the call with ``exc``'s status (through the shared table), counted once."""
+    if not exc.recorded:
+        ref = _ref(_model_name(request), _model_version(request))
+        service.record_rejection(ref, method, PROTOCOL, exc.code)
+    await context.abort(grpc_status(exc), exc.message, trailing_metadata=error_metadata(exc))
 
 
 def _model_name(request: Any) -> str:
@@ -194,6 +200,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise InvalidArgument("model_name", "name the model to unload")
         await self._service.unload_model(request.model_name, PROTOCOL)
         return pb.RepositoryModelUnloadResponse(model_name=request.model_name, isUnloaded=True)
+
+
+#: Liveness and readiness probes: answered under overload and without a token.
+PROBES = (f"/{SERVICE_NAME}/ServerLive", f"/{SERVICE_NAME}/ServerReady")
+
+
+def overload_refusal(service: GenerativeService) -> Refuse:
+    """How this service refuses a call past the gRPC concurrency limit it shares."""
+    return functools.partial(_abort, service)
 
 
 def add_inference_service(
