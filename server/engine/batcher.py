@@ -5,7 +5,9 @@ requests with the same compatibility key until ``max_batch_size`` items or until
 waited ``max_queue_delay_ms``, and runs in one of the batcher's worker threads so the event
 loop keeps serving. Up to ``max_concurrent_batches`` batches run at once: while one batch's
 results are encoded and answered and the next requests arrive, another batch computes, so
-the graph is not left idle between batches. A request of n items may be split across
+the graph is not left idle between batches; while batches run, a further one waits until
+it holds its share of a full batch or one of them finishes, so that requests arriving one
+at a time are not split into batches of one or two. A request of n items may be split across
 batches; its parts are joined by offset, whichever batch finishes first. A failing batch
 fails only the requests in it.
 """
@@ -95,6 +97,8 @@ class Batcher:
         self._max_running = max_concurrent_batches * len(self._instances)
         self._balance = balance
         self._slots = asyncio.Semaphore(self._max_running)
+        # Items a batch needs to start while every instance is computing (``_start_time``).
+        self._share = math.ceil(max_batch_size / max_concurrent_batches)
         self._busy = [0] * len(self._instances)  # batches running on each instance
         self._last_start = [0] * len(self._instances)  # when each last got a batch (a count)
         self._starts = 0
@@ -188,11 +192,10 @@ class Batcher:
             if not self._queue:
                 self._slots.release()
                 continue
-            deadline = self._queue[0].enqueued + self._delay
-            while self._queued_items < self._max_batch and loop.time() < deadline:
+            while (start := self._start_time()) is not None and loop.time() < start:
                 self._wakeup.clear()
                 try:
-                    async with asyncio.timeout_at(deadline):
+                    async with asyncio.timeout_at(None if start == math.inf else start):
                         await self._wakeup.wait()
                 except TimeoutError:
                     break
@@ -208,6 +211,22 @@ class Batcher:
             self._running.add(task)
             task.add_done_callback(self._finished)
 
+    def _start_time(self) -> float | None:
+        """When the batch at the head of the queue starts: ``None`` for now (a full batch),
+        else once its oldest request waited the queue delay. While every instance already
+        runs a batch, a further one also waits until it holds its share of a full batch
+        (``max_batch_size / max_concurrent_batches``) or a running batch finishes (the
+        queue keeps filling; ``inf`` until then). Started at once, it would take the one or
+        two requests that arrived meanwhile: when requests trickle in (grpc.aio hands them
+        to the loop one at a time), every batch stays that small and the event loop pays
+        the per-batch costs once per image or two. The balanced batcher keeps sharing the
+        backlog among free slots as it is."""
+        if self._queued_items >= self._max_batch:
+            return None
+        if not self._balance and min(self._busy) > 0 and self._queued_items < self._share:
+            return math.inf
+        return self._queue[0].enqueued + self._delay
+
     def _free_instance(self) -> int:
         """The instance the next batch runs on: the least busy, of equals the one that got a
         batch least recently. A slot is held, so it has room for one more batch."""
@@ -222,6 +241,7 @@ class Batcher:
         self._running.discard(task)
         self._busy[self._instance_of.pop(task)] -= 1
         self._slots.release()
+        self._wakeup.set()  # a batch waiting for a running one to finish may start now
 
     def _drop_abandoned_head(self) -> None:
         # A request whose caller went away, whose deadline passed (or whose earlier part

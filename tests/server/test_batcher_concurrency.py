@@ -144,10 +144,10 @@ def test_while_every_slot_is_busy_the_queue_forms_one_full_batch() -> None:
     async def main() -> None:
         batcher = make(graph, max_batch_size=4, max_concurrent_batches=2)
         running = []
-        for i in (0, 1):
-            running.append(asyncio.ensure_future(batcher.submit(items(i, 1))))
-            # a batch of one now holds a slot, inside the graph
-            await asyncio.to_thread(graph.wait_until_active, i + 1)
+        # the first batch holds a slot alone; the second, alongside it, holds its share (2)
+        for i, n in ((0, 1), (10, 2)):
+            running.append(asyncio.ensure_future(batcher.submit(items(i, n))))
+            await asyncio.to_thread(graph.wait_until_active, len(running))
         queued = [asyncio.ensure_future(batcher.submit(items(i, 1))) for i in range(2, 6)]
         await asyncio.sleep(0)
         graph.gate.set()
@@ -155,7 +155,7 @@ def test_while_every_slot_is_busy_the_queue_forms_one_full_batch() -> None:
         await batcher.close()
 
     asyncio.run(main())
-    assert sorted(len(b) for b in graph.batches) == [1, 1, 4]
+    assert sorted(len(b) for b in graph.batches) == [1, 2, 4]
 
 
 def test_a_failing_batch_fails_only_its_own_requests_while_others_run() -> None:
@@ -217,3 +217,45 @@ def test_a_balanced_batcher_shares_a_large_request_among_free_slots(
     result = asyncio.run(main())
     assert sorted(len(b) for b in graph.batches) == sizes
     np.testing.assert_array_equal(result[:, 0], np.arange(20) * 2)  # joined in order
+
+
+def _overlaps(graph: SlowProbe, runs: int, within_s: float) -> bool:
+    with graph.lock:
+        return graph.lock.wait_for(lambda: graph.active >= runs, within_s)
+
+
+def test_a_few_requests_queue_behind_a_running_batch_instead_of_starting_their_own() -> None:
+    graph = SlowProbe(delay_s=0.0)
+    graph.gate = threading.Event()
+
+    async def main() -> bool:
+        batcher = make(graph, max_batch_size=8, max_concurrent_batches=2)  # 4 share a slot
+        first = asyncio.ensure_future(batcher.submit(items(0, 1)))
+        await asyncio.to_thread(graph.wait_until_active, 1)
+        later = [asyncio.ensure_future(batcher.submit(items(i, 1))) for i in (1, 2, 3)]
+        overlapped = await asyncio.to_thread(_overlaps, graph, 2, 0.5)
+        graph.gate.set()
+        await asyncio.gather(first, *later)
+        await batcher.close()
+        return overlapped
+
+    assert not asyncio.run(main())
+    assert graph.batches == [[0.0], [1.0, 2.0, 3.0]]  # one batch, once the first finished
+
+
+def test_a_second_batch_starts_alongside_once_it_fills_its_share() -> None:
+    graph = SlowProbe(delay_s=0.0)
+    graph.gate = threading.Event()
+
+    async def main() -> None:
+        batcher = make(graph, max_batch_size=8, max_concurrent_batches=2)
+        first = asyncio.ensure_future(batcher.submit(items(0, 1)))
+        await asyncio.to_thread(graph.wait_until_active, 1)
+        later = [asyncio.ensure_future(batcher.submit(items(i, 1))) for i in (1, 2, 3, 4)]
+        await asyncio.to_thread(graph.wait_until_active, 2)  # fails if it never starts
+        graph.gate.set()
+        await asyncio.gather(first, *later)
+        await batcher.close()
+
+    asyncio.run(main())
+    assert sorted(graph.batches) == [[0.0], [1.0, 2.0, 3.0, 4.0]]
