@@ -33,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", type=Path, help="TOML settings file ([models.NAME] tables)")
     p.add_argument(
+        "--workers",
+        type=int,
+        help="serving processes sharing the ports (default 1; more need job_store = "
+        '"redis"; see docs/workers.md)',
+    )
+    p.add_argument(
         "--backend",
         choices=["onnxruntime", "torchscript"],
         help="graph runtime for models without a per-model override (default onnxruntime)",
@@ -104,11 +110,16 @@ def serve(args: argparse.Namespace, opener: GraphOpener | None = None) -> int:
         tls_client_ca=args.tls_client_ca,
         repository_poll_interval_s=args.repository_poll_interval,
         admin_tokens_file=args.admin_tokens_file,
+        workers=args.workers,
     )
     if args.build_default and not _has_models(settings.repository):
         from latentserve.exporters.default_repository import build_default_repository
 
         build_default_repository(settings.repository)
+    if settings.workers > 1:
+        from latentserve.server.workers import run_workers
+
+        return run_workers(settings, args.port_file, opener or open_graph)
     run(settings, args.port_file, opener or open_graph)
     return 0
 
