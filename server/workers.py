@@ -46,6 +46,8 @@ _STOP_GRACE_S = 30.0
 def run_workers(settings: Settings, port_file: Path | None, opener: GraphOpener) -> int:
     """Serve with ``settings.workers`` processes until SIGTERM/SIGINT; 0 when every worker
     stopped cleanly, 1 when one failed or died."""
+    if not settings.repository.is_dir():  # said once, not by every worker
+        raise FileNotFoundError(f"model repository not found: {settings.repository}")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -54,6 +56,7 @@ def run_workers(settings: Settings, port_file: Path | None, opener: GraphOpener)
         grpc_port = stack.enter_context(_reserved(settings.host, settings.grpc_port, "gRPC"))
         metrics_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="latentserve-"))
         os.environ[MULTIPROC_DIR_ENV] = metrics_dir  # inherited by the workers
+        stack.callback(os.environ.pop, MULTIPROC_DIR_ENV, None)
         shared = settings.model_copy(update={"http_port": http_port, "grpc_port": grpc_port})
         context = multiprocessing.get_context("spawn")
         ready = [context.Event() for _ in range(settings.workers)]
