@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a model repository over REST and gRPC",
         description="Serve every model under a repository folder over REST and gRPC "
-        "from one process. Settings: defaults < --config TOML < LATENTSERVE_* env < flags.",
+        "from one process (or --workers N on the same ports). Settings: defaults < --config "
+        "TOML < LATENTSERVE_* env < flags.",
     )
     p.add_argument("--repository", type=Path, help="model repository folder (default models)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
