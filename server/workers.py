@@ -87,6 +87,7 @@ def _supervise(
         ended = wait([w.sentinel for w in workers], timeout=0.1)
         if ended:
             dead = next(w for w in workers if w.sentinel in ended)
+            dead.join()  # reaps it: its exit code is known only then
             log.error("worker %s exited (code %s): stopping the others", dead.name, dead.exitcode)
             _stop(workers)
             return 1
