@@ -20,6 +20,7 @@ import json
 import logging
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -37,7 +38,7 @@ from latentserve.server.frontends.rest import create_rest_app
 from latentserve.server.frontends.v2 import grpc_service as v2_grpc
 from latentserve.server.frontends.v2 import rest as v2_rest
 from latentserve.server.gpu_metrics import register_gpu_metrics
-from latentserve.server.metrics import ServerMetrics
+from latentserve.server.metrics import ServerMetrics, multiprocess_scrape
 from latentserve.server.repository.runtime import open_graph
 from latentserve.server.repository.store import GraphOpener
 from latentserve.server.security import auth, cors, tls
@@ -67,16 +68,19 @@ async def serve(
     registry: CollectorRegistry | None = None,
     port_file: Path | None = None,
     opener: GraphOpener = open_graph,
+    worker: int | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then drain and return. ``port_file`` receives the ports
     actually listened on (port 0 in the settings picks a free one) as soon as both listen;
     ``opener`` opens the graph files (tests inject one to hold loading until they let it
-    go on)."""
+    go on). ``worker`` is this process's index when several share the ports (``workers.py``),
+    and ``on_ready`` is called once every model is loaded."""
     if not settings.repository.is_dir():
         raise FileNotFoundError(f"model repository not found: {settings.repository}")
     tracer_provider = tracing.configure_from_environment()  # off unless OTEL_* ask
-    metrics = ServerMetrics(registry or CollectorRegistry())
-    register_gpu_metrics(metrics.registry)  # absent (one log line) where NVML is not
+    metrics = ServerMetrics(registry or CollectorRegistry(), multiprocess_scrape(), worker)
+    register_gpu_metrics(metrics.scrape)  # absent (one log line) where NVML is not
     service = GenerativeService(settings, metrics, opener=opener)
     server_tls = tls.server_tls(settings)
     authenticator = auth.BearerAuth.from_settings(settings, service.metrics)
@@ -116,7 +120,7 @@ async def serve(
         **(server_tls.uvicorn_options() if server_tls else {}),
     )
     http_server = _UvicornServer(config)
-    http_socket = _bind(settings.host, settings.http_port)
+    http_socket = bind_port(settings.host, settings.http_port, "HTTP", shared=settings.workers > 1)
     http_socket.listen(config.backlog)  # connections queue from now, before uvicorn runs
 
     stop = asyncio.Event()
@@ -129,10 +133,12 @@ async def serve(
     await grpc_server.start()
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
     if port_file is not None:
-        _write_ports(port_file, http_socket.getsockname()[1], grpc_port)
+        write_ports(port_file, http_socket.getsockname()[1], grpc_port)
     try:
         await _load(service, health_servicer, stop)
         if not stop.is_set():
+            if on_ready is not None:
+                on_ready()
             log.info(
                 "ready: %s://%s:%d (REST, docs at /docs)  grpc%s %s:%d",
                 "https" if server_tls else "http",
@@ -221,33 +227,43 @@ async def _wait_first(*aws: object) -> None:
         task.result()
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    # Bound here, not by uvicorn, so a busy port is a clear error instead of a sys.exit.
+def bind_port(host: str, port: int, protocol: str, shared: bool = False) -> socket.socket:
+    """Bound here, not by uvicorn, so a busy port is a clear error instead of a sys.exit.
+    ``shared``: with SO_REUSEPORT, for the workers of one server (the kernel spreads the
+    connections over their listening sockets)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ValueError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror}") from exc
+        raise ValueError(f"cannot listen for {protocol} on {host}:{port}: {exc.strerror}") from exc
     return sock
 
 
-def _write_ports(path: Path, http_port: int, grpc_port: int) -> None:
-    # Written whole then renamed, so a reader polling for the file never sees half of it.
+def write_ports(path: Path, http_port: int, grpc_port: int) -> None:
+    """The ports served, as JSON: written whole then renamed, so a reader polling for the
+    file never sees half of it."""
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps({"http": http_port, "grpc": grpc_port}))
     partial.replace(path)
 
 
 def run(
-    settings: Settings, port_file: Path | None = None, opener: GraphOpener = open_graph
+    settings: Settings,
+    port_file: Path | None = None,
+    opener: GraphOpener = open_graph,
+    worker: int | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Blocking entry point: one event loop (uvloop when available) for both transports."""
+    main = serve(settings, port_file=port_file, opener=opener, worker=worker, on_ready=on_ready)
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(settings, port_file=port_file, opener=opener))
+        asyncio.run(main)
     else:
-        uvloop.run(serve(settings, port_file=port_file, opener=opener))
+        uvloop.run(main)

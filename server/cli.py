@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a model repository over REST and gRPC",
         description="Serve every model under a repository folder over REST and gRPC "
-        "from one process. Settings: defaults < --config TOML < LATENTSERVE_* env < flags.",
+        "from one process (or --workers N on the same ports). Settings: defaults < --config "
+        "TOML < LATENTSERVE_* env < flags.",
     )
     p.add_argument("--repository", type=Path, help="model repository folder (default models)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -32,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(with --http-port 0 --grpc-port 0 the system picks free ones)",
     )
     p.add_argument("--config", type=Path, help="TOML settings file ([models.NAME] tables)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="serving processes sharing the ports (default 1; more need job_store = "
+        '"redis"; see docs/workers.md)',
+    )
     p.add_argument(
         "--backend",
         choices=["onnxruntime", "torchscript"],
@@ -104,11 +111,16 @@ def serve(args: argparse.Namespace, opener: GraphOpener | None = None) -> int:
         tls_client_ca=args.tls_client_ca,
         repository_poll_interval_s=args.repository_poll_interval,
         admin_tokens_file=args.admin_tokens_file,
+        workers=args.workers,
     )
     if args.build_default and not _has_models(settings.repository):
         from latentserve.exporters.default_repository import build_default_repository
 
         build_default_repository(settings.repository)
+    if settings.workers > 1:
+        from latentserve.server.workers import run_workers
+
+        return run_workers(settings, args.port_file, opener or open_graph)
     run(settings, args.port_file, opener or open_graph)
     return 0
 

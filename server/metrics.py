@@ -11,15 +11,25 @@ statuses with the domain errors' fixed codes, a model's instances (``model_insta
 their index below its configured count. That label is not called ``instance``: Prometheus
 gives every scraped series an ``instance`` label of its own (the target), and would rename
 ours to ``exported_instance``.
+
+With several workers (``workers`` > 1, docs/workers.md) each serving process records into
+prometheus_client's multiprocess files (``PROMETHEUS_MULTIPROC_DIR``, set by the parent
+before a worker imports prometheus_client) and any worker answers a scrape with the sums
+over all of them: ``scrape`` is then a registry of the ``MultiProcessCollector``. Each
+gauge says how its workers' values combine (``multiprocess_mode``; ignored with one
+worker); the process collector is left out there (its figures would be one worker's).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterable
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.multiprocess import MultiProcessCollector
 
 M = TypeVar("M", bound=MetricWrapperBase)
 
@@ -33,12 +43,35 @@ _JOBS_PER_STEP_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 _STAGE_BUCKETS = _LATENCY_BUCKETS + _JOB_BUCKETS[_JOB_BUCKETS.index(30.0) :]
 
 
+#: The environment variable that puts prometheus_client in multiprocess mode.
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_scrape() -> CollectorRegistry | None:
+    """The registry a worker's ``/metrics`` encodes when several workers share the ports:
+    every worker's series merged from the multiprocess files. None in a single process."""
+    if not os.environ.get(MULTIPROC_DIR_ENV):
+        return None
+    scrape = CollectorRegistry()
+    MultiProcessCollector(scrape)
+    return scrape
+
+
 class ServerMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        scrape: CollectorRegistry | None = None,
+        worker: int | None = None,
+    ) -> None:
+        """``scrape``: what ``/metrics`` answers with, when not ``registry`` itself (the
+        merged series of several workers); ``worker``: this worker's index among several."""
         self.registry = registry
-        # latentserve_process_resident_memory_bytes, _cpu_seconds_total, ...: the server's
-        # own, so dashboards and alerts need not know how the scrape job is named.
-        ProcessCollector(namespace="latentserve", registry=registry)
+        self.scrape = scrape if scrape is not None else registry
+        if scrape is None:
+            # latentserve_process_resident_memory_bytes, _cpu_seconds_total, ...: the
+            # server's own, so dashboards and alerts need not know the scrape job's name.
+            ProcessCollector(namespace="latentserve", registry=registry)
         self._methods: set[str] = set()
         self._children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
         self.requests = Counter(
@@ -86,6 +119,7 @@ class ServerMetrics:
             "latentserve_requests_in_flight",
             "Requests being handled right now.",
             ["protocol"],
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.jobs = Counter(
@@ -98,18 +132,21 @@ class ServerMetrics:
             "latentserve_jobs_active",
             "Jobs admitted and not yet finished (queued + running).",
             ["model"],
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.jobs_running = Gauge(
             "latentserve_jobs_running",
             "Multi-step jobs taking part in the model's denoiser steps.",
             ["model"],
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.jobs_queued = Gauge(
             "latentserve_jobs_queued",
             "Multi-step jobs waiting for a place among the running ones.",
             ["model"],
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.job_latency = Histogram(
@@ -177,17 +214,20 @@ class ServerMetrics:
             "latentserve_ready",
             "1 while the server serves (models loaded and warmed up, not draining), else 0: "
             "what /readyz and gRPC health say.",
+            multiprocess_mode="livemin",
             registry=registry,
         )
         self.max_jobs = Gauge(
             "latentserve_max_jobs",
             "Jobs the server admits at once (queued + running, the max_jobs setting): the "
             "limit latentserve_jobs_active is measured against.",
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.models_loaded = Gauge(
             "latentserve_models_loaded",
             "Model versions loaded and ready to serve.",
+            multiprocess_mode="livemin",
             registry=registry,
         )
         self.auth_refused = Counter(
@@ -201,12 +241,14 @@ class ServerMetrics:
             "Loaded model versions (1 each) by state: serving, or draining (removed from "
             "the repository, unloaded once its in-flight requests and jobs finish).",
             ["model", "state"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.model_warmup = Gauge(
             "latentserve_model_warmup_seconds",
             "How long a version's warm-up took (each capability run once before it served).",
             ["model"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.model_reloads = Counter(
@@ -216,6 +258,25 @@ class ServerMetrics:
             ["model", "outcome"],
             registry=registry,
         )
+
+        self._worker_requests = None
+        if worker is not None:
+            self._worker_requests = Counter(
+                "latentserve_worker_requests",
+                "Requests answered by each worker (its index): how the kernel spread the "
+                "connections over the workers sharing the ports.",
+                ["worker"],
+                registry=registry,
+            ).labels(str(worker))
+
+    def drop(self, gauge: Gauge, *labels: str) -> None:
+        """End a gauge's series (no error where there is none). prometheus_client cannot
+        remove a series in multiprocess mode, so with several workers it reads 0 instead."""
+        if self.scrape is not self.registry:
+            gauge.labels(*labels).set(0)
+            return
+        with contextlib.suppress(KeyError):
+            gauge.remove(*labels)
 
     def allow_methods(self, names: Iterable[str]) -> None:
         """Register call names the ``method`` label may take: the service's calls, the REST
@@ -252,6 +313,8 @@ class ServerMetrics:
         or ``unknown``; ``method`` is bounded here."""
         method = self.method_label(method)
         self.child(self.requests, model, method, protocol, status).inc()
+        if self._worker_requests is not None:
+            self._worker_requests.inc()
         if seconds is not None:
             self.child(self.request_latency, model, method, protocol).observe(seconds, exemplar)
 

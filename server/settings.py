@@ -197,6 +197,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     replica_lease_s: float = Field(default=10.0, gt=0)
     job_events_max: int = Field(default=256, gt=0)
+    # Serving processes sharing the HTTP and gRPC ports (SO_REUSEPORT; docs/workers.md):
+    # each has its own event loop, batchers and graph sessions. More than one needs
+    # job_store = "redis", since a job lives in the worker that admitted it.
+    workers: int = Field(default=1, ge=1, le=64)
     # "iteration": a job joins the very next denoiser step; "request": jobs waiting when a
     # batch starts run their whole loops together and later ones wait (static batching,
     # kept as the benchmark's baseline).
@@ -229,6 +233,16 @@ class Settings(BaseSettings):
     def _redis_needs_its_url(self) -> Settings:
         if self.job_store == "redis" and not self.redis_url:
             raise ValueError('redis_url: job_store = "redis" needs the URL of the Redis')
+        return self
+
+    @model_validator(mode="after")
+    def _workers_share_jobs(self) -> Settings:
+        if self.workers > 1 and self.job_store != "redis":
+            raise ValueError(
+                f'workers: {self.workers} workers need job_store = "redis" (a job lives in '
+                "the worker that admitted it; the shared store lets every worker answer for "
+                'it), not job_store = "memory"'
+            )
         return self
 
     @classmethod

@@ -264,6 +264,7 @@ class JobManager:
         self._metrics = metrics
         self._clock = clock
         self._max_jobs = max_jobs
+        metrics.max_jobs.set(max_jobs)
         self._ttl_s = ttl_s
         self._max_finished = max_finished
         self._active: dict[str, Job] = {}

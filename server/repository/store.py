@@ -12,7 +12,6 @@ at once but is unloaded (its batchers closed) only when its last request or job 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -273,13 +272,11 @@ class ModelRepository:
         gauge = self._metrics.model_versions
         for known in ("serving", "draining"):
             if known != state:
-                with contextlib.suppress(KeyError):
-                    gauge.remove(model.label, known)
+                self._metrics.drop(gauge, model.label, known)
         if state is not None:
             gauge.labels(model.label, state).set(1)
-        else:
-            with contextlib.suppress(KeyError):  # unloaded: its warm-up time goes too
-                self._metrics.model_warmup.remove(model.label)
+        else:  # unloaded: its warm-up time goes too
+            self._metrics.drop(self._metrics.model_warmup, model.label)
 
     async def close(self) -> None:
         draining = list(self._draining.values())

@@ -350,7 +350,9 @@ def create_grpc_server(
         options=[
             # Requests are bounded like REST bodies; responses (generated images) are not.
             ("grpc.max_receive_message_length", service.settings.max_body_bytes),
-            ("grpc.so_reuseport", 0),  # a port already in use must fail loudly, not share
+            # A port already in use must fail loudly, not be shared: only the workers of
+            # one server (workers > 1) share theirs.
+            ("grpc.so_reuseport", int(service.settings.workers > 1)),
             *core_backlog_options(service.settings.grpc_max_pending_calls),
         ],
     )

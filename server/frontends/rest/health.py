@@ -48,4 +48,4 @@ async def metrics(service: Service, accept: Annotated[str, Header()] = "") -> Re
     # OpenMetrics when the scraper asks for it: the format that carries exemplars (the
     # latency histograms' trace ids)
     encode, media_type = choose_encoder(accept)
-    return Response(encode(service.metrics.registry), headers={"Content-Type": media_type})
+    return Response(encode(service.metrics.scrape), headers={"Content-Type": media_type})
