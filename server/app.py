@@ -25,19 +25,15 @@ from pathlib import Path
 
 import grpc
 import uvicorn
-from fastapi import FastAPI
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 from latentserve.server import tracing
 from latentserve.server.engine.service import GenerativeService
-from latentserve.server.errors import RefusalBodies
-from latentserve.server.frontends import openai as openai_images
 from latentserve.server.frontends.grpc.servicer import SERVICE_NAME, create_grpc_server
 from latentserve.server.frontends.grpc_tracing import TraceContext
-from latentserve.server.frontends.rest import create_rest_app
 from latentserve.server.frontends.v2 import grpc_service as v2_grpc
-from latentserve.server.frontends.v2 import rest as v2_rest
 from latentserve.server.gpu_metrics import register_gpu_metrics
+from latentserve.server.http_app import create_http_app, http_refusals
 from latentserve.server.metrics import ServerMetrics, multiprocess_scrape
 from latentserve.server.repository.runtime import open_graph
 from latentserve.server.repository.store import GraphOpener
@@ -163,28 +159,6 @@ async def serve(
         log.info("stopped: %s; jobs ended by the shutdown: %d", summary, ended)
         if tracer_provider is not None:
             await asyncio.to_thread(tracer_provider.shutdown)  # exports what is buffered
-
-
-def http_refusals() -> RefusalBodies:
-    """The bodies of refusals made before routing (token, body size), in the error shape of
-    the API the path belongs to."""
-    return RefusalBodies({openai_images.PATH_PREFIX: openai_images.refusal_json})
-
-
-def create_http_app(
-    service: GenerativeService, admins: AdminTokens, refusals: RefusalBodies | None = None
-) -> FastAPI:
-    """Every API the HTTP port serves, before security wraps it: ours, and the OpenAI Images
-    API and the Open Inference Protocol beside /v1 (same app and port). The documentation's
-    REST reference is rendered from this app's OpenAPI document."""
-    app = create_rest_app(
-        service,
-        admins,
-        other_routers=(openai_images.router, v2_rest.router),
-        refusal_bodies=refusals or http_refusals(),
-    )
-    service.metrics.allow_methods(v2_rest.CALLS)
-    return app
 
 
 async def _stop_grpc(grpc_server: grpc.aio.Server, drain_gate: DrainGate) -> None:

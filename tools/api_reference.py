@@ -28,8 +28,8 @@ HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 
 def http_app() -> Any:
     """The FastAPI app the HTTP port serves, over a service with no models loaded."""
-    from latentserve.server.app import create_http_app
     from latentserve.server.engine.service import GenerativeService
+    from latentserve.server.http_app import create_http_app
     from latentserve.server.metrics import ServerMetrics
     from latentserve.server.security.admin import AdminTokens
     from latentserve.server.settings import Settings

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from latentserve.server.frontends.rest.dependencies import Service
 from latentserve.server.frontends.rest.errors import error_response
@@ -44,8 +42,9 @@ async def readyz(service: Service) -> Response:
         }
     },
 )
-async def metrics(service: Service, accept: Annotated[str, Header()] = "") -> Response:
+async def metrics(service: Service, request: Request) -> Response:
     # OpenMetrics when the scraper asks for it: the format that carries exemplars (the
-    # latency histograms' trace ids)
-    encode, media_type = choose_encoder(accept)
+    # latency histograms' trace ids). Accept is read, not declared: it is content
+    # negotiation, not a parameter of the call.
+    encode, media_type = choose_encoder(request.headers.get("accept", ""))
     return Response(encode(service.metrics.scrape), headers={"Content-Type": media_type})
