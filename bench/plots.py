@@ -72,7 +72,7 @@ def plot_diffusion(source: Path | dict[str, Any], path: Path) -> None:
 
 
 def plot_side_by_side(source: Path | dict[str, Any], path: Path) -> None:
-    """bench/triton.py: images/s and p99 latency of latentserve and Triton per (protocol,
+    """bench/vs_triton.py: images/s and p99 latency of latentserve and Triton per (protocol,
     concurrency), measured by perf_analyzer, with raw ONNX Runtime batch 32 as a line."""
     results = _load(source)
     rows = [r for r in results["rows"] if "error" not in r]

@@ -30,9 +30,10 @@ BEGIN, END = "<!-- bench-v2:begin -->", "<!-- bench-v2:end -->"
 INPUT_VALUES = {"n": 1, "seed": 7, "temperature": 1.0, "prompt": "a handwritten 3"}
 
 
-def find_perf_analyzer() -> tuple[str | None, str]:
-    """The perf_analyzer binary and "", or None and why it cannot run here."""
-    found = shutil.which("perf_analyzer")
+def find_perf_analyzer(search: str | None = None) -> tuple[str | None, str]:
+    """The perf_analyzer binary (on ``search``, a PATH-like list, default PATH) and "", or
+    None and why it cannot run here."""
+    found = shutil.which("perf_analyzer", path=search)
     if found is None:
         try:
             import perf_analyzer  # the perf-analyzer package ships the binary in bin/

@@ -109,8 +109,9 @@ def running_triton(python: Path, repository: Path, model: str, options: list[str
 def mean_batch(server: str, before: prom.Snapshot, after: prom.Snapshot) -> float:
     """Items per executed batch between two snapshots of the server's own metrics."""
     if server == "triton":
-        items = prom.delta(before, after, "nv_inference_count")
-        batches = prom.delta(before, after, "nv_inference_exec_count")
+        # Triton's counters, as prometheus_client's parser names counter samples
+        items = prom.delta(before, after, "nv_inference_count_total")
+        batches = prom.delta(before, after, "nv_inference_exec_count_total")
     else:
         items = prom.delta(before, after, "latentserve_batch_items_sum")
         batches = prom.delta(before, after, "latentserve_batch_items_count")
@@ -276,6 +277,7 @@ def main() -> int:
     print(f"{text}\n\n{conditions}")
     result = {"raw_b32_images_per_s": raw, "rows": rows, "samples": samples, "note": conditions}
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     if args.readme:
         write_readme(args.readme, f"{text}\n\n{conditions}", BEGIN, END)
