@@ -10,8 +10,7 @@ order alternating between sweeps, plus raw ONNX Runtime at batch 32 on the same 
 formed (from its own metrics). ``--readme`` writes the table between its markers in
 bench/README.md, ``--plot`` draws it.
 
-latentserve's gRPC service has no ``ModelConfig`` RPC (a Triton extension perf_analyzer
-asks for), so a latentserve gRPC row records perf_analyzer's refusal instead of figures.
+A combination perf_analyzer cannot measure keeps its error line in place of figures.
 """
 
 from __future__ import annotations

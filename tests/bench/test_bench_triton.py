@@ -96,9 +96,9 @@ def test_perf_analyzer_measures_latentserve_and_triton_on_the_same_graph(
     result = json.loads(out.read_text())
     rows = {(r["server"], r["protocol"]): r for r in result["rows"]}
     assert set(rows) == {(s, p) for s in ("latentserve", "triton") for p in ("http", "grpc")}
-    for key in (("latentserve", "http"), ("triton", "http"), ("triton", "grpc")):
-        assert rows[key]["infer_per_s"] > 0, rows[key]
-        assert rows[key]["mean_batch"] >= 1.0, rows[key]
+    for key, row in rows.items():
+        assert row.get("infer_per_s", 0) > 0, (key, row)
+        assert row["mean_batch"] >= 1.0, (key, row)
     assert result["raw_b32_images_per_s"] > 0
     assert "| triton | grpc | 2 |" in readme.read_text() and "old" not in readme.read_text()
     assert_a_drawn_png(plot)

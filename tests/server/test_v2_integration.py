@@ -103,6 +103,27 @@ def test_server_and_model_metadata_and_readiness(http_client, grpc_client) -> No
     assert ae["inputs"] == [{"name": "images", "datatype": "UINT8", "shape": [-1, 1, 28, 28]}]
 
 
+def test_the_model_configuration_is_the_same_over_http_and_grpc(http_client, grpc_client) -> None:
+    """perf_analyzer reads Triton's model configuration before it measures (over gRPC
+    through the ``ModelConfig`` RPC); both transports give the same one."""
+    over_http = http_client.get_model_config("vae-tiny")
+    over_grpc = grpc_client.get_model_config("vae-tiny", as_json=True)["config"]
+
+    def tensors(config: dict, field: str) -> list[tuple]:
+        return [(t["name"], t["data_type"], [int(d) for d in t["dims"]]) for t in config[field]]
+
+    assert over_grpc["name"] == over_http["name"] == "vae-tiny"
+    assert over_grpc["platform"] == over_http["platform"] == "latentserve"
+    assert int(over_grpc.get("max_batch_size", 0)) == over_http["max_batch_size"] == 0
+    for field in ("input", "output"):
+        assert tensors(over_grpc, field) == tensors(over_http, field)
+    assert ("seed", "TYPE_INT64", [1]) in tensors(over_grpc, "input")
+    assert ("images_png", "TYPE_STRING", [-1]) in tensors(over_grpc, "output")
+    with pytest.raises(InferenceServerException) as refused:
+        grpc_client.get_model_config("no-such-model")
+    assert refused.value.status() == "StatusCode.NOT_FOUND"
+
+
 def test_sample_is_the_v1_images_over_http_binary_and_json_and_grpc(
     http_client, grpc_client, http: httpx.Client
 ) -> None:

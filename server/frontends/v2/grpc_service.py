@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 from latentserve.inference import grpc_predict_v2_pb2 as pb
 from latentserve.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from latentserve.server.engine import deadlines
@@ -152,6 +153,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             inputs=[tensor(**t) for t in meta["inputs"]],
             outputs=[tensor(**t) for t in meta["outputs"]],
         )
+
+    @_rpc("v2_model_config")
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> Any:
+        model = self._service.get_model(_ref(request.name, request.version))
+        config = json_format.ParseDict(methods.model_config(model), pb.ModelConfig())
+        return pb.ModelConfigResponse(config=config)
 
     @_rpc("v2_infer")
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> Any:
