@@ -45,6 +45,9 @@ _CONTENTS = {
     "BYTES": "bytes_contents",
 }
 _PARAMETERS = ("method",)
+# Set by Triton's gRPC clients (perf_analyzer) on every request; it matters only to Triton's
+# decoupled streams, so a unary ModelInfer accepts it and it changes nothing.
+_TRITON_CLIENT_PARAMETERS = ("triton_enable_empty_final_response",)
 
 
 #: The names refusals are counted under (the requests' ``method`` label).
@@ -162,7 +165,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc("v2_infer")
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> Any:
-        unknown = sorted(set(request.parameters) - set(_PARAMETERS))
+        unknown = sorted(set(request.parameters) - {*_PARAMETERS, *_TRITON_CLIENT_PARAMETERS})
         if unknown:
             raise InvalidArgument(unknown[0], "not a request parameter here (known: method)")
         method = None
