@@ -9,6 +9,7 @@ and InferenceService) against the schemas under crd_schemas/, whose Kubernetes p
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
+import pytest
 import yaml
+from latentserve.server.settings import Settings, load_settings
 from referencing import Registry, Resource
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,13 +57,19 @@ def kustomize_command() -> list[str] | None:
     return None
 
 
-def render(directory: Path) -> list[dict]:
+@cache
+def _render(directory: Path) -> str:
     command = kustomize_command()
     assert command is not None, "no kustomize"
     out = subprocess.run(
         [*command, str(directory)], capture_output=True, text=True, check=True, timeout=60
     ).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+    return out
+
+
+def render(directory: Path) -> list[dict]:
+    """The objects ``kustomize build directory`` renders (rendered once per directory)."""
+    return [doc for doc in yaml.safe_load_all(_render(directory)) if doc]
 
 
 def load(path: Path) -> list[dict]:
@@ -92,3 +101,38 @@ def one(objects: list[dict], kind: str) -> dict:
     matches = [obj for obj in objects if obj["kind"] == kind]
     assert len(matches) == 1, f"expected one {kind}, got {len(matches)}"
     return matches[0]
+
+
+def named(objects: list[dict], kind: str, name: str) -> dict:
+    matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind} {name}, got {len(matches)}"
+    return matches[0]
+
+
+def server_deployment(objects: list[dict]) -> dict:
+    return named(objects, "Deployment", "latentserve")
+
+
+def container(objects: list[dict]) -> dict:
+    """The server's container in the rendered latentserve Deployment."""
+    (main,) = server_deployment(objects)["spec"]["template"]["spec"]["containers"]
+    return main
+
+
+def settings_of(main: dict, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings the server in this container would run with: its env over defaults,
+    through the server's own settings loader (which validates them).
+
+    Every LATENTSERVE_* variable must name a setting (the server ignores one that does not)."""
+    named_settings = {
+        var["name"].removeprefix("LATENTSERVE_").lower()
+        for var in main.get("env", [])
+        if var["name"].startswith("LATENTSERVE_")
+    }
+    unknown = named_settings - set(Settings.model_fields)
+    assert not unknown, unknown
+    for name in [n for n in os.environ if n.startswith("LATENTSERVE_")]:
+        monkeypatch.delenv(name)
+    for var in main.get("env", []):
+        monkeypatch.setenv(var["name"], var["value"])
+    return load_settings()

@@ -4,19 +4,30 @@ the probes, ports, drain and metrics the manifests name are the server's own."""
 from __future__ import annotations
 
 import copy
-import os
 import re
 from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
 import pytest
-from k8s_render import K8S, K8S_VERSIONS, ROOT, kustomize_command, load, one, render, validate
+from k8s_render import (
+    K8S,
+    K8S_VERSIONS,
+    ROOT,
+    container,
+    kustomize_command,
+    load,
+    named,
+    one,
+    render,
+    server_deployment,
+    settings_of,
+    validate,
+)
 from latentserve.server.frontends.grpc.servicer import SERVICE_NAME
 from latentserve.server.frontends.rest.health import router as health_router
 from latentserve.server.frontends.v2.rest import router as v2_router
 from latentserve.server.metrics import ServerMetrics
-from latentserve.server.settings import Settings, load_settings
 from prometheus_client import CollectorRegistry
 
 OVERLAYS = ("cpu", "gpu")
@@ -31,28 +42,6 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module", params=OVERLAYS)
 def overlay(request: pytest.FixtureRequest) -> tuple[str, list[dict]]:
     return request.param, render(K8S / "overlays" / request.param)
-
-
-def container(objects: list[dict]) -> dict:
-    (main,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
-    return main
-
-
-def settings_of(main: dict, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The settings the server in this container would run with: its env over defaults.
-
-    Every LATENTSERVE_* variable must name a setting (the server ignores one that does not)."""
-    named = {
-        var["name"].removeprefix("LATENTSERVE_").lower()
-        for var in main.get("env", [])
-        if var["name"].startswith("LATENTSERVE_")
-    }
-    assert named <= set(Settings.model_fields), named - set(Settings.model_fields)
-    for name in [n for n in os.environ if n.startswith("LATENTSERVE_")]:
-        monkeypatch.delenv(name)
-    for var in main.get("env", []):
-        monkeypatch.setenv(var["name"], var["value"])
-    return load_settings()
 
 
 def dockerfile_uid() -> int:
@@ -70,6 +59,7 @@ def test_every_rendered_object_passes_its_schema(
     assert kinds == {
         "Deployment",
         "Service",
+        "NetworkPolicy",
         "PodDisruptionBudget",
         "HorizontalPodAutoscaler",
         "ServiceMonitor",
@@ -90,7 +80,7 @@ def test_kserve_example_passes_the_crd_schemas(k8s_version: str) -> None:
 def test_schemas_refuse_a_misspelt_field(overlay: tuple[str, list[dict]]) -> None:
     """The validation can fail: one misplaced or misspelt field is refused per schema."""
     _, objects = overlay
-    deployment = copy.deepcopy(one(objects, "Deployment"))
+    deployment = copy.deepcopy(server_deployment(objects))
     main = deployment["spec"]["template"]["spec"]["containers"][0]
     main["readinesProbe"] = main.pop("readinessProbe")
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -138,7 +128,7 @@ def test_pod_drains_as_a_non_root_read_only_container(
     overlay: tuple[str, list[dict]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, objects = overlay
-    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    pod = server_deployment(objects)["spec"]["template"]["spec"]
     main = container(objects)
     settings = settings_of(main, monkeypatch)
     pre_stop = int(main["lifecycle"]["preStop"]["exec"]["command"][-1])
@@ -173,8 +163,8 @@ def test_gpu_only_in_the_gpu_overlay(overlay: tuple[str, list[dict]]) -> None:
 
 def test_service_monitor_and_budget_select_the_pods(overlay: tuple[str, list[dict]]) -> None:
     _, objects = overlay
-    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
-    service = one(objects, "Service")
+    pod_labels = server_deployment(objects)["spec"]["template"]["metadata"]["labels"]
+    service = named(objects, "Service", "latentserve")
     container_ports = {port["name"] for port in container(objects)["ports"]}
     assert service["spec"]["selector"].items() <= pod_labels.items()
     for port in service["spec"]["ports"]:
@@ -198,7 +188,7 @@ def test_autoscaler_scales_on_the_adapter_rule_of_a_served_metric(
 ) -> None:
     _, objects = overlay
     hpa = one(objects, "HorizontalPodAutoscaler")
-    assert hpa["spec"]["scaleTargetRef"]["name"] == one(objects, "Deployment")["metadata"]["name"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == server_deployment(objects)["metadata"]["name"]
     (metric,) = hpa["spec"]["metrics"]
     (values,) = load(K8S / "prometheus-adapter" / "values.yaml")
     (rule,) = values["rules"]["custom"]

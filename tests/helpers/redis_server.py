@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,19 +13,21 @@ import redis
 
 
 @contextmanager
-def running_redis(binary: str, workdir: Path) -> Iterator[str]:
+def running_redis(binary: str, workdir: Path, config: Sequence[str] = ()) -> Iterator[str]:
     """Run ``binary`` (redis-server) in ``workdir``; yields its ``unix://`` URL once it
-    answers PING."""
+    answers PING. ``config`` (command-line directives, e.g. a manifest's) overrides the
+    defaults here, but never the socket: it listens on no TCP port whatever it says."""
     sock = workdir / "redis.sock"
     log_path = workdir / "redis.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
                 binary,
-                "--port", "0",
-                "--unixsocket", str(sock),
                 "--save", "",
                 "--appendonly", "no",
+                *config,
+                "--port", "0",
+                "--unixsocket", str(sock),
                 "--dir", str(workdir),
             ],
             stdout=log,
