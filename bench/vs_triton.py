@@ -190,7 +190,9 @@ def measure_one(server: str, protocol: str, concurrency: int, target: dict, args
 
 
 def raw_images_per_s(args) -> float:
-    version_dir = max((args.repository / args.model).glob("*/manifest.json")).parent
+    manifests = (args.repository / args.model).glob("*/manifest.json")
+    latest = max(manifests, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else -1)
+    version_dir = latest.parent  # the version both servers serve: the highest
     session, spec, _ = raw_ort.load_graph(version_dir, ["CPUExecutionProvider"])
     return raw_ort.measure(session, spec, RAW_BATCH, args.raw_seconds)["images_per_s"]
 
