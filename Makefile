@@ -22,7 +22,7 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install
 
 .PHONY: serve test repository families eval-families bench-families bench-diffusion bench-t2i \
 	bench-iteration \
-	bench bench-wide bench-v2 profile lint docs pictures \
+	bench bench-wide bench-v2 bench-triton profile lint docs pictures \
 	proto docker test-tools load-tools datasets clean
 
 ## serve: set up (train extra), build the default repository if missing, serve it.
@@ -114,6 +114,22 @@ PERF_ANALYZER := build/perf-analyzer/bin/perf_analyzer
 bench-v2: repository $(PERF_ANALYZER)
 	PATH=$(CURDIR)/$(dir $(PERF_ANALYZER)):$$PATH $(BIN)/python bench/v2.py --repository $(REPOSITORY) \
 		--readme bench/README.md $(BENCH_ARGS)
+
+PYTRITON_VENV := build/pytriton-venv
+## bench-triton: perf_analyzer against latentserve and against Triton (PyTriton binding ONNX
+## Runtime over the same sampler graph, dynamic batching) at 16 and 64 clients, alternating
+## sweeps, medians, raw ONNX Runtime batch 32 alongside; table into bench/README.md, plot
+## bench/triton.png. PyTriton pins numpy<2, so it gets a virtual environment of its own,
+## made by this target only.
+bench-triton: repository $(PERF_ANALYZER) $(PYTRITON_VENV)/.stamp
+	PATH=$(CURDIR)/$(dir $(PERF_ANALYZER)):$$PATH $(BIN)/python bench/vs_triton.py \
+		--repository $(REPOSITORY) --triton-python $(PYTRITON_VENV)/bin/python \
+		--readme bench/README.md --plot bench/triton.png --json out/bench-triton.json $(BENCH_ARGS)
+
+$(PYTRITON_VENV)/.stamp:
+	$(PYTHON) -m venv $(PYTRITON_VENV)
+	$(PYTRITON_VENV)/bin/python -m pip install -q nvidia-pytriton==0.7.0 onnxruntime "numpy<2"
+	touch $@
 
 $(PERF_ANALYZER):
 	@if ! ldconfig -p | grep -q libb64.so.0d; then \

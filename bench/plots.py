@@ -71,6 +71,32 @@ def plot_diffusion(source: Path | dict[str, Any], path: Path) -> None:
     _finish(figure, path, caption + f"{results.get('cpu_count', '?')} CPUs")
 
 
+def plot_side_by_side(source: Path | dict[str, Any], path: Path) -> None:
+    """bench/vs_triton.py: images/s and p99 latency of latentserve and Triton per (protocol,
+    concurrency), measured by perf_analyzer, with raw ONNX Runtime batch 32 as a line."""
+    results = _load(source)
+    rows = [r for r in results["rows"] if "error" not in r]
+    loads = list(dict.fromkeys((r["protocol"], r["concurrency"]) for r in rows))
+    servers = list(dict.fromkeys(r["server"] for r in rows))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    width = 0.8 / max(len(servers), 1)
+    for i, server in enumerate(servers):
+        found = {(r["protocol"], r["concurrency"]): r for r in rows if r["server"] == server}
+        at = [k + (i - (len(servers) - 1) / 2) * width for k in range(len(loads))]
+        ips = [found[x]["infer_per_s"] if x in found else 0.0 for x in loads]
+        p99 = [found[x]["p99_ms"] if x in found else 0.0 for x in loads]
+        left.bar(at, ips, width=width, label=server)
+        right.bar(at, p99, width=width, label=server)
+    names = [f"{protocol}\n{concurrency} clients" for protocol, concurrency in loads]
+    for axes in (left, right):
+        axes.set_xticks(range(len(loads)), names)
+    left.axhline(results["raw_b32_images_per_s"], color="0.5", linestyle="--", label="raw b32")
+    left.set_ylabel("images/s (median of sweeps)")
+    right.set_ylabel("p99 latency, ms")
+    left.legend(fontsize=7)
+    _finish(figure, path, "perf_analyzer against both servers on the same graph")
+
+
 _REPORT_ROW = re.compile(
     r"^(?P<name>(raw|grpc|rest)-\S+)\s+(?P<ips>[\d.]+)\s+(?P<p50>[\d.]+)\s+(?P<p99>[\d.]+)\s",
     re.M,

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -29,9 +30,10 @@ BEGIN, END = "<!-- bench-v2:begin -->", "<!-- bench-v2:end -->"
 INPUT_VALUES = {"n": 1, "seed": 7, "temperature": 1.0, "prompt": "a handwritten 3"}
 
 
-def find_perf_analyzer() -> tuple[str | None, str]:
-    """The perf_analyzer binary and "", or None and why it cannot run here."""
-    found = shutil.which("perf_analyzer")
+def find_perf_analyzer(search: str | None = None) -> tuple[str | None, str]:
+    """The perf_analyzer binary (on ``search``, a PATH-like list, default PATH) and "", or
+    None and why it cannot run here."""
+    found = shutil.which("perf_analyzer", path=search)
     if found is None:
         try:
             import perf_analyzer  # the perf-analyzer package ships the binary in bin/
@@ -67,19 +69,35 @@ def input_data(url: str, model: str) -> dict:
     return {"data": [step]}
 
 
-def run(binary: str, protocol: str, address: str, model: str, concurrency: int, args) -> dict:
+class PerfAnalyzerFailed(RuntimeError):
+    """perf_analyzer exited with an error (its output is the message)."""
+
+
+def perf_analyzer(
+    binary: str,
+    protocol: str,
+    address: str,
+    model: str,
+    concurrency: int,
+    data: Path,
+    measurement_ms: int,
+    timeout: float,
+    extra: Sequence[str] = (),
+) -> dict:
+    """One perf_analyzer run at one concurrency: its throughput and latency percentiles;
+    ``extra`` are further perf_analyzer flags."""
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "input.json"
-        data.write_text(json.dumps(input_data(args.url_for_metadata, model)))
         report = Path(tmp) / "report.csv"
         command = [
             binary, "-m", model, "-u", address, "-i", protocol,
             "--input-data", str(data), "--concurrency-range", f"{concurrency}:{concurrency}",
-            "--measurement-interval", str(args.measurement_ms), "-f", str(report),
+            "--measurement-interval", str(measurement_ms), "-f", str(report), *extra,
         ]  # fmt: skip
-        done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
-            raise SystemExit(f"perf_analyzer failed ({protocol}):\n{done.stdout}\n{done.stderr}")
+            raise PerfAnalyzerFailed(
+                f"perf_analyzer failed ({protocol}):\n{done.stdout}\n{done.stderr}"
+            )
         row = next(csv.DictReader(report.read_text().splitlines()))
     return {
         "protocol": protocol,
@@ -88,6 +106,19 @@ def run(binary: str, protocol: str, address: str, model: str, concurrency: int, 
         "p50_ms": float(row["p50 latency"]) / 1000,
         "p99_ms": float(row["p99 latency"]) / 1000,
     }
+
+
+def run(binary: str, protocol: str, address: str, model: str, concurrency: int, args) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "input.json"
+        data.write_text(json.dumps(input_data(args.url_for_metadata, model)))
+        try:
+            return perf_analyzer(
+                binary, protocol, address, model, concurrency, data,
+                args.measurement_ms, args.timeout,
+            )  # fmt: skip
+        except PerfAnalyzerFailed as exc:
+            raise SystemExit(str(exc)) from None
 
 
 def table(rows: list[dict]) -> str:
@@ -103,11 +134,14 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_readme(readme: Path, text: str) -> None:
+def write_readme(readme: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace what lies between the ``begin`` and ``end`` markers of ``readme`` by ``text``."""
     content = readme.read_text()
-    head, _, rest = content.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    readme.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    if begin not in content or end not in content:
+        raise SystemExit(f"{readme} has no {begin} ... {end} section")
+    head, _, rest = content.partition(begin)
+    _, _, tail = rest.partition(end)
+    readme.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
 
 
 def measure(args: argparse.Namespace, binary: str, url: str, grpc_target: str) -> list[dict]:

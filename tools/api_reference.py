@@ -272,9 +272,9 @@ def _comments(file: Any) -> dict[tuple[int, ...], str]:
     return found
 
 
-# Field numbers in descriptor.proto: FileDescriptorProto.message_type = 4, .service = 6;
-# DescriptorProto.field = 2, .nested_type = 3; ServiceDescriptorProto.method = 2.
-_MESSAGE, _SERVICE, _FIELD, _NESTED, _METHOD = 4, 6, 2, 3, 2
+# Field numbers in descriptor.proto: FileDescriptorProto.message_type = 4, .enum_type = 5,
+# .service = 6; DescriptorProto.field = 2, .nested_type = 3; ServiceDescriptorProto.method = 2.
+_MESSAGE, _ENUM, _SERVICE, _FIELD, _NESTED, _METHOD = 4, 5, 6, 2, 3, 2
 _LABELS = {3: "repeated "}
 
 
@@ -329,6 +329,19 @@ def _message_lines(
             )
 
 
+def _enum_lines(enum: Any, package: str, path: tuple[int, ...], comments: dict) -> Iterator[str]:
+    yield f"### {enum.name} {{#{_anchor(f'{package}{enum.name}')}}}"
+    yield ""
+    if comments.get(path):
+        yield comments[path]
+        yield ""
+    yield "| value | number |"
+    yield "| --- | --- |"
+    for value in enum.value:
+        yield f"| `{value.name}` | {value.number} |"
+    yield ""
+
+
 def grpc_reference(files: Any | None = None) -> str:
     """The gRPC reference page: each service's rpcs, then each message, from the protos."""
     files = files if files is not None else descriptor_set()
@@ -358,6 +371,8 @@ def grpc_reference(files: Any | None = None) -> str:
             lines.append("")
         for i, message in enumerate(file.message_type):
             lines += list(_message_lines(message, file.package, (_MESSAGE, i), comments))
+        for k, enum in enumerate(file.enum_type):
+            lines += list(_enum_lines(enum, file.package, (_ENUM, k), comments))
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import pytest
@@ -101,6 +102,59 @@ def test_server_and_model_metadata_and_readiness(http_client, grpc_client) -> No
     # ae-tiny cannot sample: its metadata describes reconstruct
     ae = http_client.get_model_metadata("ae-tiny")
     assert ae["inputs"] == [{"name": "images", "datatype": "UINT8", "shape": [-1, 1, 28, 28]}]
+
+
+def test_the_model_configuration_is_the_same_over_http_and_grpc(http_client, grpc_client) -> None:
+    """perf_analyzer reads Triton's model configuration before it measures (over gRPC
+    through the ``ModelConfig`` RPC); both transports give the same one."""
+    over_http = http_client.get_model_config("vae-tiny")
+    over_grpc = grpc_client.get_model_config("vae-tiny", as_json=True)["config"]
+
+    def tensors(config: dict, field: str) -> list[tuple]:
+        return [(t["name"], t["data_type"], [int(d) for d in t["dims"]]) for t in config[field]]
+
+    assert over_grpc["name"] == over_http["name"] == "vae-tiny"
+    assert over_grpc["platform"] == over_http["platform"] == "latentserve"
+    assert int(over_grpc.get("max_batch_size", 0)) == over_http["max_batch_size"] == 0
+    for field in ("input", "output"):
+        assert tensors(over_grpc, field) == tensors(over_http, field)
+    assert ("seed", "TYPE_INT64", [1]) in tensors(over_grpc, "input")
+    assert ("images_png", "TYPE_STRING", [-1]) in tensors(over_grpc, "output")
+    with pytest.raises(InferenceServerException) as refused:
+        grpc_client.get_model_config("no-such-model")
+    assert refused.value.status() == "StatusCode.NOT_FOUND"
+
+
+def test_a_grpc_infer_may_carry_tritons_empty_final_response_flag(server: ServerProcess) -> None:
+    """perf_analyzer's gRPC requests carry ``triton_enable_empty_final_response`` (meaningful
+    only to Triton's decoupled streams); it is accepted and has no effect, while any other
+    unknown parameter is still refused by name."""
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    channel = grpc.insecure_channel(server.grpc_url.removeprefix("grpc://"))
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+    def request(**parameters: bool) -> service_pb2.ModelInferRequest:
+        tensor = service_pb2.ModelInferRequest.InferInputTensor
+        infer = service_pb2.ModelInferRequest(
+            model_name="vae-tiny",
+            inputs=[
+                tensor(name="n", datatype="INT64", shape=[1], contents={"int64_contents": [1]}),
+                tensor(name="seed", datatype="INT64", shape=[1], contents={"int64_contents": [3]}),
+            ],
+        )
+        for name, value in parameters.items():
+            infer.parameters[name].bool_param = value
+        return infer
+
+    answer = stub.ModelInfer(request(triton_enable_empty_final_response=False), timeout=60)
+    assert [o.name for o in answer.outputs] == ["images", "seed"]
+    assert list(answer.outputs[0].shape) == [1, 1, 28, 28]
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.ModelInfer(request(colour=True), timeout=60)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "colour" in refused.value.details()
+    channel.close()
 
 
 def test_sample_is_the_v1_images_over_http_binary_and_json_and_grpc(

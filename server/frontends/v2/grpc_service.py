@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 from latentserve.inference import grpc_predict_v2_pb2 as pb
 from latentserve.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from latentserve.server.engine import deadlines
@@ -44,6 +45,9 @@ _CONTENTS = {
     "BYTES": "bytes_contents",
 }
 _PARAMETERS = ("method",)
+# Set by Triton's gRPC clients (perf_analyzer) on every request; it matters only to Triton's
+# decoupled streams, so a unary ModelInfer accepts it and it changes nothing.
+_TRITON_CLIENT_PARAMETERS = ("triton_enable_empty_final_response",)
 
 
 #: The names refusals are counted under (the requests' ``method`` label).
@@ -153,9 +157,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             outputs=[tensor(**t) for t in meta["outputs"]],
         )
 
+    @_rpc("v2_model_config")
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> Any:
+        model = self._service.get_model(_ref(request.name, request.version))
+        config = json_format.ParseDict(methods.model_config(model), pb.ModelConfig())
+        return pb.ModelConfigResponse(config=config)
+
     @_rpc("v2_infer")
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> Any:
-        unknown = sorted(set(request.parameters) - set(_PARAMETERS))
+        unknown = sorted(set(request.parameters) - {*_PARAMETERS, *_TRITON_CLIENT_PARAMETERS})
         if unknown:
             raise InvalidArgument(unknown[0], "not a request parameter here (known: method)")
         method = None

@@ -39,6 +39,8 @@ _ACCEPTED = {
     "boolean": ("BOOL",),
 }
 DEFAULT_OUTPUTS = ("images", "seed")
+# Triton's model configuration names element types TYPE_<datatype>, BYTES as TYPE_STRING.
+_CONFIG_TYPES = {"BYTES": "TYPE_STRING"}
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,30 @@ def metadata(model: ModelDescription) -> dict[str, Any]:
         "platform": PLATFORM,
         "inputs": [s.as_dict() for s in input_specs(model, method)],
         "outputs": [s.as_dict() for s in output_specs(model, method)],
+    }
+
+
+def model_config(model: ModelDescription) -> dict[str, Any]:
+    """The subset of Triton's model configuration its tools (perf_analyzer) read, for both
+    transports: the default method's tensors, and no batch dimension of Triton's kind."""
+    method = default_method(model)
+
+    def tensors(specs: list[TensorSpec]) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": s.name,
+                "data_type": _CONFIG_TYPES.get(s.datatype, f"TYPE_{s.datatype}"),
+                "dims": s.shape,
+            }
+            for s in specs
+        ]
+
+    return {
+        "name": model.name,
+        "platform": PLATFORM,
+        "max_batch_size": 0,
+        "input": tensors(input_specs(model, method)),
+        "output": tensors(output_specs(model, method)),
     }
 
 

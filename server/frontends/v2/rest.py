@@ -41,9 +41,6 @@ HTTP_STATUS: dict[type[ServingError], int] = {
     Unavailable: 503,
     DeadlineExceeded: 504,
 }
-# Triton's model configuration spells element types with this prefix (perf_analyzer reads it).
-_CONFIG_TYPE = "TYPE_"
-_CONFIG_TYPES = {"BYTES": "TYPE_STRING"}
 
 router = APIRouter(tags=["open inference protocol"], include_in_schema=False)
 
@@ -130,28 +127,7 @@ async def _model_ready(request: Request, name: str, version: str | None = None) 
 
 async def _config(request: Request, name: str, version: str | None = None) -> Response:
     """The subset of Triton's model configuration that its tools (perf_analyzer) read."""
-    model = _service(request).get_model(_ref(name, version))
-    method = methods.default_method(model)
-
-    def tensors(specs: list[methods.TensorSpec]) -> list[dict[str, Any]]:
-        return [
-            {
-                "name": s.name,
-                "data_type": _CONFIG_TYPES.get(s.datatype, _CONFIG_TYPE + s.datatype),
-                "dims": s.shape,
-            }
-            for s in specs
-        ]
-
-    return JSONResponse(
-        {
-            "name": model.name,
-            "platform": methods.PLATFORM,
-            "max_batch_size": 0,
-            "input": tensors(methods.input_specs(model, method)),
-            "output": tensors(methods.output_specs(model, method)),
-        }
-    )
+    return JSONResponse(methods.model_config(_service(request).get_model(_ref(name, version))))
 
 
 async def _infer(request: Request, name: str, version: str | None = None) -> Response:
