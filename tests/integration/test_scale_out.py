@@ -205,3 +205,32 @@ def test_a_job_whose_replica_is_killed_is_reported_failed(
     with client(replicas[1]) as http:
         info = http.get(f"/v1/jobs/{job_id}").json()
     assert info["state"] == "failed" and "stopped" in info["error"]["message"]
+
+
+def test_a_replica_stops_promptly_after_a_follower_of_another_replicas_job_left(
+    diffusion_repository: Path,
+    replicas: tuple[ServerProcess, ServerProcess],
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    """A client follows, through one replica, a job another replica runs, and hangs up
+    mid-stream: that replica's stream (waiting on Redis) is cut off cleanly, and SIGTERM
+    then stops it, drained, with exit code 0 well within the stop timeout."""
+    follower = ServerProcess(diffusion_repository, tmp_path, config(redis_url))
+    owner = replicas[0]
+    try:
+        with client(owner) as http:
+            job_id = http.post("/v1/jobs", json={"model": MODEL, "params": LONG}).json()["job_id"]
+        for _ in range(3):  # each hang-up leaves the follower's stream waiting on Redis
+            watcher = events(follower, job_id)
+            assert next(e for e in watcher if e.event == "progress")
+            watcher.close()
+        with client(owner) as http:
+            assert http.delete(f"/v1/jobs/{job_id}").status_code == 200
+        assert final(follower, job_id).event == "error"
+    finally:
+        code = follower.stop(timeout=15)
+    log = follower.log()
+    assert code == 0, log
+    assert "already running" not in log and "Exception in ASGI application" not in log, log
+    assert "stopped: " in log, log
