@@ -10,8 +10,10 @@ is killed (SIGKILL) is reported failed, naming the replica, within the lease.
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -234,3 +236,44 @@ def test_a_replica_stops_promptly_after_a_follower_of_another_replicas_job_left(
     assert code == 0, log
     assert "already running" not in log and "Exception in ASGI application" not in log, log
     assert "stopped: " in log, log
+
+
+def test_a_replica_stops_promptly_while_following_another_replicas_job(
+    diffusion_repository: Path,
+    replicas: tuple[ServerProcess, ServerProcess],
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    """SIGTERM reaches a replica while a client follows, through it, a job another replica
+    runs: the stream ends cleanly (the client may resume it elsewhere with
+    ``Last-Event-ID``) and the replica exits 0 without waiting for the job."""
+    follower = ServerProcess(diffusion_repository, tmp_path, config(redis_url))
+    owner = replicas[0]
+    seen: list[ServerSentEvent] = []
+    progressing = threading.Event()
+
+    def follow(job_id: str) -> None:  # a client reading on while the server stops
+        for event in events(follower, job_id):
+            seen.append(event)
+            if event.event == "progress":
+                progressing.set()
+
+    try:
+        with client(owner) as http:
+            job_id = http.post("/v1/jobs", json={"model": MODEL, "params": LONG}).json()["job_id"]
+        with ThreadPoolExecutor(1) as pool:
+            following = pool.submit(follow, job_id)
+            assert progressing.wait(30), following.result(timeout=1)
+            asked = time.monotonic()
+            code = follower.stop(timeout=15)
+            stopped_in = time.monotonic() - asked
+            following.result(timeout=30)  # the stream ended, complete, with the server
+    finally:
+        follower.stop()
+        with client(owner) as http:
+            http.delete(f"/v1/jobs/{job_id}")
+    log = follower.log()
+    assert code == 0, log
+    assert all(e.event not in ("result", "error") for e in seen), seen
+    assert stopped_in < 10, (stopped_in, log)
+    assert "Exception in ASGI application" not in log, log

@@ -231,3 +231,35 @@ def test_the_memory_store_imports_no_redis() -> None:
         "assert 'redis' not in sys.modules, 'redis imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_replica_that_drains_ends_its_streams_of_other_replicas_jobs(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Following another replica's job never holds a shutdown: once ``b`` drains, its
+    stream of ``a``'s job ends at once, without a final event, while the job runs on."""
+
+    async def main() -> None:
+        a, b = await two_replicas(tmp_path, redis_url, replica_lease_s=30.0)
+        try:
+            job = await a.submit_job(MODEL, "sample", {"n": 1, "steps": 1000}, "test")
+            seen: list[JobEvent] = []
+            progressing = asyncio.Event()
+
+            async def follow() -> None:
+                async for event in (await b.get_job(job.id)).events():
+                    seen.append(event)
+                    if event.kind == "progress":
+                        progressing.set()
+
+            following = asyncio.create_task(follow())
+            await asyncio.wait_for(progressing.wait(), 10)
+            assert await b.drain(5.0) == 0
+            await asyncio.wait_for(following, 5)
+            assert seen[-1].kind not in ("result", "error")
+            assert not job.state.finished
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(main())
