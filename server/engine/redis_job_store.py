@@ -173,6 +173,14 @@ class RedisJobStore(JobStore):
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        try:  # a Redis that does not answer never holds the shutdown: the lease expires
+            async with asyncio.timeout(max(1.0, self._lease_s)):
+                await self._disconnect()
+        except TimeoutError:
+            log.warning("job store: redis did not answer the close; leaving it to expire")
+
+    async def _disconnect(self) -> None:
+        """Give up the lease (the others need not wait for it to expire), then hang up."""
         with contextlib.suppress(RedisError):
             await self._redis.delete(lease_key(self.replica))
         if self._pubsub is not None:

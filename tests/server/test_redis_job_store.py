@@ -6,6 +6,8 @@ replica's lease lapsed is reported failed; a job's event stream stays bounded.""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -263,3 +265,28 @@ def test_a_replica_that_drains_ends_its_streams_of_other_replicas_jobs(
             await b.close()
 
     asyncio.run(main())
+
+
+def test_closing_the_store_is_bounded_when_redis_stops_answering(tmp_path: Path) -> None:
+    """A Redis that hangs (here: its process stopped) never holds a shutdown: the store's
+    close gives up after a lease and the replica exits (its lease expires by itself)."""
+    lease_s = 0.5
+    with running_redis(require_tool("redis-server"), tmp_path) as url:
+        pid = redis.Redis.from_url(url).info("server")["process_id"]
+
+        async def main() -> None:
+            store = RedisJobStore(
+                redis.asyncio.Redis.from_url(url),
+                ttl_s=60,
+                job_timeout_s=60,
+                lease_s=lease_s,
+                events_max=64,
+            )
+            await store.start(lambda job_id: False)
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await asyncio.wait_for(store.close(), 10 * lease_s)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+
+        asyncio.run(main())
