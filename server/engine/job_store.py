@@ -46,6 +46,11 @@ class JobStore(ABC):
         """Ask the replica running ``job_id`` to cancel it; the job as it is now."""
 
     @abstractmethod
+    def stop_following(self) -> None:
+        """End the event streams of jobs other replicas run (this server is shutting
+        down; their clients resume through another replica by event id)."""
+
+    @abstractmethod
     async def close(self) -> None:
         """Publish what is left of the tracked jobs, then disconnect."""
 

@@ -355,6 +355,7 @@ class JobManager:
         """Give the active jobs ``timeout_s`` to finish, then end the rest as failed
         (``unavailable``: the server shut down) so that each watcher hears a final event
         while its connection is still open. Returns how many jobs were ended so."""
+        self._store.stop_following()  # no other replica's job holds the shutdown
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while self._active and (left := deadline - loop.time()) > 0:

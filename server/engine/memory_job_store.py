@@ -31,5 +31,8 @@ class MemoryJobStore(JobStore):
     async def cancel(self, job_id: str) -> JobView | None:
         return None
 
+    def stop_following(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None

@@ -74,6 +74,7 @@ class RedisJobStore(JobStore):
         self._writers: dict[str, _JobWriter] = {}
         self._background: list[asyncio.Task[None]] = []
         self._pubsub: redis.client.PubSub | None = None
+        self._stopping = asyncio.Event()  # set: the event streams of others' jobs end
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisJobStore:
@@ -159,7 +160,11 @@ class RedisJobStore(JobStore):
         )
         return bool(written)
 
+    def stop_following(self) -> None:
+        self._stopping.set()
+
     async def close(self) -> None:
+        self.stop_following()
         writers = [w.task for w in self._writers.values()]
         if writers:  # the jobs ended (drained or cancelled): their last events go out
             _, late = await asyncio.wait(writers, timeout=max(1.0, self._lease_s))
@@ -168,6 +173,14 @@ class RedisJobStore(JobStore):
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        try:  # a Redis that does not answer never holds the shutdown: the lease expires
+            async with asyncio.timeout(max(1.0, self._lease_s)):
+                await self._disconnect()
+        except TimeoutError:
+            log.warning("job store: redis did not answer the close; leaving it to expire")
+
+    async def _disconnect(self) -> None:
+        """Give up the lease (the others need not wait for it to expire), then hang up."""
         with contextlib.suppress(RedisError):
             await self._redis.delete(lease_key(self.replica))
         if self._pubsub is not None:
@@ -245,7 +258,9 @@ class RedisJobStore(JobStore):
                 return
         block_ms = max(50, int(self._lease_s * 500))
         while True:
-            reply = await self._redis.xread({keys.events: f"{last}-0"}, block=block_ms)
+            reply = await self._read_unless_stopping(keys.events, last, block_ms)
+            if reply is None:
+                return  # this replica is shutting down: the client resumes elsewhere
             if not reply:  # quiet for a while: is anyone still running it?
                 fields = await self._redis.hgetall(keys.job)
                 if not fields:
@@ -258,6 +273,22 @@ class RedisJobStore(JobStore):
                 last = event.id
                 if event.kind in FINAL_KINDS:
                     return
+
+    async def _read_unless_stopping(self, stream: str, last: int, block_ms: int) -> list | None:
+        """``XREAD`` of the entries after ``last`` (empty when none came within
+        ``block_ms``), or None once ``stop_following`` was called."""
+        if self._stopping.is_set():
+            return None
+        read = asyncio.ensure_future(self._redis.xread({stream: f"{last}-0"}, block=block_ms))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({read, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # whoever is cancelled (the stream's caller too) leaves no task behind
+            stopping.cancel()
+            if not read.done():
+                read.cancel()  # redis-py drops the connection of a cancelled command
+                await asyncio.gather(read, return_exceptions=True)
+        return read.result() if not read.cancelled() else None
 
 
 class _JobWriter:

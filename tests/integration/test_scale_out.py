@@ -10,8 +10,10 @@ is killed (SIGKILL) is reported failed, naming the replica, within the lease.
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -205,3 +207,73 @@ def test_a_job_whose_replica_is_killed_is_reported_failed(
     with client(replicas[1]) as http:
         info = http.get(f"/v1/jobs/{job_id}").json()
     assert info["state"] == "failed" and "stopped" in info["error"]["message"]
+
+
+def test_a_replica_stops_promptly_after_a_follower_of_another_replicas_job_left(
+    diffusion_repository: Path,
+    replicas: tuple[ServerProcess, ServerProcess],
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    """A client follows, through one replica, a job another replica runs, and hangs up
+    mid-stream: that replica's stream (waiting on Redis) is cut off cleanly, and SIGTERM
+    then stops it, drained, with exit code 0 well within the stop timeout."""
+    follower = ServerProcess(diffusion_repository, tmp_path, config(redis_url))
+    owner = replicas[0]
+    try:
+        with client(owner) as http:
+            job_id = http.post("/v1/jobs", json={"model": MODEL, "params": LONG}).json()["job_id"]
+        for _ in range(3):  # each hang-up leaves the follower's stream waiting on Redis
+            watcher = events(follower, job_id)
+            assert next(e for e in watcher if e.event == "progress")
+            watcher.close()
+        with client(owner) as http:
+            assert http.delete(f"/v1/jobs/{job_id}").status_code == 200
+        assert final(follower, job_id).event == "error"
+    finally:
+        code = follower.stop(timeout=15)
+    log = follower.log()
+    assert code == 0, log
+    assert "already running" not in log and "Exception in ASGI application" not in log, log
+    assert "stopped: " in log, log
+
+
+def test_a_replica_stops_promptly_while_following_another_replicas_job(
+    diffusion_repository: Path,
+    replicas: tuple[ServerProcess, ServerProcess],
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    """SIGTERM reaches a replica while a client follows, through it, a job another replica
+    runs: the stream ends cleanly (the client may resume it elsewhere with
+    ``Last-Event-ID``) and the replica exits 0 without waiting for the job."""
+    follower = ServerProcess(diffusion_repository, tmp_path, config(redis_url))
+    owner = replicas[0]
+    seen: list[ServerSentEvent] = []
+    progressing = threading.Event()
+
+    def follow(job_id: str) -> None:  # a client reading on while the server stops
+        for event in events(follower, job_id):
+            seen.append(event)
+            if event.event == "progress":
+                progressing.set()
+
+    try:
+        with client(owner) as http:
+            job_id = http.post("/v1/jobs", json={"model": MODEL, "params": LONG}).json()["job_id"]
+        with ThreadPoolExecutor(1) as pool:
+            following = pool.submit(follow, job_id)
+            assert progressing.wait(30), following.result(timeout=1)
+            asked = time.monotonic()
+            code = follower.stop(timeout=15)
+            stopped_in = time.monotonic() - asked
+            following.result(timeout=30)  # the stream ended, complete, with the server
+    finally:
+        follower.stop()
+        with client(owner) as http:
+            http.delete(f"/v1/jobs/{job_id}")
+    log = follower.log()
+    assert code == 0, log
+    assert all(e.event not in ("result", "error") for e in seen), seen
+    assert stopped_in < 10, (stopped_in, log)
+    assert "Exception in ASGI application" not in log, log

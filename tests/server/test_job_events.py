@@ -98,3 +98,43 @@ def test_a_closed_event_stream_cancels_the_job_only_when_asked() -> None:
         assert (await asyncio.wait_for(watched.wait(), 30))["seed"] == 7
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("cancel_on_close", [False, True])
+def test_a_stream_cancelled_while_it_waits_for_an_event_ends_cancelled(
+    cancel_on_close: bool,
+) -> None:
+    """A client hanging up cancels the task iterating the stream (Starlette cancels its
+    scope) while the stream waits for the job's next event: the stream ends cancelled,
+    not with ``aclose(): asynchronous generator is already running``, and stops following
+    the job."""
+
+    async def main() -> None:
+        manager = _manager()
+        gate = asyncio.Event()
+        job = _submit(manager, _gated_work(gate))
+        first = asyncio.Event()
+
+        async def consume() -> None:
+            async for _ in event_stream(job, cancel_on_close, keepalive_s=60.0):
+                first.set()
+
+        consumer = asyncio.create_task(consume())
+        await asyncio.wait_for(first.wait(), 30)
+        await asyncio.sleep(0)  # the stream now waits for the next event
+        consumer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+        for _ in range(100):  # the job's event generator ends in the task that ran it
+            if not job._listeners:
+                break
+            await asyncio.sleep(0)
+        assert not job._listeners
+        if cancel_on_close:
+            with pytest.raises(Cancelled):
+                await asyncio.wait_for(job.wait(), 30)
+        else:
+            gate.set()
+            assert (await asyncio.wait_for(job.wait(), 30))["seed"] == 7
+
+    asyncio.run(main())

@@ -6,6 +6,8 @@ replica's lease lapsed is reported failed; a job's event stream stays bounded.""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -231,3 +233,60 @@ def test_the_memory_store_imports_no_redis() -> None:
         "assert 'redis' not in sys.modules, 'redis imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_replica_that_drains_ends_its_streams_of_other_replicas_jobs(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Following another replica's job never holds a shutdown: once ``b`` drains, its
+    stream of ``a``'s job ends at once, without a final event, while the job runs on."""
+
+    async def main() -> None:
+        a, b = await two_replicas(tmp_path, redis_url, replica_lease_s=30.0)
+        try:
+            job = await a.submit_job(MODEL, "sample", {"n": 1, "steps": 1000}, "test")
+            seen: list[JobEvent] = []
+            progressing = asyncio.Event()
+
+            async def follow() -> None:
+                async for event in (await b.get_job(job.id)).events():
+                    seen.append(event)
+                    if event.kind == "progress":
+                        progressing.set()
+
+            following = asyncio.create_task(follow())
+            await asyncio.wait_for(progressing.wait(), 10)
+            assert await b.drain(5.0) == 0
+            await asyncio.wait_for(following, 5)
+            assert seen[-1].kind not in ("result", "error")
+            assert not job.state.finished
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(main())
+
+
+def test_closing_the_store_is_bounded_when_redis_stops_answering(tmp_path: Path) -> None:
+    """A Redis that hangs (here: its process stopped) never holds a shutdown: the store's
+    close gives up after a lease and the replica exits (its lease expires by itself)."""
+    lease_s = 0.5
+    with running_redis(require_tool("redis-server"), tmp_path) as url:
+        pid = redis.Redis.from_url(url).info("server")["process_id"]
+
+        async def main() -> None:
+            store = RedisJobStore(
+                redis.asyncio.Redis.from_url(url),
+                ttl_s=60,
+                job_timeout_s=60,
+                lease_s=lease_s,
+                events_max=64,
+            )
+            await store.start(lambda job_id: False)
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await asyncio.wait_for(store.close(), 10 * lease_s)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+
+        asyncio.run(main())

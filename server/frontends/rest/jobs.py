@@ -77,11 +77,22 @@ async def event_stream(
     finally:
         # Nothing may wait before the cancel: a disconnect cancels this stream's scope, and
         # under anyio every later await in it raises again.
-        if pending is not None:
-            pending.cancel()
         if cancel_on_close and isinstance(job, Job):  # the client went away: free the compute
             job.cancel()
-        await events.aclose()
+        if pending is not None and not pending.done():
+            # ``events`` is running inside that task (awaiting its next event): it cannot be
+            # closed from here, but cancelling the task ends it there.
+            pending.add_done_callback(_forget)
+            pending.cancel()
+        else:  # suspended between events (or finished): closed at once
+            await events.aclose()
+
+
+def _forget(task: asyncio.Future[JobEvent]) -> None:
+    """Retrieve the outcome of an abandoned ``anext`` so that asyncio logs no
+    "exception was never retrieved" for a store error that came with the cancel."""
+    if not task.cancelled():
+        task.exception()
 
 
 def sse_response(events: AsyncIterator[str]) -> StreamingResponse:
