@@ -4,13 +4,14 @@ of replicas behind a load balancer."""
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 from latentserve.clients.local import free_port
+
+from helpers.tools import wait_until_answers
 
 CONFIG = """\
 global
@@ -47,17 +48,17 @@ def running_haproxy(binary: str, backends: Sequence[str], workdir: Path) -> Iter
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                assert process.poll() is None, log_path.read_text()
-                try:
-                    httpx.get(f"{url}/healthz", timeout=1)
-                    break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "haproxy did not start"
-                time.sleep(0.02)
+            wait_until_answers(process, lambda: _answers(url), log_path, "haproxy", 20)
             yield url
         finally:
             process.terminate()
             process.wait(10)
+
+
+def _answers(url: str) -> bool:
+    """Any HTTP answer through haproxy means it listens (its backends may still be down)."""
+    try:
+        httpx.get(f"{url}/healthz", timeout=1)
+    except httpx.TransportError:
+        return False
+    return True

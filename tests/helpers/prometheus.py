@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -13,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from latentserve.clients.local import free_port
+
+from helpers.tools import wait_until_answers
 
 
 def get(url: str, timeout: float = 5.0) -> str:
@@ -50,16 +51,14 @@ def running_prometheus(
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                assert process.poll() is None, log_path.read_text()
-                try:
-                    if "Ready" in get(f"{url}/-/ready", timeout=1):
-                        break
-                except OSError:
-                    pass
-                assert time.monotonic() < deadline, "prometheus did not become ready"
-                time.sleep(0.2)
+            wait_until_answers(
+                process,
+                lambda: _ready(url),
+                log_path,
+                "prometheus",
+                30,
+                poll_s=0.2,
+            )
             yield url
         finally:
             process.terminate()
@@ -72,3 +71,10 @@ def query(prometheus: str, expression: str) -> list[dict]:
     body = json.loads(get(url))
     assert body["status"] == "success", (expression, body)
     return body["data"]["result"]
+
+
+def _ready(url: str) -> bool:
+    try:
+        return "Ready" in get(f"{url}/-/ready", timeout=1)
+    except OSError:
+        return False

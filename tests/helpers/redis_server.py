@@ -4,12 +4,13 @@ folder (no TCP port at all), no persistence, stopped on exit."""
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import redis
+
+from helpers.tools import wait_until_answers
 
 
 @contextmanager
@@ -35,19 +36,17 @@ def running_redis(binary: str, workdir: Path, config: Sequence[str] = ()) -> Ite
         )  # fmt: skip
         url = f"unix://{sock}"
         try:
-            deadline = time.monotonic() + 20
             client = redis.Redis.from_url(url)
-            while True:
-                assert process.poll() is None, log_path.read_text()
-                try:
-                    if client.ping():
-                        break
-                except redis.ConnectionError:
-                    pass
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.02)
+            wait_until_answers(process, lambda: _pings(client), log_path, "redis-server", 20)
             client.close()
             yield url
         finally:
             process.terminate()
             process.wait(10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False

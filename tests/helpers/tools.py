@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -22,3 +26,22 @@ def require_tool(name: str, install_hint: str = "make test-tools installs it") -
     if os.environ.get("CI"):
         pytest.fail(f"{message}; CI must provide it", pytrace=False)
     pytest.skip(message)
+
+
+def wait_until_answers(
+    process: subprocess.Popen[bytes],
+    answers: Callable[[], bool],
+    log_path: Path,
+    what: str,
+    timeout_s: float,
+    poll_s: float = 0.02,
+) -> None:
+    """Poll ``answers`` until it is true; fail with the program's log if the program exits
+    first, or naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert process.poll() is None, log_path.read_text()
+        if answers():
+            return
+        assert time.monotonic() < deadline, f"{what} did not start"
+        time.sleep(poll_s)
