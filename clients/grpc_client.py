@@ -398,6 +398,7 @@ def model_info_from_proto(info: pb.ModelInfo) -> ModelInfo:
         likelihood=info.likelihood or None,
         pipeline=info.pipeline,
         sample_parameters=list(info.sample_parameters),
+        sample_defaults=dict(info.sample_defaults),
     )
 
 

@@ -376,6 +376,7 @@ def model_info_from_json(item: dict) -> ModelInfo:
         likelihood=item.get("likelihood"),
         pipeline=item.get("pipeline", ""),
         sample_parameters=list(item.get("sample_parameters", [])),
+        sample_defaults=dict(item.get("sample_defaults", {})),
     )
 
 

@@ -40,6 +40,8 @@ class ModelInfo:
     likelihood: str | None = None  # "exact", "elbo", or None without log-prob
     pipeline: str = ""  # latent_decoder, autoregressive_prior or diffusion
     sample_parameters: list[str] = field(default_factory=list)  # what sample(**params) takes
+    # the model's own values for sample parameters left out (its default temperature)
+    sample_defaults: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 from latentserve.exporters.formats import export_onnx, export_torchscript
 from latentserve.exporters.parity import check_parity
-from latentserve.exporters.plans import GraphPlan
+from latentserve.exporters.plans import ExportPlan, GraphPlan
 from latentserve.exporters.recipes import get_recipe
 from latentserve.training.checkpoint import last_test_metrics, load_run
+from latentserve.training.config import RunConfig
 
 from latentserve import __version__
 from latentserve.manifest import (
@@ -29,6 +30,7 @@ from latentserve.manifest import (
     GraphFile,
     GraphSpec,
     ImageSpec,
+    LatentSpec,
     Manifest,
     Provenance,
     sha256_file,
@@ -89,7 +91,7 @@ def export_run(run_dir: Path, repository: Path, name: str, version: str | None =
                 channels=loaded.model.image.channels,
                 value_range=(0.0, 1.0),
             ),
-            latent=plan.latent,
+            latent=_with_default_temperature(plan, recipe.capabilities, loaded.config),
             codes=plan.codes,
             likelihood=plan.likelihood,
             graphs=graphs,
@@ -115,6 +117,26 @@ def export_run(run_dir: Path, repository: Path, name: str, version: str | None =
         raise
     log.info("exported %s (%s) to %s", name, loaded.config.family, target)
     return target
+
+
+#: The pipeline kinds whose sampling takes a prior temperature.
+TEMPERATURE_PIPELINES = ("latent_decoder", "autoregressive_prior")
+
+
+def _with_default_temperature(
+    plan: ExportPlan, capabilities: list[str], config: RunConfig
+) -> LatentSpec:
+    """The plan's latent with the config's ``[sample] temperature`` as its default; refused
+    for a model whose sampling has no temperature, rather than written where none reads it."""
+    temperature = config.sample.temperature
+    if temperature == 1.0:
+        return plan.latent
+    if plan.pipeline not in TEMPERATURE_PIPELINES or "sample" not in capabilities:
+        raise ValueError(
+            f"[sample] temperature = {temperature}: {config.family} models do not sample "
+            "with a prior temperature (only VAE, NVAE, Glow, VQ-VAE, VQ-VAE-2 and PixelCNN do)"
+        )
+    return plan.latent.model_copy(update={"default_temperature": temperature})
 
 
 def export_graphs(plans: list[GraphPlan], folder: Path) -> dict[str, GraphSpec]:

@@ -91,8 +91,9 @@ from latentserve.noise_schedule import BetaSchedule, alphas_cumprod
 # roles checked against the registry below; 4 renamed ``scheduler`` to ``noise_schedule``
 # and writes the schedule out (``alphas_cumprod``) instead of naming it. Versions 1 and 2
 # are valid version 3 manifests without the new sections, and a version 3 ``scheduler``
-# loads as the ``noise_schedule`` it names, so all four load.
-SCHEMA_VERSION = 4
+# loads as the ``noise_schedule`` it names, so all four load. 5 added the latent's
+# ``default_temperature`` (1.0 when absent, so every earlier version loads).
+SCHEMA_VERSION = 5
 MANIFEST_FILENAME = "manifest.json"
 
 # The one place that lists what a manifest may name. A new pipeline kind or graph role is
@@ -180,6 +181,9 @@ class LatentSpec(_Strict):
     shape: list[int]
     prior: Literal["standard_normal", "autoregressive"] = "standard_normal"
     groups: list[LatentGroup] = Field(default_factory=list)
+    # The prior temperature of a sample request that names none (the training config's
+    # ``[sample] temperature``).
+    default_temperature: float = Field(default=1.0, gt=0, le=100)
 
     def encoded(self) -> list[LatentGroup]:
         return self.groups or [LatentGroup(name="latent", shape=self.shape)]
@@ -311,7 +315,7 @@ class Provenance(_Strict):
 
 
 class Manifest(_Strict):
-    schema_version: Literal[1, 2, 3, 4] = SCHEMA_VERSION
+    schema_version: Literal[1, 2, 3, 4, 5] = SCHEMA_VERSION
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     version: str = Field(pattern=r"^[0-9]+$")
     family: str
@@ -340,7 +344,7 @@ class Manifest(_Strict):
         if not isinstance(data, dict) or "scheduler" not in data:
             return data
         if data.get("schema_version", SCHEMA_VERSION) not in (1, 2, 3):
-            raise ValueError("scheduler is a schema 3 section: schema 4 has noise_schedule")
+            raise ValueError("scheduler is a schema 3 section: from schema 4 on, noise_schedule")
         if "noise_schedule" in data:
             raise ValueError("give scheduler (schema 3) or noise_schedule (schema 4), not both")
         data = dict(data)

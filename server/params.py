@@ -64,6 +64,16 @@ class RequestParams(BaseModel):
         """Apply the model's limits (and resolve seeds the server draws)."""
         return self
 
+    def with_defaults(self, defaults: Mapping[str, Any]) -> Self:
+        """The parameters with the model's defaults (its manifest's) in place of fields the
+        client left out (``None``); a field a client set is kept."""
+        missing = {
+            name: value
+            for name, value in defaults.items()
+            if name in type(self).model_fields and getattr(self, name) is None
+        }
+        return self.model_copy(update=missing) if missing else self
+
 
 class SampleParams(RequestParams):
     """What every sample request has: how many images and the seed that reproduces them."""
@@ -90,12 +100,12 @@ class Temperature(RequestParams):
     """The prior's temperature, for one-shot and autoregressive sampling (and their
     interpolation)."""
 
-    temperature: float = Field(
-        default=1.0,
+    temperature: float | None = Field(
+        default=None,
         ge=MIN_TEMPERATURE,
         le=MAX_TEMPERATURE,
         allow_inf_nan=False,
-        description="prior scale, default 1.0",
+        description="prior scale (default: the model's, 1.0 unless its manifest names another)",
     )
 
 

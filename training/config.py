@@ -67,6 +67,16 @@ class TrainConfig:
 
 
 @config_dataclass(config=_STRICT)
+class SampleConfig:
+    """Sampling defaults the export writes into the manifest: what a request that leaves
+    them out gets. ``temperature`` scales a prior's noise (or divides its logits); a model
+    whose samples are most typical below 1 (flows, hierarchical VAEs, code priors) ships
+    the value measured best, so clients need not know it."""
+
+    temperature: float = Field(default=1.0, gt=0, le=100)
+
+
+@config_dataclass(config=_STRICT)
 class RunConfig:
     """A whole training run: which family on which data, how big, how long."""
 
@@ -77,6 +87,7 @@ class RunConfig:
     image: ImageConfig = field(default_factory=ImageConfig)
     model: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000))
+    sample: SampleConfig = field(default_factory=SampleConfig)
 
     def model_config(self) -> Any:
         """The family's own config dataclass, validated (unknown keys refused)."""

@@ -78,6 +78,8 @@ class ModelDescription:
     likelihood: str | None
     pipeline: str
     sample_parameters: list[str]
+    # The model's own values for sample parameters a request leaves out (its manifest's).
+    sample_defaults: dict[str, float]
     backend: str
     execution_providers: list[str]
     max_batch_size: int
@@ -296,6 +298,8 @@ class GenerativeService:
 
     def _describe(self, model: LoadedModel) -> ModelDescription:
         m = model.manifest
+        sample_fields = model.pipeline.params_for["sample"].model_fields
+        defaults = model.pipeline.parameter_defaults()
         return ModelDescription(
             name=m.name,
             version=m.version,
@@ -308,7 +312,10 @@ class GenerativeService:
             latent_shape=list(m.latent.shape),
             likelihood=m.likelihood,
             pipeline=m.pipeline,
-            sample_parameters=list(model.pipeline.params_for["sample"].model_fields),
+            sample_parameters=list(sample_fields),
+            sample_defaults={
+                name: value for name, value in defaults.items() if name in sample_fields
+            },
             backend=model.backend,
             execution_providers=model.providers,
             max_batch_size=model.serving.max_batch_size,
@@ -316,7 +323,7 @@ class GenerativeService:
             versions=self._repository.versions(m.name) if self._repository else [],
             created=_unix_seconds(m.provenance.created_at),
             parameter_schemas={
-                method: _schema(params)
+                method: _schema(params, defaults)
                 for method, params in model.pipeline.params_for.items()
                 if method in JOB_METHODS and method in m.capabilities
             },
@@ -602,9 +609,23 @@ class GenerativeService:
 
 
 @functools.cache
-def _schema(params: type[RequestParams]) -> dict[str, Any]:
+def _class_schema(params: type[RequestParams]) -> dict[str, Any]:
     """A parameter model's JSON schema, built once: models are described on every call."""
     return params.model_json_schema()
+
+
+def _schema(params: type[RequestParams], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The parameters' schema with the model's own defaults for the fields it has (its
+    default temperature, not the schema's ``null``); the cached schema is not changed."""
+    schema = _class_schema(params)
+    properties = schema.get("properties", {})
+    ours = {name: value for name, value in defaults.items() if name in properties}
+    if not ours:
+        return schema
+    properties = {**properties}
+    for name, value in ours.items():
+        properties[name] = {**properties[name], "default": value}
+    return {**schema, "properties": properties}
 
 
 def _unix_seconds(iso: str) -> int:

@@ -123,9 +123,15 @@ class GraphPipeline(ABC):
             )
 
     def prepare(self, raw: Mapping[str, Any], method: str = "sample") -> Any:
-        """A request's parameters, parsed, checked and with its seed resolved."""
+        """A request's parameters, parsed, checked, with its seed resolved and the model's
+        defaults in place of what the client left out."""
         self.require(method)
-        return self.params_for[method].parse(raw, self.label).check(self.serving.max_n)
+        params = self.params_for[method].parse(raw, self.label).check(self.serving.max_n)
+        return params.with_defaults(self.parameter_defaults())
+
+    def parameter_defaults(self) -> dict[str, Any]:
+        """Defaults this model's manifest sets for parameters a request may leave out."""
+        return {"temperature": self.manifest.latent.default_temperature}
 
     def interpolate(self, params: Any, chunk: int) -> AsyncIterator[tuple[int, np.ndarray]]:
         """``(offset, frames)`` chunks between two seeds: kinds with a continuous prior

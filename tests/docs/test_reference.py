@@ -43,7 +43,7 @@ def test_the_rest_reference_names_every_route_the_app_answers(app, rest_page: st
 
 def test_the_rest_reference_states_bounds_and_schemas(rest_page: str) -> None:
     # the sample parameters' bounds come from the pipelines' pydantic models
-    assert "| `temperature` | number (≥ 0.001, ≤ 100.0) |" in rest_page
+    assert "| `temperature` | number (≥ 0.001, ≤ 100.0) (or null) |" in rest_page
     assert "### SampleResponse" in rest_page and "### ErrorBody" in rest_page
 
 

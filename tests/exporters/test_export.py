@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +116,32 @@ def test_parity_failure_is_loud(vae_run: Path, tmp_path: Path) -> None:
 def test_unknown_family_has_no_recipe() -> None:
     with pytest.raises(ValueError, match="unknown export recipe for family 'gan'"):
         get_recipe("gan")
+
+
+def _with_sample_temperature(run: Path, copy: Path, temperature: float) -> Path:
+    """A copy of ``run`` whose resolved config sets ``[sample] temperature``."""
+    shutil.copytree(run, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["sample"] = {"temperature": temperature}
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
+def test_the_configs_sample_temperature_becomes_the_manifests_default(
+    vae_run: Path, tmp_path: Path
+) -> None:
+    assert Manifest.load(export_run(vae_run, tmp_path, "m")).latent.default_temperature == 1.0
+    cold = _with_sample_temperature(vae_run, tmp_path / "cold", 0.7)
+    manifest = Manifest.load(export_run(cold, tmp_path, "m"))
+    assert manifest.latent.default_temperature == 0.7
+    assert manifest.provenance.config["sample"] == {"temperature": 0.7}
+
+
+def test_a_sample_temperature_is_refused_for_a_family_without_one(tmp_path: Path) -> None:
+    gan = train_tiny("dcgan-tiny", tmp_path / "gan", steps=2)
+    cold = _with_sample_temperature(gan, tmp_path / "cold", 0.7)
+    with pytest.raises(ValueError, match=r"dcgan models do not sample with a prior temperature"):
+        export_run(cold, tmp_path / "repository", "g")
+    assert not (tmp_path / "repository" / "g").exists() or not any(
+        (tmp_path / "repository" / "g").iterdir()
+    )

@@ -110,6 +110,7 @@ def test_model_info_lists_each_generators_parameters(clients: tuple) -> None:
         assert dcgan.pipeline == style.pipeline == "gan"
         assert dcgan.capabilities == style.capabilities == ["sample", "interpolate"]
         assert dcgan.sample_parameters == ["n", "seed", "truncation"]
+        assert dcgan.sample_defaults == {} == style.sample_defaults
         assert style.sample_parameters == ["n", "seed", "truncation", "mix_seed", "mix_layer"]
 
 

@@ -155,6 +155,7 @@ def test_log_prob_agrees_with_rest(
     assert info.likelihood == "elbo" and "log_prob" in info.capabilities
     assert info.pipeline == "latent_decoder"
     assert list(info.sample_parameters) == ["n", "seed", "temperature"]
+    assert dict(info.sample_defaults) == {"temperature": 1.0}
 
 
 @pytest.mark.parametrize(

@@ -38,10 +38,20 @@ def test_a_version_2_manifest_loads_without_the_version_3_sections(tmp_path: Pat
     assert manifest.assets == {}
 
 
-def test_new_manifests_say_version_4_and_unknown_versions_are_refused() -> None:
-    assert fake_manifest().schema_version == SCHEMA_VERSION == 4
-    data = fake_manifest().model_dump(mode="json") | {"schema_version": 5}
+def test_new_manifests_say_version_5_and_unknown_versions_are_refused() -> None:
+    assert fake_manifest().schema_version == SCHEMA_VERSION == 5
+    data = fake_manifest().model_dump(mode="json") | {"schema_version": 6}
     with pytest.raises(ValidationError, match="schema_version"):
+        Manifest.model_validate(data)
+
+
+def test_a_schema_4_latent_without_a_default_temperature_loads_as_1() -> None:
+    data = fake_manifest().model_dump(mode="json") | {"schema_version": 4}
+    del data["latent"]["default_temperature"]
+    manifest = Manifest.model_validate(data)
+    assert manifest.schema_version == 4 and manifest.latent.default_temperature == 1.0
+    data["latent"]["default_temperature"] = 0.0
+    with pytest.raises(ValidationError, match="default_temperature"):
         Manifest.model_validate(data)
 
 

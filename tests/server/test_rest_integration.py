@@ -56,6 +56,7 @@ def test_models_are_listed_and_described(http: httpx.Client) -> None:
     assert "sample" in latest["capabilities"]
     assert latest["pipeline"] == "latent_decoder"
     assert latest["sample_parameters"] == ["n", "seed", "temperature"]
+    assert latest["sample_defaults"] == {"temperature": 1.0}
     assert http.get("/v1/models/vae-tiny@1").json()["version"] == "1"
     assert http.get("/v1/models/vae-tiny%401").json()["version"] == "1"
     assert http.get("/v1/models/ae-tiny").json()["max_batch_size"] == 64  # from server.toml

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.fakes import POISON, SIZE, sample_params
+from helpers.fakes import POISON, SIZE, fake_manifest, fake_service, sample_params
 from helpers.fakes import vae_service as make_service
 from latentserve.server.codecs import encode_png
 from latentserve.server.engine.batcher import BatchFailed
@@ -70,6 +70,23 @@ def test_temperature_changes_images(tmp_path: Path) -> None:
 
     cold, warm = run(main())
     assert pixels(cold.images[0]).std() < pixels(warm.images[0]).std()
+
+
+def test_a_request_without_temperature_gets_the_models_default(tmp_path: Path) -> None:
+    manifest = fake_manifest("fake-cold", "1")
+    cold_latent = manifest.latent.model_copy(update={"default_temperature": 0.25})
+    service, _ = fake_service(tmp_path, [manifest.model_copy(update={"latent": cold_latent})])
+
+    async def main() -> list:
+        return [
+            await service.sample("fake-cold", sample_params(2, 9, temperature), "test")
+            for temperature in (None, 0.25, 1.0)
+        ]
+
+    default, quarter, one = run(main())
+    assert default.images == quarter.images and default.images != one.images
+    (described,) = service.list_models()
+    assert described.parameter_schemas["sample"]["properties"]["temperature"]["default"] == 0.25
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,14 @@ class ImageInfo(_message.Message):
     def __init__(self, height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "family", "description", "capabilities", "image", "latent_shape", "backend", "execution_providers", "max_batch_size", "max_n", "versions", "likelihood", "pipeline", "sample_parameters")
+    __slots__ = ("name", "version", "family", "description", "capabilities", "image", "latent_shape", "backend", "execution_providers", "max_batch_size", "max_n", "versions", "likelihood", "pipeline", "sample_parameters", "sample_defaults")
+    class SampleDefaultsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     FAMILY_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +66,7 @@ class ModelInfo(_message.Message):
     LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_DEFAULTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     family: str
@@ -74,7 +82,8 @@ class ModelInfo(_message.Message):
     likelihood: str
     pipeline: str
     sample_parameters: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., family: _Optional[str] = ..., description: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., image: _Optional[_Union[ImageInfo, _Mapping]] = ..., latent_shape: _Optional[_Iterable[int]] = ..., backend: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ..., max_batch_size: _Optional[int] = ..., max_n: _Optional[int] = ..., versions: _Optional[_Iterable[str]] = ..., likelihood: _Optional[str] = ..., pipeline: _Optional[str] = ..., sample_parameters: _Optional[_Iterable[str]] = ...) -> None: ...
+    sample_defaults: _containers.ScalarMap[str, float]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., family: _Optional[str] = ..., description: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., image: _Optional[_Union[ImageInfo, _Mapping]] = ..., latent_shape: _Optional[_Iterable[int]] = ..., backend: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ..., max_batch_size: _Optional[int] = ..., max_n: _Optional[int] = ..., versions: _Optional[_Iterable[str]] = ..., likelihood: _Optional[str] = ..., pipeline: _Optional[str] = ..., sample_parameters: _Optional[_Iterable[str]] = ..., sample_defaults: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
     __slots__ = ("model", "n", "seed", "temperature", "steps", "sampler", "eta", "guidance_scale", "class_label", "preview_every", "truncation", "mix_seed", "mix_layer")

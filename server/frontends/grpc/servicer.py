@@ -94,6 +94,7 @@ def _info(d: ModelDescription) -> pb.ModelInfo:
         likelihood=d.likelihood or "",
         pipeline=d.pipeline,
         sample_parameters=d.sample_parameters,
+        sample_defaults=d.sample_defaults,
     )
 
 

@@ -23,6 +23,7 @@ def model_info(d: ModelDescription) -> ModelInfo:
         likelihood=d.likelihood,
         pipeline=d.pipeline,
         sample_parameters=d.sample_parameters,
+        sample_defaults=d.sample_defaults,
         backend=d.backend,
         execution_providers=d.execution_providers,
         max_batch_size=d.max_batch_size,

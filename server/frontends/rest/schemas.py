@@ -19,7 +19,8 @@ SAMPLE_BODY = Body(
     description=(
         "Sample parameters of the model's kind (GET /v1/models/{model} lists them as "
         "`sample_parameters`): "
-        "every model takes `n` and `seed`; VAE, NVAE, Glow and VQ models take `temperature`; "
+        "every model takes `n` and `seed`; VAE, NVAE, Glow and VQ models take `temperature` "
+        "(default: the model's `sample_defaults`); "
         "diffusion models take `steps`, `sampler` (ddpm, ddim, dpmpp_2m, euler_a), `eta`, "
         "`preview_every`, and when class-conditional `class_label` and `guidance_scale`; GANs "
         "take `truncation`, style-based GANs also `mix_seed` and `mix_layer`. "
@@ -150,6 +151,11 @@ class ModelInfo(BaseModel):
         description="how the model samples: latent_decoder, autoregressive_prior, diffusion"
     )
     sample_parameters: list[str] = Field(description="the fields POST .../sample accepts")
+    sample_defaults: dict[str, float] = Field(
+        default_factory=dict,
+        description="this model's own values for sample fields a request leaves out "
+        "(its default temperature)",
+    )
     backend: str
     execution_providers: list[str]
     max_batch_size: int
