@@ -150,7 +150,7 @@ def export_graphs(plans: list[GraphPlan], folder: Path) -> dict[str, GraphSpec]:
         ts_path = folder / f"{plan.role}.pt"
         export_onnx(plan.module, example, plan.inputs, plan.outputs, onnx_path)
         export_torchscript(plan.module, example, ts_path)
-        diffs = check_parity(plan, onnx_path, ts_path)
+        diffs = check_parity(plan, onnx_path, ts_path, tolerance=plan.tolerance)
         log.info("%s parity (max abs diff): %s", plan.role, diffs)
         graphs[plan.role] = GraphSpec(
             inputs=plan.inputs,

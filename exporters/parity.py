@@ -13,9 +13,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from latentserve.exporters.formats import load_torchscript
-from latentserve.exporters.plans import GraphPlan
+from latentserve.exporters.plans import PARITY_TOLERANCE, GraphPlan
 
-TOLERANCE = 1e-4  # absolute plus relative: log-densities summed over pixels are large
+TOLERANCE = PARITY_TOLERANCE  # absolute plus relative: log-densities summed are large
 
 PARITY_BATCH = 5
 

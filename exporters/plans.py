@@ -32,6 +32,13 @@ from latentserve.manifest import (
 # Sizes given to named dynamic dimensions other than "batch" in example inputs.
 EXAMPLE_DIMS = {"samples": 3}
 
+#: How far an exported graph may drift from eager PyTorch (absolute plus relative).
+PARITY_TOLERANCE = 1e-4
+#: For a graph whose output is an image in [0, 1] that serving rounds to 8 bits: a quarter
+#: of one level. A flow's sampler needs it: it runs every coupling and 1x1 convolution in
+#: reverse, and float32 rounding that differs between runtimes grows on the way.
+IMAGE_TOLERANCE = 1e-3
+
 
 @dataclass(frozen=True)
 class GraphPlan:
@@ -47,6 +54,8 @@ class GraphPlan:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     int_range: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: how far the exported files may drift from eager PyTorch (absolute plus relative)
+    tolerance: float = PARITY_TOLERANCE
 
     def example_inputs(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
         """Random inputs of the declared shapes (8-bit images in [0, 1], temperatures and

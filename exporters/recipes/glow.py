@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from latentserve.exporters.graphs import image_to_levels
 from latentserve.exporters.plans import (
+    IMAGE_TOLERANCE,
     ExportPlan,
     GraphPlan,
     bits_per_dim_spec,
@@ -182,7 +183,13 @@ def plan_glow(model: Glow) -> ExportPlan:
     graphs = [
         GraphPlan("encoder", GlowEncoderGraph(flow).eval(), [image], groups),
         GraphPlan("decoder", GlowDecoderGraph(flow).eval(), groups, [image]),
-        GraphPlan("sampler", GlowSamplerGraph(flow).eval(), [noise, temperature_spec()], [image]),
+        GraphPlan(
+            "sampler",
+            GlowSamplerGraph(flow).eval(),
+            [noise, temperature_spec()],
+            [image],
+            tolerance=IMAGE_TOLERANCE,
+        ),
         GraphPlan(
             "log_prob",
             GlowLogProbGraph(flow).eval(),

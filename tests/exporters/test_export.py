@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -11,14 +12,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from latentserve.exporters.export import export_run, next_version
+from latentserve.exporters.export import export_graphs, export_run, next_version
 from latentserve.exporters.formats import export_onnx, export_torchscript
 from latentserve.exporters.parity import ExportParityError, check_parity
+from latentserve.exporters.plans import GraphPlan
 from latentserve.exporters.recipes import get_recipe
 from latentserve.training.checkpoint import load_run
 from tiny_runs import train_tiny
 
-from latentserve.manifest import Manifest
+from latentserve.manifest import Manifest, TensorSpec
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +147,24 @@ def test_a_sample_temperature_is_refused_for_a_family_without_one(tmp_path: Path
     assert not (tmp_path / "repository" / "g").exists() or not any(
         (tmp_path / "repository" / "g").iterdir()
     )
+
+
+class _DriftsWhenTraced(torch.nn.Module):
+    """Adds 0.01 in the exported graphs only: files that differ from eager by a known amount."""
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return latent + 0.01 if torch.jit.is_tracing() else latent
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the drift is the point
+def test_each_graph_is_held_to_its_own_parity_tolerance(tmp_path: Path) -> None:
+    spec = TensorSpec(name="latent", dtype="float32", shape=["batch", 4])
+    out = TensorSpec(name="image", dtype="float32", shape=["batch", 4])
+    strict = GraphPlan("decoder", _DriftsWhenTraced(), [spec], [out])
+    for name in ("strict", "loose"):
+        (tmp_path / name).mkdir()
+    drift = r"decoder graph \(onnx\) differs from eager PyTorch by 0.01 "
+    with pytest.raises(ExportParityError, match=drift):
+        export_graphs([strict], tmp_path / "strict")
+    loose = dataclasses.replace(strict, tolerance=0.05)
+    assert set(export_graphs([loose], tmp_path / "loose")) == {"decoder"}
