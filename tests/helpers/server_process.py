@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -20,6 +19,8 @@ from latentserve.clients import GrpcClient, RestClient
 from latentserve.clients.local import LocalServer
 from latentserve.clients.sse import parse_sse
 from prometheus_client.parser import text_string_to_metric_families
+
+from helpers.tools import until as until  # re-exported: the integration tests import it here
 
 BLOCK_TORCH = """
 import importlib.abc, sys
@@ -110,14 +111,6 @@ def metric(http: httpx.Client, name: str, **labels: str) -> float:
         for sample in family.samples
         if sample.name == name and labels.items() <= sample.labels.items()
     )
-
-
-def until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Poll a server-side condition (a metric) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def pixels(images: list) -> np.ndarray:

@@ -28,6 +28,20 @@ def require_tool(name: str, install_hint: str = "make test-tools installs it") -
     pytest.skip(message)
 
 
+def until(
+    predicate: Callable[[], bool],
+    timeout: float = 30.0,
+    poll_s: float = 0.05,
+    failure: str = "condition not reached in time",
+) -> None:
+    """Poll a condition (a metric, a started program answering) until it holds; fail with
+    ``failure`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, failure
+        time.sleep(poll_s)
+
+
 def wait_until_answers(
     process: subprocess.Popen[bytes],
     answers: Callable[[], bool],
@@ -38,10 +52,9 @@ def wait_until_answers(
 ) -> None:
     """Poll ``answers`` until it is true; fail with the program's log if the program exits
     first, or naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def running_and_answers() -> bool:
         assert process.poll() is None, log_path.read_text()
-        if answers():
-            return
-        assert time.monotonic() < deadline, f"{what} did not start"
-        time.sleep(poll_s)
+        return answers()
+
+    until(running_and_answers, timeout_s, poll_s, f"{what} did not start")
