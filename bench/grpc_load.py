@@ -1,5 +1,9 @@
 """Closed-loop gRPC load generator: C concurrent callers asking ``Sample(n)`` back to back.
 
+With ``--streams S`` the C callers share S ``SampleMany`` calls instead of making one unary
+call each per request: each stream keeps C / S requests outstanding, sending the next as
+soon as an answer arrives.
+
 It runs as its own process (one asyncio loop, grpc.aio) so that its CPU use is visible and
 separate from the server's; it prints one JSON line with throughput and latency.
 """
@@ -16,6 +20,8 @@ import grpc
 import numpy as np
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
+
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 async def _caller(
@@ -36,10 +42,56 @@ async def _caller(
             latencies.append(time.perf_counter() - sent)
 
 
+async def _stream(
+    stub: pb_grpc.GenerativeServiceStub,
+    request: pb.SampleRequest,
+    window: int,
+    start_at: float,
+    stop_at: float,
+    latencies: list[float],
+    errors: list[str],
+) -> None:
+    """One SampleMany call with ``window`` requests outstanding until ``stop_at``."""
+    sent: dict[int, float] = {}
+    answered: asyncio.Queue[None] = asyncio.Queue()
+    for _ in range(window):
+        answered.put_nowait(None)
+
+    async def requests():  # noqa: ANN202 - an async generator of requests
+        next_id = 0
+        while True:
+            await answered.get()
+            if time.perf_counter() >= stop_at:
+                return
+            sent[next_id] = time.perf_counter()
+            yield pb.SampleManyRequest(id=next_id, request=request)
+            next_id += 1
+
+    async for answer in stub.SampleMany(requests(), timeout=duration_cap(stop_at)):
+        t0 = sent.pop(answer.id)
+        if answer.HasField("error"):
+            errors.append(_CODE_NAMES.get(answer.error.code, str(answer.error.code)))
+        elif t0 >= start_at:
+            latencies.append(time.perf_counter() - t0)
+        answered.put_nowait(None)
+
+
+def duration_cap(stop_at: float) -> float:
+    """A stream's deadline: its load time plus the 30 s a unary call may take."""
+    return stop_at - time.perf_counter() + 30.0
+
+
 async def run_load(
-    target: str, model: str, n: int, concurrency: int, duration: float, warmup: float
+    target: str,
+    model: str,
+    n: int,
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    streams: int = 0,
 ) -> dict:
-    """Drive the server for ``warmup + duration`` seconds; measure only the last ``duration``."""
+    """Drive the server for ``warmup + duration`` seconds; measure only the last ``duration``.
+    ``streams`` > 0: the callers share that many SampleMany calls."""
     async with grpc.aio.insecure_channel(target) as channel:
         stub = pb_grpc.GenerativeServiceStub(channel)
         request = pb.SampleRequest(model=model, n=n)
@@ -48,14 +100,21 @@ async def run_load(
         errors: list[str] = []
         start_at = time.perf_counter() + warmup
         stop_at = start_at + duration
-        await asyncio.gather(
-            *(
+        if streams:
+            windows = [len(part) for part in np.array_split(np.arange(concurrency), streams)]
+            calls = [
+                _stream(stub, request, w, start_at, stop_at, latencies, errors) for w in windows
+            ]
+            client = f"grpc.aio (python, 1 process), {streams} SampleMany streams"
+        else:
+            calls = [
                 _caller(stub, request, start_at, stop_at, latencies, errors)
                 for _ in range(concurrency)
-            )
-        )
+            ]
+            client = "grpc.aio (python, 1 process)"
+        await asyncio.gather(*calls)
         elapsed = time.perf_counter() - start_at
-    return summarize(latencies, errors, elapsed, n, client="grpc.aio (python, 1 process)")
+    return summarize(latencies, errors, elapsed, n, client=client)
 
 
 def summarize(
@@ -81,9 +140,20 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
+    parser.add_argument(
+        "--streams", type=int, default=0, help="share this many SampleMany calls (0: unary)"
+    )
     args = parser.parse_args()
     result = asyncio.run(
-        run_load(args.target, args.model, args.n, args.concurrency, args.duration, args.warmup)
+        run_load(
+            args.target,
+            args.model,
+            args.n,
+            args.concurrency,
+            args.duration,
+            args.warmup,
+            args.streams,
+        )
     )
     print(json.dumps(result))
     return 0

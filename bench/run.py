@@ -25,11 +25,15 @@ from rest_load import run_wrk
 HERE = Path(__file__).resolve().parent
 
 
-def grpc_load(target: str, model: str, concurrency: int, duration: float, warmup: float) -> dict:
-    """The gRPC load generator runs in its own process (see grpc_load.py)."""
+def grpc_load(
+    target: str, model: str, concurrency: int, duration: float, warmup: float, streams: int = 0
+) -> dict:
+    """The gRPC load generator runs in its own process (see grpc_load.py); ``streams`` > 0:
+    its callers share that many SampleMany calls instead of making unary ones."""
     command = [
         sys.executable, str(HERE / "grpc_load.py"), "--target", target, "--model", model,
         "--concurrency", str(concurrency), "--duration", str(duration), "--warmup", str(warmup),
+        "--streams", str(streams),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -74,6 +78,10 @@ def benchmark(args: argparse.Namespace, url: str, target: str) -> dict[str, dict
             runs.setdefault(f"rest-{clients}", []).append(
                 run_wrk(url, args.model, 1, clients, args.duration, args.warmup)
             )
+            if args.streams:  # each client its own SampleMany call, one request at a time
+                runs.setdefault(f"grpcmany-{clients}", []).append(
+                    grpc_load(target, args.model, clients, args.duration, args.warmup, clients)
+                )
         print(f"# repeat {repeat + 1}/{args.repeats} done", flush=True)
     return {name: median_of(results) for name, results in runs.items()}
 
@@ -117,6 +125,11 @@ def main() -> int:
         "--json", type=Path, help="also write the medians here, and their plot beside (.png)"
     )
     parser.add_argument("--server-arg", action="append", default=[], help="extra serve flag")
+    parser.add_argument(
+        "--streams",
+        action="store_true",
+        help="also grpcmany-C rows: each of C clients sends its requests over one SampleMany call",
+    )
     args = parser.parse_args()
     if bool(args.url) != bool(args.grpc):
         parser.error("--url and --grpc go together (or neither, to start a server)")

@@ -170,6 +170,21 @@ def from_grpc(
     )
 
 
+def from_status(
+    status: int, message: str, field: str = "", retry_after_s: float = 0
+) -> LatentServeError:
+    """Build the typed exception for one refused request of a call that went on (a
+    ``SampleMany`` answer's ``RequestError``: its gRPC status code and details)."""
+    code = next((c for c in grpc.StatusCode if c.value[0] == status), grpc.StatusCode.UNKNOWN)
+    cls = _BY_GRPC_STATUS.get(code, ServerError)
+    return cls(
+        message or code.name,
+        code=_code_name(cls),
+        field=field or None,
+        retry_after_s=retry_after_s or None,
+    )
+
+
 def from_code(code: str, message: str, field: str | None = None) -> LatentServeError:
     """Build the typed exception for a job's ``error`` event (the codes of REST bodies)."""
     return _BY_CODE.get(code, ServerError)(message, code=code, field=field or None)

@@ -3,7 +3,7 @@ methods as coroutines and async iterators, sharing its request building and pars
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -27,6 +27,8 @@ from latentserve.clients.grpc_client import (
     job_request,
     log_prob_from_proto,
     log_prob_request,
+    many_from_proto,
+    many_request,
     model_info_from_proto,
     reload_from_proto,
     sample_from_proto,
@@ -100,6 +102,25 @@ class AsyncGrpcClient:
         request = sample_request(model, n, seed, **params)
         async for chunk in self._stream(self._stub.StreamSample, request, ModelNotFoundError):
             yield chunk_from_proto(chunk)
+
+    async def sample_many(
+        self, requests: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]]
+    ) -> AsyncIterator[tuple[int, SampleResult | LatentServeError]]:
+        """:meth:`GrpcClient.sample_many <latentserve.clients.grpc_client.GrpcClient.sample_many>`;
+        ``requests`` may also be an async iterable."""
+
+        async def messages() -> AsyncIterator[pb.SampleManyRequest]:
+            if isinstance(requests, AsyncIterable):
+                index = 0
+                async for request in requests:
+                    yield many_request(index, request)
+                    index += 1
+            else:
+                for index, request in enumerate(requests):
+                    yield many_request(index, request)
+
+        async for answer in self._stream(self._stub.SampleMany, messages(), ModelNotFoundError):
+            yield many_from_proto(answer)
 
     def sample_events(
         self, model: str, n: int = 1, seed: int | None = None, **params: Any

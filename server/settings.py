@@ -151,6 +151,9 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(default=30.0, gt=0)
     drain_timeout_s: float = Field(default=10.0, ge=0)
     stream_chunk_size: int = Field(default=4, gt=0)
+    # Requests of one gRPC SampleMany call worked on or waiting to be sent back at once;
+    # past it the server reads no more of that call's requests until one is answered.
+    max_stream_requests_in_flight: int = Field(default=64, gt=0)
     # Importance samples per image a log-prob request may ask for: each one is a decoder
     # pass, so this bounds one request's compute at max_n * max_log_prob_samples passes.
     max_log_prob_samples: int = Field(default=256, gt=0)

@@ -48,12 +48,13 @@ def test_bench_runs_end_to_end(tiny_repository: Path, tmp_path: Path) -> None:
     command = [
         sys.executable, str(BENCH / "run.py"), "--repository", str(tiny_repository),
         "--model", "vae-tiny", "--clients", "4", "--duration", "1", "--warmup", "0.5",
-        "--repeats", "1", "--raw-threads", "1", "--json", str(out),
+        "--repeats", "1", "--raw-threads", "1", "--streams", "--json", str(out),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads(out.read_text())
-    assert set(results) == {"raw-b1-t1", "raw-b32-t1", "grpc-4", "rest-4"}
+    assert set(results) == {"raw-b1-t1", "raw-b32-t1", "grpc-4", "rest-4", "grpcmany-4"}
+    assert "4 SampleMany streams" in results["grpcmany-4"]["client"]
     for name, figures in results.items():
         assert figures["images_per_s"] > 0, name
         assert figures["errors"] == 0, name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from helpers.server_process import ServerFactory, ServerProcess
 from latentserve.clients import (
     NO_RETRY,
+    AsyncGrpcClient,
     GrpcClient,
     InvalidArgumentError,
     ModelNotFoundError,
@@ -87,6 +89,32 @@ def test_stream_sample_yields_every_image_in_order(client) -> None:
     np.testing.assert_array_equal(_pixels(streamed), _pixels(whole.images))
     if isinstance(client, GrpcClient):
         assert len(chunks) > 1  # gRPC really streams; REST answers in one chunk
+
+
+def test_sample_many_answers_each_request_and_returns_refusals(
+    live_server: ServerProcess,
+) -> None:
+    requests = [
+        {"model": "vae-tiny", "n": 2, "seed": 1},
+        {"model": "vae-tiny", "steps": 4},  # not a parameter of a VAE
+        {"model": "vae-tiny@1", "seed": 2, "temperature": 0.5},
+    ]
+
+    async def over_asyncio() -> list:
+        async with AsyncGrpcClient(live_server.grpc_target) as client:
+            return [pair async for pair in client.sample_many(iter(requests))]
+
+    with GrpcClient(live_server.grpc_target) as client:
+        outcomes = dict(client.sample_many(requests))
+        unary = [client.sample(**requests[0]), client.sample(**requests[2])]
+    assert sorted(outcomes) == [0, 1, 2]
+    assert isinstance(outcomes[1], InvalidArgumentError) and outcomes[1].field == "steps"
+    for index, expected in zip((0, 2), unary, strict=True):
+        assert (outcomes[index].model, outcomes[index].seed) == (expected.model, expected.seed)
+        np.testing.assert_array_equal(_pixels(outcomes[index].images), _pixels(expected.images))
+    from_asyncio = dict(asyncio.run(over_asyncio()))
+    assert isinstance(from_asyncio[1], InvalidArgumentError)
+    np.testing.assert_array_equal(_pixels(from_asyncio[2].images), _pixels(unary[1].images))
 
 
 def test_encode_and_reconstruct(client) -> None:

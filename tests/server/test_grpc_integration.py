@@ -114,6 +114,38 @@ def test_stream_sample_arrives_in_chunks_equal_to_unary(
     assert [image for c in chunks for image in c.images] == list(unary.images)
 
 
+def test_sample_many_answers_each_request_by_id_as_unary_sample_would(
+    stub: pb_grpc.GenerativeServiceStub, http: httpx.Client
+) -> None:
+    """Many requests over one call: each answer repeats its request's id and carries the
+    images a unary Sample gives for the same seed; a refused request is answered with its
+    status and the others go on."""
+    good = {i: pb.SampleRequest(model="vae-tiny", n=2, seed=100 + i) for i in range(6)}
+    bad = {
+        10: (pb.SampleRequest(model="vae-tiny", steps=10), grpc.StatusCode.INVALID_ARGUMENT),
+        11: (pb.SampleRequest(model="nope", n=1), grpc.StatusCode.NOT_FOUND),
+        12: (pb.SampleRequest(model="ae-tiny", n=1), grpc.StatusCode.UNIMPLEMENTED),
+    }
+    messages = [pb.SampleManyRequest(id=i, request=r) for i, r in good.items()]
+    messages[3:3] = [pb.SampleManyRequest(id=i, request=r) for i, (r, _) in bad.items()]
+    ok = {"protocol": "grpc", "method": "sample", "model": "vae-tiny@2", "status": "ok"}
+    invalid = ok | {"status": "invalid_argument"}
+    before = metric(http, "latentserve_requests_total", **ok)
+    refusals = metric(http, "latentserve_requests_total", **invalid)
+    answers = {a.id: a for a in stub.SampleMany(iter(messages), timeout=30)}
+    assert sorted(answers) == sorted([*good, *bad])
+    # each request is counted as the sample request it is
+    assert metric(http, "latentserve_requests_total", **ok) == before + len(good)
+    assert metric(http, "latentserve_requests_total", **invalid) == refusals + 1
+    for i, (_, code) in bad.items():
+        assert answers[i].WhichOneof("result") == "error"
+        assert answers[i].error.code == code.value[0] and answers[i].error.message
+    assert answers[10].error.field == "steps" and "steps" in answers[10].error.message
+    for i, request in good.items():
+        assert answers[i].response.model == "vae-tiny@2" and answers[i].response.seed == 100 + i
+        assert list(answers[i].response.images) == list(stub.Sample(request).images)
+
+
 def test_encode_and_reconstruct_agree_with_rest(
     stub: pb_grpc.GenerativeServiceStub, server: ServerProcess
 ) -> None:

@@ -125,6 +125,36 @@ class SampleResponse(_message.Message):
     images: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, model: _Optional[str] = ..., seed: _Optional[int] = ..., images: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
+class SampleManyRequest(_message.Message):
+    __slots__ = ("id", "request")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    request: SampleRequest
+    def __init__(self, id: _Optional[int] = ..., request: _Optional[_Union[SampleRequest, _Mapping]] = ...) -> None: ...
+
+class RequestError(_message.Message):
+    __slots__ = ("code", "message", "field", "retry_after_s")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    field: str
+    retry_after_s: int
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., field: _Optional[str] = ..., retry_after_s: _Optional[int] = ...) -> None: ...
+
+class SampleManyResponse(_message.Message):
+    __slots__ = ("id", "response", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    response: SampleResponse
+    error: RequestError
+    def __init__(self, id: _Optional[int] = ..., response: _Optional[_Union[SampleResponse, _Mapping]] = ..., error: _Optional[_Union[RequestError, _Mapping]] = ...) -> None: ...
+
 class SampleChunk(_message.Message):
     __slots__ = ("model", "seed", "offset", "images")
     MODEL_FIELD_NUMBER: _ClassVar[int]

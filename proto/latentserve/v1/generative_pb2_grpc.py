@@ -57,6 +57,11 @@ class GenerativeServiceStub:
                 request_serializer=latentserve_dot_v1_dot_generative__pb2.SampleRequest.SerializeToString,
                 response_deserializer=latentserve_dot_v1_dot_generative__pb2.SampleChunk.FromString,
                 _registered_method=True)
+        self.SampleMany = channel.stream_stream(
+                '/latentserve.v1.GenerativeService/SampleMany',
+                request_serializer=latentserve_dot_v1_dot_generative__pb2.SampleManyRequest.SerializeToString,
+                response_deserializer=latentserve_dot_v1_dot_generative__pb2.SampleManyResponse.FromString,
+                _registered_method=True)
         self.Encode = channel.unary_unary(
                 '/latentserve.v1.GenerativeService/Encode',
                 request_serializer=latentserve_dot_v1_dot_generative__pb2.EncodeRequest.SerializeToString,
@@ -146,6 +151,17 @@ class GenerativeServiceServicer:
     def StreamSample(self, request, context):
         """Images arrive in chunks as they are produced: the first chunk is sent before the last
         image of the request is computed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SampleMany(self, request_iterator, context):
+        """Many sample requests over one call, each answered as soon as it is done (not in
+        order): an answer repeats its request's id. A request that is refused (a bad field,
+        overload) is answered with its error and the others go on. At most
+        max_stream_requests_in_flight of one call's requests are worked on or unsent at once;
+        the server reads no further requests until one of them is answered.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -262,6 +278,11 @@ def add_GenerativeServiceServicer_to_server(servicer, server):
                     servicer.StreamSample,
                     request_deserializer=latentserve_dot_v1_dot_generative__pb2.SampleRequest.FromString,
                     response_serializer=latentserve_dot_v1_dot_generative__pb2.SampleChunk.SerializeToString,
+            ),
+            'SampleMany': grpc.stream_stream_rpc_method_handler(
+                    servicer.SampleMany,
+                    request_deserializer=latentserve_dot_v1_dot_generative__pb2.SampleManyRequest.FromString,
+                    response_serializer=latentserve_dot_v1_dot_generative__pb2.SampleManyResponse.SerializeToString,
             ),
             'Encode': grpc.unary_unary_rpc_method_handler(
                     servicer.Encode,
@@ -435,6 +456,33 @@ class GenerativeService:
             '/latentserve.v1.GenerativeService/StreamSample',
             latentserve_dot_v1_dot_generative__pb2.SampleRequest.SerializeToString,
             latentserve_dot_v1_dot_generative__pb2.SampleChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SampleMany(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/latentserve.v1.GenerativeService/SampleMany',
+            latentserve_dot_v1_dot_generative__pb2.SampleManyRequest.SerializeToString,
+            latentserve_dot_v1_dot_generative__pb2.SampleManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

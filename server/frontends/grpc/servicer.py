@@ -21,8 +21,10 @@ from latentserve.server.engine.jobs import JobEvent, JobView
 from latentserve.server.engine.service import GenerativeService, ModelDescription
 from latentserve.server.errors import (
     InvalidArgument,
+    Overloaded,
     ServingError,
 )
+from latentserve.server.frontends.grpc.many import answer_as_done
 from latentserve.server.frontends.status import error_metadata, grpc_status
 from latentserve.server.security.admin import AdminTokens
 from latentserve.server.security.grpc_guard import CallGuard, method_name
@@ -120,6 +122,17 @@ def _params(
     }
 
 
+def _request_error(exc: ServingError) -> pb.RequestError:
+    """A refused request inside a call that goes on: the status and the details a unary
+    call would carry in its trailing metadata."""
+    return pb.RequestError(
+        code=grpc_status(exc).value[0],
+        message=exc.message,
+        field=exc.field if isinstance(exc, InvalidArgument) else "",
+        retry_after_s=exc.retry_after_s if isinstance(exc, Overloaded) else 0,
+    )
+
+
 def _job_request(request: pb.JobRequest) -> tuple[str, str, dict[str, Any]]:
     """(model, method, parameters) of a SubmitJob request."""
     method = request.WhichOneof("method")
@@ -198,6 +211,27 @@ class GrpcGenerativeService(pb_grpc.GenerativeServiceServicer):
     async def Sample(self, request: pb.SampleRequest, context: Any) -> pb.SampleResponse:
         r = await self._service.sample(request.model, _params(request), PROTOCOL)
         return pb.SampleResponse(model=r.model, seed=r.seed, images=r.images)
+
+    async def SampleMany(
+        self, requests: AsyncIterator[pb.SampleManyRequest], context: Any
+    ) -> AsyncIterator[pb.SampleManyResponse]:
+        deadlines.begin(context.time_remaining())  # the call's deadline binds each request
+        limit = self._service.settings.max_stream_requests_in_flight
+        async for answer in answer_as_done(requests, self._sample_one, limit):
+            yield answer
+
+    async def _sample_one(self, item: pb.SampleManyRequest) -> pb.SampleManyResponse:
+        """One request of a SampleMany call: its images, or why not (never an exception,
+        which would end the other requests' call)."""
+        request = item.request
+        try:
+            r = await self._service.sample(request.model, _params(request), PROTOCOL)
+        except ServingError as exc:
+            if not exc.recorded:
+                self._service.record_rejection(request.model, "sample", PROTOCOL, exc.code)
+            return pb.SampleManyResponse(id=item.id, error=_request_error(exc))
+        response = pb.SampleResponse(model=r.model, seed=r.seed, images=r.images)
+        return pb.SampleManyResponse(id=item.id, response=response)
 
     async def SampleEvents(
         self, request: pb.SampleRequest, context: Any
