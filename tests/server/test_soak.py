@@ -18,7 +18,7 @@ from soak import soak_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-SOAK_S = float(os.environ.get("LATENTSERVE_SOAK_S", "120"))
+SOAK_S = float(os.environ.get("LATENTSERVE_SOAK_S", "60"))
 WARMUP_S = SOAK_S / 4
 # RSS growth allowed from the end of warm-up to the end of the soak (measured: +1.7 MB over
 # 45 s and -2.1 MB over 90 s after warm-up, 4 workers, vae-tiny; bench/README.md).
