@@ -2,9 +2,9 @@
 answer by outcome.
 
 Each worker loops over the mix below (sample, log-prob, reconstruct over REST; sample,
-encode, log-prob, streamed sample over gRPC) until told to stop, while the server's RSS is
-read once a second. The suite runs a short soak (tests/server/test_soak.py); this script
-runs a long one and prints one JSON line:
+encode, log-prob, streamed sample and four samples over one SampleMany call over gRPC)
+until told to stop, while the server's RSS is read once a second. The suite runs a short
+soak (tests/server/test_soak.py); this script runs a long one and prints one JSON line:
 
     python bench/soak.py --repository models --model vae-mnist --duration 600
 """
@@ -93,6 +93,7 @@ async def _worker(
             ):
                 outcomes[await _grpc_outcome(call)] += 1
             outcomes[await _grpc_stream_outcome(stub, model)] += 1
+            outcomes.update(await _grpc_many_outcomes(stub, model))
 
 
 async def _rest_outcome(call: object) -> str:
@@ -118,6 +119,22 @@ async def _grpc_stream_outcome(stub: pb_grpc.GenerativeServiceStub, model: str) 
     except grpc.aio.AioRpcError as error:
         return f"grpc:{error.code().name}"
     return "grpc:OK"
+
+
+async def _grpc_many_outcomes(stub: pb_grpc.GenerativeServiceStub, model: str) -> list[str]:
+    """Four sample requests over one SampleMany call: an outcome per answer, and the
+    call's own status if it ended in error."""
+    requests = [pb.SampleManyRequest(id=i, request=pb.SampleRequest(model=model)) for i in range(4)]
+    outcomes = []
+    try:
+        async for answer in stub.SampleMany(iter(requests), timeout=60):
+            code = grpc.StatusCode.OK
+            if answer.WhichOneof("result") == "error":
+                code = next(c for c in grpc.StatusCode if c.value[0] == answer.error.code)
+            outcomes.append(f"grpc:{code.name}")
+    except grpc.aio.AioRpcError as error:
+        outcomes.append(f"grpc:{error.code().name}")
+    return outcomes
 
 
 async def _read_rss(pid: int, report: SoakReport, stop: asyncio.Event, every_s: float) -> None:

@@ -118,3 +118,64 @@ def test_calls_arriving_during_shutdown_are_refused_not_cancelled(
         server.stop()
     assert set(outcomes) <= {"OK", "UNAVAILABLE"}, outcomes
     assert outcomes["UNAVAILABLE"] >= 16, outcomes  # each client met the shutdown
+
+
+async def sample_many_then_sigterm(server: ServerProcess, window: int) -> tuple[Counter, str]:
+    """One SampleMany call kept ``window`` requests deep (the next sent as each answer
+    arrives) while the server is told to stop; the answers by outcome, and how it ended."""
+    outcomes: Counter = Counter()
+    answered = asyncio.Queue()
+    for _ in range(window):
+        answered.put_nowait(None)
+
+    async def requests():  # noqa: ANN202 - an endless async generator of requests
+        seed = 0
+        while True:
+            await answered.get()
+            yield pb.SampleManyRequest(
+                id=seed, request=pb.SampleRequest(model="vae-tiny", seed=seed)
+            )
+            seed += 1
+
+    async def call() -> str:
+        async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+            stub = pb_grpc.GenerativeServiceStub(channel)
+            try:
+                async for answer in stub.SampleMany(requests(), timeout=60):
+                    if answer.WhichOneof("result") == "error":
+                        outcomes[answer.error.code] += 1
+                    else:
+                        outcomes["OK"] += 1
+                    answered.put_nowait(None)
+            except grpc.aio.AioRpcError as error:
+                return error.code().name
+        return "OK"
+
+    ending = asyncio.ensure_future(call())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while outcomes["OK"] < 100:
+        assert loop.time() < deadline and not ending.done(), outcomes
+        await asyncio.sleep(0.02)
+    server.process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.process.wait, 60) == 0
+    return outcomes, await ending
+
+
+def test_sigterm_ends_a_sample_many_call_after_answering_what_it_took(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
+    """A SampleMany call open when the server is told to stop: every request it had taken
+    is answered, the first one read after that is refused with UNAVAILABLE, and the call
+    ends UNAVAILABLE (send the rest elsewhere) instead of being cut off by the shutdown."""
+    server = ServerProcess(tiny_repository, tmp_path)
+    try:
+        outcomes, ending = asyncio.run(sample_many_then_sigterm(server, window=8))
+    finally:
+        server.stop()
+    unavailable = grpc.StatusCode.UNAVAILABLE.value[0]
+    assert ending == "UNAVAILABLE", (ending, outcomes)
+    assert set(outcomes) == {"OK", unavailable} and outcomes[unavailable] == 1, outcomes
+    stopped = re.search(r"stopped: requests answered: (.*); in flight: (\d+)", server.log())
+    assert stopped and stopped.group(2) == "0", server.log()
+    assert stopped.group(1) == f"ok={outcomes['OK']}", (stopped.group(0), outcomes)

@@ -37,6 +37,7 @@ from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
 
 PROTOCOL = "grpc"
+SHUTTING_DOWN = "server is shutting down: requests of this call not answered were not run"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GenerativeService"].full_name
 
 
@@ -217,8 +218,27 @@ class GrpcGenerativeService(pb_grpc.GenerativeServiceServicer):
     ) -> AsyncIterator[pb.SampleManyResponse]:
         deadlines.begin(context.time_remaining())  # the call's deadline binds each request
         limit = self._service.settings.max_stream_requests_in_flight
-        async for answer in answer_as_done(requests, self._sample_one, limit):
+        refused: list[pb.SampleManyRequest] = []
+        accepted = self._until_draining(requests, refused)
+        async for answer in answer_as_done(accepted, self._sample_one, limit):
             yield answer
+        if refused:  # the server began to drain: the requests taken are answered, no more
+            unavailable = pb.RequestError(code=grpc.StatusCode.UNAVAILABLE.value[0])
+            unavailable.message = SHUTTING_DOWN
+            yield pb.SampleManyResponse(id=refused[0].id, error=unavailable)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+
+    async def _until_draining(
+        self, requests: AsyncIterator[pb.SampleManyRequest], refused: list[pb.SampleManyRequest]
+    ) -> AsyncIterator[pb.SampleManyRequest]:
+        """A call's requests until the server starts to drain; the first one read after
+        that goes into ``refused`` and ends them (like a call the drain refuses, it was
+        never accepted, so it is not counted as a request)."""
+        async for item in requests:
+            if self._service.draining:
+                refused.append(item)
+                return
+            yield item
 
     async def _sample_one(self, item: pb.SampleManyRequest) -> pb.SampleManyResponse:
         """One request of a SampleMany call: its images, or why not (never an exception,
