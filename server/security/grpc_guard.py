@@ -3,9 +3,10 @@
 grpc.aio decodes a request before any servicer code runs: bytes that are not the expected
 message, or an exception no handler mapped, reach the client as UNKNOWN carrying the
 exception's text, and the server logs an error. This interceptor wraps each handler of a
-unary request so that an undecodable request is a counted INVALID_ARGUMENT naming
-``request`` (a client's mistake, not logged as a server error), and an unexpected
-exception is INTERNAL with a fixed message (its traceback stays in the server's log).
+unary request or of a bidirectional call so that an undecodable request (or one message
+of the call's stream) is a counted INVALID_ARGUMENT naming ``request`` (a client's
+mistake, not logged as a server error), and an unexpected exception is INTERNAL with a
+fixed message (its traceback stays in the server's log).
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ class CallGuard(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or handler.request_streaming:
-            return handler
+        if handler is None or (handler.request_streaming and not handler.response_streaming):
+            return handler  # client-streaming calls: this service has none
         cached = self._guarded.get(details.method)
         if cached is not None and cached[0] is handler:
             return cached[1]
@@ -59,7 +60,8 @@ class CallGuard(grpc.aio.ServerInterceptor):
         return guarded
 
     def _guard(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        behaviour = handler.unary_stream if handler.response_streaming else handler.unary_unary
+        kind = _kind(handler)
+        behaviour = getattr(handler, kind)
         deserialize = handler.request_deserializer
 
         def read(data: bytes) -> Any:
@@ -80,7 +82,26 @@ class CallGuard(grpc.aio.ServerInterceptor):
             log.exception("grpc %s failed", method)
             await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
-        if inspect.iscoroutinefunction(behaviour):
+        if kind == "stream_stream" and inspect.isasyncgenfunction(behaviour):
+
+            async def call(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
+                async def decoded() -> AsyncIterator[Any]:
+                    async for request in requests:
+                        if request is UNDECODABLE:
+                            raise _UndecodableRequest
+                        yield request
+
+                try:
+                    async for response in behaviour(decoded(), context):
+                        yield response
+                except _UndecodableRequest:
+                    await refuse(context)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception:
+                    await fail(context)
+
+        elif inspect.iscoroutinefunction(behaviour):
 
             async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 if request is UNDECODABLE:
@@ -107,5 +128,15 @@ class CallGuard(grpc.aio.ServerInterceptor):
 
         else:  # a synchronous handler runs in grpc's own thread pool: left as it is
             return handler
-        kind = "unary_stream" if handler.response_streaming else "unary_unary"
         return handler._replace(request_deserializer=read, **{kind: call})
+
+
+def _kind(handler: grpc.RpcMethodHandler) -> str:
+    """The handler's behaviour attribute: ``unary_unary``, ``unary_stream``..."""
+    requests = "stream" if handler.request_streaming else "unary"
+    return f"{requests}_{'stream' if handler.response_streaming else 'unary'}"
+
+
+class _UndecodableRequest(Exception):
+    """Raised from a bidirectional call's request stream at a message that did not decode:
+    the call ends INVALID_ARGUMENT."""

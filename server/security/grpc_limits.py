@@ -41,7 +41,9 @@ def rewrap(
     handler: grpc.RpcMethodHandler, unary: Callable, stream: Callable, method: str
 ) -> grpc.RpcMethodHandler:
     """``handler`` with its behaviour wrapped by ``unary`` or ``stream`` (``(behaviour,
-    method) -> behaviour``); handlers of streaming requests are returned as they are."""
+    method) -> behaviour``; a bidirectional call's behaviour, which takes the request
+    iterator where the others take the request, is wrapped by ``stream`` too). Handlers
+    of client-streaming calls, which this service has none of, are returned as they are."""
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
             unary(handler.unary_unary, method),
@@ -51,6 +53,12 @@ def rewrap(
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
             stream(handler.unary_stream, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(
+            stream(handler.stream_stream, method),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

@@ -141,6 +141,12 @@ def test_garbage_protobuf_is_invalid_argument(server: ServerProcess, payload: by
         with pytest.raises(grpc.RpcError) as refused:
             list(stream(payload, timeout=30))
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # a bidirectional call: refused at its first message that does not decode
+        many = channel.stream_stream("/latentserve.v1.GenerativeService/SampleMany")
+        with pytest.raises(grpc.RpcError) as refused:
+            list(many(iter([payload]), timeout=30))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert dict(refused.value.trailing_metadata())["field"] == "request"
 
 
 def test_refusals_are_counted_and_never_logged_as_errors(

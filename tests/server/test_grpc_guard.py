@@ -25,6 +25,14 @@ async def broken_stream(request: pb.GetModelRequest, context: object) -> AsyncIt
     raise KeyError(SECRET)
 
 
+async def echo(requests: AsyncIterator[pb.GetModelRequest], context: object) -> AsyncIterator:
+    """A bidirectional call: one answer per request; a request for "boom" breaks it."""
+    async for request in requests:
+        if request.model == "boom":
+            raise KeyError(SECRET)
+        yield pb.ModelInfo(name=request.model)
+
+
 HANDLERS = {
     "Get": grpc.unary_unary_rpc_method_handler(
         broken_unary, pb.GetModelRequest.FromString, pb.ModelInfo.SerializeToString
@@ -32,7 +40,27 @@ HANDLERS = {
     "Stream": grpc.unary_stream_rpc_method_handler(
         broken_stream, pb.GetModelRequest.FromString, pb.ModelInfo.SerializeToString
     ),
+    "Echo": grpc.stream_stream_rpc_method_handler(
+        echo, pb.GetModelRequest.FromString, pb.ModelInfo.SerializeToString
+    ),
 }
+
+
+async def bidirectional(port: int, messages: list[bytes]) -> tuple[list[str], object]:
+    """The echo call's answers to raw ``messages`` and the status it ended with."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.stream_stream("/test.Broken/Echo")(iter(messages), timeout=10)
+        received: list[str] = []
+        try:
+            async for answer in call:
+                received.append(pb.ModelInfo.FromString(answer).name)
+        except grpc.aio.AioRpcError as exc:
+            return received, (exc.code(), exc.details())
+    return received, grpc.StatusCode.OK
+
+
+def message(model: str) -> bytes:
+    return pb.GetModelRequest(model=model).SerializeToString()
 
 
 async def exercise() -> tuple[list[object], list[str]]:
@@ -68,6 +96,12 @@ async def exercise() -> tuple[list[object], list[str]]:
                     received.append(item.name)
             except grpc.aio.AioRpcError as exc:
                 outcomes.append((received, exc.code(), exc.details()))
+        for messages in (
+            [message("a"), message("b")],
+            [message("a"), b"\xff\xff\xff", message("c")],
+            [message("a"), message("boom")],
+        ):
+            outcomes.append(await bidirectional(port, messages))
     finally:
         await server.stop(None)
     return outcomes, refused
@@ -80,8 +114,18 @@ def test_unexpected_exceptions_are_internal_and_undecodable_requests_invalid() -
         (grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE),
         (grpc.StatusCode.INVALID_ARGUMENT, "request: not a valid protobuf message for this method"),
         (["first"], grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE),
+        # a bidirectional call: answered up to the message that does not decode, or breaks
+        (["a", "b"], grpc.StatusCode.OK),
+        (
+            ["a"],
+            (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "request: not a valid protobuf message for this method",
+            ),
+        ),
+        (["a"], (grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)),
     ]
-    assert refused == ["get"]
+    assert refused == ["get", "echo"]
 
 
 @pytest.mark.parametrize(

@@ -143,3 +143,52 @@ def test_open_inference_protocol_calls_share_the_limit(
     assert set(flooded) <= {"OK", "RESOURCE_EXHAUSTED"}, flooded
     assert flooded["OK"] >= LIMIT and flooded["RESOURCE_EXHAUSTED"] >= 100, flooded
     assert refused() - before == 3 + flooded["RESOURCE_EXHAUSTED"]
+
+
+async def open_sample_many_calls_then_call(target: str) -> tuple[list[str], list[str], str]:
+    """LIMIT SampleMany calls, each answered once and then kept open; then a unary Sample
+    and a further SampleMany while they are open, and a Sample once they have ended."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.GenerativeServiceStub(channel)
+        release = asyncio.Event()
+
+        async def one_request_then_wait():  # noqa: ANN202 - an async generator of requests
+            yield pb.SampleManyRequest(id=0, request=pb.SampleRequest(model="vae-tiny"))
+            await release.wait()
+
+        calls = [stub.SampleMany(one_request_then_wait(), timeout=60) for _ in range(LIMIT)]
+        answers = [(await call.read()).WhichOneof("result") for call in calls]
+
+        async def code_of(rpc: object) -> str:
+            try:
+                await rpc  # type: ignore[misc]
+            except grpc.aio.AioRpcError as error:
+                return error.code().name
+            return "OK"
+
+        async def sample_many_code() -> str:
+            try:
+                async for _ in stub.SampleMany(one_request_then_wait(), timeout=60):
+                    pass
+            except grpc.aio.AioRpcError as error:
+                return error.code().name
+            return "OK"
+
+        while_open = [
+            await code_of(stub.Sample(pb.SampleRequest(model="vae-tiny"), timeout=60)),
+            await sample_many_code(),
+        ]
+        release.set()
+        for call in calls:
+            await call.code()
+        after = await code_of(stub.Sample(pb.SampleRequest(model="vae-tiny"), timeout=60))
+    return answers, while_open, after
+
+
+def test_open_sample_many_calls_count_against_the_limit(server: ServerProcess) -> None:
+    """A SampleMany call holds one of the max_grpc_concurrent_rpcs slots for as long as it
+    is open, however many requests it carries, like any call in progress."""
+    answers, while_open, after = asyncio.run(open_sample_many_calls_then_call(server.grpc_target))
+    assert answers == ["response"] * LIMIT
+    assert while_open == ["RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED"]
+    assert after == "OK"
