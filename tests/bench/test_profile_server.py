@@ -60,6 +60,9 @@ def test_profile_runs_end_to_end(tiny_repository: Path, tmp_path: Path) -> None:
     for name, figures in results.items():
         assert figures["images"] > 0, name
         threads = figures["threads_ms_per_image"]
-        assert threads["loop"] > 0 and figures["client_ms_per_image"] > 0, name
+        assert threads["loop"] > 0, name
+        # The kernel counts CPU time in clock ticks (10 ms): wrk's few milliseconds in a
+        # 1-second window may round to none, the Python gRPC client's never do.
+        assert figures["client_ms_per_image"] > (0 if name.startswith("grpc") else -1e-9), name
         assert sum(threads.values()) == pytest.approx(figures["server_ms_per_image"], rel=0.25)
     assert "ms/image = loop thread" in done.stdout
