@@ -18,10 +18,9 @@ import time
 
 import grpc
 import numpy as np
+from latentserve.clients.errors import status_code
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
-
-_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 async def _caller(
@@ -70,7 +69,7 @@ async def _stream(
     async for answer in stub.SampleMany(requests(), timeout=duration_cap(stop_at)):
         t0 = sent.pop(answer.id)
         if answer.HasField("error"):
-            errors.append(_CODE_NAMES.get(answer.error.code, str(answer.error.code)))
+            errors.append(status_code(answer.error.code).name)
         elif t0 >= start_at:
             latencies.append(time.perf_counter() - t0)
         answered.put_nowait(None)

@@ -26,6 +26,7 @@ import grpc
 import httpx
 import numpy as np
 import psutil
+from latentserve.clients.errors import status_code
 from latentserve.clients.local import LocalServer
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
@@ -130,7 +131,7 @@ async def _grpc_many_outcomes(stub: pb_grpc.GenerativeServiceStub, model: str) -
         async for answer in stub.SampleMany(iter(requests), timeout=60):
             code = grpc.StatusCode.OK
             if answer.WhichOneof("result") == "error":
-                code = next(c for c in grpc.StatusCode if c.value[0] == answer.error.code)
+                code = status_code(answer.error.code)
             outcomes.append(f"grpc:{code.name}")
     except grpc.aio.AioRpcError as error:
         outcomes.append(f"grpc:{error.code().name}")

@@ -170,12 +170,20 @@ def from_grpc(
     )
 
 
+def status_code(number: int) -> grpc.StatusCode:
+    """The gRPC status of a numeric code (``RequestError.code``); UNKNOWN if none is."""
+    return _STATUS_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
+
+
+_STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
 def from_status(
     status: int, message: str, field: str = "", retry_after_s: float = 0
 ) -> LatentServeError:
     """Build the typed exception for one refused request of a call that went on (a
     ``SampleMany`` answer's ``RequestError``: its gRPC status code and details)."""
-    code = next((c for c in grpc.StatusCode if c.value[0] == status), grpc.StatusCode.UNKNOWN)
+    code = status_code(status)
     cls = _BY_GRPC_STATUS.get(code, ServerError)
     return cls(
         message or code.name,

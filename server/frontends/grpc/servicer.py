@@ -23,6 +23,7 @@ from latentserve.server.errors import (
     InvalidArgument,
     Overloaded,
     ServingError,
+    Unavailable,
 )
 from latentserve.server.frontends.grpc.many import answer_as_done
 from latentserve.server.frontends.status import error_metadata, grpc_status
@@ -223,8 +224,7 @@ class GrpcGenerativeService(pb_grpc.GenerativeServiceServicer):
         async for answer in answer_as_done(accepted, self._sample_one, limit):
             yield answer
         if refused:  # the server began to drain: the requests taken are answered, no more
-            unavailable = pb.RequestError(code=grpc.StatusCode.UNAVAILABLE.value[0])
-            unavailable.message = SHUTTING_DOWN
+            unavailable = _request_error(Unavailable(SHUTTING_DOWN))
             yield pb.SampleManyResponse(id=refused[0].id, error=unavailable)
             await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
 
