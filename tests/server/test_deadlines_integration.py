@@ -120,11 +120,29 @@ def test_the_sdks_timeout_is_the_servers_deadline(
     until(lambda: dropped(http, "ae-tiny@1", "encoder") == drops + 1)
 
 
-@pytest.mark.parametrize("value", ["soon", "0", "-2", "1e12"])
-def test_a_bad_timeout_header_is_422_naming_it(http: httpx.Client, value: str) -> None:
+def test_a_sample_past_its_timeout_header_is_504_before_computing(http: httpx.Client) -> None:
+    # .../sample is dispatched without FastAPI's dependencies (rest/lean.py): the deadline
+    # must still reach the queue
+    items, drops = computed(http, "vae-tiny@2", "sampler"), dropped(http, "vae-tiny@2", "sampler")
     response = http.post(
-        ENCODE, json={"images": [encode_base64(PNG)]}, headers={"X-Request-Timeout": value}
+        "/v1/models/vae-tiny/sample", json={"n": 1}, headers={"X-Request-Timeout": "0.3"}
     )
+    assert response.status_code == 504, response.text
+    assert response.json()["error"]["code"] == "deadline_exceeded"
+    until(lambda: dropped(http, "vae-tiny@2", "sampler") == drops + 1)
+    assert computed(http, "vae-tiny@2", "sampler") == items
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-2", "1e12"])
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [(ENCODE, {"images": [encode_base64(PNG)]}), ("/v1/models/vae-tiny/sample", {"n": 1})],
+    ids=["encode", "sample"],
+)
+def test_a_bad_timeout_header_is_422_naming_it(
+    http: httpx.Client, value: str, path: str, body: dict
+) -> None:
+    response = http.post(path, json=body, headers={"X-Request-Timeout": value})
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "X-Request-Timeout"
 

@@ -19,6 +19,7 @@ from latentserve.server.frontends.rest.dependencies import client_deadline
 from latentserve.server.frontends.rest.docs import add_offline_docs
 from latentserve.server.frontends.rest.draining import RefuseWhileDraining
 from latentserve.server.frontends.rest.errors import add_error_handlers, path_methods
+from latentserve.server.frontends.rest.lean import serve_lean
 from latentserve.server.frontends.rest.playground import add_playground
 from latentserve.server.frontends.rest.schemas import ErrorBody
 from latentserve.server.security.admin import AdminTokens
@@ -73,6 +74,8 @@ def create_rest_app(
     app.add_middleware(RefuseWhileDraining, service=service)
     add_error_handlers(app, service)
     routes = [*app.routes, *(route for router in routers for route in router.routes)]
+    if not tracing.enabled():  # traced requests keep FastAPI's route and its server span
+        serve_lean(app, routes, sampling.LEAN_ENDPOINTS)
     # the routes' names are the REST requests' ``method`` labels
     service.metrics.allow_methods(name for route in routes if (name := getattr(route, "name", "")))
     app.state.path_methods = path_methods(routes)

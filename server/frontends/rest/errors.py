@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 
@@ -44,12 +45,20 @@ _MESSAGES = {
     "json_invalid": "not valid JSON",
     "model_attributes_type": "expected a JSON object (send Content-Type: application/json)",
 }
-# Why FastAPI could not read a body it answers 400 for (the cause of its HTTPException).
-_UNREADABLE = {
-    UnicodeDecodeError: "not valid UTF-8",
-    ValueError: "a JSON number has too many digits",
-    RecursionError: "JSON nested too deeply",
-}
+# Why a body could not be read as JSON, by what reading it raised (JSONDecodeError is a
+# ValueError: the first match in this order wins).
+_UNREADABLE: tuple[tuple[type[BaseException], str], ...] = (
+    (json.JSONDecodeError, "not valid JSON"),
+    (UnicodeDecodeError, "not valid UTF-8"),
+    (ValueError, "a JSON number has too many digits"),
+    (RecursionError, "JSON nested too deeply"),
+)
+
+
+def unreadable_reason(exc: BaseException | None) -> str:
+    """Why a body could not be read, for the client: ``exc`` is what reading it raised."""
+    reasons = (why for kind, why in _UNREADABLE if isinstance(exc, kind))
+    return next(reasons, "cannot be read as JSON")
 
 
 def error_response(
@@ -125,8 +134,8 @@ def add_error_handlers(app: FastAPI, service: GenerativeService) -> None:
             message = shown(str(exc.detail), MAX_MESSAGE_CHARS)
             return error_response(exc.status_code, code, message, headers=exc.headers)
         # Any other refusal by the framework means it could not read the body.
-        reason = _UNREADABLE.get(type(exc.__cause__), "cannot be read as JSON")
         record(request, "invalid_argument")
+        reason = unreadable_reason(exc.__cause__)
         return error_response(422, "invalid_argument", f"body: {reason}", "body")
 
     @app.exception_handler(Exception)

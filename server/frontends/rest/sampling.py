@@ -3,8 +3,6 @@ reconstruct — each one engine call between decoding and encoding JSON."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from latentserve.server import codecs
@@ -14,10 +12,10 @@ from latentserve.server.frontends.rest.dependencies import (
     Service,
     b64,
     collect,
+    get_service,
     json_response,
 )
 from latentserve.server.frontends.rest.jobs import event_stream, sse_response
-from latentserve.server.frontends.rest.params_schema import params_body
 from latentserve.server.frontends.rest.schemas import (
     INTERPOLATE_BODY,
     SAMPLE_BODY,
@@ -42,9 +40,8 @@ def _decode_images(images: list[str]) -> list[bytes]:
     return [codecs.decode_base64(text, f"images[{i}]") for i, text in enumerate(images)]
 
 
-async def _generate(
-    request: Request, service: Service, model: str, method: str, body: dict
-) -> Response:
+async def _generate(request: Request, model: str, method: str, body: dict) -> Response:
+    service = await get_service(request)
     if _wants_events(request):
         job = await service.submit_job(model, method, body, PROTOCOL)
         return sse_response(event_stream(job, True, service.settings.sse_keepalive_s))
@@ -58,51 +55,48 @@ async def _generate(
 @router.post(
     "/v1/models/{model}/sample",
     response_model=SampleResponse,
-    openapi_extra=params_body("sample"),
+    openapi_extra=SAMPLE_BODY.openapi(),
     description=(
         "Draw images. With `Accept: text/event-stream` the answer is Server-Sent Events "
         "(`accepted`, `queued`, `progress`, `preview`, `result`, `error`); closing the "
         "connection cancels the job."
     ),
 )
-async def sample(
-    request: Request, service: Service, model: str, body: dict[str, Any] = SAMPLE_BODY
-) -> Response:
-    return await _generate(request, service, model, "sample", body)
+async def sample(request: Request, model: str) -> Response:
+    return await _generate(request, model, "sample", await SAMPLE_BODY.read(request))
 
 
 @router.post(
     "/v1/models/{model}/text-to-image",
     response_model=SampleResponse,
-    openapi_extra=params_body("text_to_image"),
+    openapi_extra=TEXT_TO_IMAGE_BODY.openapi(),
     description=(
         "Images for a prompt (text-to-image models). `image` (base64 PNG) + `strength` "
         "start from a picture (img2img); a `mask` (base64 PNG, transparent where to repaint) "
         "with it inpaints. Server-Sent Events as for .../sample."
     ),
 )
-async def text_to_image(
-    request: Request, service: Service, model: str, body: dict[str, Any] = TEXT_TO_IMAGE_BODY
-) -> Response:
+async def text_to_image(request: Request, model: str) -> Response:
+    body = await TEXT_TO_IMAGE_BODY.read(request)
     for key in ("image", "mask"):
         if isinstance(body.get(key), str):
             body = body | {key: codecs.decode_base64(body[key], key)}
-    return await _generate(request, service, model, "text_to_image", body)
+    return await _generate(request, model, "text_to_image", body)
 
 
 @router.post(
     "/v1/models/{model}/interpolate",
     response_model=InterpolateResponse,
-    openapi_extra=params_body("interpolate"),
+    openapi_extra=INTERPOLATE_BODY.openapi(),
     description=(
         "Frames along a spherical interpolation between the latents of `seed_a` and "
         "`seed_b` (or of two base64 PNGs `image_a`, `image_b`, for models that encode); "
         "the first and last frames are what .../sample gives for n = 1 with each seed."
     ),
 )
-async def interpolate(
-    request: Request, service: Service, model: str, body: dict[str, Any] = INTERPOLATE_BODY
-) -> Response:
+async def interpolate(request: Request, model: str) -> Response:
+    service = await get_service(request)
+    body = await INTERPOLATE_BODY.read(request)
     for key in ("image_a", "image_b"):
         if isinstance(body.get(key), str):
             body = body | {key: codecs.decode_base64(body[key], key)}
@@ -143,3 +137,8 @@ async def reconstruct(service: Service, model: str, body: ImagesRequest) -> Resp
     return json_response(
         ImagesResponse.model_construct(model=result.model, images=b64(result.images))
     )
+
+
+#: Endpoints that take only the request and the model: served without FastAPI's
+#: per-request machinery (``lean.py``), being the routes that carry serving load.
+LEAN_ENDPOINTS = (sample, text_to_image, interpolate)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import Body
+from latentserve.server.frontends.rest.params_body import ParamsBody
 from latentserve.server.params import MAX_SEED
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,8 +14,8 @@ class StrictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-SAMPLE_BODY = Body(
-    default_factory=dict,
+SAMPLE_BODY = ParamsBody(
+    "sample",
     description=(
         "Sample parameters of the model's kind (GET /v1/models/{model} lists them as "
         "`sample_parameters`): "
@@ -30,7 +30,9 @@ SAMPLE_BODY = Body(
 )
 
 
-TEXT_TO_IMAGE_BODY = Body(
+TEXT_TO_IMAGE_BODY = ParamsBody(
+    "text_to_image",
+    required=True,
     description=(
         "`prompt` (required), `negative_prompt`, `n`, `seed`, `steps`, `sampler`, `eta`, "
         "`guidance_scale`, `preview_every`; img2img: `image` (base64 PNG of the model's "
@@ -41,8 +43,8 @@ TEXT_TO_IMAGE_BODY = Body(
 )
 
 
-INTERPOLATE_BODY = Body(
-    default_factory=dict,
+INTERPOLATE_BODY = ParamsBody(
+    "interpolate",
     description=(
         "`seed_a`, `seed_b` (omit to let the server draw them), `frames` (2..64, default 8), "
         "and the model's own sample settings: `temperature` (VAE, NVAE, Glow), `steps`, "
