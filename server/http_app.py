@@ -31,6 +31,7 @@ def create_http_app(
         admins,
         other_routers=(openai_images.router, v2_rest.router),
         refusal_bodies=refusals or http_refusals(),
+        lean_endpoints=v2_rest.LEAN_ENDPOINTS,
     )
     service.metrics.allow_methods(v2_rest.CALLS)
     return app

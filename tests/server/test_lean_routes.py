@@ -32,14 +32,16 @@ def _service(tmp_path: Path) -> GenerativeService:
     return GenerativeService(Settings(repository=tmp_path), ServerMetrics(CollectorRegistry()))
 
 
-def test_the_generating_routes_are_dispatched_ahead_of_fastapis_router(tmp_path: Path) -> None:
+def test_the_inference_routes_are_dispatched_ahead_of_fastapis_router(tmp_path: Path) -> None:
     app = create_http_app(_service(tmp_path), AdminTokens())
-    ahead = [(r.path, r.name) for r in app.router.routes[:3]]
-    assert all(type(r) is Route for r in app.router.routes[:3])
+    ahead = [(r.path, r.name) for r in app.router.routes[:5]]
+    assert all(type(r) is Route for r in app.router.routes[:5])
     assert ahead == [
         ("/v1/models/{model}/sample", "sample"),
         ("/v1/models/{model}/text-to-image", "text_to_image"),
         ("/v1/models/{model}/interpolate", "interpolate"),
+        ("/v2/models/{name}/infer", "_infer"),  # the Open Inference Protocol's
+        ("/v2/models/{name}/versions/{version}/infer", "_infer"),
     ]
 
 

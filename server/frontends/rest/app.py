@@ -19,7 +19,7 @@ from latentserve.server.frontends.rest.dependencies import client_deadline
 from latentserve.server.frontends.rest.docs import add_offline_docs
 from latentserve.server.frontends.rest.draining import RefuseWhileDraining
 from latentserve.server.frontends.rest.errors import add_error_handlers, path_methods
-from latentserve.server.frontends.rest.lean import serve_lean
+from latentserve.server.frontends.rest.lean import Endpoint, serve_lean
 from latentserve.server.frontends.rest.playground import add_playground
 from latentserve.server.frontends.rest.schemas import ErrorBody
 from latentserve.server.security.admin import AdminTokens
@@ -42,11 +42,13 @@ def create_rest_app(
     admins: AdminTokens | None = None,
     other_routers: Sequence[APIRouter] = (),
     refusal_bodies: RefusalBodies | None = None,
+    lean_endpoints: Sequence[Endpoint] = (),
 ) -> FastAPI:
     """The REST app over ``service``; loading models is the composition root's job.
     ``other_routers`` are other frontends served on the same app and port (the OpenAI Images
     API): included here so their routes are named in metrics and ``Allow`` like ours;
-    ``refusal_bodies`` gives the body limit's refusals their error shape."""
+    ``refusal_bodies`` gives the body limit's refusals their error shape; ``lean_endpoints``
+    are their endpoints to serve as ours in ``sampling.LEAN_ENDPOINTS`` are (``lean.py``)."""
     app = FastAPI(
         title="latentserve",
         version=__version__,
@@ -75,7 +77,7 @@ def create_rest_app(
     add_error_handlers(app, service)
     routes = [*app.routes, *(route for router in routers for route in router.routes)]
     if not tracing.enabled():  # traced requests keep FastAPI's route and its server span
-        serve_lean(app, routes, sampling.LEAN_ENDPOINTS)
+        serve_lean(app, routes, (*sampling.LEAN_ENDPOINTS, *lean_endpoints))
     # the routes' names are the REST requests' ``method`` labels
     service.metrics.allow_methods(name for route in routes if (name := getattr(route, "name", "")))
     app.state.path_methods = path_methods(routes)

@@ -151,6 +151,20 @@ async def _infer(request: Request, name: str, version: str | None = None) -> Res
     )
 
 
+def _latest(route: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+    """``route`` for a model's newest version: its path names no version, so neither does
+    its signature (FastAPI would take ``version`` from the query string otherwise)."""
+
+    async def latest(request: Request, name: str) -> Response:
+        return await route(request, name)
+
+    latest.__name__ = route.__name__
+    return latest
+
+
+#: Served without FastAPI's per-request work (``rest/lean.py``): the inference routes.
+LEAN_ENDPOINTS: list[Callable[..., Awaitable[Response]]] = []
+
 # Each model route also exists per version: /v2/models/{name}/versions/{version}/...
 for suffix, http_method, route, label in (
     ("", "GET", _metadata, "v2_model_metadata"),
@@ -158,8 +172,14 @@ for suffix, http_method, route, label in (
     ("/config", "GET", _config, "v2_model_config"),
     ("/infer", "POST", _infer, "v2_infer"),
 ):
-    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
-        router.add_api_route(prefix + suffix, _v2(label)(route), methods=[http_method])
+    for endpoint, prefix in (
+        (_latest(route), "/v2/models/{name}"),
+        (route, "/v2/models/{name}/versions/{version}"),
+    ):
+        handler = _v2(label)(endpoint)
+        router.add_api_route(prefix + suffix, handler, methods=[http_method])
+        if route is _infer:
+            LEAN_ENDPOINTS.append(handler)
 
 
 async def _admin_body(request: Request) -> dict[str, Any]:
