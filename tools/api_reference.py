@@ -57,7 +57,10 @@ def app_routes(app: Any) -> list[tuple[str, str, Any]]:
                     found.append((method, prefix + route.path, getattr(route, "endpoint", None)))
 
     walk(app.routes, "")
-    return found
+    # a lean route (server/frontends/rest/lean.py) is ahead of FastAPI's for the same path:
+    # list each once, where FastAPI's stands
+    last = {(method, path): i for i, (method, path, _) in enumerate(found)}
+    return [route for i, route in enumerate(found) if last[route[:2]] == i]
 
 
 def _cell(text: object) -> str:

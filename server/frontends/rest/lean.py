@@ -14,6 +14,7 @@ dependency, is applied by the same function FastAPI calls.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from functools import wraps
 
 from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
@@ -44,6 +45,7 @@ def _injects_more(app: FastAPI, route: APIRoute) -> str | None:
 
 
 def _dispatch(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    @wraps(endpoint)  # its name and docstring, for whoever lists the routes
     async def lean_endpoint(request: Request) -> Response:
         await client_deadline(request.headers.get(deadlines.TIMEOUT_HEADER))
         return await endpoint(request, **request.path_params)

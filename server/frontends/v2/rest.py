@@ -158,7 +158,8 @@ def _latest(route: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitabl
     async def latest(request: Request, name: str) -> Response:
         return await route(request, name)
 
-    latest.__name__ = route.__name__
+    # not functools.wraps: FastAPI would read the wrapped signature, version and all
+    latest.__name__, latest.__doc__ = route.__name__, route.__doc__
     return latest
 
 
