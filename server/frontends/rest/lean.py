@@ -1,9 +1,9 @@
 """The routes that carry serving load, dispatched by Starlette instead of FastAPI.
 
 Under REST load FastAPI 0.165's per-request work — matching included routers, solving
-a route's dependencies, reading its body — cost more than the rest of an n = 1 sample:
-about 400 µs of the event loop per request through this app with the engine stubbed,
-against about 130 µs with the route below (``bench/README.md``). An endpoint that takes
+a route's dependencies, reading its body — was the largest part of the event loop's time,
+about a third: about 400 µs per request through this app with the engine stubbed, against
+about 130 µs with the route below (``bench/README.md``). An endpoint that takes
 only the request and its path's parameters needs none of that work: it reads its own body
 (``params_body.py``) and takes the engine from the app. Each such endpoint is *also* given a
 plain Starlette route ahead of the router, calling the very same function; FastAPI's
