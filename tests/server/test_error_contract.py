@@ -114,7 +114,7 @@ def test_a_generating_route_takes_a_json_object_sent_as_json(
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert (error["code"], error["field"]) == ("invalid_argument", "body")
-    assert error["message"] == f"body: {reason}" or reason in error["message"]
+    assert error["message"].startswith("body: ") and reason in error["message"]
 
 
 def test_an_empty_sample_body_means_the_defaults(http: httpx.Client) -> None:

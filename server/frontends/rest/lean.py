@@ -26,12 +26,9 @@ from starlette.routing import BaseRoute, Route
 Endpoint = Callable[..., Awaitable[Response]]
 
 
-def _injects_more(app: FastAPI, route: APIRoute) -> str | None:
+def _injects_more(route: APIRoute) -> str | None:
     """What FastAPI would give ``route``'s endpoint beyond the request and path parameters
-    and the app's client deadline; None when nothing."""
-    app_wide = [d.dependency for d in app.router.dependencies]
-    if app_wide != [client_deadline]:
-        return f"the app's dependencies {app_wide}"
+    and the client deadline; None when nothing."""
     needs = route.dependant
     if needs.request_param_name != "request":
         return "no `request` parameter"
@@ -58,8 +55,11 @@ def serve_lean(app: FastAPI, routes: Iterable[BaseRoute], endpoints: Iterable[En
     is one of ``endpoints``; one that needs anything else FastAPI injects is refused."""
     chosen = set(endpoints)
     lean = [r for r in routes if isinstance(r, APIRoute) and r.endpoint in chosen]
+    app_wide = [d.dependency for d in app.router.dependencies]
+    if lean and app_wide != [client_deadline]:
+        raise TypeError(f"no route can be served lean: the app's dependencies are {app_wide}")
     for route in lean:
-        if (more := _injects_more(app, route)) is not None:
+        if (more := _injects_more(route)) is not None:
             raise TypeError(f"{route.path} cannot be served lean: its endpoint takes {more}")
     app.router.routes[:0] = [
         Route(r.path, _dispatch(r.endpoint), methods=sorted(r.methods), name=r.name) for r in lean

@@ -1,8 +1,8 @@
 """The generating routes' bodies: a JSON object of the parameters the model's kind takes.
 
 The kind decides which fields apply, so the routes take a plain object, read by the route
-itself rather than by FastAPI (``lean.py``: FastAPI's body and dependency handling cost
-more per request than the rest of an n = 1 sample). One ``ParamsBody`` says both how the
+itself rather than by FastAPI (``lean.py``: FastAPI's body and dependency handling were
+about a third of the event loop's time under REST load). One ``ParamsBody`` says both how the
 body is read and how the OpenAPI document shows it: every kind's fields and bounds, from
 the pipelines' pydantic models, so that clients and schema-driven tools see them.
 """
