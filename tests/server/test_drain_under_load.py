@@ -7,10 +7,14 @@ other request was refused before acceptance (503 / UNAVAILABLE, or no connection
 from __future__ import annotations
 
 import asyncio
+import queue
 import re
 import signal
 import sys
+import threading
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -120,46 +124,42 @@ def test_calls_arriving_during_shutdown_are_refused_not_cancelled(
     assert outcomes["UNAVAILABLE"] >= 16, outcomes  # each client met the shutdown
 
 
-async def sample_many_then_sigterm(server: ServerProcess, window: int) -> tuple[Counter, str]:
+def sample_many_blocking(target: str, window: int, outcomes: Counter, took: threading.Event) -> str:
     """One SampleMany call kept ``window`` requests deep (the next sent as each answer
-    arrives) while the server is told to stop; the answers by outcome, and how it ended."""
-    outcomes: Counter = Counter()
-    answered = asyncio.Queue()
-    for _ in range(window):
-        answered.put_nowait(None)
+    arrives); ``took`` is set once 100 answers were OK. Returns how the call ended.
 
-    async def requests():  # noqa: ANN202 - an endless async generator of requests
+    grpcio's synchronous client: its asyncio client can report INTERNAL instead of the
+    server's status when a request is being written as the server ends the call
+    (grpc/grpc#36066), which is the client library's race, not the server's answer."""
+    answered: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(window):
+        answered.put(True)
+
+    def requests() -> Iterator[pb.SampleManyRequest]:
         seed = 0
-        while True:
-            await answered.get()
+        while answered.get():
             yield pb.SampleManyRequest(
                 id=seed, request=pb.SampleRequest(model="vae-tiny", seed=seed)
             )
             seed += 1
 
-    async def call() -> str:
-        async with grpc.aio.insecure_channel(server.grpc_target) as channel:
-            stub = pb_grpc.GenerativeServiceStub(channel)
-            try:
-                async for answer in stub.SampleMany(requests(), timeout=60):
-                    if answer.WhichOneof("result") == "error":
-                        outcomes[answer.error.code] += 1
-                    else:
-                        outcomes["OK"] += 1
-                    answered.put_nowait(None)
-            except grpc.aio.AioRpcError as error:
-                return error.code().name
-        return "OK"
-
-    ending = asyncio.ensure_future(call())
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60
-    while outcomes["OK"] < 100:
-        assert loop.time() < deadline and not ending.done(), outcomes
-        await asyncio.sleep(0.02)
-    server.process.send_signal(signal.SIGTERM)
-    assert await asyncio.to_thread(server.process.wait, 60) == 0
-    return outcomes, await ending
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.GenerativeServiceStub(channel)
+        try:
+            for answer in stub.SampleMany(requests(), timeout=60):
+                if answer.WhichOneof("result") == "error":
+                    outcomes[answer.error.code] += 1
+                else:
+                    outcomes["OK"] += 1
+                    if outcomes["OK"] == 100:
+                        took.set()
+                answered.put(True)
+        except grpc.RpcError as error:
+            return error.code().name
+        finally:
+            answered.put(False)  # ends the request iterator
+            took.set()  # also when the call ended early: the test reads its outcomes
+    return "OK"
 
 
 def test_sigterm_ends_a_sample_many_call_after_answering_what_it_took(
@@ -169,10 +169,17 @@ def test_sigterm_ends_a_sample_many_call_after_answering_what_it_took(
     is answered, the first one read after that is refused with UNAVAILABLE, and the call
     ends UNAVAILABLE (send the rest elsewhere) instead of being cut off by the shutdown."""
     server = ServerProcess(tiny_repository, tmp_path)
-    try:
-        outcomes, ending = asyncio.run(sample_many_then_sigterm(server, window=8))
-    finally:
-        server.stop()
+    outcomes: Counter = Counter()
+    took = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            call = pool.submit(sample_many_blocking, server.grpc_target, 8, outcomes, took)
+            assert took.wait(60) and not call.done(), (outcomes, call.done() and call.result())
+            server.process.send_signal(signal.SIGTERM)
+            assert server.process.wait(60) == 0
+            ending = call.result(60)
+        finally:
+            server.stop()  # before the pool waits for the call
     unavailable = grpc.StatusCode.UNAVAILABLE.value[0]
     assert ending == "UNAVAILABLE", (ending, outcomes)
     assert set(outcomes) == {"OK", unavailable} and outcomes[unavailable] == 1, outcomes
