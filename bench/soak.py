@@ -26,7 +26,7 @@ import grpc
 import httpx
 import numpy as np
 import psutil
-from latentserve.clients.errors import status_code
+from latentserve.clients.errors import status_code, status_lost_to_a_write
 from latentserve.clients.local import LocalServer
 from latentserve.v1 import generative_pb2 as pb
 from latentserve.v1 import generative_pb2_grpc as pb_grpc
@@ -134,7 +134,10 @@ async def _grpc_many_outcomes(stub: pb_grpc.GenerativeServiceStub, model: str) -
                 code = status_code(answer.error.code)
             outcomes.append(f"grpc:{code.name}")
     except grpc.aio.AioRpcError as error:
-        outcomes.append(f"grpc:{error.code().name}")
+        if outcomes[-1:] == ["grpc:UNAVAILABLE"] and status_lost_to_a_write(error):
+            outcomes.append("grpc:UNAVAILABLE")  # a draining server's refusal, then its end
+        else:
+            outcomes.append(f"grpc:{error.code().name}")
     return outcomes
 
 

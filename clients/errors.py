@@ -170,6 +170,13 @@ def from_grpc(
     )
 
 
+def status_lost_to_a_write(error: grpc.RpcError) -> bool:
+    """grpcio's asyncio client reports INTERNAL, losing the server's status, when a
+    request is being written just as the server ends a call (grpc/grpc#36066)."""
+    debug = error.debug_error_string() if hasattr(error, "debug_error_string") else ""
+    return error.code() == grpc.StatusCode.INTERNAL and "SendMessageOperation" in (debug or "")
+
+
 def status_code(number: int) -> grpc.StatusCode:
     """The gRPC status of a numeric code (``RequestError.code``); UNKNOWN if none is."""
     return _STATUS_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)

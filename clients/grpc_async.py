@@ -14,6 +14,7 @@ from latentserve.clients.errors import (
     ModelNotFoundError,
     UnavailableError,
     from_grpc,
+    status_lost_to_a_write,
 )
 from latentserve.clients.grpc_client import (
     channel_options,
@@ -109,18 +110,25 @@ class AsyncGrpcClient:
         """:meth:`GrpcClient.sample_many <latentserve.clients.grpc_client.GrpcClient.sample_many>`;
         ``requests`` may also be an async iterable."""
 
-        async def messages() -> AsyncIterator[pb.SampleManyRequest]:
-            if isinstance(requests, AsyncIterable):
-                index = 0
-                async for request in requests:
-                    yield many_request(index, request)
-                    index += 1
-            else:
-                for index, request in enumerate(requests):
-                    yield many_request(index, request)
+        last: list[SampleResult | LatentServeError] = []  # the last answer received
 
-        async for answer in self._stream(self._stub.SampleMany, messages(), ModelNotFoundError):
-            yield many_from_proto(answer)
+        async def messages() -> AsyncIterator[pb.SampleManyRequest]:
+            index = 0
+            async for request in _each(requests):
+                yield many_request(index, request)
+                index += 1
+
+        def failure(exc: grpc.RpcError) -> LatentServeError:
+            # A draining server refuses one request with UNAVAILABLE, then ends the call so.
+            if last and type(last[0]) is UnavailableError and status_lost_to_a_write(exc):
+                return UnavailableError(last[0].message, code=last[0].code)
+            return from_grpc(exc, not_found=ModelNotFoundError)
+
+        call = self._stub.SampleMany(messages(), timeout=self.timeout, metadata=self._metadata)
+        async for answer in self._answers(call, failure):
+            index, result = many_from_proto(answer)
+            last[:] = [result]
+            yield index, result
 
     def sample_events(
         self, model: str, n: int = 1, seed: int | None = None, **params: Any
@@ -234,16 +242,24 @@ class AsyncGrpcClient:
         except grpc.RpcError as exc:
             raise from_grpc(exc, not_found=not_found) from None
 
-    async def _stream(
+    def _stream(
         self, method: Callable[..., Any], request: Any, not_found: type[LatentServeError]
     ) -> AsyncIterator[Any]:
         """The messages of a server-streaming call; closing this iterator cancels the call."""
         call = method(request, timeout=self.timeout, metadata=self._metadata)
+        return self._answers(call, lambda exc: from_grpc(exc, not_found=not_found))
+
+    @staticmethod
+    async def _answers(
+        call: Any, failure: Callable[[grpc.RpcError], LatentServeError]
+    ) -> AsyncIterator[Any]:
+        """A call's messages, its failure raised as ``failure`` says; closing this iterator
+        cancels the call."""
         try:
             async for message in call:
                 yield message
         except grpc.RpcError as exc:
-            raise from_grpc(exc, not_found=not_found) from None
+            raise failure(exc) from None
         finally:
             call.cancel()
 
@@ -257,3 +273,13 @@ class AsyncGrpcClient:
             if isinstance(event, Result):
                 return
         raise UnavailableError(f"{self.target}: event stream ended before the job did")
+
+
+async def _each(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    """The items of a plain or an async iterable, as an async iterator."""
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
