@@ -110,25 +110,28 @@ class AsyncGrpcClient:
         """:meth:`GrpcClient.sample_many <latentserve.clients.grpc_client.GrpcClient.sample_many>`;
         ``requests`` may also be an async iterable."""
 
-        last: list[SampleResult | LatentServeError] = []  # the last answer received
+        last: SampleResult | LatentServeError | None = None  # the last answer received
 
         async def messages() -> AsyncIterator[pb.SampleManyRequest]:
-            index = 0
-            async for request in _each(requests):
-                yield many_request(index, request)
-                index += 1
+            if isinstance(requests, AsyncIterable):
+                index = 0
+                async for request in requests:
+                    yield many_request(index, request)
+                    index += 1
+            else:
+                for index, request in enumerate(requests):
+                    yield many_request(index, request)
 
         def failure(exc: grpc.RpcError) -> LatentServeError:
             # A draining server refuses one request with UNAVAILABLE, then ends the call so.
-            if last and type(last[0]) is UnavailableError and status_lost_to_a_write(exc):
-                return UnavailableError(last[0].message, code=last[0].code)
+            if type(last) is UnavailableError and status_lost_to_a_write(exc):
+                return UnavailableError(last.message, code=last.code)
             return from_grpc(exc, not_found=ModelNotFoundError)
 
         call = self._stub.SampleMany(messages(), timeout=self.timeout, metadata=self._metadata)
         async for answer in self._answers(call, failure):
-            index, result = many_from_proto(answer)
-            last[:] = [result]
-            yield index, result
+            index, last = many_from_proto(answer)
+            yield index, last
 
     def sample_events(
         self, model: str, n: int = 1, seed: int | None = None, **params: Any
@@ -273,13 +276,3 @@ class AsyncGrpcClient:
             if isinstance(event, Result):
                 return
         raise UnavailableError(f"{self.target}: event stream ended before the job did")
-
-
-async def _each(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
-    """The items of a plain or an async iterable, as an async iterator."""
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
