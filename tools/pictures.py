@@ -76,6 +76,15 @@ def first_with(models: Sequence[ModelInfo], capability: str, prefer: str) -> Mod
     return next((m for m in able if m.name == prefer), able[0] if able else None)
 
 
+def one_model_per_family(models: Sequence[ModelInfo]) -> dict[str, ModelInfo]:
+    """The model whose grid stands for each family: an MNIST one where the family has one
+    (the captions and the text-to-image prompt speak of digits), else the first by name."""
+    by_family: dict[str, ModelInfo] = {}
+    for model in sorted(models, key=lambda m: (not m.name.endswith("-mnist"), m.name)):
+        by_family.setdefault(model.family, model)
+    return by_family
+
+
 async def text_to_image_strip(client, model: ModelInfo, out: Path) -> None:
     """One column per prompt, one row per seed; the jobs run at once, sharing batches."""
     jobs = [
@@ -207,9 +216,7 @@ async def draw(url: str, out: Path, families: set[str] | None) -> None:
             note("no model that interpolates: interpolation.png not made")
         else:
             await interpolation_strip(client, walker, out)
-        by_family: dict[str, ModelInfo] = {}
-        for model in sorted(models, key=lambda m: m.name):
-            by_family.setdefault(model.family, model)
+        by_family = one_model_per_family(models)
         for family in sorted(families or set(by_family) | builtin_families()):
             if family in by_family:
                 await family_grid(client, by_family[family], out)
