@@ -8,7 +8,9 @@ requests ``--concurrency`` at a time:
 
 - ``rest``: straight into the ASGI app (HTTP parsing and sockets are uvicorn's, not ours);
 - ``grpc``: straight into the servicer's ``Sample`` (protobuf in and out; gRPC core and the
-  interceptors are left out).
+  interceptors are left out);
+- ``v2-grpc``: the same for the Open Inference Protocol's ``ModelInfer`` (an ``n`` tensor in,
+  the ``images`` and ``seed`` tensors out), the path perf_analyzer measures.
 
 The graph runs for real on its batch worker threads. Printed per repeat and as medians:
 event-loop thread CPU µs per request (``time.thread_time``) and whole-process CPU µs per
@@ -28,11 +30,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from latentserve.inference import grpc_predict_v2_pb2 as v2_pb
 from latentserve.server.engine.service import GenerativeService
 from latentserve.server.frontends import openai as openai_images
 from latentserve.server.frontends.grpc.servicer import GrpcGenerativeService
 from latentserve.server.frontends.rest.app import create_rest_app
 from latentserve.server.frontends.v2 import rest as v2_rest
+from latentserve.server.frontends.v2.grpc_service import InferenceServicer
 from latentserve.server.metrics import ServerMetrics
 from latentserve.server.security import auth, cors
 from latentserve.server.security.admin import AdminTokens
@@ -108,6 +112,22 @@ def grpc_sender(service: GenerativeService, model: str) -> Send:
     return send_one
 
 
+def v2_grpc_sender(service: GenerativeService, model: str) -> Send:
+    """One Open Inference Protocol ``ModelInfer`` with ``n`` = 1 through the servicer."""
+    servicer = InferenceServicer(service, AdminTokens())
+    request = v2_pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name="n", datatype="INT64", shape=[1])
+    request.raw_input_contents.append((1).to_bytes(8, "little"))
+    context = _Context()
+
+    async def send_one() -> None:
+        reply = await servicer.ModelInfer(request, context)
+        if [o.name for o in reply.outputs] != ["images", "seed"]:
+            raise RuntimeError(f"ModelInfer answered {reply.outputs}")
+
+    return send_one
+
+
 async def measure(send: Send, requests: int, concurrency: int) -> tuple[float, float]:
     """(loop-thread CPU µs, process CPU µs) per request over ``requests`` calls."""
     left = requests
@@ -130,7 +150,7 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     settings = Settings(repository=args.repository)
     service = GenerativeService(settings, ServerMetrics(CollectorRegistry()))
     await service.load()
-    senders = {"rest": rest_sender, "grpc": grpc_sender}
+    senders = {"rest": rest_sender, "grpc": grpc_sender, "v2-grpc": v2_grpc_sender}
     results: dict[str, dict[str, Any]] = {}
     try:
         for transport in args.transports:
@@ -154,7 +174,10 @@ def main() -> int:
     parser.add_argument("--repository", type=Path, default=Path("models"))
     parser.add_argument("--model", default="vae-mnist")
     parser.add_argument(
-        "--transports", nargs="+", choices=("rest", "grpc"), default=["rest", "grpc"]
+        "--transports",
+        nargs="+",
+        choices=("rest", "grpc", "v2-grpc"),
+        default=["rest", "grpc", "v2-grpc"],
     )
     parser.add_argument("--requests", type=int, default=2000, help="requests per repeat")
     parser.add_argument("--concurrency", type=int, default=64)

@@ -95,7 +95,10 @@ class ModelDescription:
 class SampleResult:
     model: str  # resolved name@version
     seed: int
-    images: list[bytes]  # PNG
+    images: list[bytes]  # PNG; empty when the caller asked for pixels instead
+    # uint8 (n, H, W, C), when the caller asked for pixels (a protocol that answers in
+    # tensors): encoding PNGs only for that caller to decode them would cost both ways.
+    pixels: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -347,11 +350,18 @@ class GenerativeService:
         return await self.generate(ref, "sample", params, protocol)
 
     async def generate(
-        self, ref: str, method: str, params: Mapping[str, Any], protocol: str
+        self,
+        ref: str,
+        method: str,
+        params: Mapping[str, Any],
+        protocol: str,
+        *,
+        pixels: bool = False,
     ) -> SampleResult:
-        """Run a generating job (``sample``, ``text_to_image``) and wait for its images."""
+        """Run a generating job (``sample``, ``text_to_image``) and wait for its images:
+        PNGs, or with ``pixels`` the uint8 pixels themselves."""
         async with self._track(method, protocol) as call:
-            job = self._submit(ref, method, params, call, retain=False)
+            job = self._submit(ref, method, params, call, retain=False, pixels=pixels)
             return _sample_result(await job.wait())
 
     async def submit_job(
@@ -378,15 +388,29 @@ class GenerativeService:
         return await self.jobs.cancel(job_id)
 
     def _submit(
-        self, ref: str, method: str, raw: Mapping[str, Any], call: _Call, *, retain: bool
+        self,
+        ref: str,
+        method: str,
+        raw: Mapping[str, Any],
+        call: _Call,
+        *,
+        retain: bool,
+        pixels: bool = False,
     ) -> Job:
         model = call.use(self._lease(ref))
         params = model.pipeline.prepare(raw, method)
 
         async def work(progress: Any) -> dict[str, Any]:
             images = await model.pipeline.sample(params, progress)
-            pngs = await self._to_pngs(model, images)
-            return {"model": model.label, "seed": params.resolved_seed, "images": pngs}
+            result = {"model": model.label, "seed": params.resolved_seed}
+            if pixels:
+                spec = model.manifest.image
+                result["pixels"] = await self._offload(
+                    images.size, codecs.batch_to_pixels, images, spec
+                )
+            else:
+                result["images"] = await self._to_pngs(model, images)
+            return result
 
         return self._start_job(call, model, method, params, work, retain=retain)
 
@@ -636,4 +660,6 @@ def _unix_seconds(iso: str) -> int:
 
 
 def _sample_result(result: dict[str, Any]) -> SampleResult:
-    return SampleResult(result["model"], result["seed"], result["images"])
+    return SampleResult(
+        result["model"], result["seed"], result.get("images", []), result.get("pixels")
+    )

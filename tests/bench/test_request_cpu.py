@@ -1,5 +1,6 @@
 """The in-process CPU-per-request benchmark drives the real REST app and gRPC servicer over a
-real (tiny) model and reports both figures for both transports."""
+real (tiny) model and reports both figures for each transport (the Open Inference
+Protocol's gRPC ModelInfer among them)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def test_request_cpu_runs_end_to_end(tiny_repository: Path, tmp_path: Path) -> N
     done = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads(out.read_text())
-    assert set(results) == {"rest", "grpc"}
+    assert set(results) == {"rest", "grpc", "v2-grpc"}
     for transport, figures in results.items():
         # the loop thread's share is part of the whole process's CPU time
         assert 0 < figures["loop_us_per_request"] <= figures["process_us_per_request"], transport

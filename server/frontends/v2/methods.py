@@ -226,6 +226,7 @@ async def infer(
     chosen = choose_method(model, method)
     wanted = check_outputs(model, chosen, requested)
     seed = None
+    pixels = None  # uint8 NHWC, when the engine was asked for pixels rather than PNGs
     if chosen == "reconstruct":
         extra = sorted(set(inputs) - {"images"})
         if extra:
@@ -234,10 +235,19 @@ async def infer(
         label, pngs = result.model, result.images
     else:
         params = _params(model, chosen, inputs)
-        generated = await service.generate(ref, chosen, params, protocol)
+        # Unless PNGs were asked for, none are made: the tensors are the pixels themselves.
+        as_pixels = "images_png" not in wanted
+        generated = await service.generate(ref, chosen, params, protocol, pixels=as_pixels)
         label, pngs, seed = generated.model, generated.images, generated.seed
+        pixels = generated.pixels
     made = {
-        "images": lambda: Tensor("images", "UINT8", _pixels(pngs, model.channels)),
+        "images": lambda: Tensor(
+            "images",
+            "UINT8",
+            _pixels(pngs, model.channels)
+            if pixels is None
+            else np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)),
+        ),
         "images_png": lambda: Tensor("images_png", "BYTES", _bytes_array(pngs)),
         "seed": lambda: Tensor("seed", "UINT64", np.array([seed], dtype=np.uint64)),
     }
