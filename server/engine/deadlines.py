@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 
-from latentserve.server.errors import DeadlineExceeded, InvalidArgument, Unavailable, shown
+from latentserve.server.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    ServingError,
+    Unavailable,
+    shown,
+)
 
 #: The REST header: seconds (a decimal number) the client waits for the answer.
 TIMEOUT_HEADER = "X-Request-Timeout"
@@ -72,17 +78,26 @@ def parse_timeout(text: str) -> float:
     return seconds
 
 
+def ending(limit_s: float, what: str) -> tuple[float, Callable[[], ServingError]]:
+    """When work limited to ``limit_s`` (the server's limit) must end — at the client's
+    deadline if that comes first — as a loop time, and the error that says which one
+    ended it (made only if one does)."""
+    own = asyncio.get_running_loop().time() + limit_s
+    client = current()
+    if client is not None and client <= own:
+        return client, lambda: DeadlineExceeded(
+            f"{what} did not finish before the client's deadline"
+        )
+    return own, lambda: Unavailable(f"{what} timed out after {limit_s:g}s")
+
+
 @asynccontextmanager
 async def within(limit_s: float, what: str) -> AsyncIterator[None]:
     """Run the block for at most ``limit_s`` (the server's limit) or up to the client's
     deadline, whichever ends first; say which one ended it."""
-    loop = asyncio.get_running_loop()
-    own = loop.time() + limit_s
-    client = current()
+    at, why = ending(limit_s, what)
     try:
-        async with asyncio.timeout_at(own if client is None else min(own, client)):
+        async with asyncio.timeout_at(at):
             yield
     except TimeoutError:
-        if client is not None and client <= own:
-            raise DeadlineExceeded(f"{what} did not finish before the client's deadline") from None
-        raise Unavailable(f"{what} timed out after {limit_s:g}s") from None
+        raise why() from None

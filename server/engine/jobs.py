@@ -175,6 +175,7 @@ class Job:
         self._done = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ended_by: ServingError | None = None  # why the server stopped it, if it did
+        self._timer: asyncio.TimerHandle | None = None  # ends it at its deadline
         # Told of every change (the event, or None for a state change without one) by a
         # shared job store that publishes the job to the other replicas; None: no one.
         self.on_change: Callable[[JobEvent | None], None] | None = None
@@ -311,8 +312,21 @@ class JobManager:
         job._emit(JobEvent("accepted", {"job_id": job.id, "model": model, **params}))
         self._active[job.id] = job
         self._metrics.child(self._metrics.jobs_active, model).inc()
-        job._task = asyncio.get_running_loop().create_task(self._run(job, work, render, retain))
+        loop = asyncio.get_running_loop()
+        job._task = loop.create_task(self._run(job, work, render, retain))
+        # One timer per job, cancelled when it ends: a timeout scope around its work cost
+        # the event loop several times more per request (bench/README.md).
+        at, why = deadlines.ending(deadline_s, "job")
+        job._timer = loop.call_at(at, self._out_of_time, job, why)
         return job
+
+    @staticmethod
+    def _out_of_time(job: Job, why: Callable[[], ServingError]) -> None:
+        """The job's deadline (the server's limit, or its client's) passed: stop it, saying
+        which one ended it."""
+        if job._task is not None and not job._task.done() and job._ended_by is None:
+            job._ended_by = why()
+            job._task.cancel()
 
     def get(self, job_id: str) -> Job:
         """A job this process holds (running, or finished and retained)."""
@@ -389,8 +403,7 @@ class JobManager:
     async def _run(self, job: Job, work: Work, render: Any, retain: bool) -> None:
         progress = Progress(job, render, self._metrics)
         try:
-            async with deadlines.within(job.deadline_s, "job"):
-                result = await work(progress)
+            result = await work(progress)
             await progress.flush()
             job.result = result
             self._finish(job, JobState.DONE, JobEvent("result", result))
@@ -408,6 +421,8 @@ class JobManager:
             job.error = for_client(exc)
             self._finish(job, JobState.FAILED, _error_event(job.error.code, job.error.message))
         finally:
+            if job._timer is not None:
+                job._timer.cancel()
             for task in progress._previews:
                 task.cancel()
         if not retain:
