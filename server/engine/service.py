@@ -14,6 +14,7 @@ import contextlib
 import functools
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -179,6 +180,8 @@ class GenerativeService:
         self._idle = asyncio.Event()  # set while no request is in progress
         self._idle.set()
         self._reloader = None if repository is None else self._reloader_for(repository)
+        # name@version -> (the loaded version, its description), see ``_describe``
+        self._descriptions: dict[str, tuple[weakref.ref[LoadedModel], ModelDescription]] = {}
         self._polling: asyncio.Task[None] | None = None
         self.jobs = JobManager(
             metrics,
@@ -300,6 +303,20 @@ class GenerativeService:
         return self._describe(self._resolve(ref))
 
     def _describe(self, model: LoadedModel) -> ModelDescription:
+        """The model's description, made once per loaded version (a protocol that reads it
+        on every request, the Open Inference Protocol's, would otherwise rebuild it each
+        time); made again when its name's versions change."""
+        versions = self._repository.versions(model.manifest.name) if self._repository else []
+        known = self._descriptions.get(model.label)
+        if known is not None and known[0]() is model and known[1].versions == versions:
+            return known[1]
+        description = self._description(model, versions)
+        # a weak reference: a description does not keep an unloaded version's graphs alive
+        self._descriptions[model.label] = (weakref.ref(model), description)
+        return description
+
+    @staticmethod
+    def _description(model: LoadedModel, versions: list[str]) -> ModelDescription:
         m = model.manifest
         sample_fields = model.pipeline.params_for["sample"].model_fields
         defaults = model.pipeline.parameter_defaults()
@@ -323,7 +340,7 @@ class GenerativeService:
             execution_providers=model.providers,
             max_batch_size=model.serving.max_batch_size,
             max_n=model.serving.max_n,
-            versions=self._repository.versions(m.name) if self._repository else [],
+            versions=versions,
             created=_unix_seconds(m.provenance.created_at),
             parameter_schemas={
                 method: _schema(params, defaults)

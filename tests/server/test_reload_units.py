@@ -158,3 +158,23 @@ def test_no_reload_while_draining(tmp_path: Path) -> None:
         await service.close()
 
     asyncio.run(main())
+
+
+def test_a_description_is_made_once_per_version_and_again_when_versions_change(
+    tmp_path: Path,
+) -> None:
+    """The Open Inference Protocol reads a model's description on every request, so it is
+    kept; a reload that adds a version gives the older ones' descriptions the new list."""
+    service, _ = make_service(tmp_path)
+
+    async def main() -> None:
+        first = service.get_model("fake-vae@2")
+        assert service.get_model("fake-vae@2") is first
+        assert first.versions == ["1", "2"]
+        publish(tmp_path, "3")
+        await service.reload_repository("test")
+        assert service.get_model("fake-vae@2").versions == ["1", "2", "3"]
+        assert service.get_model("fake-vae").version == "3"
+        await service.close()
+
+    asyncio.run(main())
