@@ -153,7 +153,7 @@ class JobView(Protocol):
 class Job:
     """One admitted request: its state, progress, latest preview and result."""
 
-    def __init__(self, model: str, method: str, params: dict[str, Any], deadline_s: float) -> None:
+    def __init__(self, model: str, method: str, params: dict[str, Any]) -> None:
         self.id = uuid.uuid4().hex  # the form _JOB_ID matches
         self.model = model
         self.method = method
@@ -167,7 +167,6 @@ class Job:
         self.error: ServingError | None = None
         self.created = time.time()
         self.finished_at: float | None = None
-        self.deadline_s = deadline_s
         self._submitted = time.perf_counter()
         self._history: dict[str, JobEvent] = {}  # the latest of each kind, oldest first
         self._emitted = 0  # events so far: the id of the latest one
@@ -306,7 +305,7 @@ class JobManager:
         if len(self._active) >= self._max_jobs:
             self._metrics.child(self._metrics.jobs, model, method, "refused").inc()
             raise Overloaded(f"{self._max_jobs} jobs are queued or running, retry later")
-        job = Job(model, method, params, deadline_s)
+        job = Job(model, method, params)
         if retain:  # a job clients address by its id: the other replicas hear of it too
             self._store.track(job)
         job._emit(JobEvent("accepted", {"job_id": job.id, "model": model, **params}))

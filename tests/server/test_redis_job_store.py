@@ -133,7 +133,7 @@ def test_a_job_whose_replica_stopped_is_reported_failed(tmp_path: Path, redis_ur
             events_max=64,
         )
         await dead._renew_lease()
-        job = Job(f"{MODEL}@1", "sample", {"n": 1, "steps": 10}, 60)
+        job = Job(f"{MODEL}@1", "sample", {"n": 1, "steps": 10})
         dead.track(job)
         job._emit(JobEvent("accepted", {"job_id": job.id}))
         job._update(JobState.RUNNING, steps=10, step=2)
